@@ -1,0 +1,554 @@
+/*
+ * Table-driven configuration (after redis config.c): one row per setting.
+ * The INI syntax is read by inih; this file owns names, types, bounds,
+ * defaults and the error messages an operator sees.
+ */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_FILE_MAX (1024 * 1024)
+#define CONFIG_LINE_MAX 4096
+
+typedef enum { CFG_STRING, CFG_INT, CFG_ENUM } cfg_type;
+
+enum {
+    CFG_F_DSN = 1 << 0, /* mask a password when printing */
+};
+
+/* Extra validation for a string value; returns false and explains in @p why. */
+typedef bool (*cfg_check_fn)(const char *value, char *why, size_t why_len);
+
+typedef struct {
+    const char *name;
+    cfg_type type;
+    size_t offset;              /* of the field in cu_config */
+    int64_t min, max;           /* CFG_INT: value bounds; CFG_STRING: length bounds */
+    const char *def;            /* default, parsed like any other value */
+    const char *doc;            /* one line */
+    const char *const *choices; /* CFG_ENUM: NULL-terminated names */
+    cfg_check_fn check;
+    unsigned flags;
+} cfg_row;
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+static bool check_ip_literal(const char *v, char *why, size_t why_len)
+{
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, v, addr) == 1 || inet_pton(AF_INET6, v, addr) == 1)
+        return true;
+    snprintf(why, why_len, "is not an IPv4 or IPv6 address");
+    return false;
+}
+
+static bool check_pg_user(const char *v, char *why, size_t why_len)
+{
+    for (const char *p = v; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')) {
+            snprintf(why, why_len, "is not a valid user name");
+            return false;
+        }
+    }
+    return true;
+}
+
+#define OFF(field) offsetof(cu_config, field)
+
+static const cfg_row config_table[] = {
+    {"data.dir", CFG_STRING, OFF(data_dir), 1, 3800, "./var",
+     "Directory for evidence, keys, the embedded database and the lock file.", NULL, NULL, 0},
+    {"log.level", CFG_ENUM, OFF(log_level), 0, 0, "info",
+     "Least severe level written: error, warn, info or debug.", log_levels, NULL, 0},
+    {"log.file", CFG_STRING, OFF(log_file), 0, 3800, "",
+     "Append log lines to this file (reopened on SIGHUP); empty writes to stderr.", NULL, NULL,
+     0},
+    {"http.bind", CFG_STRING, OFF(http_bind), 1, 64, "127.0.0.1",
+     "Address of the operations HTTP listener (/healthz, /metrics).", NULL, check_ip_literal,
+     0},
+    {"http.port", CFG_INT, OFF(http_port), 1, 65535, "8080",
+     "TCP port of the operations HTTP listener.", NULL, NULL, 0},
+    {"http.timeout_s", CFG_INT, OFF(http_timeout_s), 1, 3600, "30",
+     "Close an HTTP connection that is idle or slow for this many seconds.", NULL, NULL, 0},
+    {"db.dsn", CFG_STRING, OFF(db_dsn), 0, 4096, "",
+     "libpq connection string of an external PostgreSQL; empty runs the embedded cluster in "
+     "<data.dir>/pg.",
+     NULL, NULL, CFG_F_DSN},
+    {"db.pg_bindir", CFG_STRING, OFF(db_pg_bindir), 0, 3800, "",
+     "Directory holding initdb and postgres; empty asks pg_config, then /usr/lib/postgresql/*/bin.",
+     NULL, NULL, 0},
+    {"db.pg_user", CFG_STRING, OFF(db_pg_user), 1, 63, "postgres",
+     "Unprivileged account that runs the embedded cluster when Custos runs as root.", NULL,
+     check_pg_user, 0},
+    {"db.start_timeout_s", CFG_INT, OFF(db_start_timeout_s), 1, 600, "60",
+     "Give up when the embedded PostgreSQL is not accepting connections after this long.", NULL,
+     NULL, 0},
+    {"db.stop_timeout_s", CFG_INT, OFF(db_stop_timeout_s), 1, 600, "10",
+     "Wait this long for the embedded PostgreSQL to stop before forcing it.", NULL, NULL, 0},
+};
+
+#undef OFF
+
+static const cfg_row *config_find(const char *key)
+{
+    for (size_t i = 0; i < CU_ARRAY_LEN(config_table); i++)
+        if (strcmp(config_table[i].name, key) == 0)
+            return &config_table[i];
+    return NULL;
+}
+
+/* Edit distance, for "did you mean". Names are short; a 64-column row does. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return 64;
+    size_t prev[64], cur[64];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, sizeof(prev[0]) * (lb + 1));
+    }
+    return prev[lb];
+}
+
+static const char *config_suggest(const char *key)
+{
+    const char *best = NULL;
+    size_t best_d = 4; /* suggest only close misspellings */
+    for (size_t i = 0; i < CU_ARRAY_LEN(config_table); i++) {
+        size_t d = edit_distance(key, config_table[i].name);
+        if (d < best_d) {
+            best_d = d;
+            best = config_table[i].name;
+        }
+    }
+    return best;
+}
+
+static cu_rc config_apply(cu_config *cfg, const cfg_row *row, const char *value, cu_err *err)
+{
+    char *field = (char *)cfg + row->offset;
+    size_t vlen = strlen(value);
+
+    /* Allow "quoted values" so leading and trailing blanks survive. */
+    char unquoted[CONFIG_LINE_MAX + 1];
+    if (vlen >= 2 && value[0] == '"' && value[vlen - 1] == '"') {
+        if (vlen - 2 > CONFIG_LINE_MAX)
+            return cu_err_set(err, CU_ERR_CONFIG, "%s: value is longer than %d bytes",
+                              row->name, CONFIG_LINE_MAX);
+        memcpy(unquoted, value + 1, vlen - 2);
+        unquoted[vlen - 2] = '\0';
+        value = unquoted;
+        vlen -= 2;
+    }
+
+    switch (row->type) {
+    case CFG_STRING: {
+        if ((int64_t)vlen < row->min || (int64_t)vlen > row->max) {
+            if (row->min > 0 && vlen == 0)
+                return cu_err_set(err, CU_ERR_CONFIG, "%s: must not be empty", row->name);
+            return cu_err_set(err, CU_ERR_CONFIG,
+                              "%s: value is %zu bytes long, allowed %lld..%lld", row->name,
+                              vlen, (long long)row->min, (long long)row->max);
+        }
+        char why[128];
+        if (row->check && !row->check(value, why, sizeof(why)))
+            return cu_err_set(err, CU_ERR_CONFIG, "%s: '%s' %s", row->name, value, why);
+        char **slot = (char **)(void *)field;
+        free(*slot);
+        *slot = cu_xstrdup(value);
+        return CU_OK;
+    }
+    case CFG_INT: {
+        int64_t v;
+        if (!cu_parse_int64(value, &v))
+            return cu_err_set(err, CU_ERR_CONFIG, "%s: '%s' is not an integer (allowed %lld..%lld)",
+                              row->name, value, (long long)row->min, (long long)row->max);
+        if (v < row->min || v > row->max)
+            return cu_err_set(err, CU_ERR_CONFIG, "%s: %lld is out of range (allowed %lld..%lld)",
+                              row->name, (long long)v, (long long)row->min,
+                              (long long)row->max);
+        memcpy(field, &v, sizeof(v));
+        return CU_OK;
+    }
+    case CFG_ENUM: {
+        for (int i = 0; row->choices[i]; i++) {
+            if (strcmp(value, row->choices[i]) == 0) {
+                memcpy(field, &i, sizeof(i));
+                return CU_OK;
+            }
+        }
+        char list[256] = "";
+        size_t pos = 0;
+        for (int i = 0; row->choices[i] && pos < sizeof(list); i++) {
+            int n = snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "",
+                             row->choices[i]);
+            if (n < 0)
+                break;
+            pos += (size_t)n;
+        }
+        return cu_err_set(err, CU_ERR_CONFIG, "%s: '%s' is not one of: %s", row->name, value,
+                          list);
+    }
+    }
+    return cu_err_set(err, CU_ERR_CONFIG, "%s: unsupported type", row->name);
+}
+
+cu_rc cu_config_set(cu_config *cfg, const char *key, const char *value, cu_err *err)
+{
+    const cfg_row *row = config_find(key);
+    if (!row) {
+        const char *hint = config_suggest(key);
+        if (hint)
+            return cu_err_set(err, CU_ERR_CONFIG, "unknown setting '%s' (did you mean '%s'?)",
+                              key, hint);
+        return cu_err_set(err, CU_ERR_CONFIG, "unknown setting '%s' (ingestd --print-config lists them)",
+                          key);
+    }
+    return config_apply(cfg, row, value, err);
+}
+
+cu_rc cu_config_set_assignment(cu_config *cfg, const char *assignment, cu_err *err)
+{
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return cu_err_set(err, CU_ERR_CONFIG, "'%s' is not of the form KEY=VALUE", assignment);
+    size_t klen = (size_t)(eq - assignment);
+    char key[128];
+    if (klen >= sizeof(key))
+        return cu_err_set(err, CU_ERR_CONFIG, "setting name '%.40s...' is too long", assignment);
+    memcpy(key, assignment, klen);
+    key[klen] = '\0';
+    return cu_config_set(cfg, key, eq + 1, err);
+}
+
+void cu_config_init(cu_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < CU_ARRAY_LEN(config_table); i++) {
+        cu_err err;
+        if (config_apply(cfg, &config_table[i], config_table[i].def, &err) != CU_OK) {
+            /* A default that fails its own row is a programming error. */
+            fprintf(stderr, "fatal: bad default: %s\n", err.msg);
+            abort();
+        }
+    }
+}
+
+void cu_config_free(cu_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < CU_ARRAY_LEN(config_table); i++) {
+        if (config_table[i].type != CFG_STRING)
+            continue;
+        char **slot = (char **)(void *)((char *)cfg + config_table[i].offset);
+        free(*slot);
+        *slot = NULL;
+    }
+}
+
+/* ------------------------------------------------------------ INI files */
+
+typedef struct {
+    cu_config *cfg;
+    const char *path;
+    int line;             /* best-effort line of the current pair, for messages */
+    const char *text;     /* whole file, to find the line of a failing pair */
+    int seen_line[CU_ARRAY_LEN(config_table)];
+    cu_err first;
+    bool failed;
+} ini_ctx;
+
+/* inih reports the failing line only after the parse; find it from the key
+ * so that the message names the line at once. */
+static int ini_line_of(const char *text, const char *name, int after)
+{
+    int line = 1;
+    const char *p = text;
+    while (*p) {
+        const char *start = p;
+        while (*start == ' ' || *start == '\t')
+            start++;
+        size_t n = strlen(name);
+        if (line > after && strncmp(start, name, n) == 0 &&
+            (start[n] == '=' || start[n] == ':' || start[n] == ' ' || start[n] == '\t'))
+            return line;
+        p = strchr(p, '\n');
+        if (!p)
+            break;
+        p++;
+        line++;
+    }
+    return 0;
+}
+
+static int ini_on_pair(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx *ctx = user;
+    char key[160];
+    cu_err err;
+
+    if (ctx->failed)
+        return 0;
+    int n = section[0] ? snprintf(key, sizeof(key), "%s.%s", section, name)
+                       : snprintf(key, sizeof(key), "%s", name);
+    int line = ini_line_of(ctx->text, name, ctx->line);
+    if (line > 0)
+        ctx->line = line;
+    if (n < 0 || (size_t)n >= sizeof(key)) {
+        cu_err_set(&ctx->first, CU_ERR_CONFIG, "%s:%d: setting name is too long", ctx->path,
+                   ctx->line);
+        goto fail;
+    }
+    const cfg_row *row = config_find(key);
+    if (row) {
+        size_t idx = (size_t)(row - config_table);
+        if (ctx->seen_line[idx]) {
+            cu_err_set(&ctx->first, CU_ERR_CONFIG, "%s:%d: %s is already set on line %d",
+                       ctx->path, ctx->line, key, ctx->seen_line[idx]);
+            goto fail;
+        }
+        ctx->seen_line[idx] = ctx->line ? ctx->line : -1;
+    }
+    if (cu_config_set(ctx->cfg, key, value, &err) != CU_OK) {
+        cu_err_set(&ctx->first, CU_ERR_CONFIG, "%s:%d: %s", ctx->path, ctx->line, err.msg);
+        goto fail;
+    }
+    return 1;
+fail:
+    ctx->failed = true;
+    return 0;
+}
+
+/* Read the whole file, bounded, refusing what is not a small text file. */
+static cu_rc config_read_file(const char *path, char **out, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    char *text = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return cu_err_set(err, CU_ERR_CONFIG, "cannot read config file %s: %s", path,
+                          strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = cu_err_set(err, CU_ERR_CONFIG, "config file %s is not a regular file", path);
+        goto out;
+    }
+    if (st.st_size > CONFIG_FILE_MAX) {
+        rc = cu_err_set(err, CU_ERR_CONFIG, "config file %s is larger than %d bytes", path,
+                        CONFIG_FILE_MAX);
+        goto out;
+    }
+    size_t size = (size_t)st.st_size;
+    text = cu_xmalloc(size + 1);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, text + got, size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            rc = cu_err_set(err, CU_ERR_CONFIG, "cannot read config file %s: %s", path,
+                            strerror(e));
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    text[size] = '\0';
+    if (memchr(text, '\0', size)) {
+        rc = cu_err_set(err, CU_ERR_CONFIG, "config file %s contains a NUL byte", path);
+        goto out;
+    }
+    int line = 1;
+    size_t line_len = 0;
+    for (size_t i = 0; i < size; i++) {
+        if (text[i] == '\n') {
+            line++;
+            line_len = 0;
+        } else if (++line_len > CONFIG_LINE_MAX) {
+            rc = cu_err_set(err, CU_ERR_CONFIG, "%s:%d: line is longer than %d bytes", path,
+                            line, CONFIG_LINE_MAX);
+            goto out;
+        }
+    }
+    *out = text;
+    text = NULL;
+out:
+    free(text);
+    close(fd);
+    return rc;
+}
+
+cu_rc cu_config_load_file(cu_config *cfg, const char *path, cu_err *err)
+{
+    char *text = NULL;
+    cu_rc rc = config_read_file(path, &text, err);
+    if (rc)
+        return rc;
+
+    /* inih's knobs are process-wide; these are the ones this syntax uses. */
+    ini_use_stack = false;
+    ini_max_line = CONFIG_LINE_MAX + 3;
+    ini_allow_multiline = false;
+    /* Comments take whole lines only: values are verbatim, so a ';' in a
+     * DSN or a path is never mistaken for the start of a comment. */
+    ini_allow_inline_comments = false;
+    ini_allow_no_value = false;
+    ini_stop_on_first_error = true;
+
+    ini_ctx ctx = {.cfg = cfg, .path = path, .text = text};
+    int r = ini_parse_string(text, ini_on_pair, &ctx);
+    if (ctx.failed) {
+        rc = cu_err_set(err, CU_ERR_CONFIG, "%s", ctx.first.msg);
+    } else if (r > 0) {
+        rc = cu_err_set(err, CU_ERR_CONFIG,
+                        "%s:%d: syntax error (expected [section] or name = value)", path, r);
+    } else if (r < 0) {
+        rc = cu_err_set(err, CU_ERR_NOMEM, "%s: out of memory while parsing", path);
+    }
+    free(text);
+    return rc;
+}
+
+cu_rc cu_config_load(cu_config *cfg, const char *file, const char *data_dir,
+                     char *const *sets, size_t nsets, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    cu_err inner;
+    cu_config_init(cfg);
+    if (file) {
+        rc = cu_config_load_file(cfg, file, err);
+        if (rc)
+            return rc;
+    }
+    if (data_dir) {
+        rc = cu_config_set(cfg, "data.dir", data_dir, &inner);
+        if (rc)
+            return cu_err_set(err, rc, "--data-dir: %s", inner.msg);
+    }
+    for (size_t i = 0; i < nsets; i++) {
+        rc = cu_config_set_assignment(cfg, sets[i], &inner);
+        if (rc)
+            return cu_err_set(err, rc, "--set %s: %s", sets[i], inner.msg);
+    }
+    return CU_OK;
+}
+
+/* ---------------------------------------------------------------- print */
+
+/* Copy @p s into @p out with bytes [start, end) replaced by asterisks. */
+static void mask_span(const char *s, size_t start, size_t end, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%.*s********%s", (int)start, s, s + end);
+}
+
+/* Copy a DSN with any password replaced, in both libpq syntaxes:
+ * "... password=secret ..." and "postgresql://user:secret@host/...". */
+static void dsn_mask(const char *dsn, char *out, size_t out_len)
+{
+    char tmp[CONFIG_LINE_MAX + 64];
+    cu_strlcpy(tmp, dsn, sizeof(tmp));
+    const char *p = strstr(tmp, "password=");
+    if (p) {
+        size_t start = (size_t)(p - tmp) + strlen("password="), end = start;
+        if (tmp[end] == '\'') {
+            for (end++; tmp[end] && tmp[end] != '\''; end++)
+                if (tmp[end] == '\\' && tmp[end + 1])
+                    end++;
+            if (tmp[end])
+                end++;
+        } else {
+            while (tmp[end] && tmp[end] != ' ')
+                end++;
+        }
+        char masked[sizeof(tmp)];
+        mask_span(tmp, start, end, masked, sizeof(masked));
+        cu_strlcpy(tmp, masked, sizeof(tmp));
+    }
+    const char *scheme = strstr(tmp, "://");
+    if (scheme) {
+        const char *at = strchr(scheme + 3, '@');
+        const char *colon = strchr(scheme + 3, ':');
+        if (at && colon && colon < at) {
+            char masked[sizeof(tmp)];
+            mask_span(tmp, (size_t)(colon + 1 - tmp), (size_t)(at - tmp), masked,
+                      sizeof(masked));
+            cu_strlcpy(tmp, masked, sizeof(tmp));
+        }
+    }
+    cu_strlcpy(out, tmp, out_len);
+}
+
+static void config_value_text(const cu_config *cfg, const cfg_row *row, char *out, size_t len)
+{
+    const char *field = (const char *)cfg + row->offset;
+    switch (row->type) {
+    case CFG_STRING: {
+        const char *s = *(char *const *)(const void *)field;
+        if (row->flags & CFG_F_DSN)
+            dsn_mask(s ? s : "", out, len);
+        else
+            cu_strlcpy(out, s ? s : "", len);
+        break;
+    }
+    case CFG_INT: {
+        int64_t v;
+        memcpy(&v, field, sizeof(v));
+        snprintf(out, len, "%lld", (long long)v);
+        break;
+    }
+    case CFG_ENUM: {
+        int i;
+        memcpy(&i, field, sizeof(i));
+        snprintf(out, len, "%s", row->choices[i]);
+        break;
+    }
+    }
+}
+
+void cu_config_print(const cu_config *cfg, FILE *out)
+{
+    char section[64] = "";
+    fprintf(out,
+            "; Custos %s configuration: effective values, defaults included.\n"
+            "; Comments are whole lines starting with ';' or '#'; values are taken verbatim.\n",
+            CUSTOS_VERSION);
+    for (size_t i = 0; i < CU_ARRAY_LEN(config_table); i++) {
+        const cfg_row *row = &config_table[i];
+        const char *dot = strchr(row->name, '.');
+        size_t slen = (size_t)(dot - row->name);
+        if (strlen(section) != slen || strncmp(section, row->name, slen) != 0) {
+            snprintf(section, sizeof(section), "%.*s", (int)slen, row->name);
+            fprintf(out, "\n[%s]\n", section);
+        }
+        char value[4200];
+        config_value_text(cfg, row, value, sizeof(value));
+        fprintf(out, "; %s\n", row->doc);
+        if (row->type == CFG_INT)
+            fprintf(out, "; default %s, allowed %lld..%lld\n", row->def, (long long)row->min,
+                    (long long)row->max);
+        else
+            fprintf(out, "; default \"%s\"\n", row->def);
+        /* Quote values that inih would otherwise trim or cut at a comment. */
+        bool quote = value[0] == '\0' || value[0] == ' ' || value[strlen(value) - 1] == ' ';
+        fprintf(out, "%s = %s%s%s\n", dot + 1, quote ? "\"" : "", value, quote ? "\"" : "");
+    }
+}

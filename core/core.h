@@ -1,0 +1,287 @@
+/*
+ * core — what every Custos module shares: the result enum, error text buffers,
+ * logging, the configuration table, metrics and a few bounded string helpers.
+ *
+ * Nothing here knows about media, storage or the database.
+ */
+#ifndef CUSTOS_CORE_H
+#define CUSTOS_CORE_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CUSTOS_VERSION "0.1.0"
+
+#define CU_WUR __attribute__((warn_unused_result))
+#define CU_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define CU_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---------------------------------------------------------------- results */
+
+/** The project's one result type. CU_OK is zero; every failure has a name. */
+typedef enum {
+    CU_OK = 0,
+    CU_ERR_NOMEM,    /* an allocation sized by a peer or a file failed */
+    CU_ERR_IO,       /* a system call on a file, socket or process failed */
+    CU_ERR_CONFIG,   /* a setting is unknown, mistyped or out of range */
+    CU_ERR_INVALID,  /* malformed input or a bad argument */
+    CU_ERR_BUSY,     /* held by someone else (data dir lock, port) */
+    CU_ERR_NOTFOUND, /* a file, binary, user or row does not exist */
+    CU_ERR_EXISTS,   /* already there */
+    CU_ERR_DB,       /* PostgreSQL refused or is unreachable */
+    CU_ERR_VERSION,  /* data written by a newer Custos than this build */
+    CU_ERR_PERM,     /* the OS or a rule denied it */
+    CU_ERR_TIMEOUT,  /* did not happen within its deadline */
+} cu_rc;
+
+/** Static text naming @p rc ("ok", "i/o error", ...). Never NULL. */
+const char *cu_rc_str(cu_rc rc);
+
+/**
+ * A caller-owned buffer for a one-line, human-readable error message.
+ * Functions that can fail for reasons an operator must fix fill it in and
+ * return a cu_rc; the top level prints the line and exits non-zero.
+ */
+typedef struct {
+    char msg[512];
+} cu_err;
+
+/** Set @p err (may be NULL) to a formatted message. Returns @p rc. */
+cu_rc cu_err_set(cu_err *err, cu_rc rc, const char *fmt, ...) CU_PRINTF(3, 4);
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum {
+    CU_LOG_ERROR = 0,
+    CU_LOG_WARN = 1,
+    CU_LOG_INFO = 2,
+    CU_LOG_DEBUG = 3,
+} cu_log_level;
+
+/* The active level; read by CU_LOG before any formatting is done. */
+extern _Atomic int cu_log_threshold;
+
+/**
+ * Log one line at @p lvl with a context (module, stream, peer ...):
+ *   CU_LOG(CU_LOG_WARN, "http", "peer %s sent %zu bytes", peer, n);
+ * The level is checked before the arguments are formatted or evaluated.
+ */
+#define CU_LOG(lvl, ctx, ...)                                                  \
+    do {                                                                       \
+        if ((int)(lvl) <= atomic_load_explicit(&cu_log_threshold,              \
+                                               memory_order_relaxed))          \
+            cu_log_write((lvl), (ctx), 0, __VA_ARGS__);                        \
+    } while (0)
+
+/** As CU_LOG, appending ": strerror(err)"; pass errno captured at the failure. */
+#define CU_LOG_ERRNO(lvl, ctx, err, ...)                                       \
+    do {                                                                       \
+        if ((int)(lvl) <= atomic_load_explicit(&cu_log_threshold,              \
+                                               memory_order_relaxed))          \
+            cu_log_write((lvl), (ctx), (err), __VA_ARGS__);                    \
+    } while (0)
+
+/** Format and write one line; use CU_LOG instead. @p err 0 means none. */
+void cu_log_write(cu_log_level lvl, const char *ctx, int err, const char *fmt, ...)
+    CU_PRINTF(4, 5);
+
+/**
+ * Send log lines to @p path (appending, created 0640), or to stderr when
+ * @p path is NULL or empty. @p program prefixes every line. Safe to call again.
+ */
+CU_WUR cu_rc cu_log_open(const char *program, const char *path, cu_err *err);
+
+/** Reopen the log file at the same path (after rotation; SIGHUP). */
+CU_WUR cu_rc cu_log_reopen(cu_err *err);
+
+/** Close the log file; later lines go to stderr. */
+void cu_log_close(void);
+
+/** Parse "error", "warn", "info" or "debug". Returns -1 for anything else. */
+int cu_log_level_parse(const char *name);
+
+/** Lower-case name of @p lvl. */
+const char *cu_log_level_name(cu_log_level lvl);
+
+/** Route libevent's internal warnings and fatal errors into the log. */
+void cu_log_route_libevent(void);
+
+/* ---------------------------------------------------------- configuration */
+
+/*
+ * Every setting is one row of a static table (core/config.c): name, type,
+ * bounds, default and a one-line doc. Values are applied in this order:
+ * defaults, then the INI file (--config), then --data-dir, then each --set.
+ * Strings are owned by the cu_config and freed by cu_config_free().
+ */
+typedef struct {
+    char *data_dir;               /* data.dir */
+    int log_level;                /* log.level (a cu_log_level) */
+    char *log_file;               /* log.file ("" = stderr) */
+    char *http_bind;              /* http.bind */
+    int64_t http_port;            /* http.port */
+    int64_t http_timeout_s;       /* http.timeout_s */
+    char *db_dsn;                 /* db.dsn ("" = embedded cluster) */
+    char *db_pg_bindir;           /* db.pg_bindir ("" = discover) */
+    char *db_pg_user;             /* db.pg_user: runs the embedded cluster when root */
+    int64_t db_start_timeout_s;   /* db.start_timeout_s */
+    int64_t db_stop_timeout_s;    /* db.stop_timeout_s */
+} cu_config;
+
+/** Fill @p cfg with every setting's default. Free with cu_config_free(). */
+void cu_config_init(cu_config *cfg);
+
+/** Free the strings @p cfg owns. @p cfg itself is the caller's. NULL is a no-op. */
+void cu_config_free(cu_config *cfg);
+
+/**
+ * Apply an INI file: "[section]" then "name = value" gives setting
+ * "section.name". At most 1 MiB and 4096 bytes per line. On error @p err
+ * names the file, the line, the setting and the rule broken.
+ */
+CU_WUR cu_rc cu_config_load_file(cu_config *cfg, const char *path, cu_err *err);
+
+/** Apply "key=value" (the --set form). */
+CU_WUR cu_rc cu_config_set_assignment(cu_config *cfg, const char *assignment, cu_err *err);
+
+/**
+ * The whole load, as both programs do it: defaults, then @p file (may be
+ * NULL), then @p data_dir (may be NULL), then each "key=value" of @p sets.
+ */
+CU_WUR cu_rc cu_config_load(cu_config *cfg, const char *file, const char *data_dir,
+                            char *const *sets, size_t nsets, cu_err *err);
+
+/** Apply one setting by name. */
+CU_WUR cu_rc cu_config_set(cu_config *cfg, const char *key, const char *value, cu_err *err);
+
+/**
+ * Write every setting with its effective value to @p out as an INI file that
+ * cu_config_load_file() reads back, each preceded by its doc, default and
+ * bounds. A password inside db.dsn is masked.
+ */
+void cu_config_print(const cu_config *cfg, FILE *out);
+
+/* ------------------------------------------------------------ data buffer */
+
+/**
+ * A growable byte buffer with a hard cap (curl's dynbuf): appends beyond
+ * @c max fail with CU_ERR_NOMEM and leave the contents as they were.
+ * The data is always NUL-terminated for convenience.
+ */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t alloc;
+    size_t max;
+} cu_buf;
+
+/** Start empty, never holding more than @p max bytes. */
+void cu_buf_init(cu_buf *b, size_t max);
+/** Free the storage; the buffer may be reused after cu_buf_init(). */
+void cu_buf_free(cu_buf *b);
+/** Forget the contents, keep the allocation. */
+void cu_buf_reset(cu_buf *b);
+CU_WUR cu_rc cu_buf_append(cu_buf *b, const void *data, size_t len);
+CU_WUR cu_rc cu_buf_printf(cu_buf *b, const char *fmt, ...) CU_PRINTF(2, 3);
+
+/* ---------------------------------------------------------------- metrics */
+
+typedef enum { CU_METRIC_COUNTER, CU_METRIC_GAUGE } cu_metric_type;
+
+/**
+ * One Prometheus time series. Define them with CU_METRIC_DEFINE at file
+ * scope; they register themselves before main(). Updating one is a relaxed
+ * atomic add: safe on the hot path.
+ */
+typedef struct cu_metric {
+    const char *name;   /* family name, e.g. "custos_http_requests_total" */
+    const char *labels; /* e.g. "path=\"/healthz\"" or "" */
+    const char *help;
+    cu_metric_type type;
+    _Atomic int64_t value;
+    struct cu_metric *next;
+} cu_metric;
+
+#define CU_METRIC_DEFINE(var, type_, name_, labels_, help_)                    \
+    cu_metric var = {.name = (name_), .labels = (labels_), .help = (help_),    \
+                     .type = (type_)};                                         \
+    __attribute__((constructor)) static void var##_register(void)              \
+    {                                                                          \
+        cu_metric_register(&var);                                              \
+    }
+
+/** Add @p m to the registry (done by CU_METRIC_DEFINE). */
+void cu_metric_register(cu_metric *m);
+
+static inline void cu_metric_add(cu_metric *m, int64_t n)
+{
+    atomic_fetch_add_explicit(&m->value, n, memory_order_relaxed);
+}
+static inline void cu_metric_inc(cu_metric *m) { cu_metric_add(m, 1); }
+static inline void cu_metric_set(cu_metric *m, int64_t v)
+{
+    atomic_store_explicit(&m->value, v, memory_order_relaxed);
+}
+static inline int64_t cu_metric_get(cu_metric *m)
+{
+    return atomic_load_explicit(&m->value, memory_order_relaxed);
+}
+
+/**
+ * Append every registered metric to @p out in the Prometheus text
+ * exposition format (version 0.0.4), followed by the process_* metrics
+ * (CPU seconds, resident memory, open fds, start time).
+ */
+CU_WUR cu_rc cu_metrics_render(cu_buf *out);
+
+/* --------------------------------------------------------------- data dir */
+
+/**
+ * The daemon's data directory, locked for exclusive use by one process.
+ * The lock is an flock() on <dir>/lock, held by a close-on-exec descriptor,
+ * so it disappears with the process however it ends: a crash never leaves
+ * a lock that blocks the next start.
+ */
+typedef struct cu_datadir cu_datadir;
+
+/**
+ * Create @p path if missing (mode 0711: other users, such as the postgres
+ * account, may traverse but not list it), resolve it to an absolute path and
+ * take its lock. @p holder names the program in the lock file ("ingestd").
+ * CU_ERR_BUSY: another process holds it; @p err names its pid and program.
+ * On success *@p out is the caller's; release with cu_datadir_close().
+ */
+CU_WUR cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out,
+                             cu_err *err);
+
+/** Absolute path of the directory, borrowed for the handle's lifetime. */
+const char *cu_datadir_path(const cu_datadir *dd);
+
+/** Release the lock and free the handle. NULL is a no-op. */
+void cu_datadir_close(cu_datadir *dd);
+
+/* ---------------------------------------------------------------- helpers */
+
+/** malloc/calloc/strdup that abort on failure: for small internal sizes only. */
+void *cu_xmalloc(size_t n);
+void *cu_xcalloc(size_t n, size_t size);
+char *cu_xstrdup(const char *s);
+/** printf into a fresh allocation (aborts on failure). Caller frees. */
+char *cu_xasprintf(const char *fmt, ...) CU_PRINTF(1, 2);
+
+/** Copy at most @p size-1 bytes and terminate. Returns false when truncated. */
+bool cu_strlcpy(char *dst, const char *src, size_t size);
+
+/** Parse a whole decimal integer; rejects empty strings, junk and overflow. */
+CU_WUR bool cu_parse_int64(const char *s, int64_t *out);
+
+/** Wall clock in milliseconds since the epoch. */
+int64_t cu_time_ms(void);
+/** Monotonic clock in nanoseconds. */
+int64_t cu_mono_ns(void);
+
+#endif /* CUSTOS_CORE_H */

@@ -1,0 +1,135 @@
+/*
+ * The daemon's lifecycle. Start order is chosen so that whatever fails,
+ * fails before anything expensive runs and leaves nothing behind:
+ * data dir lock → listening sockets → database → serve.
+ * Stop order is the reverse.
+ */
+#include "ingestd_internal.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+CU_METRIC_DEFINE(ingest_up_metric, CU_METRIC_GAUGE, "custos_up", "",
+                 "1 while ingestd runs and serves.")
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    ingest_daemon *d = arg;
+    (void)what;
+    if (d->stop_signal) {
+        CU_LOG(CU_LOG_WARN, "ingestd", "second %s while stopping; still stopping",
+               strsignal((int)sig));
+        return;
+    }
+    d->stop_signal = (int)sig;
+    CU_LOG(CU_LOG_INFO, "ingestd", "%s: stopping", strsignal((int)sig));
+    event_base_loopexit(d->base, NULL);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    cu_err err;
+    (void)sig;
+    (void)what;
+    (void)arg;
+    if (cu_log_reopen(&err) != CU_OK)
+        CU_LOG(CU_LOG_ERROR, "ingestd", "SIGHUP: %s", err.msg);
+    else
+        CU_LOG(CU_LOG_INFO, "ingestd", "SIGHUP: log reopened");
+}
+
+/* A child exited: if it was the embedded PostgreSQL, say so at once. */
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+    ingest_daemon *d = arg;
+    cu_err why;
+    (void)sig;
+    (void)what;
+    db_cluster *c = d->db ? db_service_cluster(d->db) : NULL;
+    if (c && db_cluster_pid(c) > 0 && !db_service_healthy(d->db, &why))
+        CU_LOG(CU_LOG_ERROR, "db", "%s", why.msg);
+}
+
+static cu_rc daemon_add_signals(ingest_daemon *d, cu_err *err)
+{
+    struct {
+        int sig;
+        event_callback_fn fn;
+    } table[] = {
+        {SIGTERM, on_stop_signal},
+        {SIGINT, on_stop_signal},
+        {SIGHUP, on_sighup},
+        {SIGCHLD, on_sigchld},
+    };
+    for (size_t i = 0; i < CU_ARRAY_LEN(table); i++) {
+        d->signals[i] = evsignal_new(d->base, table[i].sig, table[i].fn, d);
+        if (!d->signals[i] || evsignal_add(d->signals[i], NULL) != 0)
+            return cu_err_set(err, CU_ERR_IO, "cannot watch signal %s",
+                              strsignal(table[i].sig));
+    }
+    return CU_OK;
+}
+
+cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    ingest_daemon d = {.cfg = cfg, .ops_fd = -1, .started_ms = cu_time_ms()};
+
+    signal(SIGPIPE, SIG_IGN);
+    cu_log_route_libevent();
+
+    rc = cu_datadir_open(cfg->data_dir, "ingestd", &d.datadir, err);
+    if (rc)
+        goto out;
+    d.base = event_base_new();
+    if (!d.base) {
+        rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create the event loop");
+        goto out;
+    }
+    rc = ingest_listen_tcp(cfg->http_bind, (int)cfg->http_port, "http (http.bind, http.port)",
+                           &d.ops_fd, err);
+    if (rc)
+        goto out;
+    /* Signals are watched before the database starts, so a SIGTERM during
+     * a slow start is not lost; it is acted on once the loop runs. */
+    rc = daemon_add_signals(&d, err);
+    if (rc)
+        goto out;
+
+    CU_LOG(CU_LOG_INFO, "ingestd", "Custos %s starting; data dir %s", CUSTOS_VERSION,
+           cu_datadir_path(d.datadir));
+    rc = db_service_start(cfg, cu_datadir_path(d.datadir), DB_OWN, "custos-ingestd", &d.db, err);
+    if (rc)
+        goto out;
+    rc = ingest_ops_http_start(&d, err);
+    if (rc)
+        goto out;
+
+    cu_metric_set(&ingest_up_metric, 1);
+    CU_LOG(CU_LOG_INFO, "ingestd", "ready: http://%s%s%s:%lld/healthz and /metrics; database %s; "
+                                   "installation %s",
+           strchr(cfg->http_bind, ':') ? "[" : "", cfg->http_bind,
+           strchr(cfg->http_bind, ':') ? "]" : "", (long long)cfg->http_port,
+           db_service_cluster(d.db) ? "embedded" : "external (db.dsn)",
+           db_service_instance_id(d.db));
+
+    if (event_base_dispatch(d.base) < 0) {
+        rc = cu_err_set(err, CU_ERR_IO, "the event loop failed");
+        goto out;
+    }
+    CU_LOG(CU_LOG_INFO, "ingestd", "stopped serving; shutting down");
+out:
+    cu_metric_set(&ingest_up_metric, 0);
+    ingest_ops_http_stop(&d);
+    db_service_stop(d.db);
+    for (size_t i = 0; i < CU_ARRAY_LEN(d.signals); i++)
+        if (d.signals[i])
+            event_free(d.signals[i]);
+    if (d.base)
+        event_base_free(d.base);
+    cu_datadir_close(d.datadir);
+    if (rc == CU_OK)
+        CU_LOG(CU_LOG_INFO, "ingestd", "stopped cleanly");
+    return rc;
+}

@@ -1,0 +1,28 @@
+/*
+ * ingestd — the daemon: its lifecycle (data dir, database, signals), the
+ * operations HTTP listener (/healthz, /metrics) and, as the platform grows,
+ * the ingest listeners. main() stays thin; tests link this library.
+ */
+#ifndef CUSTOS_INGESTD_H
+#define CUSTOS_INGESTD_H
+
+#include "core/core.h"
+
+/**
+ * Run the daemon described by @p cfg (borrowed for the whole run) until
+ * SIGTERM or SIGINT, then stop gracefully: listeners closed, the database
+ * disconnected, the embedded PostgreSQL stopped, the data dir unlocked.
+ * Returns CU_OK after a graceful stop; otherwise @p err holds one line
+ * saying why it could not start, and nothing it started is left running.
+ */
+CU_WUR cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err);
+
+/**
+ * Open a listening TCP socket on @p addr (an IP literal) and @p port,
+ * non-blocking and close-on-exec. @p what names the listener in errors
+ * ("http", with its setting). On success *@p fd_out is the caller's.
+ */
+CU_WUR cu_rc ingest_listen_tcp(const char *addr, int port, const char *what, int *fd_out,
+                               cu_err *err);
+
+#endif /* CUSTOS_INGESTD_H */

@@ -1,0 +1,37 @@
+/*
+ * Throwaway PostgreSQL clusters for tests. A cluster lives in a fresh
+ * directory under $TMPDIR (or /tmp), made traversable for the postgres
+ * account when the tests run as root, and is removed by pgtest_stop().
+ * If a test process dies without stopping it, the server dies with it
+ * (PR_SET_PDEATHSIG) and the next pgtest_start() removes the directory.
+ */
+#ifndef CUSTOS_PGTEST_H
+#define CUSTOS_PGTEST_H
+
+#include "db/db.h"
+
+typedef struct pgtest pgtest;
+
+/** Start a cluster. On success *@p out is the caller's. */
+CU_WUR cu_rc pgtest_start(pgtest **out, cu_err *err);
+
+/** DSN of the "custos" database as the custos role (borrowed). */
+const char *pgtest_dsn(const pgtest *t);
+
+/** DSN of the "postgres" database as the superuser (borrowed). */
+const char *pgtest_admin_dsn(const pgtest *t);
+
+/** The directory holding everything of this cluster (borrowed). */
+const char *pgtest_dir(const pgtest *t);
+
+/** Stop the server and remove its directory. NULL is a no-op. */
+void pgtest_stop(pgtest *t);
+
+/**
+ * Create a fresh, empty database @p name owned by the custos role, using
+ * the superuser DSN from $CUSTOS_TEST_ADMIN_DSN, and return a DSN for it
+ * (caller frees). Aborts the test when the harness is not set up.
+ */
+char *pgtest_fresh_database(const char *name);
+
+#endif

@@ -1,0 +1,131 @@
+# Shared helpers for the integration tests: throwaway data dirs under /tmp
+# (traversable by the postgres account), free loopback ports, starting and
+# stopping ingestd, and cleanup that runs however the test ends.
+set -u
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+note() { echo "-- $*"; }
+
+IT_DIRS=()
+IT_PIDS=()
+
+it_cleanup() {
+    local pid dir rc=$?
+    for pid in "${IT_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null
+    done
+    for pid in "${IT_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    # A sanitizer report in any daemon's output fails the test.
+    for dir in "${IT_DIRS[@]}"; do
+        if grep -rl 'Sanitizer' "$dir" --include='*.log' --include='stderr*' 2>/dev/null; then
+            grep -rh -A20 'Sanitizer' "$dir" --include='*.log' --include='stderr*' >&2
+            echo "FAIL: sanitizer report in the output above" >&2
+            rc=1
+        fi
+    done
+    for dir in "${IT_DIRS[@]}"; do
+        # A server left by a killed ingestd dies with it; wait for it.
+        it_wait_no_postgres "$dir" 10 || pkill -KILL -f -- "-D $dir/pg/data" 2>/dev/null
+        rm -rf "$dir"
+    done
+    exit "$rc"
+}
+trap it_cleanup EXIT
+
+# A fresh data dir's parent, removed at exit.
+it_tmpdir() {
+    local d
+    d=$(mktemp -d /tmp/custos-it-XXXXXX) || fail "mktemp"
+    chmod 0711 "$d"
+    IT_DIRS+=("$d")
+    echo "$d"
+}
+
+# A loopback TCP port nothing listens on.
+it_free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    fail "no free port found"
+}
+
+# it_start_ingestd LOG ARGS... : start ingestd in the background; sets
+# INGESTD_PID. Does not wait for readiness.
+it_start_ingestd() {
+    local log=$1
+    shift
+    "$INGESTD" "$@" >"$log" 2>&1 &
+    INGESTD_PID=$!
+    IT_PIDS+=("$INGESTD_PID")
+}
+
+# it_wait_healthy PORT PID LOG : until /healthz answers 200 (60 s).
+it_wait_healthy() {
+    local port=$1 pid=$2 log=$3 i
+    for i in $(seq 1 600); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$log" >&2
+            fail "ingestd (pid $pid) exited before it became healthy"
+        fi
+        sleep 0.1
+    done
+    cat "$log" >&2
+    fail "ingestd not healthy on port $port after 60 s"
+}
+
+# it_wait_exit PID SECONDS : wait for PID (a child of this shell) to exit;
+# sets IT_STATUS to its exit status, or to "timeout".
+it_wait_exit() {
+    local pid=$1 secs=$2 i
+    IT_STATUS=timeout
+    for i in $(seq 1 $((secs * 20))); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            IT_STATUS=$?
+            return 0
+        fi
+        sleep 0.05
+    done
+}
+
+# it_wait_no_postgres DATADIR SECONDS : true once no postgres runs on it.
+it_wait_no_postgres() {
+    local dir=$1 secs=$2 i
+    for i in $(seq 1 $((secs * 10))); do
+        pgrep -f -- "-D $dir/pg/data" >/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# it_expect_refusal EXPECTED_TEXT CMD... : CMD must exit non-zero, and of
+# what it prints exactly one line is an error (the "ingestd: ..." line
+# before logging starts, or the one log line at level error), containing
+# EXPECTED_TEXT. Progress lines at level info may precede it.
+it_expect_refusal() {
+    local expected=$1 out rc errors lines
+    shift
+    out=$("$@" 2>&1 >/dev/null)
+    rc=$?
+    [ "$rc" -ne 0 ] || fail "expected failure from: $* (exit 0)"
+    case "$out" in *Sanitizer*) fail "sanitizer report from: $*:
+$out" ;; esac
+    errors=$(printf '%s\n' "$out" | grep -E '^[a-z]+: |\] error ')
+    lines=$(printf '%s\n' "$errors" | grep -c .)
+    [ "$lines" -eq 1 ] || fail "expected one error line from: $*; got $lines:
+$out"
+    case "$errors" in
+    *"$expected"*) note "refused (exit $rc): $errors" ;;
+    *) fail "expected '$expected' from: $*; got: $out" ;;
+    esac
+}
