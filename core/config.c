@@ -52,8 +52,8 @@ static bool check_ip_literal(const char *v, char *why, size_t why_len)
 static bool check_pg_user(const char *v, char *why, size_t why_len)
 {
     for (const char *p = v; *p; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.')) {
             snprintf(why, why_len, "is not a valid user name");
             return false;
         }
@@ -69,11 +69,9 @@ static const cfg_row config_table[] = {
     {"log.level", CFG_ENUM, OFF(log_level), 0, 0, "info",
      "Least severe level written: error, warn, info or debug.", log_levels, NULL, 0},
     {"log.file", CFG_STRING, OFF(log_file), 0, 3800, "",
-     "Append log lines to this file (reopened on SIGHUP); empty writes to stderr.", NULL, NULL,
-     0},
+     "Append log lines to this file (reopened on SIGHUP); empty writes to stderr.", NULL, NULL, 0},
     {"http.bind", CFG_STRING, OFF(http_bind), 1, 64, "127.0.0.1",
-     "Address of the operations HTTP listener (/healthz, /metrics).", NULL, check_ip_literal,
-     0},
+     "Address of the operations HTTP listener (/healthz, /metrics).", NULL, check_ip_literal, 0},
     {"http.port", CFG_INT, OFF(http_port), 1, 65535, "8080",
      "TCP port of the operations HTTP listener.", NULL, NULL, 0},
     {"http.timeout_s", CFG_INT, OFF(http_timeout_s), 1, 3600, "30",
@@ -149,8 +147,8 @@ static cu_rc config_apply(cu_config *cfg, const cfg_row *row, const char *value,
     char unquoted[CONFIG_LINE_MAX + 1];
     if (vlen >= 2 && value[0] == '"' && value[vlen - 1] == '"') {
         if (vlen - 2 > CONFIG_LINE_MAX)
-            return cu_err_set(err, CU_ERR_CONFIG, "%s: value is longer than %d bytes",
-                              row->name, CONFIG_LINE_MAX);
+            return cu_err_set(err, CU_ERR_CONFIG, "%s: value is longer than %d bytes", row->name,
+                              CONFIG_LINE_MAX);
         memcpy(unquoted, value + 1, vlen - 2);
         unquoted[vlen - 2] = '\0';
         value = unquoted;
@@ -162,9 +160,8 @@ static cu_rc config_apply(cu_config *cfg, const cfg_row *row, const char *value,
         if ((int64_t)vlen < row->min || (int64_t)vlen > row->max) {
             if (row->min > 0 && vlen == 0)
                 return cu_err_set(err, CU_ERR_CONFIG, "%s: must not be empty", row->name);
-            return cu_err_set(err, CU_ERR_CONFIG,
-                              "%s: value is %zu bytes long, allowed %lld..%lld", row->name,
-                              vlen, (long long)row->min, (long long)row->max);
+            return cu_err_set(err, CU_ERR_CONFIG, "%s: value is %zu bytes long, allowed %lld..%lld",
+                              row->name, vlen, (long long)row->min, (long long)row->max);
         }
         char why[128];
         if (row->check && !row->check(value, why, sizeof(why)))
@@ -181,8 +178,7 @@ static cu_rc config_apply(cu_config *cfg, const cfg_row *row, const char *value,
                               row->name, value, (long long)row->min, (long long)row->max);
         if (v < row->min || v > row->max)
             return cu_err_set(err, CU_ERR_CONFIG, "%s: %lld is out of range (allowed %lld..%lld)",
-                              row->name, (long long)v, (long long)row->min,
-                              (long long)row->max);
+                              row->name, (long long)v, (long long)row->min, (long long)row->max);
         memcpy(field, &v, sizeof(v));
         return CU_OK;
     }
@@ -196,14 +192,13 @@ static cu_rc config_apply(cu_config *cfg, const cfg_row *row, const char *value,
         char list[256] = "";
         size_t pos = 0;
         for (int i = 0; row->choices[i] && pos < sizeof(list); i++) {
-            int n = snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "",
-                             row->choices[i]);
+            int n =
+                snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "", row->choices[i]);
             if (n < 0)
                 break;
             pos += (size_t)n;
         }
-        return cu_err_set(err, CU_ERR_CONFIG, "%s: '%s' is not one of: %s", row->name, value,
-                          list);
+        return cu_err_set(err, CU_ERR_CONFIG, "%s: '%s' is not one of: %s", row->name, value, list);
     }
     }
     return cu_err_set(err, CU_ERR_CONFIG, "%s: unsupported type", row->name);
@@ -215,10 +210,10 @@ cu_rc cu_config_set(cu_config *cfg, const char *key, const char *value, cu_err *
     if (!row) {
         const char *hint = config_suggest(key);
         if (hint)
-            return cu_err_set(err, CU_ERR_CONFIG, "unknown setting '%s' (did you mean '%s'?)",
-                              key, hint);
-        return cu_err_set(err, CU_ERR_CONFIG, "unknown setting '%s' (ingestd --print-config lists them)",
-                          key);
+            return cu_err_set(err, CU_ERR_CONFIG, "unknown setting '%s' (did you mean '%s'?)", key,
+                              hint);
+        return cu_err_set(err, CU_ERR_CONFIG,
+                          "unknown setting '%s' (ingestd --print-config lists them)", key);
     }
     return config_apply(cfg, row, value, err);
 }
@@ -268,8 +263,8 @@ void cu_config_free(cu_config *cfg)
 typedef struct {
     cu_config *cfg;
     const char *path;
-    int line;             /* best-effort line of the current pair, for messages */
-    const char *text;     /* whole file, to find the line of a failing pair */
+    int line;         /* best-effort line of the current pair, for messages */
+    const char *text; /* whole file, to find the line of a failing pair */
     int seen_line[CU_ARRAY_LEN(config_table)];
     cu_err first;
     bool failed;
@@ -320,8 +315,8 @@ static int ini_on_pair(void *user, const char *section, const char *name, const 
     if (row) {
         size_t idx = (size_t)(row - config_table);
         if (ctx->seen_line[idx]) {
-            cu_err_set(&ctx->first, CU_ERR_CONFIG, "%s:%d: %s is already set on line %d",
-                       ctx->path, ctx->line, key, ctx->seen_line[idx]);
+            cu_err_set(&ctx->first, CU_ERR_CONFIG, "%s:%d: %s is already set on line %d", ctx->path,
+                       ctx->line, key, ctx->seen_line[idx]);
             goto fail;
         }
         ctx->seen_line[idx] = ctx->line ? ctx->line : -1;
@@ -344,8 +339,7 @@ static cu_rc config_read_file(const char *path, char **out, cu_err *err)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return cu_err_set(err, CU_ERR_CONFIG, "cannot read config file %s: %s", path,
-                          strerror(e));
+        return cu_err_set(err, CU_ERR_CONFIG, "cannot read config file %s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -366,8 +360,8 @@ static cu_rc config_read_file(const char *path, char **out, cu_err *err)
             continue;
         if (r <= 0) {
             int e = r < 0 ? errno : EIO;
-            rc = cu_err_set(err, CU_ERR_CONFIG, "cannot read config file %s: %s", path,
-                            strerror(e));
+            rc =
+                cu_err_set(err, CU_ERR_CONFIG, "cannot read config file %s: %s", path, strerror(e));
             goto out;
         }
         got += (size_t)r;
@@ -384,8 +378,8 @@ static cu_rc config_read_file(const char *path, char **out, cu_err *err)
             line++;
             line_len = 0;
         } else if (++line_len > CONFIG_LINE_MAX) {
-            rc = cu_err_set(err, CU_ERR_CONFIG, "%s:%d: line is longer than %d bytes", path,
-                            line, CONFIG_LINE_MAX);
+            rc = cu_err_set(err, CU_ERR_CONFIG, "%s:%d: line is longer than %d bytes", path, line,
+                            CONFIG_LINE_MAX);
             goto out;
         }
     }
@@ -428,8 +422,8 @@ cu_rc cu_config_load_file(cu_config *cfg, const char *path, cu_err *err)
     return rc;
 }
 
-cu_rc cu_config_load(cu_config *cfg, const char *file, const char *data_dir,
-                     char *const *sets, size_t nsets, cu_err *err)
+cu_rc cu_config_load(cu_config *cfg, const char *file, const char *data_dir, char *const *sets,
+                     size_t nsets, cu_err *err)
 {
     cu_rc rc = CU_OK;
     cu_err inner;
@@ -489,8 +483,7 @@ static void dsn_mask(const char *dsn, char *out, size_t out_len)
         const char *colon = strchr(scheme + 3, ':');
         if (at && colon && colon < at) {
             char masked[sizeof(tmp)];
-            mask_span(tmp, (size_t)(colon + 1 - tmp), (size_t)(at - tmp), masked,
-                      sizeof(masked));
+            mask_span(tmp, (size_t)(colon + 1 - tmp), (size_t)(at - tmp), masked, sizeof(masked));
             cu_strlcpy(tmp, masked, sizeof(tmp));
         }
     }

@@ -16,9 +16,9 @@
 
 #define CUSTOS_VERSION "0.1.0"
 
-#define CU_WUR __attribute__((warn_unused_result))
+#define CU_WUR               __attribute__((warn_unused_result))
 #define CU_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-#define CU_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define CU_ARRAY_LEN(a)      (sizeof(a) / sizeof((a)[0]))
 
 /* ---------------------------------------------------------------- results */
 
@@ -70,24 +70,21 @@ extern _Atomic int cu_log_threshold;
  *   CU_LOG(CU_LOG_WARN, "http", "peer %s sent %zu bytes", peer, n);
  * The level is checked before the arguments are formatted or evaluated.
  */
-#define CU_LOG(lvl, ctx, ...)                                                  \
-    do {                                                                       \
-        if ((int)(lvl) <= atomic_load_explicit(&cu_log_threshold,              \
-                                               memory_order_relaxed))          \
-            cu_log_write((lvl), (ctx), 0, __VA_ARGS__);                        \
+#define CU_LOG(lvl, ctx, ...)                                                                      \
+    do {                                                                                           \
+        if ((int)(lvl) <= atomic_load_explicit(&cu_log_threshold, memory_order_relaxed))           \
+            cu_log_write((lvl), (ctx), 0, __VA_ARGS__);                                            \
     } while (0)
 
 /** As CU_LOG, appending ": strerror(err)"; pass errno captured at the failure. */
-#define CU_LOG_ERRNO(lvl, ctx, err, ...)                                       \
-    do {                                                                       \
-        if ((int)(lvl) <= atomic_load_explicit(&cu_log_threshold,              \
-                                               memory_order_relaxed))          \
-            cu_log_write((lvl), (ctx), (err), __VA_ARGS__);                    \
+#define CU_LOG_ERRNO(lvl, ctx, err, ...)                                                           \
+    do {                                                                                           \
+        if ((int)(lvl) <= atomic_load_explicit(&cu_log_threshold, memory_order_relaxed))           \
+            cu_log_write((lvl), (ctx), (err), __VA_ARGS__);                                        \
     } while (0)
 
 /** Format and write one line; use CU_LOG instead. @p err 0 means none. */
-void cu_log_write(cu_log_level lvl, const char *ctx, int err, const char *fmt, ...)
-    CU_PRINTF(4, 5);
+void cu_log_write(cu_log_level lvl, const char *ctx, int err, const char *fmt, ...) CU_PRINTF(4, 5);
 
 /**
  * Send log lines to @p path (appending, created 0640), or to stderr when
@@ -119,17 +116,17 @@ void cu_log_route_libevent(void);
  * Strings are owned by the cu_config and freed by cu_config_free().
  */
 typedef struct {
-    char *data_dir;               /* data.dir */
-    int log_level;                /* log.level (a cu_log_level) */
-    char *log_file;               /* log.file ("" = stderr) */
-    char *http_bind;              /* http.bind */
-    int64_t http_port;            /* http.port */
-    int64_t http_timeout_s;       /* http.timeout_s */
-    char *db_dsn;                 /* db.dsn ("" = embedded cluster) */
-    char *db_pg_bindir;           /* db.pg_bindir ("" = discover) */
-    char *db_pg_user;             /* db.pg_user: runs the embedded cluster when root */
-    int64_t db_start_timeout_s;   /* db.start_timeout_s */
-    int64_t db_stop_timeout_s;    /* db.stop_timeout_s */
+    char *data_dir;             /* data.dir */
+    int log_level;              /* log.level (a cu_log_level) */
+    char *log_file;             /* log.file ("" = stderr) */
+    char *http_bind;            /* http.bind */
+    int64_t http_port;          /* http.port */
+    int64_t http_timeout_s;     /* http.timeout_s */
+    char *db_dsn;               /* db.dsn ("" = embedded cluster) */
+    char *db_pg_bindir;         /* db.pg_bindir ("" = discover) */
+    char *db_pg_user;           /* db.pg_user: runs the embedded cluster when root */
+    int64_t db_start_timeout_s; /* db.start_timeout_s */
+    int64_t db_stop_timeout_s;  /* db.stop_timeout_s */
 } cu_config;
 
 /** Fill @p cfg with every setting's default. Free with cu_config_free(). */
@@ -206,12 +203,11 @@ typedef struct cu_metric {
     struct cu_metric *next;
 } cu_metric;
 
-#define CU_METRIC_DEFINE(var, type_, name_, labels_, help_)                    \
-    cu_metric var = {.name = (name_), .labels = (labels_), .help = (help_),    \
-                     .type = (type_)};                                         \
-    __attribute__((constructor)) static void var##_register(void)              \
-    {                                                                          \
-        cu_metric_register(&var);                                              \
+#define CU_METRIC_DEFINE(var, type_, name_, labels_, help_)                                        \
+    cu_metric var = {.name = (name_), .labels = (labels_), .help = (help_), .type = (type_)};      \
+    __attribute__((constructor)) static void var##_register(void)                                  \
+    {                                                                                              \
+        cu_metric_register(&var);                                                                  \
     }
 
 /** Add @p m to the registry (done by CU_METRIC_DEFINE). */
@@ -221,7 +217,10 @@ static inline void cu_metric_add(cu_metric *m, int64_t n)
 {
     atomic_fetch_add_explicit(&m->value, n, memory_order_relaxed);
 }
-static inline void cu_metric_inc(cu_metric *m) { cu_metric_add(m, 1); }
+static inline void cu_metric_inc(cu_metric *m)
+{
+    cu_metric_add(m, 1);
+}
 static inline void cu_metric_set(cu_metric *m, int64_t v)
 {
     atomic_store_explicit(&m->value, v, memory_order_relaxed);
@@ -255,8 +254,7 @@ typedef struct cu_datadir cu_datadir;
  * CU_ERR_BUSY: another process holds it; @p err names its pid and program.
  * On success *@p out is the caller's; release with cu_datadir_close().
  */
-CU_WUR cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out,
-                             cu_err *err);
+CU_WUR cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu_err *err);
 
 /** Absolute path of the directory, borrowed for the handle's lifetime. */
 const char *cu_datadir_path(const cu_datadir *dd);

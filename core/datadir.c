@@ -66,8 +66,8 @@ cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu
         return cu_err_set(err, CU_ERR_IO, "data dir %s is not a directory", path);
     if (access(path, R_OK | W_OK | X_OK) != 0) {
         int e = errno;
-        return cu_err_set(err, CU_ERR_PERM, "data dir %s is not readable and writable: %s",
-                          path, strerror(e));
+        return cu_err_set(err, CU_ERR_PERM, "data dir %s is not readable and writable: %s", path,
+                          strerror(e));
     }
     abs = realpath(path, NULL);
     if (!abs) {
@@ -85,8 +85,7 @@ cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu
     fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         int e = errno;
-        rc = cu_err_set(err, CU_ERR_IO, "data dir %s: cannot open lock file: %s", abs,
-                        strerror(e));
+        rc = cu_err_set(err, CU_ERR_IO, "data dir %s: cannot open lock file: %s", abs, strerror(e));
         goto out;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -107,8 +106,8 @@ cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu
     int n = snprintf(who, sizeof(who), "%s pid %ld\n", holder, (long)getpid());
     if (ftruncate(fd, 0) != 0 || pwrite(fd, who, (size_t)n, 0) != n) {
         int e = errno;
-        rc = cu_err_set(err, CU_ERR_IO, "data dir %s: cannot write lock file: %s", abs,
-                        strerror(e));
+        rc =
+            cu_err_set(err, CU_ERR_IO, "data dir %s: cannot write lock file: %s", abs, strerror(e));
         goto out;
     }
 

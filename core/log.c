@@ -25,10 +25,10 @@ static pthread_mutex_t log_config_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_path[PATH_MAX];
 static char log_program[32] = "custos";
 
-CU_METRIC_DEFINE(log_lines_error, CU_METRIC_COUNTER, "custos_log_messages_total",
-                 "level=\"error\"", "Log lines written, by level.")
-CU_METRIC_DEFINE(log_lines_warn, CU_METRIC_COUNTER, "custos_log_messages_total",
-                 "level=\"warn\"", "Log lines written, by level.")
+CU_METRIC_DEFINE(log_lines_error, CU_METRIC_COUNTER, "custos_log_messages_total", "level=\"error\"",
+                 "Log lines written, by level.")
+CU_METRIC_DEFINE(log_lines_warn, CU_METRIC_COUNTER, "custos_log_messages_total", "level=\"warn\"",
+                 "Log lines written, by level.")
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -71,10 +71,10 @@ void cu_log_write(cu_log_level lvl, const char *ctx, int err, const char *fmt, .
 
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %-5s %s: ",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, ts.tv_nsec / 1000000, log_program, (long)getpid(),
-                 cu_log_level_name(lvl), ctx ? ctx : "-");
+    n = snprintf(line, sizeof(line),
+                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %-5s %s: ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                 log_program, (long)getpid(), cu_log_level_name(lvl), ctx ? ctx : "-");
     if (n > 0)
         pos = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
 

@@ -57,10 +57,11 @@ static cu_rc render_process(cu_buf *out)
         /* Fields after the command name, which may contain spaces. */
         char *p = strrchr(buf, ')');
         unsigned long long utime = 0, stime = 0, starttime = 0;
-        if (p && sscanf(p + 2,
-                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
-                        "%*d %*d %llu",
-                        &utime, &stime, &starttime) == 3 &&
+        if (p &&
+            sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                   "%*d %*d %llu",
+                   &utime, &stime, &starttime) == 3 &&
             ticks > 0) {
             cpu_s = (double)(utime + stime) / (double)ticks;
             double boot = 0;

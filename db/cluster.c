@@ -22,11 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CLUSTER_PORT "5432"
+#define CLUSTER_PORT      "5432"
 #define CLUSTER_SUPERUSER "postgres"
-#define CLUSTER_DATABASE "custos"
-#define CLUSTER_ROLE "custos"
-#define MAX_GROUPS 64
+#define CLUSTER_DATABASE  "custos"
+#define CLUSTER_ROLE      "custos"
+#define MAX_GROUPS        64
 
 /* Path fields are sized from the socket path limit (sun_path, 108 bytes),
  * which db_cluster_start() checks first. */
@@ -93,8 +93,8 @@ static cu_rc spawn(char *const argv[], const spawn_opts *o, pid_t *pid_out, cu_e
         if (o->detach && setsid() < 0)
             goto fail;
         if (o->c->drop_privileges) {
-            if (setgroups((size_t)o->c->ngroups, o->c->groups) != 0 ||
-                setgid(o->c->gid) != 0 || setuid(o->c->uid) != 0)
+            if (setgroups((size_t)o->c->ngroups, o->c->groups) != 0 || setgid(o->c->gid) != 0 ||
+                setuid(o->c->uid) != 0)
                 goto fail;
         }
         umask(077);
@@ -361,8 +361,8 @@ static cu_rc cluster_check_reachable(const db_cluster *c, const char *path, cu_e
                           "(e.g. under /var/lib or /srv), or set db.dsn",
                           c->user, path, blocked, mode);
     }
-    return cu_err_set(err, CU_ERR_PERM, "cannot switch to the '%s' account to check %s",
-                      c->user, path);
+    return cu_err_set(err, CU_ERR_PERM, "cannot switch to the '%s' account to check %s", c->user,
+                      path);
 }
 
 /* ------------------------------------------------------------ the server */
@@ -430,8 +430,8 @@ static cu_rc cluster_stop_leftover(const db_cluster *c, cu_err *err)
     sleep_ms(1000);
     if (kill((pid_t)pid, 0) == 0)
         return cu_err_set(err, CU_ERR_BUSY,
-                          "a PostgreSQL server (pid %ld) still runs on %s and does not stop",
-                          pid, c->data);
+                          "a PostgreSQL server (pid %ld) still runs on %s and does not stop", pid,
+                          c->data);
     return CU_OK;
 }
 
@@ -459,8 +459,8 @@ static cu_rc cluster_initdb(db_cluster *c, cu_err *err)
         goto out;
     }
     CU_LOG(CU_LOG_INFO, "db", "creating the embedded PostgreSQL cluster in %s", c->data);
-    char *argv[] = {initdb, "-D", staging, "-U", CLUSTER_SUPERUSER, "-A", "trust",
-                    "-E", "UTF8", "--no-locale", "--data-checksums", NULL};
+    char *argv[] = {initdb,  "-D", staging, "-U",          CLUSTER_SUPERUSER,  "-A",
+                    "trust", "-E", "UTF8",  "--no-locale", "--data-checksums", NULL};
     spawn_opts so = {.c = c, .out_fd = log_fd, .detach = false};
     pid_t pid;
     rc = spawn(argv, &so, &pid, err);
@@ -482,8 +482,8 @@ static cu_rc cluster_initdb(db_cluster *c, cu_err *err)
     }
     if (rename(staging, c->data) != 0) {
         int e = errno;
-        rc = cu_err_set(err, CU_ERR_IO, "cannot rename %s to %s: %s", staging, c->data,
-                        strerror(e));
+        rc =
+            cu_err_set(err, CU_ERR_IO, "cannot rename %s to %s: %s", staging, c->data, strerror(e));
         goto out;
     }
 out:
@@ -508,13 +508,20 @@ static cu_rc cluster_spawn_server(db_cluster *c, cu_err *err)
     /* Settings on the command line rather than in postgresql.conf, so that
      * a moved data dir (a new socket path) still starts. */
     char *argv[] = {postgres,
-                    "-D", c->data,
-                    "-k", c->dir,
-                    "-p", CLUSTER_PORT,
-                    "-c", "listen_addresses=",
-                    "-c", "unix_socket_permissions=0700",
-                    "-c", "logging_collector=off",
-                    "-c", "log_line_prefix=%m [%p] ",
+                    "-D",
+                    c->data,
+                    "-k",
+                    c->dir,
+                    "-p",
+                    CLUSTER_PORT,
+                    "-c",
+                    "listen_addresses=",
+                    "-c",
+                    "unix_socket_permissions=0700",
+                    "-c",
+                    "logging_collector=off",
+                    "-c",
+                    "log_line_prefix=%m [%p] ",
                     NULL};
     spawn_opts so = {.c = c, .out_fd = log_fd, .detach = true};
     cu_rc rc = spawn(argv, &so, &c->pid, err);
@@ -595,8 +602,8 @@ static cu_rc cluster_prepare_dir(db_cluster *c, cu_err *err)
         return cu_err_set(err, CU_ERR_IO, "%s is not a directory", c->dir);
     if (st.st_uid != c->uid) {
         if (!c->drop_privileges)
-            return cu_err_set(err, CU_ERR_PERM, "%s belongs to uid %u, not to us (uid %u)",
-                              c->dir, (unsigned)st.st_uid, (unsigned)c->uid);
+            return cu_err_set(err, CU_ERR_PERM, "%s belongs to uid %u, not to us (uid %u)", c->dir,
+                              (unsigned)st.st_uid, (unsigned)c->uid);
         /* Only the empty shell we just made, or one whose PGDATA is
          * already the account's, is handed over. */
         struct stat data_st;

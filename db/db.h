@@ -84,9 +84,9 @@ CU_WUR cu_rc db_exec(PGconn *conn, const char *sql, cu_err *err);
 
 /** One versioned schema change. */
 typedef struct {
-    int version;       /* 1, 2, 3 ... without gaps */
-    const char *name;  /* file name without ".sql", e.g. "0001_instance" */
-    const char *sql;   /* statements, applied in one transaction */
+    int version;      /* 1, 2, 3 ... without gaps */
+    const char *name; /* file name without ".sql", e.g. "0001_instance" */
+    const char *sql;  /* statements, applied in one transaction */
 } db_migration;
 
 /** The migrations compiled into this build (db/migrations/NNNN_*.sql). */

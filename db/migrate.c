@@ -61,7 +61,8 @@ static cu_rc check_applied(PGconn *conn, const db_migration *list, size_t n, siz
                            cu_err *err)
 {
     cu_rc rc = CU_OK;
-    PGresult *res = PQexec(conn, "SELECT version, name, sha256 FROM schema_version ORDER BY version");
+    PGresult *res =
+        PQexec(conn, "SELECT version, name, sha256 FROM schema_version ORDER BY version");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = cu_err_set(err, CU_ERR_DB, "reading schema_version: %s", PQerrorMessage(conn));
         goto out;
@@ -137,8 +138,7 @@ rollback:
     return rc;
 }
 
-cu_rc db_migrate(PGconn *conn, const db_migration *list, size_t n, int *applied_now,
-                 cu_err *err)
+cu_rc db_migrate(PGconn *conn, const db_migration *list, size_t n, int *applied_now, cu_err *err)
 {
     cu_err inner;
     size_t applied = 0;

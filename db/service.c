@@ -174,8 +174,8 @@ cu_rc db_instance_bind(PGconn *conn, const char *data_dir, char id_out[37], cu_e
     char path[PATH_MAX];
     PGresult *res = PQexec(conn, "SELECT id::text FROM instance");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        rc = cu_err_set(err, CU_ERR_DB, "cannot read the installation id: %s",
-                        PQerrorMessage(conn));
+        rc =
+            cu_err_set(err, CU_ERR_DB, "cannot read the installation id: %s", PQerrorMessage(conn));
         goto out;
     }
     const char *db_id = PQgetvalue(res, 0, 0);

@@ -22,15 +22,14 @@ typedef int (*ctl_command_fn)(ctl_env *env, int argc, char **argv);
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ingestctl [--config FILE] [--data-dir DIR] [--set KEY=VALUE]... COMMAND\n"
-            "\n"
-            "commands:\n"
-            "  db status     installation id, database, schema version\n"
-            "  db migrate    apply schema migrations this build carries\n"
-            "  version       print the version\n"
-            "\n"
-            "Settings are read as ingestd reads them (ingestd --help).\n");
+    fprintf(out, "usage: ingestctl [--config FILE] [--data-dir DIR] [--set KEY=VALUE]... COMMAND\n"
+                 "\n"
+                 "commands:\n"
+                 "  db status     installation id, database, schema version\n"
+                 "  db migrate    apply schema migrations this build carries\n"
+                 "  version       print the version\n"
+                 "\n"
+                 "Settings are read as ingestd reads them (ingestd --help).\n");
 }
 
 /* Open the data dir and its database for one command. */
@@ -58,8 +57,7 @@ static int ctl_open(ctl_env *env)
         fprintf(stderr, "ingestctl: data dir %s: cannot resolve it\n", env->cfg.data_dir);
         goto out;
     }
-    if (db_service_start(&env->cfg, dir, env->mode, "custos-ingestctl", &env->db, &err) !=
-        CU_OK) {
+    if (db_service_start(&env->cfg, dir, env->mode, "custos-ingestctl", &env->db, &err) != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
         goto out;
     }
@@ -157,7 +155,8 @@ int main(int argc, char **argv)
             break;
         case 'h': usage(stdout); return 0;
         default:
-            fprintf(stderr, "ingestctl: bad option '%s' (try ingestctl --help)\n", argv[optind - 1]);
+            fprintf(stderr, "ingestctl: bad option '%s' (try ingestctl --help)\n",
+                    argv[optind - 1]);
             return 2;
         }
     }
@@ -180,8 +179,8 @@ int main(int argc, char **argv)
             strcmp(argv[sub], commands[i].name) == 0)
             fn = commands[i].fn;
     if (!fn) {
-        fprintf(stderr, "ingestctl: unknown command '%s%s%s' (try ingestctl help)\n",
-                argv[optind], sub < argc ? " " : "", sub < argc ? argv[sub] : "");
+        fprintf(stderr, "ingestctl: unknown command '%s%s%s' (try ingestctl help)\n", argv[optind],
+                sub < argc ? " " : "", sub < argc ? argv[sub] : "");
         return 2;
     }
 

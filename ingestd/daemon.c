@@ -65,8 +65,7 @@ static cu_rc daemon_add_signals(ingest_daemon *d, cu_err *err)
     for (size_t i = 0; i < CU_ARRAY_LEN(table); i++) {
         d->signals[i] = evsignal_new(d->base, table[i].sig, table[i].fn, d);
         if (!d->signals[i] || evsignal_add(d->signals[i], NULL) != 0)
-            return cu_err_set(err, CU_ERR_IO, "cannot watch signal %s",
-                              strsignal(table[i].sig));
+            return cu_err_set(err, CU_ERR_IO, "cannot watch signal %s", strsignal(table[i].sig));
     }
     return CU_OK;
 }
@@ -107,8 +106,9 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
         goto out;
 
     cu_metric_set(&ingest_up_metric, 1);
-    CU_LOG(CU_LOG_INFO, "ingestd", "ready: http://%s%s%s:%lld/healthz and /metrics; database %s; "
-                                   "installation %s",
+    CU_LOG(CU_LOG_INFO, "ingestd",
+           "ready: http://%s%s%s:%lld/healthz and /metrics; database %s; "
+           "installation %s",
            strchr(cfg->http_bind, ':') ? "[" : "", cfg->http_bind,
            strchr(cfg->http_bind, ':') ? "]" : "", (long long)cfg->http_port,
            db_service_cluster(d.db) ? "embedded" : "external (db.dsn)",

@@ -9,15 +9,15 @@
 #include <event2/http.h>
 
 typedef struct ingest_daemon {
-    const cu_config *cfg;   /* borrowed */
+    const cu_config *cfg; /* borrowed */
     struct event_base *base;
     cu_datadir *datadir;
     db_service *db;
     struct evhttp *ops_http;
-    int ops_fd;             /* listening socket, owned until handed to evhttp */
+    int ops_fd; /* listening socket, owned until handed to evhttp */
     struct event *signals[4];
     int64_t started_ms;
-    int stop_signal;        /* the signal that asked us to stop, or 0 */
+    int stop_signal; /* the signal that asked us to stop, or 0 */
 } ingest_daemon;
 
 /** Serve /healthz and /metrics on the bound socket @p d->ops_fd. */

@@ -9,20 +9,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ingestd [--config FILE] [--data-dir DIR] [--set KEY=VALUE]...\n"
-            "               [--check-config | --print-config]\n"
-            "\n"
-            "Custos ingest daemon. Settings are applied in order: defaults, FILE,\n"
-            "--data-dir, then each --set. --print-config lists every setting.\n"
-            "\n"
-            "  -c, --config FILE     read settings from an INI file\n"
-            "  -d, --data-dir DIR    data directory (default ./var)\n"
-            "  -s, --set KEY=VALUE   override one setting (repeatable)\n"
-            "      --check-config    validate the settings and exit\n"
-            "      --print-config    print the effective settings and exit\n"
-            "  -h, --help            this text\n"
-            "  -V, --version         print the version\n");
+    fprintf(out, "usage: ingestd [--config FILE] [--data-dir DIR] [--set KEY=VALUE]...\n"
+                 "               [--check-config | --print-config]\n"
+                 "\n"
+                 "Custos ingest daemon. Settings are applied in order: defaults, FILE,\n"
+                 "--data-dir, then each --set. --print-config lists every setting.\n"
+                 "\n"
+                 "  -c, --config FILE     read settings from an INI file\n"
+                 "  -d, --data-dir DIR    data directory (default ./var)\n"
+                 "  -s, --set KEY=VALUE   override one setting (repeatable)\n"
+                 "      --check-config    validate the settings and exit\n"
+                 "      --print-config    print the effective settings and exit\n"
+                 "  -h, --help            this text\n"
+                 "  -V, --version         print the version\n");
 }
 
 int main(int argc, char **argv)

@@ -10,15 +10,15 @@
 #include <unistd.h>
 
 #define OPS_MAX_HEADERS (8 * 1024)
-#define OPS_MAX_BODY 1024
+#define OPS_MAX_BODY    1024
 #define OPS_METRICS_MAX (4 * 1024 * 1024)
 
 CU_METRIC_DEFINE(ops_req_healthz, CU_METRIC_COUNTER, "custos_http_requests_total",
                  "path=\"/healthz\"", "Requests to the operations listener, by path.")
 CU_METRIC_DEFINE(ops_req_metrics, CU_METRIC_COUNTER, "custos_http_requests_total",
                  "path=\"/metrics\"", "Requests to the operations listener, by path.")
-CU_METRIC_DEFINE(ops_req_other, CU_METRIC_COUNTER, "custos_http_requests_total",
-                 "path=\"other\"", "Requests to the operations listener, by path.")
+CU_METRIC_DEFINE(ops_req_other, CU_METRIC_COUNTER, "custos_http_requests_total", "path=\"other\"",
+                 "Requests to the operations listener, by path.")
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason,
                        const char *content_type, const char *body, size_t len)
@@ -57,8 +57,7 @@ static void ops_metrics(ingest_daemon *d, struct evhttp_request *req)
         (void)db_service_healthy(d->db, NULL); /* refresh custos_db_up */
     if (cu_metrics_render(&text) != CU_OK) {
         static const char msg[] = "metrics exceed the response limit\n";
-        reply_text(req, HTTP_INTERNAL, "Internal Server Error", "text/plain", msg,
-                   sizeof(msg) - 1);
+        reply_text(req, HTTP_INTERNAL, "Internal Server Error", "text/plain", msg, sizeof(msg) - 1);
     } else {
         reply_text(req, HTTP_OK, "OK", "text/plain; version=0.0.4; charset=utf-8", text.data,
                    text.len);
@@ -80,7 +79,8 @@ static void ops_dispatch(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/metrics") == 0) {
         cu_metric_inc(&ops_req_metrics);
     } else {
-        static const char msg[] = "{\"error\":\"not_found\",\"message\":\"try /healthz or /metrics\"}\n";
+        static const char msg[] =
+            "{\"error\":\"not_found\",\"message\":\"try /healthz or /metrics\"}\n";
         cu_metric_inc(&ops_req_other);
         reply_text(req, HTTP_NOTFOUND, "Not Found", "application/json", msg, sizeof(msg) - 1);
         return;

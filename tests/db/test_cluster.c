@@ -11,8 +11,8 @@ static char tmpdir[] = "/tmp/custos-test-cluster-XXXXXX";
 
 static db_cluster_opts opts_for(const char *dir)
 {
-    return (db_cluster_opts){.dir = dir, .run_as = "postgres", .start_timeout_s = 60,
-                             .stop_timeout_s = 10};
+    return (db_cluster_opts){
+        .dir = dir, .run_as = "postgres", .start_timeout_s = 60, .stop_timeout_s = 10};
 }
 
 static bool can_query(const char *dsn)
@@ -35,7 +35,8 @@ static void test_binaries_missing(void)
     db_cluster *c = NULL;
     cu_err err = {""};
     CHECK_EQ_INT(db_cluster_start(&o, &c, &err), CU_ERR_NOTFOUND);
-    CHECK_STR_CONTAINS(err.msg, "PostgreSQL server binaries not found: db.pg_bindir=/nonexistent/pg/bin");
+    CHECK_STR_CONTAINS(err.msg,
+                       "PostgreSQL server binaries not found: db.pg_bindir=/nonexistent/pg/bin");
     CHECK(c == NULL);
     char found[4096];
     CHECK_EQ_INT(db_find_bindir(NULL, found, sizeof(found), &err), CU_OK);
@@ -151,9 +152,6 @@ int main(void)
     test_binaries_missing();
     test_start_stop_restart();
     test_unreachable_as_root();
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_remove_tree(tmpdir);
     return test_finish("test_cluster");
 }

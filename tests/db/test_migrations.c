@@ -51,8 +51,7 @@ static void test_real_schema(void)
     cu_err err = {""};
     int applied = -1;
     CHECK_EQ_INT(db_schema_version(conn, &err), 0);
-    CHECK_EQ_INT(db_migrate(conn, db_schema_migrations, db_schema_migrations_count, &applied,
-                            &err),
+    CHECK_EQ_INT(db_migrate(conn, db_schema_migrations, db_schema_migrations_count, &applied, &err),
                  CU_OK);
     CHECK_EQ_INT(applied, db_schema_migrations_count);
     CHECK_EQ_INT(db_schema_version(conn, &err),
@@ -62,8 +61,7 @@ static void test_real_schema(void)
     CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM instance"), 1);
 
     /* Idempotent: nothing applied the second time, nothing changed. */
-    CHECK_EQ_INT(db_migrate(conn, db_schema_migrations, db_schema_migrations_count, &applied,
-                            &err),
+    CHECK_EQ_INT(db_migrate(conn, db_schema_migrations, db_schema_migrations_count, &applied, &err),
                  CU_OK);
     CHECK_EQ_INT(applied, 0);
     CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM schema_version"),
@@ -159,8 +157,10 @@ static void test_instance_binding(void)
     PGconn *one = connect_or_die(dsn1), *two = connect_or_die(dsn2);
     cu_err err = {""};
     char id1[37], id2[37];
-    CHECK_EQ_INT(db_migrate(one, db_schema_migrations, db_schema_migrations_count, NULL, &err), CU_OK);
-    CHECK_EQ_INT(db_migrate(two, db_schema_migrations, db_schema_migrations_count, NULL, &err), CU_OK);
+    CHECK_EQ_INT(db_migrate(one, db_schema_migrations, db_schema_migrations_count, NULL, &err),
+                 CU_OK);
+    CHECK_EQ_INT(db_migrate(two, db_schema_migrations, db_schema_migrations_count, NULL, &err),
+                 CU_OK);
     CHECK_EQ_INT(db_instance_bind(one, dir, id1, &err), CU_OK);
     CHECK_EQ_INT(strlen(id1), 36);
     CHECK_EQ_INT(db_instance_bind(one, dir, id2, &err), CU_OK);

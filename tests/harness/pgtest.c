@@ -83,8 +83,8 @@ cu_rc pgtest_start(pgtest **out, cu_err *err)
     }
     char pg_dir[PATH_MAX];
     snprintf(pg_dir, sizeof(pg_dir), "%s/pg", t->dir);
-    db_cluster_opts opts = {.dir = pg_dir, .run_as = "postgres", .start_timeout_s = 60,
-                            .stop_timeout_s = 10};
+    db_cluster_opts opts = {
+        .dir = pg_dir, .run_as = "postgres", .start_timeout_s = 60, .stop_timeout_s = 10};
     rc = db_cluster_start(&opts, &t->cluster, err);
     if (rc)
         goto out;

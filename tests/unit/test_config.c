@@ -87,20 +87,28 @@ static void test_good_file(void)
 
 static void test_bad_files(void)
 {
-    expect_file_error("[http]\nprot = 1\n", "unknown setting 'http.prot' (did you mean 'http.port'?)");
-    expect_file_error("[http]\n\nport = 1\n[zzz]\nqqq = 1\n", "bad.ini:5: unknown setting 'zzz.qqq'");
-    expect_file_error("[http]\nport = 70000\n", "bad.ini:2: http.port: 70000 is out of range (allowed 1..65535)");
+    expect_file_error("[http]\nprot = 1\n",
+                      "unknown setting 'http.prot' (did you mean 'http.port'?)");
+    expect_file_error("[http]\n\nport = 1\n[zzz]\nqqq = 1\n",
+                      "bad.ini:5: unknown setting 'zzz.qqq'");
+    expect_file_error("[http]\nport = 70000\n",
+                      "bad.ini:2: http.port: 70000 is out of range (allowed 1..65535)");
     expect_file_error("[http]\nport = 0\n", "out of range (allowed 1..65535)");
     expect_file_error("[http]\nport = -5\n", "out of range");
     expect_file_error("[http]\nport = 99999999999999999999\n", "is not an integer");
-    expect_file_error("[http]\nport = 80a\n", "http.port: '80a' is not an integer (allowed 1..65535)");
+    expect_file_error("[http]\nport = 80a\n",
+                      "http.port: '80a' is not an integer (allowed 1..65535)");
     expect_file_error("[http]\nport =\n", "is not an integer");
-    expect_file_error("[http]\nbind = localhost\n", "http.bind: 'localhost' is not an IPv4 or IPv6 address");
-    expect_file_error("[log]\nlevel = info ; not a comment\n", "log.level: 'info ; not a comment' is not one of");
-    expect_file_error("[log]\nlevel = loud\n", "log.level: 'loud' is not one of: error, warn, info, debug");
+    expect_file_error("[http]\nbind = localhost\n",
+                      "http.bind: 'localhost' is not an IPv4 or IPv6 address");
+    expect_file_error("[log]\nlevel = info ; not a comment\n",
+                      "log.level: 'info ; not a comment' is not one of");
+    expect_file_error("[log]\nlevel = loud\n",
+                      "log.level: 'loud' is not one of: error, warn, info, debug");
     expect_file_error("[data]\ndir =\n", "data.dir: must not be empty");
     expect_file_error("[db]\npg_user = a b\n", "db.pg_user: 'a b' is not a valid user name");
-    expect_file_error("[http]\nport = 1\nport = 2\n", "bad.ini:3: http.port is already set on line 2");
+    expect_file_error("[http]\nport = 1\nport = 2\n",
+                      "bad.ini:3: http.port is already set on line 2");
     expect_file_error("[http]\nthis line has no equals sign\n", "bad.ini:2: syntax error");
     expect_file_error("[http\nport = 1\n", "bad.ini:1: syntax error");
 
@@ -126,8 +134,7 @@ static void test_bad_files(void)
     char *huge = malloc(big);
     REQUIRE(huge);
     memset(huge, '\n', big);
-    CHECK_EQ_INT(cu_config_load_file(&cfg, write_file("huge.ini", huge, big), &err),
-                 CU_ERR_CONFIG);
+    CHECK_EQ_INT(cu_config_load_file(&cfg, write_file("huge.ini", huge, big), &err), CU_ERR_CONFIG);
     CHECK_STR_CONTAINS(err.msg, "is larger than 1048576 bytes");
     free(huge);
     /* Settings parsed before an error are not half-applied silently:
@@ -158,7 +165,8 @@ static void test_precedence(void)
 {
     cu_config cfg;
     cu_err err = {""};
-    const char *path = ini("prec.ini", "[http]\nport = 1111\n[data]\ndir = /from/file\n[log]\nlevel = warn\n");
+    const char *path =
+        ini("prec.ini", "[http]\nport = 1111\n[data]\ndir = /from/file\n[log]\nlevel = warn\n");
     char *sets[] = {"http.port=2222", "log.level=error"};
     CHECK_EQ_INT(cu_config_load(&cfg, path, "/from/flag", sets, 2, &err), CU_OK);
     CHECK_EQ_INT(cfg.http_port, 2222);
@@ -235,9 +243,6 @@ int main(void)
     test_set();
     test_precedence();
     test_print_round_trip();
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_remove_tree(tmpdir);
     return test_finish("test_config");
 }

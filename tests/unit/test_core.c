@@ -24,7 +24,7 @@ static void test_buf(void)
     CHECK_EQ_INT(cu_buf_printf(&b, "%d", 6789), CU_OK);
     CHECK(strcmp(b.data, "123456789") == 0);
     CHECK_EQ_INT(cu_buf_append(&b, "ab", 2), CU_ERR_NOMEM); /* 11 > cap 10 */
-    CHECK(strcmp(b.data, "123456789") == 0);               /* unchanged */
+    CHECK(strcmp(b.data, "123456789") == 0);                /* unchanged */
     CHECK_EQ_INT(cu_buf_append(&b, "a", 1), CU_OK);
     CHECK_EQ_INT(b.len, 10);
     cu_buf_reset(&b);
@@ -185,9 +185,6 @@ int main(void)
     test_datadir();
     test_log();
     test_helpers();
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_remove_tree(tmpdir);
     return test_finish("test_core");
 }
