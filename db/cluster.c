@@ -269,6 +269,32 @@ cu_rc db_find_bindir(const char *configured, char *out, size_t len, cu_err *err)
                       from_pg_config[0] ? from_pg_config : "unavailable");
 }
 
+/*
+ * An existing cluster must be run by the major version that made it: when
+ * no bindir is configured and PGDATA says "15", /usr/lib/postgresql/15/bin
+ * wins over a newer default, so an upgrade of the OS does not strand it.
+ */
+static cu_rc cluster_pick_bindir(db_cluster *c, const char *configured, cu_err *err)
+{
+    char path[PATH_MAX], major[16] = "";
+    if (!configured || !*configured) {
+        snprintf(path, sizeof(path), "%s/PG_VERSION", c->data);
+        FILE *f = fopen(path, "re");
+        if (f) {
+            if (!fgets(major, sizeof(major), f))
+                major[0] = '\0';
+            fclose(f);
+            major[strcspn(major, "\n")] = '\0';
+        }
+        snprintf(path, sizeof(path), "/usr/lib/postgresql/%s/bin", major);
+        if (major[0] && !strchr(major, '/') && bindir_usable(path)) {
+            cu_strlcpy(c->bindir, path, sizeof(c->bindir));
+            return CU_OK;
+        }
+    }
+    return db_find_bindir(configured, c->bindir, sizeof(c->bindir), err);
+}
+
 /* ------------------------------------------------------------ the account */
 
 static cu_rc cluster_resolve_account(db_cluster *c, const char *run_as, cu_err *err)
@@ -651,7 +677,7 @@ cu_rc db_cluster_start(const db_cluster_opts *opts, db_cluster **out, cu_err *er
     c->dsn = dsn_for(c->dir, CLUSTER_ROLE, CLUSTER_DATABASE);
     c->admin_dsn = dsn_for(c->dir, CLUSTER_SUPERUSER, "postgres");
 
-    rc = db_find_bindir(opts->bindir, c->bindir, sizeof(c->bindir), err);
+    rc = cluster_pick_bindir(c, opts->bindir, err);
     if (rc)
         goto out;
     rc = cluster_resolve_account(c, opts->run_as ? opts->run_as : "postgres", err);
