@@ -75,6 +75,11 @@ cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu
         return cu_err_set(err, CU_ERR_IO, "data dir %s: %s", path, strerror(e));
     }
 
+    if (strlen(abs) > 3800) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "data dir %s: resolved path is longer than 3800 bytes",
+                        path);
+        goto out;
+    }
     char lock_path[PATH_MAX];
     if (snprintf(lock_path, sizeof(lock_path), "%s/lock", abs) >= (int)sizeof(lock_path)) {
         rc = cu_err_set(err, CU_ERR_INVALID, "data dir %s: path too long", abs);

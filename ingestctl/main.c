@@ -3,11 +3,12 @@
  * runs: if ingestd holds the data dir, commands use its database; if not,
  * ingestctl takes the lock and runs the embedded PostgreSQL for its own run.
  */
-#include "db/db.h"
+#include "storage/store.h"
 
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SETS 256
 
@@ -16,6 +17,7 @@ typedef struct {
     cu_datadir *datadir; /* NULL when attached to a running ingestd */
     db_service *db;
     db_mode mode;
+    char *attached_dir; /* absolute data dir when attached */
 } ctl_env;
 
 typedef int (*ctl_command_fn)(ctl_env *env, int argc, char **argv);
@@ -32,20 +34,25 @@ static void usage(FILE *out)
                  "Settings are read as ingestd reads them (ingestd --help).\n");
 }
 
+/* The data dir's absolute path, whether we hold its lock or not. */
+static const char *cu_datadir_path_or(const ctl_env *env)
+{
+    return env->datadir ? cu_datadir_path(env->datadir) : env->attached_dir;
+}
+
 /* Open the data dir and its database for one command. */
 static int ctl_open(ctl_env *env)
 {
     cu_err err;
     cu_rc rc = cu_datadir_open(env->cfg.data_dir, "ingestctl", &env->datadir, &err);
     const char *dir = NULL;
-    char *attached_dir = NULL;
     int status = 1;
 
     if (rc == CU_ERR_BUSY) {
         /* ingestd (or another ingestctl) runs on it: use its database. */
         env->mode = DB_ATTACH;
-        attached_dir = realpath(env->cfg.data_dir, NULL);
-        dir = attached_dir;
+        env->attached_dir = realpath(env->cfg.data_dir, NULL);
+        dir = env->attached_dir;
     } else if (rc != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
         goto out;
@@ -63,7 +70,6 @@ static int ctl_open(ctl_env *env)
     }
     status = 0;
 out:
-    free(attached_dir);
     return status;
 }
 
@@ -114,13 +120,133 @@ static int cmd_db_migrate(ctl_env *env, int argc, char **argv)
     return 0;
 }
 
+static int cmd_verify(ctl_env *env, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"recording", required_argument, NULL, 'r'},
+        {"quick", no_argument, NULL, 'q'},
+        {NULL, 0, NULL, 0},
+    };
+    store_id one;
+    store_verify_opts o = {.out = stdout,
+                           .progress = isatty(STDERR_FILENO) != 0,
+                           .writer_running = env->mode == DB_ATTACH};
+    store_verify_report rep;
+    cu_err err;
+    int opt;
+    optind = 0; /* the command's own options start at argv[0] */
+    while ((opt = getopt_long(argc + 1, argv - 1, "+r:q", options, NULL)) != -1) {
+        switch (opt) {
+        case 'r':
+            if (!store_id_parse(optarg, &one)) {
+                fprintf(stderr, "ingestctl: '%s' is not a recording id\n", optarg);
+                return 2;
+            }
+            o.recording = &one;
+            break;
+        case 'q': o.quick = true; break;
+        default: fprintf(stderr, "usage: ingestctl verify [--recording ID] [--quick]\n"); return 2;
+        }
+    }
+    if (store_verify(cu_datadir_path_or(env), db_service_conn(env->db), &o, &rep, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("verified %llu recordings, %llu segments, %llu problems\n",
+           (unsigned long long)rep.recordings, (unsigned long long)rep.segments,
+           (unsigned long long)rep.problems);
+    return rep.problems ? 1 : 0;
+}
+
+static int cmd_reindex(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    store_reindex_report rep;
+    cu_err err;
+    if (argc != 0) {
+        fprintf(stderr, "usage: ingestctl reindex\n");
+        return 2;
+    }
+    if (store_reindex(cu_datadir_path_or(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("reindexed %llu recordings, %llu segments; %llu keys imported",
+           (unsigned long long)rep.recordings, (unsigned long long)rep.segments,
+           (unsigned long long)rep.keys_imported);
+    if (rep.rows_without_file)
+        printf("; %llu index rows have no file (run ingestctl verify)",
+               (unsigned long long)rep.rows_without_file);
+    printf("\n");
+    return 0;
+}
+
+static int cmd_keys_rotate(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    store_rotate_report rep;
+    cu_err err;
+    if (argc != 0) {
+        fprintf(stderr, "usage: ingestctl keys rotate\n");
+        return 2;
+    }
+    if (store_keys_rotate(cu_datadir_path_or(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("key-encryption key %s is active; %llu data keys re-wrapped (%llu pending)\n",
+           rep.new_kek, (unsigned long long)rep.rewrapped,
+           (unsigned long long)rep.pending_rewrapped);
+    return 0;
+}
+
+static int cmd_keys_list(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 0) {
+        fprintf(stderr, "usage: ingestctl keys list\n");
+        return 2;
+    }
+    PGconn *conn = db_service_conn(env->db);
+    PGresult *res = PQexec(conn, "SELECT kek_id, count(*) FROM recording_keys GROUP BY kek_id "
+                                 "ORDER BY kek_id");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return 1;
+    }
+    char active[64] = "";
+    char *path = cu_xasprintf("%s/keys/active", cu_datadir_path_or(env));
+    FILE *f = fopen(path, "re");
+    if (f) {
+        if (!fgets(active, sizeof(active), f))
+            active[0] = '\0';
+        fclose(f);
+        active[strcspn(active, "\n")] = '\0';
+    }
+    free(path);
+    printf("%-18s %10s\n", "kek", "data keys");
+    bool active_listed = false;
+    for (int i = 0; i < PQntuples(res); i++) {
+        bool is_active = strcmp(PQgetvalue(res, i, 0), active) == 0;
+        active_listed |= is_active;
+        printf("%-18s %10s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+               is_active ? "  (active)" : "");
+    }
+    if (active[0] && !active_listed)
+        printf("%-18s %10s  (active)\n", active, "0");
+    PQclear(res);
+    return 0;
+}
+
 static const struct {
     const char *group;
     const char *name;
     ctl_command_fn fn;
 } commands[] = {
-    {"db", "status", cmd_db_status},
-    {"db", "migrate", cmd_db_migrate},
+    {"db", "status", cmd_db_status},     {"db", "migrate", cmd_db_migrate},
+    {"keys", "rotate", cmd_keys_rotate}, {"keys", "list", cmd_keys_list},
+    {"verify", NULL, cmd_verify},        {"reindex", NULL, cmd_reindex},
 };
 
 int main(int argc, char **argv)
@@ -174,10 +300,16 @@ int main(int argc, char **argv)
     }
     ctl_command_fn fn = NULL;
     int sub = optind + 1;
-    for (size_t i = 0; i < CU_ARRAY_LEN(commands); i++)
-        if (strcmp(argv[optind], commands[i].group) == 0 && sub < argc &&
-            strcmp(argv[sub], commands[i].name) == 0)
+    for (size_t i = 0; i < CU_ARRAY_LEN(commands) && !fn; i++) {
+        if (strcmp(argv[optind], commands[i].group) != 0)
+            continue;
+        if (!commands[i].name) {
             fn = commands[i].fn;
+            sub = optind; /* a one-word command: its options follow it */
+        } else if (sub < argc && strcmp(argv[sub], commands[i].name) == 0) {
+            fn = commands[i].fn;
+        }
+    }
     if (!fn) {
         fprintf(stderr, "ingestctl: unknown command '%s%s%s' (try ingestctl help)\n", argv[optind],
                 sub < argc ? " " : "", sub < argc ? argv[sub] : "");
@@ -199,6 +331,7 @@ int main(int argc, char **argv)
 out:
     db_service_stop(env.db);
     cu_datadir_close(env.datadir);
+    free(env.attached_dir);
     cu_config_free(&env.cfg);
     return status;
 }

@@ -1,15 +1,212 @@
 /*
- * storage — the evidence store: segment container format, per-recording
- * hash chain, AES-256-GCM envelope encryption, durable writes with group
- * commit, the segment index in PostgreSQL, verification and cryptographic
- * erasure. Prefix store_. See ARCHITECTURE.md ("Evidence model").
- *
- * The module's API lands here with the evidence-store issue; until then the
- * library carries no code and links the database module.
+ * storage — the evidence store. Segments are hashed, chained, encrypted
+ * under a per-recording data key and written durably; an index thread
+ * mirrors them into PostgreSQL; verify, reindex, key rotation and erasure
+ * work on a data dir with or without a running writer.
+ * Formats and guarantees: docs/segment-format.md. Prefix store_.
  */
 #ifndef CUSTOS_STORE_H
 #define CUSTOS_STORE_H
 
 #include "db/db.h"
+
+/* ------------------------------------------------------------ identifiers */
+
+/** A recording id or a key id: 16 random bytes, shown as a UUID. */
+typedef struct {
+    uint8_t b[16];
+} store_id;
+
+/** Write @p id as 36 characters plus NUL. */
+void store_id_format(const store_id *id, char out[37]);
+/** Parse the 8-4-4-4-12 hex form. */
+CU_WUR bool store_id_parse(const char *text, store_id *id);
+bool store_id_equal(const store_id *a, const store_id *b);
+
+/* ----------------------------------------------------------------- writer */
+
+/** The writing side: worker threads, group commit, the index thread. */
+typedef struct store store;
+/** One open recording of a store. */
+typedef struct store_recording store_recording;
+
+/**
+ * Called from a store thread for every segment once its fate is known:
+ * @p ok true when it is durable and acknowledged, false when it was not
+ * stored (the recording is then damaged). Must not block.
+ */
+typedef void (*store_ack_fn)(void *ctx, const store_id *recording, uint64_t index, bool ok);
+
+typedef struct {
+    const char *data_dir; /* absolute; must be locked by the caller (borrowed) */
+    const char *dsn;      /* index database (borrowed; copied) */
+    int workers;          /* hash+encrypt threads; 0 = number of CPUs */
+    int syncers;          /* threads issuing fsync; 0 = 4 */
+    int queue_segments;   /* per-worker queue of submitted segments; 0 = 32 */
+    store_ack_fn on_ack;  /* may be NULL */
+    void *ack_ctx;
+} store_opts;
+
+/**
+ * Open the store on a locked data dir: create keys/ and segments/ on first
+ * use, remove *.tmp files left by a crash, start the threads. Recordings left
+ * open by a crash are sealed as "interrupted" once the index database is
+ * reachable (their keys may be there). On success *@p out is the caller's.
+ */
+CU_WUR cu_rc store_open(const store_opts *opts, store **out, cu_err *err);
+
+/**
+ * Stop: every submitted segment is settled (acknowledged or failed), open
+ * recordings are sealed, and the index thread flushes what it can within
+ * @p index_wait_ms (what it cannot is rebuilt by the next rescan). NULL is a
+ * no-op.
+ */
+void store_close(store *s, int index_wait_ms);
+
+/**
+ * Start a recording: a fresh id and data key; the wrapped key is made
+ * durable before this returns. *@p out belongs to the caller until
+ * store_recording_close(). @p id_out (may be NULL) receives the id.
+ */
+CU_WUR cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu_err *err);
+
+/** Capture facts about one segment, as the pipeline knows them. */
+typedef struct {
+    int64_t start_us; /* capture time of the first packet */
+    int64_t end_us;   /* capture time of the last packet (>= start) */
+    uint32_t packets;
+    uint32_t lost;  /* packets known lost inside the segment */
+    uint32_t flags; /* STORE_SEG_* */
+} store_segment_meta;
+
+#define STORE_SEG_LOSS      0x1 /* packets were lost inside the segment */
+#define STORE_SEG_GAP_START 0x2 /* a gap precedes its first packet */
+#define STORE_SEG_LAST      0x4 /* the recording's last segment */
+#define STORE_SEGMENT_MAX   (64u * 1024 * 1024)
+
+/**
+ * Hand one segment to the store. Takes ownership of @p data (malloc'd,
+ * @p len bytes, at most STORE_SEGMENT_MAX) in every case. Never blocks when
+ * @p wait is false: CU_ERR_BUSY means the recording's worker queue is full
+ * and the segment was dropped (the caller counts the shortfall). With
+ * @p wait true it waits for room. CU_ERR_INVALID: a damaged or closing
+ * recording, or bad meta. The segment index is assigned here, in call
+ * order, from 0; @p index_out (may be NULL) receives it.
+ */
+CU_WUR cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
+                                  const store_segment_meta *meta, bool wait, uint64_t *index_out);
+
+/** True once a segment of @p r failed to be stored. */
+bool store_recording_damaged(const store_recording *r);
+
+/**
+ * Close @p r: the seal is written after every submitted segment has
+ * settled. The handle is freed by the store; do not use it afterwards.
+ */
+void store_recording_close(store_recording *r);
+
+/** Block until every submitted segment has settled and every close is sealed. */
+void store_flush(store *s);
+
+/** Block until the index holds everything settled so far, or @p timeout_ms. */
+CU_WUR bool store_index_wait(store *s, int timeout_ms);
+
+/** Figures for benchmarks and tests. */
+typedef struct {
+    uint64_t segments_acked;
+    uint64_t segments_failed;
+    uint64_t bytes_acked; /* plaintext bytes */
+    uint64_t queue_full;  /* submissions refused */
+    uint64_t fsyncs;
+    double fsync_ms_p50, fsync_ms_p99;
+    uint64_t index_rows;    /* committed to PostgreSQL */
+    uint64_t index_pending; /* queued, not yet committed */
+    bool index_connected;
+} store_stats;
+
+void store_stats_get(store *s, store_stats *out);
+
+/* ------------------------------------------------------------ maintenance */
+/* These work on a data dir and a connection, with or without a writer. */
+
+/** Read back and decrypt one segment, checking its tag and hash. */
+CU_WUR cu_rc store_segment_read(const char *data_dir, PGconn *conn, const store_id *recording,
+                                uint64_t index, cu_buf *plaintext, cu_err *err);
+
+typedef struct {
+    const store_id *recording; /* only this one, or NULL for all */
+    bool quick;                /* XXH3 + headers + chain, no keys */
+    bool progress;             /* draw a progress bar on stderr */
+    bool writer_running;       /* a writer holds the data dir: open recordings are live */
+    FILE *out;                 /* one line per problem */
+} store_verify_opts;
+
+typedef struct {
+    uint64_t recordings;
+    uint64_t segments;
+    uint64_t problems;
+} store_verify_report;
+
+/**
+ * Check every segment (GCM tag, SHA-256, chain, nonce, seal) and that the
+ * index and the files agree, writing one line per problem to opts->out.
+ * Returns CU_OK when it could look at everything (problems or not).
+ */
+CU_WUR cu_rc store_verify(const char *data_dir, PGconn *conn, const store_verify_opts *opts,
+                          store_verify_report *report, cu_err *err);
+
+typedef struct {
+    uint64_t recordings;
+    uint64_t segments;
+    uint64_t keys_imported;     /* pending key files moved into the database */
+    uint64_t rows_without_file; /* index rows whose file is gone (verify names them) */
+} store_reindex_report;
+
+/**
+ * Rebuild `recordings` and `segments` from segment headers and seals alone
+ * (and import pending key files). Rows whose files are gone are kept and
+ * counted, never deleted: that is for verify to report.
+ */
+CU_WUR cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_report *report,
+                           cu_err *err);
+
+/**
+ * Seal recordings a crash left open ("interrupted"), at their last complete
+ * segment; needs no writer (the writer runs this itself once the database is
+ * reachable). @p sealed (may be NULL) receives how many.
+ */
+CU_WUR cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err);
+
+typedef struct {
+    char new_kek[17];
+    uint64_t rewrapped;
+    uint64_t pending_rewrapped;
+} store_rotate_report;
+
+/**
+ * Add a KEK, make it active and re-wrap every data key under it (one
+ * transaction, plus pending key files). Segment files are not touched.
+ */
+CU_WUR cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report *report,
+                               cu_err *err);
+
+/** What an erasure destroyed: the input of a deletion-log entry. */
+typedef struct {
+    store_id recording;
+    store_id key_id;
+    uint64_t segments; /* segment files removed */
+    uint64_t bytes;    /* bytes of files removed */
+    uint8_t chain_head[32];
+    bool sealed; /* chain_head is the sealed head */
+    int64_t erased_us;
+} store_erasure;
+
+/**
+ * Cryptographic erasure of a closed recording: its wrapped data key is
+ * deleted (database row and any pending file) first, then its files; the
+ * index row is kept with state 'erased'. CU_ERR_BUSY: still open.
+ */
+CU_WUR cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *recording,
+                                   store_erasure *record, cu_err *err);
 
 #endif /* CUSTOS_STORE_H */

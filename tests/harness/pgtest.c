@@ -15,6 +15,8 @@
 
 struct pgtest {
     char dir[256];
+    char pg_dir[300];
+    char *dsn, *admin_dsn; /* stay valid while the server is stopped */
     db_cluster *cluster;
 };
 
@@ -81,13 +83,12 @@ cu_rc pgtest_start(pgtest **out, cu_err *err)
         rc = cu_err_set(err, CU_ERR_IO, "chmod %s: %s", t->dir, strerror(e));
         goto out;
     }
-    char pg_dir[PATH_MAX];
-    snprintf(pg_dir, sizeof(pg_dir), "%s/pg", t->dir);
-    db_cluster_opts opts = {
-        .dir = pg_dir, .run_as = "postgres", .start_timeout_s = 60, .stop_timeout_s = 10};
-    rc = db_cluster_start(&opts, &t->cluster, err);
+    snprintf(t->pg_dir, sizeof(t->pg_dir), "%s/pg", t->dir);
+    rc = pgtest_server_start(t, err);
     if (rc)
         goto out;
+    t->dsn = cu_xstrdup(db_cluster_dsn(t->cluster));
+    t->admin_dsn = cu_xstrdup(db_cluster_admin_dsn(t->cluster));
     *out = t;
     t = NULL;
 out:
@@ -97,12 +98,25 @@ out:
 
 const char *pgtest_dsn(const pgtest *t)
 {
-    return db_cluster_dsn(t->cluster);
+    return t->dsn;
 }
 
 const char *pgtest_admin_dsn(const pgtest *t)
 {
-    return db_cluster_admin_dsn(t->cluster);
+    return t->admin_dsn;
+}
+
+void pgtest_server_stop(pgtest *t)
+{
+    db_cluster_stop(t->cluster);
+    t->cluster = NULL;
+}
+
+cu_rc pgtest_server_start(pgtest *t, cu_err *err)
+{
+    db_cluster_opts opts = {
+        .dir = t->pg_dir, .run_as = "postgres", .start_timeout_s = 60, .stop_timeout_s = 10};
+    return db_cluster_start(&opts, &t->cluster, err);
 }
 
 const char *pgtest_dir(const pgtest *t)
@@ -117,6 +131,8 @@ void pgtest_stop(pgtest *t)
     db_cluster_stop(t->cluster);
     if (t->dir[0])
         remove_tree(t->dir);
+    free(t->dsn);
+    free(t->admin_dsn);
     free(t);
 }
 

@@ -24,6 +24,12 @@ const char *pgtest_admin_dsn(const pgtest *t);
 /** The directory holding everything of this cluster (borrowed). */
 const char *pgtest_dir(const pgtest *t);
 
+/** Stop the server, keeping its directory (to test an outage). */
+void pgtest_server_stop(pgtest *t);
+
+/** Start the server again on the same directory and socket. */
+CU_WUR cu_rc pgtest_server_start(pgtest *t, cu_err *err);
+
 /** Stop the server and remove its directory. NULL is a no-op. */
 void pgtest_stop(pgtest *t);
 

@@ -1,0 +1,208 @@
+/* Paths, durable small files, directory scans. */
+#include "store_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void store_recording_dir(const char *data_dir, const store_id *recording, char out[PATH_MAX])
+{
+    char id[37];
+    store_id_format(recording, id);
+    snprintf(out, PATH_MAX, "%s/segments/%.2s/%s", data_dir, id, id);
+}
+
+void store_segment_path(const char *rec_dir, uint64_t index, char out[PATH_MAX])
+{
+    snprintf(out, PATH_MAX, "%s/%08llu.seg", rec_dir, (unsigned long long)index);
+}
+
+int store_fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return r;
+}
+
+cu_rc store_write_file_durably(const char *dir, const char *name, const void *data, size_t len,
+                               mode_t mode, cu_err *err)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        goto fail;
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            close(fd);
+            unlink(tmp);
+            errno = e;
+            goto fail;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+        goto fail;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0 || store_fsync_dir(dir) != 0)
+        goto fail;
+    return CU_OK;
+fail:;
+    int e = errno;
+    return cu_err_set(err, CU_ERR_IO, "cannot write %s: %s", path, strerror(e));
+}
+
+cu_rc store_read_file(const char *path, size_t max, cu_buf *out, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        int e = errno;
+        return cu_err_set(err, e == ENOENT ? CU_ERR_NOTFOUND : CU_ERR_IO, "%s: %s", path,
+                          strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s: not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > max) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s: %lld bytes, more than %zu", path,
+                        (long long)st.st_size, max);
+        goto out;
+    }
+    cu_buf_reset(out);
+    char chunk[65536];
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof(chunk));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "%s: %s", path, strerror(e));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        if (cu_buf_append(out, chunk, (size_t)r) != CU_OK) {
+            rc = cu_err_set(err, CU_ERR_INVALID, "%s: grew beyond %zu bytes", path, max);
+            goto out;
+        }
+    }
+out:
+    close(fd);
+    return rc;
+}
+
+static bool is_hex2(const char *s)
+{
+    return strlen(s) == 2 && strspn(s, "0123456789abcdef") == 2;
+}
+
+cu_rc store_scan_recordings(const char *data_dir, store_dir_fn fn, void *ctx, cu_err *err)
+{
+    char root[PATH_MAX];
+    snprintf(root, sizeof(root), "%s/segments", data_dir);
+    DIR *top = opendir(root);
+    if (!top) {
+        if (errno == ENOENT)
+            return CU_OK;
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "%s: %s", root, strerror(e));
+    }
+    cu_rc rc = CU_OK;
+    struct dirent *fan;
+    bool go_on = true;
+    while (go_on && (fan = readdir(top))) {
+        if (!is_hex2(fan->d_name))
+            continue;
+        char fan_dir[PATH_MAX];
+        snprintf(fan_dir, sizeof(fan_dir), "%s/%s", root, fan->d_name);
+        DIR *d = opendir(fan_dir);
+        if (!d) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "%s: %s", fan_dir, strerror(e));
+            break;
+        }
+        struct dirent *de;
+        while (go_on && (de = readdir(d))) {
+            store_id id;
+            if (!store_id_parse(de->d_name, &id))
+                continue;
+            char dir[PATH_MAX];
+            snprintf(dir, sizeof(dir), "%s/%s", fan_dir, de->d_name);
+            go_on = fn(ctx, &id, dir);
+        }
+        closedir(d);
+    }
+    closedir(top);
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+cu_rc store_list_segments(const char *dir, uint64_t **out, size_t *n, cu_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        int e = errno;
+        return cu_err_set(err, e == ENOENT ? CU_ERR_NOTFOUND : CU_ERR_IO, "%s: %s", dir,
+                          strerror(e));
+    }
+    size_t cap = 64, count = 0;
+    uint64_t *list = cu_xmalloc(cap * sizeof(*list));
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *name = de->d_name;
+        size_t len = strlen(name);
+        if (len < 5 || len > 24 || strcmp(name + len - 4, ".seg") != 0)
+            continue;
+        if (strspn(name, "0123456789") != len - 4)
+            continue;
+        char digits[24];
+        memcpy(digits, name, len - 4);
+        digits[len - 4] = '\0';
+        int64_t v;
+        if (!cu_parse_int64(digits, &v) || v < 0)
+            continue;
+        if (count == cap) {
+            cap *= 2;
+            uint64_t *bigger = realloc(list, cap * sizeof(*list));
+            if (!bigger)
+                abort();
+            list = bigger;
+        }
+        list[count++] = (uint64_t)v;
+    }
+    closedir(d);
+    qsort(list, count, sizeof(*list), cmp_u64);
+    *out = list;
+    *n = count;
+    return CU_OK;
+}

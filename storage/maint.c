@@ -1,0 +1,692 @@
+/*
+ * Work on a data dir without the writer's threads: reading back, crash
+ * recovery, rebuilding the index, key rotation, erasure.
+ */
+#include "store_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SEGMENT_FILE_MAX (STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN)
+
+/* ---------------------------------------------------------------- shared */
+
+/* Read a segment file and parse its header; @p why says what is wrong. */
+static cu_rc load_segment(const char *path, cu_buf *file, store_found_segment *seg, char *why,
+                          size_t why_len)
+{
+    cu_err err;
+    cu_rc rc = store_read_file(path, SEGMENT_FILE_MAX, file, &err);
+    if (rc) {
+        snprintf(why, why_len, "%s", err.msg);
+        return rc;
+    }
+    rc = store_header_parse((const uint8_t *)file->data, file->len, file->len, &seg->h, why,
+                            why_len);
+    if (rc)
+        return rc;
+    seg->file_len = file->len;
+    store_xxh3(file->data, file->len, seg->xxh3);
+    return CU_OK;
+}
+
+/* Decrypt in place into @p plain (file->len - 184 bytes); false on a bad tag. */
+static bool decrypt_segment(const cu_buf *file, const store_header *h, const uint8_t key[32],
+                            uint8_t *plain)
+{
+    const uint8_t *bytes = (const uint8_t *)file->data;
+    uint8_t tag[STORE_TAG_LEN];
+    int n = 0;
+    bool ok;
+    memcpy(tag, bytes + STORE_HEADER_LEN + h->plaintext_len, STORE_TAG_LEN);
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    ok = c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, h->nonce) == 1 &&
+         EVP_DecryptUpdate(c, NULL, &n, bytes, STORE_HEADER_LEN) == 1 &&
+         EVP_DecryptUpdate(c, plain, &n, bytes + STORE_HEADER_LEN, (int)h->plaintext_len) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, STORE_TAG_LEN, tag) == 1 &&
+         EVP_DecryptFinal_ex(c, plain + n, &n) == 1;
+    EVP_CIPHER_CTX_free(c);
+    return ok;
+}
+
+void store_remove_temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0) {
+            char path[PATH_MAX + 300];
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            if (unlink(path) == 0)
+                CU_LOG(CU_LOG_INFO, "store", "removed %s, left by a crash", path);
+        }
+    }
+    closedir(d);
+}
+
+/* ----------------------------------------------------------------- read */
+
+cu_rc store_segment_read(const char *data_dir, PGconn *conn, const store_id *recording,
+                         uint64_t index, cu_buf *plaintext, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    store_keyring *k = NULL;
+    store_dek dek;
+    cu_buf file;
+    char dir[PATH_MAX], path[PATH_MAX], why[200];
+    store_found_segment seg;
+
+    memset(&dek, 0, sizeof(dek));
+    cu_buf_init(&file, SEGMENT_FILE_MAX);
+    rc = store_keyring_open(data_dir, false, &k, err);
+    if (rc)
+        goto out;
+    rc = store_dek_load(data_dir, conn, k, recording, &dek, err);
+    if (rc)
+        goto out;
+    store_recording_dir(data_dir, recording, dir);
+    store_segment_path(dir, index, path);
+    if (load_segment(path, &file, &seg, why, sizeof(why)) != CU_OK) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s: %s", path, why);
+        goto out;
+    }
+    if (!store_id_equal(&seg.h.recording, recording) || seg.h.index != index ||
+        !store_id_equal(&seg.h.key_id, &dek.key_id)) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s belongs to another recording or position", path);
+        goto out;
+    }
+    cu_buf_reset(plaintext);
+    if (seg.h.plaintext_len > plaintext->max) {
+        rc = cu_err_set(err, CU_ERR_NOMEM, "segment larger than the buffer allows");
+        goto out;
+    }
+    /* Reserve by appending, then decrypt over it. */
+    rc = cu_buf_append(plaintext, file.data + STORE_HEADER_LEN, seg.h.plaintext_len);
+    if (rc) {
+        cu_err_set(err, rc, "out of memory for a segment");
+        goto out;
+    }
+    if (!decrypt_segment(&file, &seg.h, dek.key, (uint8_t *)plaintext->data)) {
+        cu_buf_reset(plaintext);
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s: authentication failed (GCM tag)", path);
+        goto out;
+    }
+    uint8_t sha[32];
+    EVP_Digest(plaintext->data, plaintext->len, sha, NULL, EVP_sha256(), NULL);
+    if (memcmp(sha, seg.h.sha256, 32) != 0) {
+        cu_buf_reset(plaintext);
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s: plaintext hash mismatch", path);
+    }
+out:
+    store_dek_wipe(&dek);
+    store_keyring_close(k);
+    cu_buf_free(&file);
+    return rc;
+}
+
+/* ------------------------------------------------------------- recovery */
+
+/* The longest prefix 0..k-1 of well-formed, chained segments of @p rec. */
+static uint64_t complete_prefix(const char *dir, const store_id *rec, const store_id *key_id,
+                                store_found_segment **found_out, uint8_t head[32])
+{
+    uint64_t *list = NULL;
+    size_t n = 0;
+    cu_err err;
+    cu_buf file;
+    char path[PATH_MAX], why[200];
+    uint64_t k = 0;
+    store_found_segment *found = NULL;
+
+    store_chain_genesis(rec, head);
+    if (store_list_segments(dir, &list, &n, &err) != CU_OK)
+        goto out;
+    found = cu_xcalloc(n ? n : 1, sizeof(*found));
+    cu_buf_init(&file, SEGMENT_FILE_MAX);
+    for (size_t i = 0; i < n && list[i] == k; i++) {
+        store_found_segment seg;
+        store_segment_path(dir, k, path);
+        if (load_segment(path, &file, &seg, why, sizeof(why)) != CU_OK)
+            break;
+        uint8_t c[32];
+        store_chain_next(head, &seg.h, c);
+        if (!store_id_equal(&seg.h.recording, rec) || seg.h.index != k ||
+            !store_id_equal(&seg.h.key_id, key_id) || memcmp(c, seg.h.chain, 32) != 0)
+            break;
+        memcpy(head, c, 32);
+        found[k++] = seg;
+    }
+    cu_buf_free(&file);
+    /* What follows a break was never acknowledged: keep it aside. */
+    for (size_t i = 0; i < n; i++) {
+        if (list[i] < k)
+            continue;
+        char orphan[PATH_MAX + 8];
+        store_segment_path(dir, list[i], path);
+        snprintf(orphan, sizeof(orphan), "%s.orphan", path);
+        if (rename(path, orphan) == 0)
+            CU_LOG(CU_LOG_WARN, "store", "%s follows a break in its recording; kept as %s", path,
+                   orphan);
+    }
+out:
+    free(list);
+    *found_out = found;
+    return k;
+}
+
+cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
+                        const store_id *recording, const char *dir, cu_err *err)
+{
+    store_dek dek;
+    store_found_segment *found = NULL;
+    uint8_t buf[STORE_SEAL_LEN];
+    char id[37];
+
+    store_remove_temp_files(dir);
+    cu_rc rc = store_dek_load(data_dir, conn, k, recording, &dek, err);
+    if (rc)
+        return rc;
+    store_seal seal = {.reason = STORE_SEAL_INTERRUPTED,
+                       .recording = *recording,
+                       .key_id = dek.key_id,
+                       .sealed_us = cu_time_ms() * 1000};
+    seal.count = complete_prefix(dir, recording, &dek.key_id, &found, seal.head);
+    seal.opened_us = seal.count ? found[0].h.start_us : seal.sealed_us;
+    store_seal_encode(&seal, dek.key, buf);
+    rc = store_write_file_durably(dir, "seal", buf, sizeof(buf), 0640, err);
+    if (rc)
+        goto out;
+    store_id_format(recording, id);
+    CU_LOG(CU_LOG_WARN, "store", "recording %s was interrupted; sealed at %llu segment(s)", id,
+           (unsigned long long)seal.count);
+    if (conn) {
+        /* Index what the crash may have kept from the index writer. */
+        cu_err ierr;
+        cu_rc irc =
+            store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us, NULL, &ierr);
+        if (!irc)
+            irc = store_sql_key_insert(conn, recording, &dek, &ierr);
+        for (uint64_t i = 0; !irc && i < seal.count; i++)
+            irc = store_sql_segment_insert(conn, &found[i], &ierr);
+        if (!irc)
+            irc = store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us, &seal,
+                                             &ierr);
+        if (irc)
+            CU_LOG(CU_LOG_WARN, "store", "indexing recovered %s: %s", id, ierr.msg);
+        else
+            store_pending_remove(data_dir, recording);
+    }
+out:
+    store_dek_wipe(&dek);
+    free(found);
+    return rc;
+}
+
+typedef struct {
+    const char *data_dir;
+    PGconn *conn;
+    store_keyring *keys;
+    int sealed;
+    cu_rc rc;
+    cu_err *err;
+} recover_all_ctx;
+
+static bool recover_all_dir(void *arg, const store_id *recording, const char *dir)
+{
+    recover_all_ctx *c = arg;
+    char seal[PATH_MAX + 8];
+    snprintf(seal, sizeof(seal), "%s/seal", dir);
+    if (access(seal, F_OK) == 0)
+        return true;
+    cu_rc rc = store_recover_one(c->data_dir, c->conn, c->keys, recording, dir, c->err);
+    if (rc) {
+        c->rc = rc;
+        return false;
+    }
+    c->sealed++;
+    return true;
+}
+
+cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err)
+{
+    recover_all_ctx c = {.data_dir = data_dir, .conn = conn, .err = err};
+    cu_rc rc = store_keyring_open(data_dir, false, &c.keys, err);
+    if (rc)
+        return rc;
+    rc = store_scan_recordings(data_dir, recover_all_dir, &c, err);
+    if (!rc)
+        rc = c.rc;
+    store_keyring_close(c.keys);
+    if (sealed)
+        *sealed = c.sealed;
+    return rc;
+}
+
+/* -------------------------------------------------------------- reindex */
+
+typedef struct {
+    const char *data_dir;
+    PGconn *conn;
+    store_reindex_report *rep;
+    cu_rc rc;
+    cu_err *err;
+    /* recordings seen on disk, to find index rows without a directory */
+    store_id *seen;
+    size_t nseen, capseen;
+} reindex_ctx;
+
+static cu_rc index_rows_without_file(PGconn *conn, const store_id *rec, const uint64_t *disk,
+                                     size_t ndisk, uint64_t *count, cu_err *err)
+{
+    char id[37];
+    store_id_format(rec, id);
+    const char *params[1] = {id};
+    PGresult *res =
+        PQexecParams(conn, "SELECT idx FROM segments WHERE recording_id = $1 ORDER BY idx", 1, NULL,
+                     params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cu_rc rc = cu_err_set(err, CU_ERR_DB, "reading segments: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return rc;
+    }
+    size_t j = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        uint64_t idx = strtoull(PQgetvalue(res, i, 0), NULL, 10);
+        while (j < ndisk && disk[j] < idx)
+            j++;
+        if (j >= ndisk || disk[j] != idx)
+            (*count)++;
+    }
+    PQclear(res);
+    return CU_OK;
+}
+
+static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
+{
+    cu_rc rc;
+    cu_err *err = c->err;
+    uint64_t *list = NULL;
+    size_t n = 0;
+    cu_buf file;
+    store_found_segment *segs = NULL;
+    size_t nsegs = 0;
+    store_seal seal;
+    bool has_seal = false;
+    store_dek pending;
+    bool has_pending = false;
+    char path[PATH_MAX + 8], why[200];
+    struct stat st;
+
+    cu_buf_init(&file, SEGMENT_FILE_MAX);
+    /* An erased recording's leftovers are never indexed again. */
+    char idtext[37];
+    store_id_format(rec, idtext);
+    const char *params[1] = {idtext};
+    PGresult *res = PQexecParams(c->conn, "SELECT state FROM recordings WHERE id = $1", 1, NULL,
+                                 params, NULL, NULL, 0);
+    bool erased = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                  strcmp(PQgetvalue(res, 0, 0), "erased") == 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc =
+            cu_err_set(err, CU_ERR_DB, "reading recording %s: %s", idtext, PQerrorMessage(c->conn));
+        PQclear(res);
+        goto out;
+    }
+    PQclear(res);
+    if (erased) {
+        rc = CU_OK;
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/seal", dir);
+    if (store_read_file(path, STORE_SEAL_LEN, &file, err) == CU_OK &&
+        store_seal_parse((const uint8_t *)file.data, file.len, &seal, why, sizeof(why)) == CU_OK &&
+        store_id_equal(&seal.recording, rec))
+        has_seal = true;
+    cu_err ignore;
+    has_pending = store_pending_read(c->data_dir, rec, &pending, &ignore) == CU_OK;
+
+    rc = store_list_segments(dir, &list, &n, err);
+    if (rc)
+        goto out;
+    segs = cu_xcalloc(n ? n : 1, sizeof(*segs));
+    for (size_t i = 0; i < n; i++) {
+        store_segment_path(dir, list[i], path);
+        if (load_segment(path, &file, &segs[nsegs], why, sizeof(why)) != CU_OK)
+            continue; /* verify reports it */
+        if (!store_id_equal(&segs[nsegs].h.recording, rec) || segs[nsegs].h.index != list[i])
+            continue;
+        nsegs++;
+    }
+
+    store_id key_id;
+    int64_t opened_us;
+    if (has_seal) {
+        key_id = seal.key_id;
+        opened_us = seal.opened_us;
+    } else if (nsegs) {
+        key_id = segs[0].h.key_id;
+        opened_us = segs[0].h.start_us;
+    } else if (has_pending) {
+        key_id = pending.key_id;
+        opened_us = stat(dir, &st) == 0 ? (int64_t)st.st_mtime * 1000000 : 0;
+    } else {
+        goto out; /* an empty directory: nothing to index */
+    }
+
+    rc = db_exec(c->conn, "BEGIN", err);
+    if (!rc)
+        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, NULL, err);
+    if (!rc && has_pending)
+        rc = store_sql_key_insert(c->conn, rec, &pending, err);
+    for (size_t i = 0; !rc && i < nsegs; i++)
+        rc = store_sql_segment_insert(c->conn, &segs[i], err);
+    if (!rc && has_seal)
+        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, &seal, err);
+    if (!rc)
+        rc = index_rows_without_file(c->conn, rec, list, n, &c->rep->rows_without_file, err);
+    if (!rc)
+        rc = db_exec(c->conn, "COMMIT", err);
+    if (rc) {
+        cu_err e2;
+        if (db_exec(c->conn, "ROLLBACK", &e2) != CU_OK)
+            CU_LOG(CU_LOG_WARN, "store", "rollback failed: %s", e2.msg);
+        goto out;
+    }
+    if (has_pending) {
+        store_pending_remove(c->data_dir, rec);
+        c->rep->keys_imported++;
+    }
+    c->rep->recordings++;
+    c->rep->segments += nsegs;
+out:
+    free(list);
+    free(segs);
+    cu_buf_free(&file);
+    return rc;
+}
+
+static bool reindex_dir(void *arg, const store_id *rec, const char *dir)
+{
+    reindex_ctx *c = arg;
+    if (c->nseen == c->capseen) {
+        c->capseen = c->capseen ? c->capseen * 2 : 256;
+        store_id *bigger = realloc(c->seen, c->capseen * sizeof(*bigger));
+        if (!bigger)
+            abort();
+        c->seen = bigger;
+    }
+    c->seen[c->nseen++] = *rec;
+    c->rc = reindex_one(c, rec, dir);
+    return c->rc == CU_OK;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+
+cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_report *report, cu_err *err)
+{
+    memset(report, 0, sizeof(*report));
+    reindex_ctx c = {.data_dir = data_dir, .conn = conn, .rep = report, .err = err};
+    cu_rc rc = store_scan_recordings(data_dir, reindex_dir, &c, err);
+    if (!rc)
+        rc = c.rc;
+    if (rc)
+        goto out;
+    /* Index rows of recordings with no directory at all. */
+    qsort(c.seen, c.nseen, sizeof(store_id), cmp_id);
+    PGresult *res = PQexec(conn, "SELECT r.id, count(s.idx) FROM recordings r "
+                                 "LEFT JOIN segments s ON s.recording_id = r.id "
+                                 "WHERE r.state <> 'erased' GROUP BY r.id");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = cu_err_set(err, CU_ERR_DB, "reading recordings: %s", PQerrorMessage(conn));
+        PQclear(res);
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        store_id id;
+        if (!store_id_parse(PQgetvalue(res, i, 0), &id))
+            continue;
+        if (!c.nseen || !bsearch(&id, c.seen, c.nseen, sizeof(store_id), cmp_id))
+            report->rows_without_file += strtoull(PQgetvalue(res, i, 1), NULL, 10);
+    }
+    PQclear(res);
+out:
+    free(c.seen);
+    return rc;
+}
+
+/* ------------------------------------------------------------- rotation */
+
+cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report *report,
+                        cu_err *err)
+{
+    store_keyring *k = NULL;
+    PGresult *res = NULL;
+    cu_rc rc;
+    memset(report, 0, sizeof(*report));
+
+    rc = store_keyring_open(data_dir, true, &k, err);
+    if (rc)
+        return rc;
+    rc = store_keyring_add_kek(k, report->new_kek, err);
+    if (rc)
+        goto out;
+    rc = db_exec(conn, "BEGIN", err);
+    if (rc)
+        goto out;
+    res = PQexecParams(conn,
+                       "SELECT recording_id::text, key_id, kek_id, wrapped FROM recording_keys "
+                       "ORDER BY recording_id FOR UPDATE",
+                       0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = cu_err_set(err, CU_ERR_DB, "reading data keys: %s", PQerrorMessage(conn));
+        goto rollback;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        char idtext[40];
+        store_id rec;
+        store_dek dek;
+        memset(&dek, 0, sizeof(dek));
+        int idlen = PQgetlength(res, i, 0);
+        if (idlen >= (int)sizeof(idtext) || PQgetlength(res, i, 1) != 16 ||
+            PQgetlength(res, i, 2) != STORE_KEK_ID_LEN ||
+            PQgetlength(res, i, 3) != STORE_WRAPPED_LEN) {
+            rc = cu_err_set(err, CU_ERR_INVALID, "a recording_keys row is malformed");
+            goto rollback;
+        }
+        memcpy(idtext, PQgetvalue(res, i, 0), (size_t)idlen);
+        idtext[idlen] = '\0';
+        if (!store_id_parse(idtext, &rec)) {
+            rc = cu_err_set(err, CU_ERR_INVALID, "a recording_keys row has a bad id");
+            goto rollback;
+        }
+        memcpy(dek.key_id.b, PQgetvalue(res, i, 1), 16);
+        memcpy(dek.kek_id, PQgetvalue(res, i, 2), STORE_KEK_ID_LEN);
+        memcpy(dek.wrapped, PQgetvalue(res, i, 3), STORE_WRAPPED_LEN);
+        rc = store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                                  dek.key, err);
+        if (!rc)
+            rc = store_keyring_rewrap(k, &rec, &dek, err);
+        store_dek_wipe(&dek);
+        if (rc)
+            goto rollback;
+        const char *params[3] = {idtext, dek.kek_id, (const char *)dek.wrapped};
+        int lengths[3] = {0, 0, STORE_WRAPPED_LEN}, formats[3] = {0, 0, 1};
+        PGresult *u = PQexecParams(conn,
+                                   "UPDATE recording_keys SET kek_id = $2, wrapped = $3, "
+                                   "rewrapped_at = now() WHERE recording_id = $1",
+                                   3, NULL, params, lengths, formats, 0);
+        bool ok = PQresultStatus(u) == PGRES_COMMAND_OK;
+        PQclear(u);
+        if (!ok) {
+            rc = cu_err_set(err, CU_ERR_DB, "re-wrapping: %s", PQerrorMessage(conn));
+            goto rollback;
+        }
+        report->rewrapped++;
+    }
+    rc = db_exec(conn, "COMMIT", err);
+    if (rc)
+        goto out;
+
+    /* Keys not yet in the database. */
+    char pending_dir[PATH_MAX];
+    snprintf(pending_dir, sizeof(pending_dir), "%s/keys/pending", data_dir);
+    DIR *d = opendir(pending_dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char idtext[64];
+        store_id rec;
+        store_dek dek;
+        size_t len = strlen(de->d_name);
+        if (len != 40 || strcmp(de->d_name + 36, ".dek") != 0)
+            continue;
+        memcpy(idtext, de->d_name, 36);
+        idtext[36] = '\0';
+        if (!store_id_parse(idtext, &rec) || store_pending_read(data_dir, &rec, &dek, err) != CU_OK)
+            continue;
+        rc = store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                                  dek.key, err);
+        if (!rc)
+            rc = store_keyring_rewrap(k, &rec, &dek, err);
+        if (!rc)
+            rc = store_pending_write(data_dir, &rec, &dek, err);
+        store_dek_wipe(&dek);
+        if (rc)
+            break;
+        report->pending_rewrapped++;
+    }
+    if (d)
+        closedir(d);
+    goto out;
+rollback:;
+    cu_err ignore;
+    if (db_exec(conn, "ROLLBACK", &ignore) != CU_OK)
+        CU_LOG(CU_LOG_WARN, "keys", "rollback failed: %s", ignore.msg);
+out:
+    PQclear(res);
+    store_keyring_close(k);
+    return rc;
+}
+
+/* -------------------------------------------------------------- erasure */
+
+cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *recording,
+                            store_erasure *record, cu_err *err)
+{
+    char id[37], dir[PATH_MAX];
+    PGresult *res = NULL;
+    cu_rc rc;
+
+    memset(record, 0, sizeof(*record));
+    record->recording = *recording;
+    store_id_format(recording, id);
+    store_recording_dir(data_dir, recording, dir);
+
+    rc = db_exec(conn, "BEGIN", err);
+    if (rc)
+        return rc;
+    const char *params[1] = {id};
+    res = PQexecParams(conn,
+                       "SELECT state, key_id, chain_head FROM recordings WHERE id = $1 FOR UPDATE",
+                       1, NULL, params, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = cu_err_set(err, CU_ERR_DB, "reading recording %s: %s", id, PQerrorMessage(conn));
+        goto rollback;
+    }
+    if (PQntuples(res) != 1) {
+        rc = cu_err_set(err, CU_ERR_NOTFOUND, "recording %s is not in the index", id);
+        goto rollback;
+    }
+    const char *state = PQgetvalue(res, 0, 0);
+    if (strcmp(state, "open") == 0) {
+        rc = cu_err_set(err, CU_ERR_BUSY, "recording %s is still open", id);
+        goto rollback;
+    }
+    if (PQgetlength(res, 0, 1) == 16)
+        memcpy(record->key_id.b, PQgetvalue(res, 0, 1), 16);
+    if (PQgetlength(res, 0, 2) == 32) {
+        memcpy(record->chain_head, PQgetvalue(res, 0, 2), 32);
+        record->sealed = true;
+    }
+    PQclear(res);
+    res = NULL;
+
+    /* First the key: from this commit on, the footage is unreadable. */
+    rc = db_exec(conn, "SET LOCAL lock_timeout = '10s'", err);
+    const char *stmts[] = {
+        "DELETE FROM recording_keys WHERE recording_id = $1",
+        "DELETE FROM segments WHERE recording_id = $1",
+        "UPDATE recordings SET state = 'erased', erased_at = coalesce(erased_at, now()) "
+        "WHERE id = $1",
+    };
+    for (size_t i = 0; !rc && i < CU_ARRAY_LEN(stmts); i++) {
+        PGresult *r = PQexecParams(conn, stmts[i], 1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = cu_err_set(err, CU_ERR_DB, "erasing %s: %s", id, PQerrorMessage(conn));
+        PQclear(r);
+    }
+    if (rc)
+        goto rollback;
+    rc = db_exec(conn, "COMMIT", err);
+    if (rc)
+        return rc;
+    store_pending_remove(data_dir, recording);
+    record->erased_us = cu_time_ms() * 1000;
+
+    /* Then the files. */
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.' &&
+                (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2])))
+                continue;
+            char path[PATH_MAX + 300];
+            struct stat st;
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            if (lstat(path, &st) == 0)
+                record->bytes += (uint64_t)st.st_size;
+            size_t len = strlen(de->d_name);
+            if (len > 4 && strcmp(de->d_name + len - 4, ".seg") == 0)
+                record->segments++;
+            if (unlink(path) != 0) {
+                int e = errno;
+                rc = cu_err_set(err, CU_ERR_IO, "erased the key of %s, but cannot remove %s: %s",
+                                id, path, strerror(e));
+            }
+        }
+        closedir(d);
+        if (!rc && rmdir(dir) != 0) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "cannot remove %s: %s", dir, strerror(e));
+        }
+        char fan[PATH_MAX];
+        cu_strlcpy(fan, dir, sizeof(fan));
+        *strrchr(fan, '/') = '\0';
+        if (store_fsync_dir(fan) != 0 && !rc) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", fan, strerror(e));
+        }
+    }
+    if (!rc)
+        CU_LOG(CU_LOG_INFO, "store", "recording %s erased: key destroyed, %llu files removed", id,
+               (unsigned long long)record->segments);
+    return rc;
+rollback:;
+    cu_err ignore;
+    PQclear(res);
+    if (db_exec(conn, "ROLLBACK", &ignore) != CU_OK)
+        CU_LOG(CU_LOG_WARN, "store", "rollback failed: %s", ignore.msg);
+    return rc;
+}

@@ -1,0 +1,862 @@
+/*
+ * The write path: submit → worker (hash, chain, encrypt, write a temp file)
+ * → syncer (fsync, rename) → committer (group fsync of directories, in-order
+ * acknowledgement, seals) → index thread.
+ *
+ * Why this order: a segment is acknowledged only when its bytes and its
+ * directory entry are on stable storage — data fsync before the rename, so a
+ * name never points at partial data; directory fsync before the ack, so an
+ * acknowledged name survives a crash. Directory fsyncs are shared by every
+ * segment renamed in the same batch (group commit), and several fsyncs are in
+ * flight at once (one per syncer) so the disk queue stays full.
+ */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define SYNC_QUEUE_MAX 256
+#define FSYNC_SAMPLES  4096
+
+CU_METRIC_DEFINE(st_acked_metric, CU_METRIC_COUNTER, "custos_store_segments_total",
+                 "result=\"acked\"", "Segments by outcome.")
+CU_METRIC_DEFINE(st_failed_metric, CU_METRIC_COUNTER, "custos_store_segments_total",
+                 "result=\"failed\"", "Segments by outcome.")
+CU_METRIC_DEFINE(st_orphan_metric, CU_METRIC_COUNTER, "custos_store_segments_total",
+                 "result=\"orphaned\"", "Segments by outcome.")
+CU_METRIC_DEFINE(st_bytes_metric, CU_METRIC_COUNTER, "custos_store_bytes_total", "",
+                 "Plaintext bytes of acknowledged segments.")
+CU_METRIC_DEFINE(st_queue_full_metric, CU_METRIC_COUNTER, "custos_store_queue_full_total", "",
+                 "Segments refused because the store fell behind.")
+CU_METRIC_DEFINE(st_fsync_metric, CU_METRIC_COUNTER, "custos_store_fsyncs_total", "",
+                 "File and directory fsyncs issued.")
+CU_METRIC_DEFINE(st_fsync_us_metric, CU_METRIC_COUNTER, "custos_store_fsync_microseconds_total", "",
+                 "Time spent in fsync.")
+CU_METRIC_DEFINE(st_damaged_metric, CU_METRIC_COUNTER, "custos_store_recordings_damaged_total", "",
+                 "Recordings marked damaged by a write or fsync error.")
+CU_METRIC_DEFINE(st_open_metric, CU_METRIC_GAUGE, "custos_store_recordings_open", "",
+                 "Recordings open for writing.")
+
+typedef enum { JOB_SEGMENT, JOB_CLOSE } job_kind;
+
+typedef struct job {
+    job_kind kind;
+    store_recording *rec;
+    uint64_t index; /* segment index; for a close, the count submitted */
+    uint8_t *data;  /* plaintext, then ciphertext in place */
+    size_t len;
+    store_segment_meta meta;
+    int fd; /* the temp file, until fsynced */
+    bool ok;
+    int err;           /* errno of the failure */
+    const char *stage; /* what failed */
+    store_found_segment found;
+    struct job *next;
+} job;
+
+typedef struct {
+    job **ring;
+    int cap, head, count;
+    pthread_mutex_t lock;
+    pthread_cond_t nonempty, nonfull;
+    bool stop;
+} job_queue;
+
+typedef struct {
+    store *s;
+    pthread_t thread;
+    job_queue q;
+} worker;
+
+struct store_recording {
+    store *s;
+    store_id id;
+    store_dek dek;
+    char dir[PATH_MAX];
+    int64_t opened_us;
+    int worker;
+    /* submit side, under the worker queue's lock */
+    uint64_t next_index;
+    bool closing;
+    /* worker side: the chain value of the last segment hashed */
+    uint8_t chain[32];
+    /* committer side */
+    uint64_t next_ack;
+    uint64_t acked;
+    uint8_t acked_head[32];
+    job *held; /* settled out of order, sorted by index */
+    _Atomic bool damaged;
+    struct store_recording *next_open; /* in s->open list */
+};
+
+struct store {
+    char data_dir[PATH_MAX];
+    store_keyring *keys;
+    store_index *index;
+    store_ack_fn on_ack;
+    void *ack_ctx;
+    int nworkers, nsyncers;
+    worker *workers;
+    pthread_t *syncers;
+    job_queue sync_q;
+    pthread_t committer;
+    /* commit queue: a plain list */
+    pthread_mutex_t commit_lock;
+    pthread_cond_t commit_cond;
+    job *commit_head, *commit_tail;
+    bool commit_stop;
+    /* open recordings, for flush and recovery */
+    pthread_mutex_t open_lock;
+    pthread_cond_t open_cond; /* a recording was sealed */
+    store_recording *open;
+    uint64_t inflight; /* submitted segments and closes not yet settled */
+    int next_worker;
+    /* stats */
+    _Atomic uint64_t acked, failed, bytes, queue_full, fsyncs;
+    pthread_mutex_t fsync_lock;
+    uint32_t fsync_us[FSYNC_SAMPLES];
+    uint64_t fsync_n;
+};
+
+/* ------------------------------------------------------------- queues */
+
+static void queue_init(job_queue *q, int cap)
+{
+    q->ring = cu_xcalloc((size_t)cap, sizeof(job *));
+    q->cap = cap;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->nonempty, NULL);
+    pthread_cond_init(&q->nonfull, NULL);
+}
+
+static void queue_destroy(job_queue *q)
+{
+    free(q->ring);
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->nonempty);
+    pthread_cond_destroy(&q->nonfull);
+}
+
+/* Called with q->lock held and room available. */
+static void queue_put_locked(job_queue *q, job *j)
+{
+    q->ring[(q->head + q->count) % q->cap] = j;
+    q->count++;
+    pthread_cond_signal(&q->nonempty);
+}
+
+static void queue_put_wait(job_queue *q, job *j)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->count == q->cap)
+        pthread_cond_wait(&q->nonfull, &q->lock);
+    queue_put_locked(q, j);
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* NULL once stopped and drained. */
+static job *queue_take(job_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->count == 0 && !q->stop)
+        pthread_cond_wait(&q->nonempty, &q->lock);
+    job *j = NULL;
+    if (q->count) {
+        j = q->ring[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        pthread_cond_signal(&q->nonfull);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return j;
+}
+
+static void queue_stop(job_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->stop = true;
+    pthread_cond_broadcast(&q->nonempty);
+    pthread_mutex_unlock(&q->lock);
+}
+
+static void commit_put(store *s, job *j)
+{
+    pthread_mutex_lock(&s->commit_lock);
+    j->next = NULL;
+    if (s->commit_tail)
+        s->commit_tail->next = j;
+    else
+        s->commit_head = j;
+    s->commit_tail = j;
+    pthread_cond_signal(&s->commit_cond);
+    pthread_mutex_unlock(&s->commit_lock);
+}
+
+/* --------------------------------------------------------------- paths */
+
+static void temp_path(const store_recording *r, uint64_t index, char out[PATH_MAX])
+{
+    snprintf(out, PATH_MAX, "%s/%08llu.seg.tmp", r->dir, (unsigned long long)index);
+}
+
+static void fail_job(job *j, const char *stage, int err)
+{
+    j->ok = false;
+    j->stage = stage;
+    j->err = err;
+}
+
+/* --------------------------------------------------------------- worker */
+
+static bool write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return false;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return true;
+}
+
+/* Hash, chain, encrypt in place, write the temp file. */
+static void worker_segment(EVP_CIPHER_CTX *gcm, job *j)
+{
+    store_recording *r = j->rec;
+    store_header *h = &j->found.h;
+    uint8_t header[STORE_HEADER_LEN], tag[STORE_TAG_LEN];
+    char path[PATH_MAX];
+    int n = 0;
+
+    memset(h, 0, sizeof(*h));
+    h->flags = j->meta.flags;
+    h->recording = r->id;
+    h->index = j->index;
+    h->key_id = r->dek.key_id;
+    store_nonce_for(j->index, h->nonce);
+    h->start_us = j->meta.start_us;
+    h->end_us = j->meta.end_us;
+    h->packets = j->meta.packets;
+    h->lost = j->meta.lost;
+    h->plaintext_len = j->len;
+    EVP_Digest(j->data, j->len, h->sha256, NULL, EVP_sha256(), NULL);
+    store_chain_next(r->chain, h, h->chain);
+    memcpy(r->chain, h->chain, 32);
+    store_header_encode(h, header);
+
+    /* The whole header is the additional data: any change to it fails the tag. */
+    if (EVP_EncryptInit_ex(gcm, NULL, NULL, r->dek.key, h->nonce) != 1 ||
+        EVP_EncryptUpdate(gcm, NULL, &n, header, sizeof(header)) != 1 ||
+        EVP_EncryptUpdate(gcm, j->data, &n, j->data, (int)j->len) != 1 ||
+        EVP_EncryptFinal_ex(gcm, j->data + n, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(gcm, EVP_CTRL_GCM_GET_TAG, STORE_TAG_LEN, tag) != 1) {
+        fail_job(j, "encrypt", EIO);
+        goto out;
+    }
+
+    XXH3_state_t xs;
+    XXH3_128bits_reset(&xs);
+    XXH3_128bits_update(&xs, header, sizeof(header));
+    XXH3_128bits_update(&xs, j->data, j->len);
+    XXH3_128bits_update(&xs, tag, sizeof(tag));
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(&xs));
+    memcpy(j->found.xxh3, canon.digest, 16);
+    j->found.file_len = STORE_HEADER_LEN + j->len + STORE_TAG_LEN;
+
+    temp_path(r, j->index, path);
+    j->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (j->fd < 0) {
+        fail_job(j, "create", errno);
+        goto out;
+    }
+    struct iovec iov[3] = {
+        {header, sizeof(header)},
+        {j->data, j->len},
+        {tag, sizeof(tag)},
+    };
+    if (!write_all(j->fd, iov, 3))
+        fail_job(j, "write", errno);
+out:
+    free(j->data);
+    j->data = NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    EVP_CIPHER_CTX *gcm = EVP_CIPHER_CTX_new();
+    if (!gcm || EVP_EncryptInit_ex(gcm, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1)
+        abort();
+    job *j;
+    while ((j = queue_take(&w->q))) {
+        j->ok = true;
+        j->fd = -1;
+        worker_segment(gcm, j);
+        queue_put_wait(&w->s->sync_q, j);
+    }
+    EVP_CIPHER_CTX_free(gcm);
+    return NULL;
+}
+
+/* --------------------------------------------------------------- syncer */
+
+static void record_fsync(store *s, int64_t ns)
+{
+    uint32_t us = (uint32_t)(ns / 1000);
+    pthread_mutex_lock(&s->fsync_lock);
+    s->fsync_us[s->fsync_n % FSYNC_SAMPLES] = us;
+    s->fsync_n++;
+    pthread_mutex_unlock(&s->fsync_lock);
+    atomic_fetch_add(&s->fsyncs, 1);
+    cu_metric_inc(&st_fsync_metric);
+    cu_metric_add(&st_fsync_us_metric, us);
+}
+
+static void *syncer_main(void *arg)
+{
+    store *s = arg;
+    job *j;
+    while ((j = queue_take(&s->sync_q))) {
+        char tmp[PATH_MAX], final[PATH_MAX];
+        temp_path(j->rec, j->index, tmp);
+        if (j->fd >= 0) {
+            if (j->ok) {
+                int64_t t0 = cu_mono_ns();
+                /* Never retried: after a failed fsync the page cache may
+                 * already have dropped the dirty pages it could not write. */
+                if (fsync(j->fd) != 0)
+                    fail_job(j, "fsync", errno);
+                record_fsync(s, cu_mono_ns() - t0);
+            }
+            if (close(j->fd) != 0 && j->ok)
+                fail_job(j, "close", errno);
+            j->fd = -1;
+        }
+        if (j->ok) {
+            store_segment_path(j->rec->dir, j->index, final);
+            if (rename(tmp, final) != 0)
+                fail_job(j, "rename", errno);
+        }
+        if (!j->ok)
+            unlink(tmp);
+        commit_put(s, j);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ committer */
+
+static void seal_recording(store *s, store_recording *r)
+{
+    cu_err err;
+    store_seal seal = {
+        .reason = atomic_load(&r->damaged) ? STORE_SEAL_DAMAGED : STORE_SEAL_CLOSED,
+        .recording = r->id,
+        .key_id = r->dek.key_id,
+        .count = r->acked,
+        .opened_us = r->opened_us,
+        .sealed_us = cu_time_ms() * 1000,
+    };
+    uint8_t buf[STORE_SEAL_LEN];
+    memcpy(seal.head, r->acked_head, 32);
+    store_seal_encode(&seal, r->dek.key, buf);
+    if (store_write_file_durably(r->dir, "seal", buf, sizeof(buf), 0640, &err) != CU_OK)
+        CU_LOG(CU_LOG_ERROR, "store", "sealing: %s (sealed at next start)", err.msg);
+    store_index_push_seal(s->index, &seal, r->opened_us);
+}
+
+static void recording_free(store *s, store_recording *r)
+{
+    pthread_mutex_lock(&s->open_lock);
+    for (store_recording **p = &s->open; *p; p = &(*p)->next_open) {
+        if (*p == r) {
+            *p = r->next_open;
+            break;
+        }
+    }
+    cu_metric_add(&st_open_metric, -1);
+    pthread_mutex_unlock(&s->open_lock);
+    store_dek_wipe(&r->dek);
+    free(r);
+}
+
+static void settle_done(store *s)
+{
+    pthread_mutex_lock(&s->open_lock);
+    s->inflight--;
+    pthread_cond_broadcast(&s->open_cond);
+    pthread_mutex_unlock(&s->open_lock);
+}
+
+/* Settle the next job of @p r in index order. Returns true if it freed @p r. */
+static bool settle(store *s, store_recording *r, job *j)
+{
+    char id[37];
+    if (j->kind == JOB_CLOSE) {
+        seal_recording(s, r);
+        free(j);
+        recording_free(s, r);
+        settle_done(s);
+        return true;
+    }
+    bool ok = j->ok && !atomic_load(&r->damaged);
+    if (j->ok && !ok) {
+        /* Durable, but after a failed segment: kept, never acknowledged. */
+        char final[PATH_MAX], orphan[PATH_MAX + 8];
+        store_segment_path(r->dir, j->index, final);
+        snprintf(orphan, sizeof(orphan), "%s.orphan", final);
+        if (rename(final, orphan) != 0)
+            CU_LOG_ERRNO(CU_LOG_ERROR, "store", errno, "cannot set aside %s", final);
+        cu_metric_inc(&st_orphan_metric);
+    }
+    if (!j->ok) {
+        store_id_format(&r->id, id);
+        CU_LOG_ERRNO(CU_LOG_ERROR, "store", j->err,
+                     "recording %s segment %llu not stored (%s failed); recording marked damaged",
+                     id, (unsigned long long)j->index, j->stage);
+        if (!atomic_exchange(&r->damaged, true))
+            cu_metric_inc(&st_damaged_metric);
+        atomic_fetch_add(&s->failed, 1);
+        cu_metric_inc(&st_failed_metric);
+    }
+    if (ok) {
+        r->acked++;
+        memcpy(r->acked_head, j->found.h.chain, 32);
+        atomic_fetch_add(&s->acked, 1);
+        atomic_fetch_add(&s->bytes, j->len);
+        cu_metric_inc(&st_acked_metric);
+        cu_metric_add(&st_bytes_metric, (int64_t)j->len);
+        store_index_push_segment(s->index, &j->found);
+    }
+    if (s->on_ack)
+        s->on_ack(s->ack_ctx, &r->id, j->index, ok);
+    r->next_ack++;
+    free(j);
+    settle_done(s);
+    return false;
+}
+
+/* Hold @p j until every earlier index of its recording has settled. */
+static void deliver(store *s, job *j)
+{
+    store_recording *r = j->rec;
+    job **p = &r->held;
+    while (*p && (*p)->index < j->index)
+        p = &(*p)->next;
+    j->next = *p;
+    *p = j;
+    while (r->held && r->held->index == r->next_ack) {
+        job *next = r->held;
+        r->held = next->next;
+        if (settle(s, r, next))
+            return; /* the close: r is gone */
+    }
+}
+
+static void *committer_main(void *arg)
+{
+    store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->commit_lock);
+        while (!s->commit_head && !s->commit_stop)
+            pthread_cond_wait(&s->commit_cond, &s->commit_lock);
+        job *batch = s->commit_head;
+        s->commit_head = s->commit_tail = NULL;
+        bool stop = s->commit_stop;
+        pthread_mutex_unlock(&s->commit_lock);
+        if (!batch && stop)
+            break;
+
+        /* Group commit: one fsync per directory for the whole batch. */
+        for (job *j = batch; j; j = j->next) {
+            if (j->kind != JOB_SEGMENT || !j->ok)
+                continue;
+            bool first = true;
+            for (job *k = batch; k != j; k = k->next)
+                if (k->kind == JOB_SEGMENT && k->rec == j->rec && k->ok)
+                    first = false;
+            if (!first)
+                continue;
+            int64_t t0 = cu_mono_ns();
+            int rc = store_fsync_dir(j->rec->dir);
+            int e = errno;
+            record_fsync(s, cu_mono_ns() - t0);
+            if (rc != 0)
+                for (job *k = j; k; k = k->next)
+                    if (k->kind == JOB_SEGMENT && k->rec == j->rec && k->ok)
+                        fail_job(k, "directory fsync", e);
+        }
+        while (batch) {
+            job *next = batch->next;
+            deliver(s, batch);
+            batch = next;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ recordings */
+
+static bool store_is_open(void *ctx, const store_id *recording)
+{
+    store *s = ctx;
+    bool found = false;
+    pthread_mutex_lock(&s->open_lock);
+    for (store_recording *r = s->open; r && !found; r = r->next_open)
+        found = store_id_equal(&r->id, recording);
+    pthread_mutex_unlock(&s->open_lock);
+    return found;
+}
+
+static cu_rc mkdir_durable(const char *path, const char *parent, cu_err *err)
+{
+    if (mkdir(path, 0750) != 0) {
+        if (errno == EEXIST)
+            return CU_OK;
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
+    }
+    if (store_fsync_dir(parent) != 0) {
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", parent, strerror(e));
+    }
+    return CU_OK;
+}
+
+cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    store_recording *r = cu_xcalloc(1, sizeof(*r));
+    char fan[PATH_MAX], root[PATH_MAX];
+
+    r->s = s;
+    r->opened_us = cu_time_ms() * 1000;
+    if (RAND_bytes(r->id.b, 16) != 1) {
+        rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
+        goto out;
+    }
+    rc = store_keyring_new_dek(s->keys, &r->id, &r->dek, err);
+    if (rc)
+        goto out;
+    /* The wrapped key is durable before any footage is written under it. */
+    rc = store_pending_write(s->data_dir, &r->id, &r->dek, err);
+    if (rc)
+        goto out;
+    store_recording_dir(s->data_dir, &r->id, r->dir);
+    snprintf(root, sizeof(root), "%s/segments", s->data_dir);
+    cu_strlcpy(fan, r->dir, sizeof(fan));
+    *strrchr(fan, '/') = '\0';
+    rc = mkdir_durable(fan, root, err);
+    if (!rc)
+        rc = mkdir_durable(r->dir, fan, err);
+    if (rc) {
+        store_pending_remove(s->data_dir, &r->id);
+        goto out;
+    }
+    store_chain_genesis(&r->id, r->chain);
+    memcpy(r->acked_head, r->chain, 32);
+
+    pthread_mutex_lock(&s->open_lock);
+    r->worker = s->next_worker++ % s->nworkers;
+    r->next_open = s->open;
+    s->open = r;
+    cu_metric_add(&st_open_metric, 1);
+    pthread_mutex_unlock(&s->open_lock);
+    store_index_push_open(s->index, &r->id, &r->dek.key_id, r->opened_us, &r->dek);
+    if (id_out)
+        *id_out = r->id;
+    *out = r;
+    r = NULL;
+out:
+    if (r) {
+        store_dek_wipe(&r->dek);
+        free(r);
+    }
+    return rc;
+}
+
+cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
+                           const store_segment_meta *meta, bool wait, uint64_t *index_out)
+{
+    store *s = r->s;
+    worker *w = &s->workers[r->worker];
+    if (len > STORE_SEGMENT_MAX || meta->end_us < meta->start_us ||
+        (meta->flags & ~(uint32_t)(STORE_SEG_LOSS | STORE_SEG_GAP_START | STORE_SEG_LAST)) ||
+        atomic_load(&r->damaged)) {
+        free(data);
+        return CU_ERR_INVALID;
+    }
+    job *j = cu_xcalloc(1, sizeof(*j));
+    j->kind = JOB_SEGMENT;
+    j->rec = r;
+    j->data = data;
+    j->len = len;
+    j->meta = *meta;
+    j->fd = -1;
+
+    pthread_mutex_lock(&w->q.lock);
+    if (r->closing) {
+        pthread_mutex_unlock(&w->q.lock);
+        free(data);
+        free(j);
+        return CU_ERR_INVALID;
+    }
+    while (w->q.count == w->q.cap) {
+        if (!wait) {
+            pthread_mutex_unlock(&w->q.lock);
+            free(data);
+            free(j);
+            atomic_fetch_add(&s->queue_full, 1);
+            cu_metric_inc(&st_queue_full_metric);
+            return CU_ERR_BUSY;
+        }
+        pthread_cond_wait(&w->q.nonfull, &w->q.lock);
+    }
+    j->index = r->next_index++;
+    pthread_mutex_lock(&s->open_lock);
+    s->inflight++;
+    pthread_mutex_unlock(&s->open_lock);
+    queue_put_locked(&w->q, j);
+    pthread_mutex_unlock(&w->q.lock);
+    if (index_out)
+        *index_out = j->index;
+    return CU_OK;
+}
+
+bool store_recording_damaged(const store_recording *r)
+{
+    return atomic_load(&r->damaged);
+}
+
+void store_recording_close(store_recording *r)
+{
+    store *s = r->s;
+    worker *w = &s->workers[r->worker];
+    job *j = cu_xcalloc(1, sizeof(*j));
+    j->kind = JOB_CLOSE;
+    j->rec = r;
+    j->fd = -1;
+    pthread_mutex_lock(&w->q.lock);
+    r->closing = true;
+    j->index = r->next_index; /* settles after every segment before it */
+    pthread_mutex_unlock(&w->q.lock);
+    pthread_mutex_lock(&s->open_lock);
+    s->inflight++;
+    pthread_mutex_unlock(&s->open_lock);
+    commit_put(s, j);
+}
+
+void store_flush(store *s)
+{
+    pthread_mutex_lock(&s->open_lock);
+    while (s->inflight)
+        pthread_cond_wait(&s->open_cond, &s->open_lock);
+    pthread_mutex_unlock(&s->open_lock);
+}
+
+bool store_index_wait(store *s, int timeout_ms)
+{
+    return store_index_wait_idle(s->index, timeout_ms);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+typedef struct {
+    int removed;
+} tmp_ctx;
+
+static bool clean_dir(void *arg, const store_id *recording, const char *dir)
+{
+    (void)recording;
+    (void)arg;
+    char seal[PATH_MAX + 8];
+    snprintf(seal, sizeof(seal), "%s/seal", dir);
+    if (access(seal, F_OK) != 0)
+        store_remove_temp_files(dir);
+    return true;
+}
+
+cu_rc store_open(const store_opts *o, store **out, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    store *s = cu_xcalloc(1, sizeof(*s));
+    char path[PATH_MAX + 16];
+    int started_workers = 0, started_syncers = 0;
+    bool committer_started = false;
+
+    cu_strlcpy(s->data_dir, o->data_dir, sizeof(s->data_dir));
+    s->on_ack = o->on_ack;
+    s->ack_ctx = o->ack_ctx;
+    s->nworkers = o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->nworkers < 1)
+        s->nworkers = 1;
+    s->nsyncers = o->syncers > 0 ? o->syncers : 4;
+    int qcap = o->queue_segments > 0 ? o->queue_segments : 32;
+    pthread_mutex_init(&s->commit_lock, NULL);
+    pthread_cond_init(&s->commit_cond, NULL);
+    pthread_mutex_init(&s->open_lock, NULL);
+    pthread_cond_init(&s->open_cond, NULL);
+    pthread_mutex_init(&s->fsync_lock, NULL);
+    queue_init(&s->sync_q, SYNC_QUEUE_MAX);
+    s->workers = cu_xcalloc((size_t)s->nworkers, sizeof(worker));
+    s->syncers = cu_xcalloc((size_t)s->nsyncers, sizeof(pthread_t));
+    for (int i = 0; i < s->nworkers; i++) {
+        s->workers[i].s = s;
+        queue_init(&s->workers[i].q, qcap);
+    }
+
+    snprintf(path, sizeof(path), "%s/segments", s->data_dir);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
+        goto out;
+    }
+    rc = store_keyring_open(s->data_dir, true, &s->keys, err);
+    if (rc)
+        goto out;
+    /* Leftovers of a crash: temp files are never segments. */
+    tmp_ctx tc = {0};
+    rc = store_scan_recordings(s->data_dir, clean_dir, &tc, err);
+    if (rc)
+        goto out;
+    rc = store_index_start(s->data_dir, o->dsn, store_is_open, s, &s->index, err);
+    if (rc)
+        goto out;
+
+    for (; started_workers < s->nworkers; started_workers++)
+        if (pthread_create(&s->workers[started_workers].thread, NULL, worker_main,
+                           &s->workers[started_workers]) != 0)
+            break;
+    for (; started_syncers < s->nsyncers; started_syncers++)
+        if (pthread_create(&s->syncers[started_syncers], NULL, syncer_main, s) != 0)
+            break;
+    committer_started = pthread_create(&s->committer, NULL, committer_main, s) == 0;
+    if (started_workers < s->nworkers || started_syncers < s->nsyncers || !committer_started) {
+        rc = cu_err_set(err, CU_ERR_IO, "cannot start the store's threads");
+        goto out;
+    }
+    *out = s;
+    return CU_OK;
+out:
+    for (int i = 0; i < started_workers; i++) {
+        queue_stop(&s->workers[i].q);
+        pthread_join(s->workers[i].thread, NULL);
+    }
+    queue_stop(&s->sync_q);
+    for (int i = 0; i < started_syncers; i++)
+        pthread_join(s->syncers[i], NULL);
+    if (committer_started) {
+        pthread_mutex_lock(&s->commit_lock);
+        s->commit_stop = true;
+        pthread_cond_signal(&s->commit_cond);
+        pthread_mutex_unlock(&s->commit_lock);
+        pthread_join(s->committer, NULL);
+    }
+    store_index_stop(s->index, 0);
+    store_keyring_close(s->keys);
+    for (int i = 0; i < s->nworkers; i++)
+        queue_destroy(&s->workers[i].q);
+    queue_destroy(&s->sync_q);
+    free(s->workers);
+    free(s->syncers);
+    free(s);
+    return rc;
+}
+
+void store_close(store *s, int index_wait_ms)
+{
+    if (!s)
+        return;
+    /* Seal what is still open, then let every job settle. */
+    for (;;) {
+        pthread_mutex_lock(&s->open_lock);
+        store_recording *r = s->open;
+        while (r && r->closing)
+            r = r->next_open;
+        pthread_mutex_unlock(&s->open_lock);
+        if (!r)
+            break;
+        store_recording_close(r);
+    }
+    store_flush(s);
+
+    for (int i = 0; i < s->nworkers; i++) {
+        queue_stop(&s->workers[i].q);
+        pthread_join(s->workers[i].thread, NULL);
+    }
+    queue_stop(&s->sync_q);
+    for (int i = 0; i < s->nsyncers; i++)
+        pthread_join(s->syncers[i], NULL);
+    pthread_mutex_lock(&s->commit_lock);
+    s->commit_stop = true;
+    pthread_cond_signal(&s->commit_cond);
+    pthread_mutex_unlock(&s->commit_lock);
+    pthread_join(s->committer, NULL);
+    store_index_stop(s->index, index_wait_ms);
+    store_keyring_close(s->keys);
+    for (int i = 0; i < s->nworkers; i++)
+        queue_destroy(&s->workers[i].q);
+    queue_destroy(&s->sync_q);
+    pthread_mutex_destroy(&s->commit_lock);
+    pthread_cond_destroy(&s->commit_cond);
+    pthread_mutex_destroy(&s->open_lock);
+    pthread_cond_destroy(&s->open_cond);
+    pthread_mutex_destroy(&s->fsync_lock);
+    free(s->workers);
+    free(s->syncers);
+    free(s);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void store_stats_get(store *s, store_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->segments_acked = atomic_load(&s->acked);
+    out->segments_failed = atomic_load(&s->failed);
+    out->bytes_acked = atomic_load(&s->bytes);
+    out->queue_full = atomic_load(&s->queue_full);
+    out->fsyncs = atomic_load(&s->fsyncs);
+    pthread_mutex_lock(&s->fsync_lock);
+    size_t n = s->fsync_n < FSYNC_SAMPLES ? (size_t)s->fsync_n : FSYNC_SAMPLES;
+    uint32_t *copy = cu_xmalloc((n ? n : 1) * sizeof(uint32_t));
+    memcpy(copy, s->fsync_us, n * sizeof(uint32_t));
+    pthread_mutex_unlock(&s->fsync_lock);
+    if (n) {
+        qsort(copy, n, sizeof(uint32_t), cmp_u32);
+        out->fsync_ms_p50 = copy[n / 2] / 1000.0;
+        out->fsync_ms_p99 = copy[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] / 1000.0;
+    }
+    free(copy);
+    store_index_stats(s->index, &out->index_rows, &out->index_pending, &out->index_connected);
+}
