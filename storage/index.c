@@ -175,32 +175,6 @@ static void marker_set(const store_index *ix, bool on)
     }
 }
 
-typedef struct {
-    store_index *ix;
-    int sealed;
-    int waiting; /* keys not reachable yet */
-} recover_ctx;
-
-static bool recover_dir(void *arg, const store_id *recording, const char *dir)
-{
-    recover_ctx *rc = arg;
-    char seal[PATH_MAX + 8];
-    snprintf(seal, sizeof(seal), "%s/seal", dir);
-    if (access(seal, F_OK) == 0)
-        return true;
-    if (rc->ix->is_open && rc->ix->is_open(rc->ix->is_open_ctx, recording))
-        return true;
-    cu_err err;
-    cu_rc r = store_recover_one(rc->ix->data_dir, rc->ix->conn, rc->ix->keys, recording, dir, &err);
-    if (r == CU_OK)
-        rc->sealed++;
-    else if (r == CU_ERR_NOTFOUND)
-        rc->waiting++;
-    else
-        CU_LOG(CU_LOG_ERROR, "index", "recovering %s: %s", dir, err.msg);
-    return true;
-}
-
 /* Work that needs the database and is owed since the last connection. */
 static void index_on_connect(store_index *ix)
 {
@@ -223,14 +197,18 @@ static void index_on_connect(store_index *ix)
             CU_LOG(CU_LOG_ERROR, "index", "rebuilding the index: %s", err.msg);
         }
     }
-    recover_ctx rc = {.ix = ix};
-    if (store_scan_recordings(ix->data_dir, recover_dir, &rc, &err) != CU_OK)
-        CU_LOG(CU_LOG_ERROR, "index", "recovery scan: %s", err.msg);
-    if (rc.sealed)
-        CU_LOG(CU_LOG_WARN, "index", "sealed %d recording(s) interrupted by a crash", rc.sealed);
-    if (rc.waiting)
+    store_catch_up_report rep;
+    if (store_catch_up(ix->data_dir, ix->conn, ix->keys, ix->is_open, ix->is_open_ctx, &rep,
+                       &err) != CU_OK)
+        CU_LOG(CU_LOG_ERROR, "index", "catching up: %s", err.msg);
+    if (rep.sealed)
+        CU_LOG(CU_LOG_WARN, "index", "sealed %d recording(s) interrupted by a crash", rep.sealed);
+    if (rep.reindexed)
+        CU_LOG(CU_LOG_INFO, "index", "indexed %d recording(s) the index had not caught up with",
+               rep.reindexed);
+    if (rep.waiting)
         CU_LOG(CU_LOG_WARN, "index", "%d interrupted recording(s) wait for their data keys",
-               rc.waiting);
+               rep.waiting);
 }
 
 static void index_connect(store_index *ix)
@@ -251,6 +229,29 @@ static void index_connect(store_index *ix)
     atomic_store(&ix->connected, true);
     cu_metric_set(&ix_connected_metric, 1);
     index_on_connect(ix);
+}
+
+/* Remove a pending key file once the database provably holds the key. */
+static void index_release_pending(store_index *ix, const store_id *recording)
+{
+    char id[37];
+    store_id_format(recording, id);
+    const char *params[1] = {id};
+    PGresult *res = PQexecParams(ix->conn, "SELECT 1 FROM recording_keys WHERE recording_id = $1",
+                                 1, NULL, params, NULL, NULL, 0);
+    bool present = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    PQclear(res);
+    if (present) {
+        store_pending_remove(ix->data_dir, recording);
+        return;
+    }
+    CU_LOG(CU_LOG_WARN, "index",
+           "recording %s sealed but its key is not indexed yet; kept "
+           "pending",
+           id);
+    pthread_mutex_lock(&ix->lock);
+    ix->dropped = true;
+    pthread_mutex_unlock(&ix->lock);
 }
 
 /* Commit a batch in one transaction. On a data error (not a lost
@@ -289,10 +290,11 @@ static bool index_commit(store_index *ix, ix_item *batch, size_t n)
             }
         }
     }
-    /* The wrapped key is in the database now; the pending copy may go. */
+    /* A recording's pending key file marks it as not fully indexed; with
+     * its seal committed, the database holds everything, key included. */
     for (ix_item *it = batch; it; it = it->next)
-        if (it->kind == IX_OPEN && it->applied)
-            store_pending_remove(ix->data_dir, &it->recording);
+        if (it->kind == IX_SEAL && it->applied)
+            index_release_pending(ix, &it->recording);
     atomic_fetch_add(&ix->rows, n);
     cu_metric_add(&ix_rows_metric, (int64_t)n);
     return true;

@@ -231,46 +231,6 @@ out:
     return rc;
 }
 
-typedef struct {
-    const char *data_dir;
-    PGconn *conn;
-    store_keyring *keys;
-    int sealed;
-    cu_rc rc;
-    cu_err *err;
-} recover_all_ctx;
-
-static bool recover_all_dir(void *arg, const store_id *recording, const char *dir)
-{
-    recover_all_ctx *c = arg;
-    char seal[PATH_MAX + 8];
-    snprintf(seal, sizeof(seal), "%s/seal", dir);
-    if (access(seal, F_OK) == 0)
-        return true;
-    cu_rc rc = store_recover_one(c->data_dir, c->conn, c->keys, recording, dir, c->err);
-    if (rc) {
-        c->rc = rc;
-        return false;
-    }
-    c->sealed++;
-    return true;
-}
-
-cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err)
-{
-    recover_all_ctx c = {.data_dir = data_dir, .conn = conn, .err = err};
-    cu_rc rc = store_keyring_open(data_dir, false, &c.keys, err);
-    if (rc)
-        return rc;
-    rc = store_scan_recordings(data_dir, recover_all_dir, &c, err);
-    if (!rc)
-        rc = c.rc;
-    store_keyring_close(c.keys);
-    if (sealed)
-        *sealed = c.sealed;
-    return rc;
-}
-
 /* -------------------------------------------------------------- reindex */
 
 typedef struct {
@@ -402,7 +362,10 @@ static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
         goto out;
     }
     if (has_pending) {
-        store_pending_remove(c->data_dir, rec);
+        /* The pending file marks a recording whose index may lag; once the
+         * seal is indexed, the database has everything. */
+        if (has_seal)
+            store_pending_remove(c->data_dir, rec);
         c->rep->keys_imported++;
     }
     c->rep->recordings++;
@@ -463,6 +426,106 @@ cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_report *re
     PQclear(res);
 out:
     free(c.seen);
+    return rc;
+}
+
+/* ------------------------------------------------------------ catch-up */
+
+cu_rc store_pending_list(const char *data_dir, store_id **out, size_t *n, cu_err *err)
+{
+    char dir[PATH_MAX];
+    size_t cap = 16, count = 0;
+    snprintf(dir, sizeof(dir), "%s/keys/pending", data_dir);
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT)
+            return CU_OK;
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "%s: %s", dir, strerror(e));
+    }
+    store_id *list = cu_xmalloc(cap * sizeof(*list));
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char idtext[40];
+        size_t len = strlen(de->d_name);
+        if (len != 40 || strcmp(de->d_name + 36, ".dek") != 0)
+            continue;
+        memcpy(idtext, de->d_name, 36);
+        idtext[36] = '\0';
+        if (count == cap) {
+            cap *= 2;
+            store_id *bigger = realloc(list, cap * sizeof(*list));
+            if (!bigger)
+                abort();
+            list = bigger;
+        }
+        if (store_id_parse(idtext, &list[count]))
+            count++;
+    }
+    closedir(d);
+    *out = list;
+    *n = count;
+    return CU_OK;
+}
+
+cu_rc store_catch_up(const char *data_dir, PGconn *conn, store_keyring *k, store_is_open_fn is_open,
+                     void *ctx, store_catch_up_report *rep, cu_err *err)
+{
+    store_id *list = NULL;
+    size_t n = 0;
+    memset(rep, 0, sizeof(*rep));
+    cu_rc rc = store_pending_list(data_dir, &list, &n, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && !rc; i++) {
+        char dir[PATH_MAX], seal[PATH_MAX + 8], id[37];
+        if (is_open && is_open(ctx, &list[i]))
+            continue;
+        store_recording_dir(data_dir, &list[i], dir);
+        snprintf(seal, sizeof(seal), "%s/seal", dir);
+        store_id_format(&list[i], id);
+        if (access(dir, F_OK) != 0) {
+            /* Killed between the key and the directory: no footage exists
+             * under this key, so nothing is lost with it. */
+            CU_LOG(CU_LOG_INFO, "store", "recording %s never started; dropping its key", id);
+            store_pending_remove(data_dir, &list[i]);
+            continue;
+        }
+        if (access(seal, F_OK) == 0) {
+            store_reindex_report sub;
+            memset(&sub, 0, sizeof(sub));
+            reindex_ctx c = {.data_dir = data_dir, .conn = conn, .rep = &sub, .err = err};
+            rc = reindex_one(&c, &list[i], dir);
+            if (!rc)
+                rep->reindexed++;
+            continue;
+        }
+        cu_err one;
+        cu_rc r = store_recover_one(data_dir, conn, k, &list[i], dir, &one);
+        if (r == CU_OK)
+            rep->sealed++;
+        else if (r == CU_ERR_NOTFOUND)
+            rep->waiting++;
+        else
+            rc = cu_err_set(err, r, "recovering %s: %s", id, one.msg);
+    }
+    free(list);
+    return rc;
+}
+
+cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err)
+{
+    store_keyring *k = NULL;
+    store_catch_up_report rep;
+    cu_rc rc = store_keyring_open(data_dir, false, &k, err);
+    if (rc)
+        return rc;
+    rc = store_catch_up(data_dir, conn, k, NULL, NULL, &rep, err);
+    store_keyring_close(k);
+    if (sealed)
+        *sealed = rep.sealed;
     return rc;
 }
 

@@ -171,9 +171,10 @@ CU_WUR cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_rep
                            cu_err *err);
 
 /**
- * Seal recordings a crash left open ("interrupted"), at their last complete
- * segment; needs no writer (the writer runs this itself once the database is
- * reachable). @p sealed (may be NULL) receives how many.
+ * What the next start of a writer does after a crash, for a data dir no
+ * writer holds: seal recordings a crash left open ("interrupted") at their
+ * last complete segment, and bring into the index whatever it lagged on.
+ * @p sealed (may be NULL) receives how many were sealed.
  */
 CU_WUR cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err);
 

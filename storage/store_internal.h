@@ -220,5 +220,24 @@ void store_index_stats(store_index *ix, uint64_t *rows, uint64_t *pending, bool 
 CU_WUR cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
                                const store_id *recording, const char *dir, cu_err *err);
 
+/** Recording ids with a pending key file (not yet fully indexed). */
+CU_WUR cu_rc store_pending_list(const char *data_dir, store_id **out, size_t *n, cu_err *err);
+
+typedef struct {
+    int sealed;    /* interrupted recordings sealed */
+    int reindexed; /* sealed recordings whose index lagged */
+    int waiting;   /* data key not reachable yet */
+} store_catch_up_report;
+
+/**
+ * Bring every recording that has a pending key file (and is not open here,
+ * per @p is_open) fully into the index: seal it if a crash left it open,
+ * reindex it if it was sealed but the index lagged. The pending file goes
+ * once the database holds everything.
+ */
+CU_WUR cu_rc store_catch_up(const char *data_dir, PGconn *conn, store_keyring *k,
+                            store_is_open_fn is_open, void *ctx, store_catch_up_report *rep,
+                            cu_err *err);
+
 /** Remove *.tmp files from an unsealed recording directory. */
 void store_remove_temp_files(const char *dir);

@@ -554,6 +554,7 @@ cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu
     cu_rc rc = CU_OK;
     store_recording *r = cu_xcalloc(1, sizeof(*r));
     char fan[PATH_MAX], root[PATH_MAX];
+    bool listed = false;
 
     r->s = s;
     r->opened_us = cu_time_ms() * 1000;
@@ -564,11 +565,22 @@ cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu
     rc = store_keyring_new_dek(s->keys, &r->id, &r->dek, err);
     if (rc)
         goto out;
+    store_recording_dir(s->data_dir, &r->id, r->dir);
+    store_chain_genesis(&r->id, r->chain);
+    memcpy(r->acked_head, r->chain, 32);
+    /* Listed as open before its pending key exists, so that the index
+     * thread's catch-up never takes it for a crashed recording. */
+    pthread_mutex_lock(&s->open_lock);
+    r->worker = s->next_worker++ % s->nworkers;
+    r->next_open = s->open;
+    s->open = r;
+    cu_metric_add(&st_open_metric, 1);
+    pthread_mutex_unlock(&s->open_lock);
+    listed = true;
     /* The wrapped key is durable before any footage is written under it. */
     rc = store_pending_write(s->data_dir, &r->id, &r->dek, err);
     if (rc)
         goto out;
-    store_recording_dir(s->data_dir, &r->id, r->dir);
     snprintf(root, sizeof(root), "%s/segments", s->data_dir);
     cu_strlcpy(fan, r->dir, sizeof(fan));
     *strrchr(fan, '/') = '\0';
@@ -579,22 +591,15 @@ cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu
         store_pending_remove(s->data_dir, &r->id);
         goto out;
     }
-    store_chain_genesis(&r->id, r->chain);
-    memcpy(r->acked_head, r->chain, 32);
-
-    pthread_mutex_lock(&s->open_lock);
-    r->worker = s->next_worker++ % s->nworkers;
-    r->next_open = s->open;
-    s->open = r;
-    cu_metric_add(&st_open_metric, 1);
-    pthread_mutex_unlock(&s->open_lock);
     store_index_push_open(s->index, &r->id, &r->dek.key_id, r->opened_us, &r->dek);
     if (id_out)
         *id_out = r->id;
     *out = r;
     r = NULL;
 out:
-    if (r) {
+    if (r && listed) {
+        recording_free(s, r);
+    } else if (r) {
         store_dek_wipe(&r->dek);
         free(r);
     }
@@ -687,19 +692,22 @@ bool store_index_wait(store *s, int timeout_ms)
 
 /* ------------------------------------------------------------ lifecycle */
 
-typedef struct {
-    int removed;
-} tmp_ctx;
-
-static bool clean_dir(void *arg, const store_id *recording, const char *dir)
+/* Temp files are never segments: remove those a crash left. Only
+ * recordings with a pending key can have any (the rest are sealed). */
+static cu_rc remove_crash_leftovers(const char *data_dir, cu_err *err)
 {
-    (void)recording;
-    (void)arg;
-    char seal[PATH_MAX + 8];
-    snprintf(seal, sizeof(seal), "%s/seal", dir);
-    if (access(seal, F_OK) != 0)
-        store_remove_temp_files(dir);
-    return true;
+    store_id *list = NULL;
+    size_t n = 0;
+    cu_rc rc = store_pending_list(data_dir, &list, &n, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        char dir[PATH_MAX], seal[PATH_MAX + 8];
+        store_recording_dir(data_dir, &list[i], dir);
+        snprintf(seal, sizeof(seal), "%s/seal", dir);
+        if (access(seal, F_OK) != 0)
+            store_remove_temp_files(dir);
+    }
+    free(list);
+    return rc;
 }
 
 cu_rc store_open(const store_opts *o, store **out, cu_err *err)
@@ -740,9 +748,7 @@ cu_rc store_open(const store_opts *o, store **out, cu_err *err)
     rc = store_keyring_open(s->data_dir, true, &s->keys, err);
     if (rc)
         goto out;
-    /* Leftovers of a crash: temp files are never segments. */
-    tmp_ctx tc = {0};
-    rc = store_scan_recordings(s->data_dir, clean_dir, &tc, err);
+    rc = remove_crash_leftovers(s->data_dir, err);
     if (rc)
         goto out;
     rc = store_index_start(s->data_dir, o->dsn, store_is_open, s, &s->index, err);
