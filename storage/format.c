@@ -128,6 +128,7 @@ void store_header_encode(const store_header *h, uint8_t out[STORE_HEADER_LEN])
     put64(out + 92, h->plaintext_len);
     memcpy(out + 100, h->sha256, 32);
     memcpy(out + 132, h->chain, 32);
+    put32(out + 164, 0);
 }
 
 #define FAIL(...)                                                                                  \
@@ -165,7 +166,7 @@ cu_rc store_header_parse(const uint8_t *buf, size_t len, uint64_t file_len, stor
 
     if (h->flags & ~(uint32_t)(STORE_SEG_LOSS | STORE_SEG_GAP_START | STORE_SEG_LAST))
         FAIL("unknown flags 0x%x", h->flags);
-    if (get32(buf + 64) != 0)
+    if (get32(buf + 64) != 0 || get32(buf + 164) != 0)
         FAIL("reserved field is not zero");
     if (h->index > (uint64_t)INT64_MAX)
         FAIL("segment index out of range");
