@@ -91,6 +91,17 @@ static const cfg_row config_table[] = {
      NULL, 0},
     {"db.stop_timeout_s", CFG_INT, OFF(db_stop_timeout_s), 1, 600, "10",
      "Wait this long for the embedded PostgreSQL to stop before forcing it.", NULL, NULL, 0},
+    {"store.workers", CFG_INT, OFF(store_workers), 0, 256, "0",
+     "Threads that hash, encrypt and write segments; 0 means two per CPU.", NULL, NULL, 0},
+    {"store.syncers", CFG_INT, OFF(store_syncers), 1, 64, "4",
+     "Threads issuing fsync, so that several are in flight at once.", NULL, NULL, 0},
+    {"store.queue_segments", CFG_INT, OFF(store_queue_segments), 1, 4096, "32",
+     "Segments waiting per worker before new ones are refused and counted as shortfall.", NULL,
+     NULL, 0},
+    {"store.index_wait_s", CFG_INT, OFF(store_index_wait_s), 0, 600, "10",
+     "At shutdown, wait this long for the index to reach PostgreSQL (the rest is rebuilt at "
+     "the next start).",
+     NULL, NULL, 0},
 };
 
 #undef OFF

@@ -127,6 +127,10 @@ typedef struct {
     char *db_pg_user;           /* db.pg_user: runs the embedded cluster when root */
     int64_t db_start_timeout_s; /* db.start_timeout_s */
     int64_t db_stop_timeout_s;  /* db.stop_timeout_s */
+    int64_t store_workers;        /* store.workers (0 = 2 per CPU) */
+    int64_t store_syncers;        /* store.syncers */
+    int64_t store_queue_segments; /* store.queue_segments */
+    int64_t store_index_wait_s;   /* store.index_wait_s */
 } cu_config;
 
 /** Fill @p cfg with every setting's default. Free with cu_config_free(). */

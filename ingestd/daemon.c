@@ -101,6 +101,16 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     rc = db_service_start(cfg, cu_datadir_path(d.datadir), DB_OWN, "custos-ingestd", &d.db, err);
     if (rc)
         goto out;
+    store_opts so = {
+        .data_dir = cu_datadir_path(d.datadir),
+        .dsn = db_service_dsn(d.db),
+        .workers = (int)cfg->store_workers,
+        .syncers = (int)cfg->store_syncers,
+        .queue_segments = (int)cfg->store_queue_segments,
+    };
+    rc = store_open(&so, &d.store, err);
+    if (rc)
+        goto out;
     rc = ingest_ops_http_start(&d, err);
     if (rc)
         goto out;
@@ -122,6 +132,8 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
 out:
     cu_metric_set(&ingest_up_metric, 0);
     ingest_ops_http_stop(&d);
+    /* Every segment handed to the store is settled before the database goes. */
+    store_close(d.store, (int)cfg->store_index_wait_s * 1000);
     db_service_stop(d.db);
     for (size_t i = 0; i < CU_ARRAY_LEN(d.signals); i++)
         if (d.signals[i])

@@ -2,8 +2,8 @@
 #ifndef CUSTOS_INGESTD_INTERNAL_H
 #define CUSTOS_INGESTD_INTERNAL_H
 
-#include "db/db.h"
 #include "ingestd.h"
+#include "storage/store.h"
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -13,6 +13,7 @@ typedef struct ingest_daemon {
     struct event_base *base;
     cu_datadir *datadir;
     db_service *db;
+    store *store;
     struct evhttp *ops_http;
     int ops_fd; /* listening socket, owned until handed to evhttp */
     struct event *signals[4];
