@@ -407,7 +407,8 @@ cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_report *re
     if (rc)
         goto out;
     /* Index rows of recordings with no directory at all. */
-    qsort(c.seen, c.nseen, sizeof(store_id), cmp_id);
+    if (c.nseen)
+        qsort(c.seen, c.nseen, sizeof(store_id), cmp_id);
     PGresult *res = PQexec(conn, "SELECT r.id, count(s.idx) FROM recordings r "
                                  "LEFT JOIN segments s ON s.recording_id = r.id "
                                  "WHERE r.state <> 'erased' GROUP BY r.id");

@@ -153,7 +153,8 @@ static cu_rc collect_index(verify_ctx *v, cu_err *err)
     /* The directories found so far, sorted, are searched; index-only
      * recordings are appended after them. */
     size_t ndisk = v->nrecs;
-    qsort(v->recs, ndisk, sizeof(rec_entry), cmp_rec);
+    if (ndisk) /* qsort on NULL is undefined, even for zero elements */
+        qsort(v->recs, ndisk, sizeof(rec_entry), cmp_rec);
     for (int i = 0; i < PQntuples(res); i++) {
         char idtext[40];
         store_id id;
@@ -460,7 +461,8 @@ cu_rc store_verify(const char *data_dir, PGconn *conn, const store_verify_opts *
                         id);
         goto out;
     }
-    qsort(v.recs, v.nrecs, sizeof(rec_entry), cmp_rec);
+    if (v.nrecs)
+        qsort(v.recs, v.nrecs, sizeof(rec_entry), cmp_rec);
     for (size_t i = 0; i < v.nrecs; i++)
         verify_recording(&v, &v.recs[i]);
     progress(&v, true);
