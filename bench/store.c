@@ -102,8 +102,10 @@ int main(int argc, char **argv)
     size_t seg_bytes = (size_t)seg_mb * 1000 * 1000;
     double floor_mbps = measure_floor(seg_bytes);
 
-    store_opts o = {.data_dir = cu_datadir_path(dd), .dsn = db_service_dsn(db),
-                    .workers = (int)workers, .syncers = (int)syncers};
+    store_opts o = {.data_dir = cu_datadir_path(dd),
+                    .dsn = db_service_dsn(db),
+                    .workers = (int)workers,
+                    .syncers = (int)syncers};
     if (store_open(&o, &s, &err) != CU_OK) {
         fprintf(stderr, "bench/store: %s\n", err.msg);
         goto out;
@@ -124,8 +126,8 @@ int main(int argc, char **argv)
         uint8_t *data = cu_xmalloc(seg_bytes);
         memcpy(data, template, seg_bytes);
         data[i % (int64_t)seg_bytes] ^= (uint8_t)i; /* no two segments alike */
-        store_segment_meta m = {.start_us = i * 2000000, .end_us = i * 2000000 + 1999999,
-                                .packets = 1700};
+        store_segment_meta m = {
+            .start_us = i * 2000000, .end_us = i * 2000000 + 1999999, .packets = 1700};
         if (store_segment_submit(recs[i % recordings], data, seg_bytes, &m, true, NULL) != CU_OK) {
             fprintf(stderr, "bench/store: submit failed\n");
             goto out;

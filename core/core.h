@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define CUSTOS_VERSION "0.1.0"
 
@@ -116,17 +117,17 @@ void cu_log_route_libevent(void);
  * Strings are owned by the cu_config and freed by cu_config_free().
  */
 typedef struct {
-    char *data_dir;             /* data.dir */
-    int log_level;              /* log.level (a cu_log_level) */
-    char *log_file;             /* log.file ("" = stderr) */
-    char *http_bind;            /* http.bind */
-    int64_t http_port;          /* http.port */
-    int64_t http_timeout_s;     /* http.timeout_s */
-    char *db_dsn;               /* db.dsn ("" = embedded cluster) */
-    char *db_pg_bindir;         /* db.pg_bindir ("" = discover) */
-    char *db_pg_user;           /* db.pg_user: runs the embedded cluster when root */
-    int64_t db_start_timeout_s; /* db.start_timeout_s */
-    int64_t db_stop_timeout_s;  /* db.stop_timeout_s */
+    char *data_dir;               /* data.dir */
+    int log_level;                /* log.level (a cu_log_level) */
+    char *log_file;               /* log.file ("" = stderr) */
+    char *http_bind;              /* http.bind */
+    int64_t http_port;            /* http.port */
+    int64_t http_timeout_s;       /* http.timeout_s */
+    char *db_dsn;                 /* db.dsn ("" = embedded cluster) */
+    char *db_pg_bindir;           /* db.pg_bindir ("" = discover) */
+    char *db_pg_user;             /* db.pg_user: runs the embedded cluster when root */
+    int64_t db_start_timeout_s;   /* db.start_timeout_s */
+    int64_t db_stop_timeout_s;    /* db.stop_timeout_s */
     int64_t store_workers;        /* store.workers (0 = 2 per CPU) */
     int64_t store_syncers;        /* store.syncers */
     int64_t store_queue_segments; /* store.queue_segments */
@@ -265,6 +266,19 @@ const char *cu_datadir_path(const cu_datadir *dd);
 
 /** Release the lock and free the handle. NULL is a no-op. */
 void cu_datadir_close(cu_datadir *dd);
+
+/* ------------------------------------------------------------------ files */
+
+/** fsync a directory by path (so that the names in it are durable). -1 + errno on failure. */
+CU_WUR int cu_fsync_dir(const char *path);
+
+/**
+ * Write @p dir/@p name durably: a temp file beside it, fsync, rename over the
+ * name, fsync the directory. A crash leaves the old file or the new one,
+ * never a mix. @p mode applies to a new file.
+ */
+CU_WUR cu_rc cu_file_write_durably(const char *dir, const char *name, const void *data, size_t len,
+                                   mode_t mode, cu_err *err);
 
 /* ---------------------------------------------------------------- helpers */
 

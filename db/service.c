@@ -135,39 +135,6 @@ static bool uuid_text_valid(const char *s)
     return true;
 }
 
-/* Write @p text to @p path durably: temp file, fsync, rename, fsync dir. */
-static cu_rc write_file_durably(const char *dir, const char *name, const char *text, cu_err *err)
-{
-    char path[PATH_MAX], tmp[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        goto fail;
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-        goto fail;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0)
-        goto fail;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        goto fail;
-    int r = fsync(dfd);
-    close(dfd);
-    if (r != 0)
-        goto fail;
-    return CU_OK;
-fail:;
-    int e = errno;
-    return cu_err_set(err, CU_ERR_IO, "cannot write %s: %s", path, strerror(e));
-}
-
 cu_rc db_instance_bind(PGconn *conn, const char *data_dir, char id_out[37], cu_err *err)
 {
     cu_rc rc = CU_OK;
@@ -187,7 +154,7 @@ cu_rc db_instance_bind(PGconn *conn, const char *data_dir, char id_out[37], cu_e
             rc = cu_err_set(err, CU_ERR_IO, "cannot read %s: %s", path, strerror(e));
             goto out;
         }
-        rc = write_file_durably(data_dir, "instance", db_id, err);
+        rc = cu_file_write_durably(data_dir, "instance", db_id, strlen(db_id), 0644, err);
         if (rc)
             goto out;
         CU_LOG(CU_LOG_INFO, "db", "data dir bound to installation %s", db_id);

@@ -32,8 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* a rejection always says why */
     }
     /* As reindex reads a header before it knows the length. */
-    if (store_header_parse(data, size, 0, &h, why, sizeof(why)) == CU_OK &&
-        size < STORE_HEADER_LEN)
+    if (store_header_parse(data, size, 0, &h, why, sizeof(why)) == CU_OK && size < STORE_HEADER_LEN)
         abort();
     if (store_seal_parse(data, size, &s, why, sizeof(why)) == CU_OK &&
         (size != STORE_SEAL_LEN || s.reason < 1 || s.reason > 3))

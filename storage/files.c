@@ -21,59 +21,6 @@ void store_segment_path(const char *rec_dir, uint64_t index, char out[PATH_MAX])
     snprintf(out, PATH_MAX, "%s/%08llu.seg", rec_dir, (unsigned long long)index);
 }
 
-int store_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return r;
-}
-
-cu_rc store_write_file_durably(const char *dir, const char *name, const void *data, size_t len,
-                               mode_t mode, cu_err *err)
-{
-    char path[PATH_MAX], tmp[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        goto fail;
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : EIO;
-            close(fd);
-            unlink(tmp);
-            errno = e;
-            goto fail;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-        goto fail;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0 || store_fsync_dir(dir) != 0)
-        goto fail;
-    return CU_OK;
-fail:;
-    int e = errno;
-    return cu_err_set(err, CU_ERR_IO, "cannot write %s: %s", path, strerror(e));
-}
-
 cu_rc store_read_file(const char *path, size_t max, cu_buf *out, cu_err *err)
 {
     cu_rc rc = CU_OK;

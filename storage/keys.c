@@ -141,14 +141,14 @@ static cu_rc keyring_add_kek_locked(store_keyring *k, char new_id[STORE_KEK_ID_L
     n += snprintf(text + n, sizeof(text) - (size_t)n, "\n");
     char name[64];
     snprintf(name, sizeof(name), "kek-%s.key", new_id);
-    rc = store_write_file_durably(k->dir, name, text, (size_t)n, 0600, err);
+    rc = cu_file_write_durably(k->dir, name, text, (size_t)n, 0600, err);
     OPENSSL_cleanse(text, sizeof(text));
     OPENSSL_cleanse(key, sizeof(key));
     if (rc)
         return rc;
     char active[STORE_KEK_ID_LEN + 2];
     snprintf(active, sizeof(active), "%s\n", new_id);
-    rc = store_write_file_durably(k->dir, "active", active, strlen(active), 0600, err);
+    rc = cu_file_write_durably(k->dir, "active", active, strlen(active), 0600, err);
     if (!rc)
         CU_LOG(CU_LOG_INFO, "keys", "new key-encryption key %s is active", new_id);
     return rc;
@@ -322,7 +322,7 @@ cu_rc store_pending_write(const char *data_dir, const store_id *recording, const
     memcpy(buf + 21 + STORE_KEK_ID_LEN, dek->wrapped, STORE_WRAPPED_LEN);
     snprintf(dir, sizeof(dir), "%s/keys/pending", data_dir);
     pending_name(recording, name);
-    return store_write_file_durably(dir, name, buf, sizeof(buf), 0600, err);
+    return cu_file_write_durably(dir, name, buf, sizeof(buf), 0600, err);
 }
 
 cu_rc store_pending_read(const char *data_dir, const store_id *recording, store_dek *dek,

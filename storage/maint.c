@@ -202,7 +202,7 @@ cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
     seal.count = complete_prefix(dir, recording, &dek.key_id, &found, seal.head);
     seal.opened_us = seal.count ? found[0].h.start_us : seal.sealed_us;
     store_seal_encode(&seal, dek.key, buf);
-    rc = store_write_file_durably(dir, "seal", buf, sizeof(buf), 0640, err);
+    rc = cu_file_write_durably(dir, "seal", buf, sizeof(buf), 0640, err);
     if (rc)
         goto out;
     store_id_format(recording, id);
@@ -604,34 +604,24 @@ cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report 
         goto out;
 
     /* Keys not yet in the database. */
-    char pending_dir[PATH_MAX];
-    snprintf(pending_dir, sizeof(pending_dir), "%s/keys/pending", data_dir);
-    DIR *d = opendir(pending_dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        char idtext[64];
-        store_id rec;
+    store_id *pending = NULL;
+    size_t npending = 0;
+    rc = store_pending_list(data_dir, &pending, &npending, err);
+    for (size_t i = 0; !rc && i < npending; i++) {
         store_dek dek;
-        size_t len = strlen(de->d_name);
-        if (len != 40 || strcmp(de->d_name + 36, ".dek") != 0)
-            continue;
-        memcpy(idtext, de->d_name, 36);
-        idtext[36] = '\0';
-        if (!store_id_parse(idtext, &rec) || store_pending_read(data_dir, &rec, &dek, err) != CU_OK)
-            continue;
-        rc = store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
-                                  dek.key, err);
+        if (store_pending_read(data_dir, &pending[i], &dek, err) != CU_OK)
+            continue; /* gone meanwhile: indexed by the writer */
+        rc = store_keyring_unwrap(k, &pending[i], &dek.key_id, dek.kek_id, dek.wrapped,
+                                  STORE_WRAPPED_LEN, dek.key, err);
         if (!rc)
-            rc = store_keyring_rewrap(k, &rec, &dek, err);
+            rc = store_keyring_rewrap(k, &pending[i], &dek, err);
         if (!rc)
-            rc = store_pending_write(data_dir, &rec, &dek, err);
+            rc = store_pending_write(data_dir, &pending[i], &dek, err);
         store_dek_wipe(&dek);
-        if (rc)
-            break;
-        report->pending_rewrapped++;
+        if (!rc)
+            report->pending_rewrapped++;
     }
-    if (d)
-        closedir(d);
+    free(pending);
     goto out;
 rollback:;
     cu_err ignore;
@@ -738,7 +728,7 @@ cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *
         char fan[PATH_MAX];
         cu_strlcpy(fan, dir, sizeof(fan));
         *strrchr(fan, '/') = '\0';
-        if (store_fsync_dir(fan) != 0 && !rc) {
+        if (cu_fsync_dir(fan) != 0 && !rc) {
             int e = errno;
             rc = cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", fan, strerror(e));
         }

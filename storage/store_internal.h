@@ -138,13 +138,6 @@ void store_recording_dir(const char *data_dir, const store_id *recording, char o
 /** <recording dir>/<index, 8 digits>.seg */
 void store_segment_path(const char *rec_dir, uint64_t index, char out[PATH_MAX]);
 
-/** fsync a directory by path. */
-CU_WUR int store_fsync_dir(const char *path);
-
-/** Write a small file durably: temp, fsync, rename, fsync dir. */
-CU_WUR cu_rc store_write_file_durably(const char *dir, const char *name, const void *data,
-                                      size_t len, mode_t mode, cu_err *err);
-
 /** Read a whole file of at most @p max bytes into @p out. */
 CU_WUR cu_rc store_read_file(const char *path, size_t max, cu_buf *out, cu_err *err);
 

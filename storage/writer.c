@@ -74,7 +74,7 @@ typedef struct {
     store *s;
     pthread_t thread;
     job_queue q;
-    uint8_t *out;   /* the file image: header, ciphertext, tag; 4096-aligned */
+    uint8_t *out; /* the file image: header, ciphertext, tag; 4096-aligned */
     size_t out_cap;
 } worker;
 
@@ -248,8 +248,9 @@ static int open_temp(store *s, const char *path, bool *direct)
         int fd = open(path, flags | O_DIRECT, 0640);
         if (fd >= 0 || errno != EINVAL)
             return fd;
-        CU_LOG(CU_LOG_INFO, "store", "the file system does not take O_DIRECT; using the page "
-                                     "cache");
+        CU_LOG(CU_LOG_INFO, "store",
+               "the file system does not take O_DIRECT; using the page "
+               "cache");
         atomic_store(&s->direct_io, false);
         *direct = false;
     }
@@ -410,7 +411,7 @@ static void seal_recording(store *s, store_recording *r)
     uint8_t buf[STORE_SEAL_LEN];
     memcpy(seal.head, r->acked_head, 32);
     store_seal_encode(&seal, r->dek.key, buf);
-    if (store_write_file_durably(r->dir, "seal", buf, sizeof(buf), 0640, &err) != CU_OK)
+    if (cu_file_write_durably(r->dir, "seal", buf, sizeof(buf), 0640, &err) != CU_OK)
         CU_LOG(CU_LOG_ERROR, "store", "sealing: %s (sealed at next start)", err.msg);
     store_index_push_seal(s->index, &seal, r->opened_us);
 }
@@ -528,7 +529,7 @@ static void *committer_main(void *arg)
             if (!first)
                 continue;
             int64_t t0 = cu_mono_ns();
-            int rc = store_fsync_dir(j->rec->dir);
+            int rc = cu_fsync_dir(j->rec->dir);
             int e = errno;
             record_fsync(s, cu_mono_ns() - t0);
             if (rc != 0)
@@ -566,7 +567,7 @@ static cu_rc mkdir_durable(const char *path, const char *parent, cu_err *err)
         int e = errno;
         return cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
     }
-    if (store_fsync_dir(parent) != 0) {
+    if (cu_fsync_dir(parent) != 0) {
         int e = errno;
         return cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", parent, strerror(e));
     }

@@ -19,18 +19,6 @@ static PGconn *connect_or_die(const char *dsn)
     return conn;
 }
 
-static long long query_int(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    long long v = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    else
-        fprintf(stderr, "query failed: %s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-    return v;
-}
-
 static const db_migration good[] = {
     {1, "0001_a", "CREATE TABLE a (x int); INSERT INTO a VALUES (1);"},
     {2, "0002_b", "CREATE TABLE b (y text);"},
@@ -56,17 +44,17 @@ static void test_real_schema(void)
     CHECK_EQ_INT(applied, db_schema_migrations_count);
     CHECK_EQ_INT(db_schema_version(conn, &err),
                  db_schema_migrations[db_schema_migrations_count - 1].version);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM schema_version"),
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM schema_version"),
                  db_schema_migrations_count);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM instance"), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM instance"), 1);
 
     /* Idempotent: nothing applied the second time, nothing changed. */
     CHECK_EQ_INT(db_migrate(conn, db_schema_migrations, db_schema_migrations_count, &applied, &err),
                  CU_OK);
     CHECK_EQ_INT(applied, 0);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM schema_version"),
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM schema_version"),
                  db_schema_migrations_count);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM instance"), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM instance"), 1);
     /* The singleton table refuses a second installation id. */
     PGresult *res = PQexec(conn, "INSERT INTO instance DEFAULT VALUES");
     CHECK(PQresultStatus(res) == PGRES_FATAL_ERROR);
@@ -85,8 +73,8 @@ static void test_failure_rolls_back(void)
     CHECK_STR_CONTAINS(err.msg, "migration 0003_bad failed: ERROR:  division by zero");
     CHECK_EQ_INT(applied, 2);
     CHECK_EQ_INT(db_schema_version(conn, &err), 2);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM pg_tables WHERE tablename = 'c'"), 0);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM a"), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM pg_tables WHERE tablename = 'c'"), 0);
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM a"), 1);
     /* The connection is usable afterwards and a fixed list succeeds. */
     CHECK_EQ_INT(db_migrate(conn, good, 2, &applied, &err), CU_OK);
     CHECK_EQ_INT(applied, 0);
@@ -143,7 +131,7 @@ static void test_concurrent(void)
     }
     CHECK_EQ_INT(total, 2); /* each migration applied exactly once */
     PGconn *conn = connect_or_die(dsn);
-    CHECK_EQ_INT(query_int(conn, "SELECT count(*) FROM a"), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(*) FROM a"), 1);
     PQfinish(conn);
     free(dsn);
 }

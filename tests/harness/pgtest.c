@@ -166,3 +166,15 @@ char *pgtest_fresh_database(const char *name)
     PQfinish(conn);
     return dsn;
 }
+
+long long pgtest_query_int(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    long long v = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    else
+        fprintf(stderr, "query failed: %s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+    return v;
+}

@@ -40,4 +40,7 @@ void pgtest_stop(pgtest *t);
  */
 char *pgtest_fresh_database(const char *name);
 
+/** The single integer a query returns, or -1 (and a message) on error. */
+long long pgtest_query_int(PGconn *conn, const char *sql);
+
 #endif

@@ -3,6 +3,7 @@
 #define CUSTOS_STORE_TESTLIB_H
 
 #include "storage/store_internal.h"
+#include "tests/harness/pgtest.h"
 #include "tests/testlib.h"
 
 #include <openssl/rand.h>
@@ -58,18 +59,6 @@ static inline st_verify_result st_verify(const char *data_dir, PGconn *conn, con
     if (r.rc)
         fprintf(stderr, "verify: %s\n", err.msg);
     return r;
-}
-
-static inline long long st_query_int(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    long long v = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    else
-        fprintf(stderr, "query failed: %s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-    return v;
 }
 
 #endif

@@ -107,15 +107,15 @@ static void test_round_trip(store *s, ack_counts *acks)
     char sql[256], idtext[37];
     store_id_format(&id, idtext);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM segments WHERE recording_id = '%s'", idtext);
-    CHECK_EQ_INT(st_query_int(conn, sql), 6);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 6);
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM recordings WHERE id = '%s' AND state = 'sealed' AND "
              "segment_count = 6",
              idtext);
-    CHECK_EQ_INT(st_query_int(conn, sql), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 1);
     snprintf(sql, sizeof(sql), "SELECT lost_packets FROM recording_stats WHERE recording_id = '%s'",
              idtext);
-    CHECK_EQ_INT(st_query_int(conn, sql), 3);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 3);
     store_dek dek;
     CHECK_EQ_INT(store_pending_read(data_dir, &id, &dek, &err), CU_ERR_NOTFOUND);
 
@@ -184,15 +184,15 @@ static void test_rotation(store *s)
     REQUIRE(store_read_file(path, 1 << 20, &f, &err) == CU_OK);
     store_xxh3(f.data, f.len, xxh_before);
 
-    long long keys = st_query_int(conn, "SELECT count(*) FROM recording_keys");
+    long long keys = pgtest_query_int(conn, "SELECT count(*) FROM recording_keys");
     store_rotate_report rep;
     CHECK_EQ_INT(store_keys_rotate(data_dir, conn, &rep, &err), CU_OK);
     CHECK_EQ_INT(rep.rewrapped, keys);
     char sql[200];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM recording_keys WHERE kek_id = '%s'",
              rep.new_kek);
-    CHECK_EQ_INT(st_query_int(conn, sql), keys);
-    CHECK_EQ_INT(st_query_int(conn, "SELECT count(DISTINCT kek_id) FROM recording_keys"), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), keys);
+    CHECK_EQ_INT(pgtest_query_int(conn, "SELECT count(DISTINCT kek_id) FROM recording_keys"), 1);
 
     /* Segment files untouched, still readable and verified. */
     REQUIRE(stat(path, &after) == 0);
@@ -221,7 +221,7 @@ static void test_rotation(store *s)
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM recording_keys WHERE recording_id = '%s' AND kek_id = '%s'",
              idtext, rep.new_kek);
-    CHECK_EQ_INT(st_query_int(conn, sql), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 1);
 }
 
 static void test_erase(store *s)
@@ -242,12 +242,12 @@ static void test_erase(store *s)
     CHECK(access(dir, F_OK) != 0);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM recording_keys WHERE recording_id = '%s'",
              idtext);
-    CHECK_EQ_INT(st_query_int(conn, sql), 0);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 0);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM segments WHERE recording_id = '%s'", idtext);
-    CHECK_EQ_INT(st_query_int(conn, sql), 0);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 0);
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM recordings WHERE id = '%s' AND state = 'erased'", idtext);
-    CHECK_EQ_INT(st_query_int(conn, sql), 1);
+    CHECK_EQ_INT(pgtest_query_int(conn, sql), 1);
     store_dek dek;
     store_keyring *k = NULL;
     REQUIRE(store_keyring_open(data_dir, false, &k, &err) == CU_OK);
@@ -370,7 +370,7 @@ static void test_tampering(store *s)
              "UPDATE segments SET sha256 = sha256(sha256), xxh3 = substring(sha256 from 1 for 16) "
              "WHERE recording_id = '%s' AND idx = 1",
              idtext);
-    REQUIRE(st_query_int(conn, "SELECT 1") == 1);
+    REQUIRE(pgtest_query_int(conn, "SELECT 1") == 1);
     PGresult *res = PQexec(conn, sql);
     REQUIRE(PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) == 1);
     PQclear(res);
@@ -466,8 +466,9 @@ static void test_write_failure(const char *dsn)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fprintf(stderr, "write-failure child: status %d\n", status);
-    CHECK_EQ_INT(st_query_int(conn, "SELECT count(*) FROM recordings WHERE state = 'damaged' AND "
-                                    "segment_count = 1"),
+    CHECK_EQ_INT(pgtest_query_int(conn,
+                                  "SELECT count(*) FROM recordings WHERE state = 'damaged' AND "
+                                  "segment_count = 1"),
                  1);
     st_verify_result v = st_verify(data_dir, conn, NULL, false);
     CHECK_EQ_INT(v.rep.problems, 0);
@@ -533,12 +534,12 @@ static void test_database_outage(void)
     char sql[256], idtext[37];
     store_id_format(&id, idtext);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM segments WHERE recording_id = '%s'", idtext);
-    CHECK_EQ_INT(st_query_int(c, sql), 30);
+    CHECK_EQ_INT(pgtest_query_int(c, sql), 30);
     store_id_format(&id2, idtext);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM segments WHERE recording_id = '%s'", idtext);
-    CHECK_EQ_INT(st_query_int(c, sql), 5);
-    CHECK_EQ_INT(st_query_int(c, "SELECT count(*) FROM recordings WHERE state = 'sealed'"), 2);
-    CHECK_EQ_INT(st_query_int(c, "SELECT count(*) FROM recording_keys"), 2);
+    CHECK_EQ_INT(pgtest_query_int(c, sql), 5);
+    CHECK_EQ_INT(pgtest_query_int(c, "SELECT count(*) FROM recordings WHERE state = 'sealed'"), 2);
+    CHECK_EQ_INT(pgtest_query_int(c, "SELECT count(*) FROM recording_keys"), 2);
     CHECK_EQ_INT(store_pending_read(data_dir, &id2, &dek, &err), CU_ERR_NOTFOUND);
     st_verify_result v = st_verify(data_dir, c, NULL, false);
     CHECK_EQ_INT(v.rep.problems, 0);
@@ -554,7 +555,7 @@ static void test_database_outage(void)
     CHECK_EQ_INT(store_reindex(data_dir, c, &rep, &err), CU_OK);
     CHECK_EQ_INT(rep.segments, 35);
     CHECK_EQ_INT(rep.recordings, 2);
-    CHECK_EQ_INT(st_query_int(c, "SELECT count(*) FROM segments"), 35);
+    CHECK_EQ_INT(pgtest_query_int(c, "SELECT count(*) FROM segments"), 35);
     v = st_verify(data_dir, c, NULL, false);
     CHECK_EQ_INT(v.rep.problems, 0);
     free(v.text);

@@ -204,8 +204,8 @@ static void test_keys(void)
     uint8_t tampered[STORE_WRAPPED_LEN];
     memcpy(tampered, dek.wrapped, sizeof(tampered));
     tampered[20] ^= 1;
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, tampered,
-                                      STORE_WRAPPED_LEN, key, &err),
+    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, tampered, STORE_WRAPPED_LEN,
+                                      key, &err),
                  CU_ERR_INVALID);
     CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, "0000000000000000", dek.wrapped,
                                       STORE_WRAPPED_LEN, key, &err),
