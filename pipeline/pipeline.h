@@ -1,14 +1,163 @@
 /*
  * pipeline — from RTP packets to segments: RTP validation, the reorder
- * window, keyframe detection (H.264, H.265), keyframe-aligned segmentation
- * with gap accounting, and the live ring for viewers. Prefix pipe_.
- *
- * The module's API lands here with the SRTP ingest issue; until then the
- * library carries no code and links the storage module.
+ * window, keyframe detection (H.264, H.265) and keyframe-aligned
+ * segmentation with gap accounting. No I/O, no locks; one stream belongs to
+ * one thread. See docs/pipeline.md. Prefix pipe_.
  */
 #ifndef CUSTOS_PIPELINE_H
 #define CUSTOS_PIPELINE_H
 
-#include "storage/store.h"
+#include "core/core.h"
+
+/* -------------------------------------------------------------------- RTP */
+
+#define PIPE_RTP_MAX 1500 /* the largest RTP packet a stream accepts */
+
+/** A validated RTP packet; pointers borrow from the parsed buffer. */
+typedef struct {
+    uint8_t payload_type;
+    bool marker;
+    uint16_t seq;
+    uint32_t timestamp;
+    uint32_t ssrc;
+    const uint8_t *payload;
+    size_t payload_len;
+} pipe_rtp;
+
+/** Why a packet was refused. Also the label of its drop counter. */
+typedef enum {
+    PIPE_RTP_OK = 0,
+    PIPE_RTP_SHORT,        /* shorter than its own header */
+    PIPE_RTP_VERSION,      /* not version 2 */
+    PIPE_RTP_CSRC,         /* CSRC list past the end */
+    PIPE_RTP_EXTENSION,    /* header extension past the end */
+    PIPE_RTP_PADDING,      /* padding count zero or past the payload */
+    PIPE_RTP_EMPTY,        /* no payload left */
+    PIPE_RTP_TOO_LONG,     /* more than PIPE_RTP_MAX bytes */
+    PIPE_RTP_PAYLOAD_TYPE, /* not the stream's payload type */
+    PIPE_RTP_NOMEM,        /* no memory for the segment (it was cut short) */
+} pipe_rtp_status;
+
+const char *pipe_rtp_status_name(pipe_rtp_status st);
+
+/** Parse and check every length of an RTP packet (RFC 3550, 5.1). */
+pipe_rtp_status pipe_rtp_parse(const uint8_t *buf, size_t len, pipe_rtp *out);
+
+/**
+ * RTP and RTCP share a port (RFC 5761): true when the second byte is an RTCP
+ * packet type (192..223). Needs at least 2 bytes.
+ */
+bool pipe_is_rtcp(const uint8_t *buf, size_t len);
+
+/** The SSRC of an RTP (bytes 8..11) or RTCP (bytes 4..7) packet; false if too short. */
+bool pipe_peek_ssrc(const uint8_t *buf, size_t len, uint32_t *ssrc);
+
+/* ---------------------------------------------------------------- codecs */
+
+typedef enum {
+    PIPE_CODEC_H264 = 1,
+    PIPE_CODEC_H265 = 2,
+    PIPE_CODEC_AUDIO = 3,
+} pipe_codec;
+
+/** "h264", "h265", "audio"; parse returns 0 for anything else. */
+const char *pipe_codec_name(pipe_codec c);
+pipe_codec pipe_codec_parse(const char *name);
+
+/**
+ * Does this H.264 RTP payload (RFC 6184) carry an IDR slice, or the first
+ * fragment of one? 1 yes, 0 no, -1 malformed (every inner length checked).
+ */
+int pipe_h264_keyframe(const uint8_t *payload, size_t len);
+
+/** The same for H.265 (RFC 7798): an IRAP picture (NAL types 16..23). */
+int pipe_h265_keyframe(const uint8_t *payload, size_t len);
+
+/* ------------------------------------------------------------ packet pool */
+
+/**
+ * Fixed-size slots for packets held in reorder windows, shared by the
+ * streams of one thread. Allocated once; taking and returning a slot is O(1).
+ */
+typedef struct pipe_pool pipe_pool;
+
+/** A pool of @p slots packets. Destroy with pipe_pool_destroy(). */
+pipe_pool *pipe_pool_create(int slots);
+void pipe_pool_destroy(pipe_pool *p);
+int pipe_pool_free_slots(const pipe_pool *p);
+
+/* ---------------------------------------------------------------- streams */
+
+typedef struct {
+    pipe_codec codec;
+    uint8_t payload_type;
+    uint32_t clock_rate;
+    int64_t target_us;   /* cut at the first keyframe after this */
+    int64_t max_us;      /* cut at the next access unit after this */
+    int reorder_packets; /* window size, 1..1024 */
+    int64_t reorder_us;  /* longest wait for a missing packet */
+    pipe_pool *pool;     /* borrowed; the stream returns its slots */
+} pipe_stream_config;
+
+/** What the segmenter knows about a segment it hands over. */
+typedef struct {
+    int64_t start_us, end_us; /* capture times of the first and last packet */
+    uint32_t packets;
+    uint32_t lost;       /* packets lost inside it */
+    bool gap_start;      /* packets were lost just before its first one */
+    bool keyframe_start; /* starts with a keyframe's access unit */
+    bool last;           /* the stream ended with it */
+} pipe_segment_info;
+
+/**
+ * Receives each finished segment. Takes ownership of @p data (malloc'd,
+ * @p len bytes, docs/pipeline.md "Segment payload").
+ */
+typedef void (*pipe_segment_fn)(void *ctx, uint8_t *data, size_t len,
+                                const pipe_segment_info *info);
+
+/** Counters of one stream. */
+typedef struct {
+    uint64_t packets; /* accepted into segments */
+    uint64_t bytes;
+    uint64_t lost;    /* declared lost by the window */
+    uint64_t late;    /* arrived after being declared lost, or duplicates */
+    uint64_t invalid; /* failed validation or the wrong payload type */
+    uint64_t segments;
+} pipe_stream_stats;
+
+typedef struct pipe_stream pipe_stream;
+
+/** A stream for @p ssrc; segments go to @p fn. Destroy with pipe_stream_destroy(). */
+pipe_stream *pipe_stream_create(const pipe_stream_config *cfg, uint32_t ssrc, pipe_segment_fn fn,
+                                void *ctx);
+
+/**
+ * One RTP packet (SRTP already removed) that arrived at @p arrival_us.
+ * Returns PIPE_RTP_OK when taken (in order, held, or counted late), else
+ * why it was refused.
+ */
+pipe_rtp_status pipe_stream_push(pipe_stream *s, const uint8_t *pkt, size_t len,
+                                 int64_t arrival_us);
+
+/** Release packets held too long by the window (call every few tens of ms). */
+void pipe_stream_tick(pipe_stream *s, int64_t now_us);
+
+/** An RTCP sender report: @p rtp_ts was captured at @p wall_us. */
+void pipe_stream_clock(pipe_stream *s, uint32_t rtp_ts, int64_t wall_us);
+
+/** End of stream: release the window and hand over the last segment (last = true). */
+void pipe_stream_finish(pipe_stream *s);
+
+/** A gap the caller knows of (a segment the store could not take): mark the next segment. */
+void pipe_stream_mark_gap(pipe_stream *s);
+
+void pipe_stream_stats_get(const pipe_stream *s, pipe_stream_stats *out);
+
+/** Free the stream and any held packets. Segments not finished are discarded. */
+void pipe_stream_destroy(pipe_stream *s);
+
+#define PIPE_PAYLOAD_HEADER 16
+#define PIPE_RECORD_HEADER  12
 
 #endif /* CUSTOS_PIPELINE_H */
