@@ -25,4 +25,16 @@ CU_WUR cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err);
 CU_WUR cu_rc ingest_listen_tcp(const char *addr, int port, const char *what, int *fd_out,
                                cu_err *err);
 
+/**
+ * Initialise libsrtp once per process and plug in the OpenSSL primitives
+ * (ingestd/srtp_ossl.c); libsrtp runs their known-answer tests on the way in.
+ * With CUSTOS_SRTP_NSS set in the environment, libsrtp's own (NSS) remain,
+ * for before/after comparisons. Thread-safe; later calls return the result
+ * of the first.
+ */
+CU_WUR cu_rc ingest_srtp_init(cu_err *err);
+
+/** True when the OpenSSL primitives are in use. */
+bool ingest_srtp_is_openssl(void);
+
 #endif /* CUSTOS_INGESTD_H */
