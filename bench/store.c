@@ -112,7 +112,7 @@ int main(int argc, char **argv)
     }
     store_recording **recs = cu_xcalloc((size_t)recordings, sizeof(*recs));
     for (int64_t i = 0; i < recordings; i++)
-        if (store_recording_open(s, &recs[i], NULL, &err) != CU_OK) {
+        if (store_recording_open(s, NULL, &recs[i], NULL, &err) != CU_OK) {
             fprintf(stderr, "bench/store: %s\n", err.msg);
             goto out;
         }

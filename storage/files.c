@@ -1,6 +1,8 @@
 /* Paths, durable small files, directory scans. */
 #include "store_internal.h"
 
+#include <openssl/evp.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -152,4 +154,39 @@ cu_rc store_list_segments(const char *dir, uint64_t **out, size_t *n, cu_err *er
     *out = list;
     *n = count;
     return CU_OK;
+}
+
+cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_t out[32],
+                              int64_t *device_id, cu_err *err)
+{
+    char path[PATH_MAX + 8];
+    cu_buf meta;
+    uint8_t sha[32];
+    cu_rc rc = CU_OK;
+    snprintf(path, sizeof(path), "%s/meta", dir);
+    cu_buf_init(&meta, STORE_META_MAX);
+    *device_id = 0;
+    cu_rc r = store_read_file(path, STORE_META_MAX, &meta, err);
+    if (r != CU_OK && r != CU_ERR_NOTFOUND) {
+        rc = r;
+        goto out;
+    }
+    EVP_Digest(meta.data ? meta.data : "", meta.len, sha, NULL, EVP_sha256(), NULL);
+    store_chain_genesis(recording, sha, out);
+    for (const char *line = meta.data; line && *line;) {
+        int64_t v;
+        char num[24];
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (n > 10 && n < 10 + sizeof(num) && strncmp(line, "device_id=", 10) == 0) {
+            memcpy(num, line + 10, n - 10);
+            num[n - 10] = '\0';
+            if (cu_parse_int64(num, &v) && v > 0)
+                *device_id = v;
+        }
+        line = end ? end + 1 : line + n;
+    }
+out:
+    cu_buf_free(&meta);
+    return rc;
 }

@@ -188,7 +188,7 @@ cu_rc store_header_parse(const uint8_t *buf, size_t len, uint64_t file_len, stor
 
 /* ----------------------------------------------------------------- chain */
 
-void store_chain_genesis(const store_id *recording, uint8_t out[32])
+void store_chain_genesis(const store_id *recording, const uint8_t meta_sha256[32], uint8_t out[32])
 {
     static const char label[] = "custos-chain-v1";
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -197,6 +197,7 @@ void store_chain_genesis(const store_id *recording, uint8_t out[32])
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, label, sizeof(label) - 1);
     EVP_DigestUpdate(md, recording->b, 16);
+    EVP_DigestUpdate(md, meta_sha256, 32);
     EVP_DigestFinal_ex(md, out, NULL);
     EVP_MD_CTX_free(md);
 }

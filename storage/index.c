@@ -37,6 +37,7 @@ typedef struct ix_item {
     struct ix_item *next;
     store_id recording;
     int64_t opened_us;
+    int64_t device_id;
     store_dek dek; /* IX_OPEN: wrapped key only; the plain key is never copied */
     store_found_segment seg;
     store_seal seal;
@@ -90,12 +91,13 @@ static void index_enqueue(store_index *ix, ix_item *it)
 }
 
 void store_index_push_open(store_index *ix, const store_id *recording, const store_id *key_id,
-                           int64_t opened_us, const store_dek *dek)
+                           int64_t opened_us, int64_t device_id, const store_dek *dek)
 {
     ix_item *it = cu_xcalloc(1, sizeof(*it));
     it->kind = IX_OPEN;
     it->recording = *recording;
     it->opened_us = opened_us;
+    it->device_id = device_id;
     it->dek.key_id = *key_id;
     memcpy(it->dek.kek_id, dek->kek_id, sizeof(it->dek.kek_id));
     memcpy(it->dek.wrapped, dek->wrapped, sizeof(it->dek.wrapped));
@@ -111,10 +113,12 @@ void store_index_push_segment(store_index *ix, const store_found_segment *seg)
     index_enqueue(ix, it);
 }
 
-void store_index_push_seal(store_index *ix, const store_seal *seal, int64_t opened_us)
+void store_index_push_seal(store_index *ix, const store_seal *seal, int64_t opened_us,
+                           int64_t device_id)
 {
     ix_item *it = cu_xcalloc(1, sizeof(*it));
     it->kind = IX_SEAL;
+    it->device_id = device_id;
     it->recording = seal->recording;
     it->seal = *seal;
     it->opened_us = opened_us;
@@ -126,13 +130,13 @@ static cu_rc item_apply(store_index *ix, const ix_item *it, cu_err *err)
     switch (it->kind) {
     case IX_OPEN: {
         cu_rc rc = store_sql_recording_upsert(ix->conn, &it->recording, &it->dek.key_id,
-                                              it->opened_us, NULL, err);
+                                              it->opened_us, it->device_id, NULL, err);
         return rc ? rc : store_sql_key_insert(ix->conn, &it->recording, &it->dek, err);
     }
     case IX_SEGMENT: return store_sql_segment_insert(ix->conn, &it->seg, err);
     case IX_SEAL:
         return store_sql_recording_upsert(ix->conn, &it->recording, &it->seal.key_id, it->opened_us,
-                                          &it->seal, err);
+                                          it->device_id, &it->seal, err);
     }
     return CU_ERR_INVALID;
 }

@@ -137,7 +137,8 @@ out:
 
 /* The longest prefix 0..k-1 of well-formed, chained segments of @p rec. */
 static uint64_t complete_prefix(const char *dir, const store_id *rec, const store_id *key_id,
-                                store_found_segment **found_out, uint8_t head[32])
+                                store_found_segment **found_out, uint8_t head[32],
+                                int64_t *device_id)
 {
     uint64_t *list = NULL;
     size_t n = 0;
@@ -147,8 +148,8 @@ static uint64_t complete_prefix(const char *dir, const store_id *rec, const stor
     uint64_t k = 0;
     store_found_segment *found = NULL;
 
-    store_chain_genesis(rec, head);
-    if (store_list_segments(dir, &list, &n, &err) != CU_OK)
+    if (store_recording_genesis(dir, rec, head, device_id, &err) != CU_OK ||
+        store_list_segments(dir, &list, &n, &err) != CU_OK)
         goto out;
     found = cu_xcalloc(n ? n : 1, sizeof(*found));
     cu_buf_init(&file, SEGMENT_FILE_MAX);
@@ -199,7 +200,8 @@ cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
                        .recording = *recording,
                        .key_id = dek.key_id,
                        .sealed_us = cu_time_ms() * 1000};
-    seal.count = complete_prefix(dir, recording, &dek.key_id, &found, seal.head);
+    int64_t device_id = 0;
+    seal.count = complete_prefix(dir, recording, &dek.key_id, &found, seal.head, &device_id);
     seal.opened_us = seal.count ? found[0].h.start_us : seal.sealed_us;
     store_seal_encode(&seal, dek.key, buf);
     rc = cu_file_write_durably(dir, "seal", buf, sizeof(buf), 0640, err);
@@ -211,15 +213,15 @@ cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
     if (conn) {
         /* Index what the crash may have kept from the index writer. */
         cu_err ierr;
-        cu_rc irc =
-            store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us, NULL, &ierr);
+        cu_rc irc = store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us,
+                                               device_id, NULL, &ierr);
         if (!irc)
             irc = store_sql_key_insert(conn, recording, &dek, &ierr);
         for (uint64_t i = 0; !irc && i < seal.count; i++)
             irc = store_sql_segment_insert(conn, &found[i], &ierr);
         if (!irc)
-            irc = store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us, &seal,
-                                             &ierr);
+            irc = store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us,
+                                             device_id, &seal, &ierr);
         if (irc)
             CU_LOG(CU_LOG_WARN, "store", "indexing recovered %s: %s", id, ierr.msg);
         else
@@ -328,7 +330,11 @@ static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
     }
 
     store_id key_id;
-    int64_t opened_us;
+    int64_t opened_us, device_id = 0;
+    uint8_t genesis[32];
+    cu_err ignore_meta;
+    if (store_recording_genesis(dir, rec, genesis, &device_id, &ignore_meta) != CU_OK)
+        device_id = 0; /* verify reports an unreadable meta file */
     if (has_seal) {
         key_id = seal.key_id;
         opened_us = seal.opened_us;
@@ -344,13 +350,13 @@ static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
 
     rc = db_exec(c->conn, "BEGIN", err);
     if (!rc)
-        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, NULL, err);
+        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, device_id, NULL, err);
     if (!rc && has_pending)
         rc = store_sql_key_insert(c->conn, rec, &pending, err);
     for (size_t i = 0; !rc && i < nsegs; i++)
         rc = store_sql_segment_insert(c->conn, &segs[i], err);
     if (!rc && has_seal)
-        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, &seal, err);
+        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, device_id, &seal, err);
     if (!rc)
         rc = index_rows_without_file(c->conn, rec, list, n, &c->rep->rows_without_file, err);
     if (!rc)

@@ -58,32 +58,50 @@ static cu_rc sql_run(PGconn *conn, const char *sql, const sql_params *p, const c
 
 #define US_TO_TS(n) "(timestamptz 'epoch' + $" #n "::bigint * interval '1 microsecond')"
 
+/* The officer the device was assigned to at $3 (NULL without a device). */
+#define OFFICER_AT_OPEN                                                                            \
+    "(SELECT a.user_id FROM device_assignments a WHERE a.device_id = NULLIF($4::bigint, 0) "       \
+    "AND a.assigned_from <= " US_TO_TS(3) " AND (a.assigned_until IS NULL OR a.assigned_until "    \
+                                          "> " US_TO_TS(                                           \
+                                              3) ") ORDER BY a.assigned_from DESC LIMIT 1)"
+
 cu_rc store_sql_recording_upsert(PGconn *conn, const store_id *recording, const store_id *key_id,
-                                 int64_t opened_us, const store_seal *seal, cu_err *err)
+                                 int64_t opened_us, int64_t device_id, const store_seal *seal,
+                                 cu_err *err)
 {
     sql_params p = {.n = 0};
     p_id(&p, recording);
     p_bytes(&p, key_id->b, 16);
     p_i64(&p, opened_us);
+    p_i64(&p, device_id);
     if (!seal) {
         return sql_run(conn,
-                       "INSERT INTO recordings (id, key_id, opened_at) VALUES ($1, $2, " US_TO_TS(
-                           3) ") ON CONFLICT (id) DO NOTHING",
+                       "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id) "
+                       "VALUES ($1, $2, " US_TO_TS(
+                           3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
+                              ") ON CONFLICT (id) DO UPDATE SET "
+                              "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
+                              "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id)",
                        &p, "recording row", err);
     }
     p_text(&p, store_seal_reason_name(seal->reason));
     p_i64(&p, seal->sealed_us);
     p_i64(&p, (int64_t)seal->count);
     p_bytes(&p, seal->head, 32);
-    return sql_run(conn,
-                   "INSERT INTO recordings (id, key_id, opened_at, state, sealed_at, "
-                   "segment_count, chain_head) VALUES ($1, $2, " US_TO_TS(3) ", $4, " US_TO_TS(
-                       5) ", $6, $7) "
-                          "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, "
-                          "sealed_at = EXCLUDED.sealed_at, segment_count = EXCLUDED.segment_count, "
-                          "chain_head = EXCLUDED.chain_head "
-                          "WHERE recordings.state <> 'erased'",
-                   &p, "seal row", err);
+    return sql_run(
+        conn,
+        "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id, state, "
+        "sealed_at, segment_count, chain_head) VALUES ($1, $2, " US_TO_TS(
+            3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
+               ", $5, " US_TO_TS(
+                   6) ", $7, $8) "
+                      "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, "
+                      "sealed_at = EXCLUDED.sealed_at, segment_count = EXCLUDED.segment_count, "
+                      "chain_head = EXCLUDED.chain_head, "
+                      "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
+                      "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id) "
+                      "WHERE recordings.state <> 'erased'",
+        &p, "seal row", err);
 }
 
 cu_rc store_sql_segment_insert(PGconn *conn, const store_found_segment *seg, cu_err *err)

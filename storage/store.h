@@ -63,12 +63,26 @@ CU_WUR cu_rc store_open(const store_opts *opts, store **out, cu_err *err);
  */
 void store_close(store *s, int index_wait_ms);
 
+/** Where a recording comes from. */
+typedef struct {
+    int64_t device_id; /* 0: none (an upload, a test) */
+    /* "key=value" lines describing the source: device, codec, payload type,
+     * SDP parameters ... at most 4096 bytes. Kept in the recording's "meta"
+     * file; its hash starts the hash chain, so it cannot change unseen.
+     * A "device_id=N" line is what reindex reads back. NULL: none. */
+    const char *meta;
+} store_recording_attrs;
+
 /**
- * Start a recording: a fresh id and data key; the wrapped key is made
- * durable before this returns. *@p out belongs to the caller until
- * store_recording_close(). @p id_out (may be NULL) receives the id.
+ * Start a recording: a fresh id and data key; the wrapped key and the
+ * recording's meta file are durable before this returns. The index gives the
+ * recording to the officer the device is assigned to at this moment.
+ * *@p out belongs to the caller until store_recording_close(). @p attrs and
+ * @p id_out may be NULL. This does disk I/O (fsyncs): not for a thread that
+ * must never block.
  */
-CU_WUR cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu_err *err);
+CU_WUR cu_rc store_recording_open(store *s, const store_recording_attrs *attrs,
+                                  store_recording **out, store_id *id_out, cu_err *err);
 
 /** Capture facts about one segment, as the pipeline knows them. */
 typedef struct {

@@ -41,8 +41,18 @@ void store_header_encode(const store_header *h, uint8_t out[STORE_HEADER_LEN]);
 CU_WUR cu_rc store_header_parse(const uint8_t *buf, size_t len, uint64_t file_len, store_header *h,
                                 char *why, size_t why_len);
 
-/** c_-1 for @p recording. */
-void store_chain_genesis(const store_id *recording, uint8_t out[32]);
+/** c_-1 for @p recording, whose meta file hashes to @p meta_sha256. */
+void store_chain_genesis(const store_id *recording, const uint8_t meta_sha256[32], uint8_t out[32]);
+
+#define STORE_META_MAX 4096
+
+/**
+ * Read <dir>/meta (absent reads as empty) and give the recording's chain
+ * genesis, and the device id it names ("device_id=N"; 0 when none).
+ * CU_ERR_INVALID when the file is larger than STORE_META_MAX.
+ */
+CU_WUR cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_t out[32],
+                                     int64_t *device_id, cu_err *err);
 /** c_i from c_{i-1} and segment i's header fields. */
 void store_chain_next(const uint8_t prev[32], const store_header *h, uint8_t out[32]);
 
@@ -165,10 +175,14 @@ CU_WUR cu_rc store_list_segments(const char *dir, uint64_t **out, size_t *n, cu_
 
 /* ----------------------------------------------------------- index (SQL) */
 
-/** Insert or update a recording row from a seal or an open. */
+/**
+ * Insert or update a recording row from a seal or an open. A new row gets
+ * @p device_id (0: none) and the officer that device was assigned to at
+ * @p opened_us.
+ */
 CU_WUR cu_rc store_sql_recording_upsert(PGconn *conn, const store_id *recording,
                                         const store_id *key_id, int64_t opened_us,
-                                        const store_seal *seal, cu_err *err);
+                                        int64_t device_id, const store_seal *seal, cu_err *err);
 /** Insert a segment row (existing rows are left as they are). */
 CU_WUR cu_rc store_sql_segment_insert(PGconn *conn, const store_found_segment *seg, cu_err *err);
 /** Insert a wrapped key row (an existing row is left as it is). */
@@ -194,9 +208,10 @@ CU_WUR cu_rc store_index_start(const char *data_dir, const char *dsn, store_is_o
 void store_index_stop(store_index *ix, int wait_ms);
 
 void store_index_push_open(store_index *ix, const store_id *recording, const store_id *key_id,
-                           int64_t opened_us, const store_dek *dek);
+                           int64_t opened_us, int64_t device_id, const store_dek *dek);
 void store_index_push_segment(store_index *ix, const store_found_segment *seg);
-void store_index_push_seal(store_index *ix, const store_seal *seal, int64_t opened_us);
+void store_index_push_seal(store_index *ix, const store_seal *seal, int64_t opened_us,
+                           int64_t device_id);
 
 /** Until nothing is queued or being committed, or @p timeout_ms. */
 bool store_index_wait_idle(store_index *ix, int timeout_ms);

@@ -384,7 +384,11 @@ static void verify_recording(verify_ctx *v, rec_entry *r)
     uint8_t prev[32];
     bool chain_ok = true;
     size_t fi = 0, ri = 0;
-    store_chain_genesis(&r->id, prev);
+    int64_t device_id;
+    if (store_recording_genesis(r->dir, &r->id, prev, &device_id, &err) != CU_OK) {
+        problem(v, r, -1, "meta file unreadable: %s", err.msg);
+        chain_ok = false;
+    }
     for (uint64_t i = 0; i < end; i++) {
         while (fi < nfiles && files[fi] < i)
             fi++;

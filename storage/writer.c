@@ -84,6 +84,7 @@ struct store_recording {
     store_dek dek;
     char dir[PATH_MAX];
     int64_t opened_us;
+    int64_t device_id;
     int worker;
     /* submit side, under the worker queue's lock */
     uint64_t next_index;
@@ -413,7 +414,7 @@ static void seal_recording(store *s, store_recording *r)
     store_seal_encode(&seal, r->dek.key, buf);
     if (cu_file_write_durably(r->dir, "seal", buf, sizeof(buf), 0640, &err) != CU_OK)
         CU_LOG(CU_LOG_ERROR, "store", "sealing: %s (sealed at next start)", err.msg);
-    store_index_push_seal(s->index, &seal, r->opened_us);
+    store_index_push_seal(s->index, &seal, r->opened_us, r->device_id);
 }
 
 static void recording_free(store *s, store_recording *r)
@@ -574,14 +575,24 @@ static cu_rc mkdir_durable(const char *path, const char *parent, cu_err *err)
     return CU_OK;
 }
 
-cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu_err *err)
+cu_rc store_recording_open(store *s, const store_recording_attrs *attrs, store_recording **out,
+                           store_id *id_out, cu_err *err)
 {
     cu_rc rc = CU_OK;
     store_recording *r = cu_xcalloc(1, sizeof(*r));
     char fan[PATH_MAX], root[PATH_MAX];
     bool listed = false;
+    const char *meta = attrs && attrs->meta ? attrs->meta : "";
+    size_t meta_len = strlen(meta);
+    uint8_t meta_sha[32];
 
+    if (meta_len > STORE_META_MAX) {
+        free(r);
+        return cu_err_set(err, CU_ERR_INVALID, "recording meta is larger than %d bytes",
+                          STORE_META_MAX);
+    }
     r->s = s;
+    r->device_id = attrs ? attrs->device_id : 0;
     r->opened_us = cu_time_ms() * 1000;
     if (RAND_bytes(r->id.b, 16) != 1) {
         rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
@@ -591,7 +602,8 @@ cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu
     if (rc)
         goto out;
     store_recording_dir(s->data_dir, &r->id, r->dir);
-    store_chain_genesis(&r->id, r->chain);
+    EVP_Digest(meta, meta_len, meta_sha, NULL, EVP_sha256(), NULL);
+    store_chain_genesis(&r->id, meta_sha, r->chain);
     memcpy(r->acked_head, r->chain, 32);
     /* Listed as open before its pending key exists, so that the index
      * thread's catch-up never takes it for a crashed recording. */
@@ -612,11 +624,13 @@ cu_rc store_recording_open(store *s, store_recording **out, store_id *id_out, cu
     rc = mkdir_durable(fan, root, err);
     if (!rc)
         rc = mkdir_durable(r->dir, fan, err);
+    if (!rc)
+        rc = cu_file_write_durably(r->dir, "meta", meta, meta_len, 0640, err);
     if (rc) {
         store_pending_remove(s->data_dir, &r->id);
         goto out;
     }
-    store_index_push_open(s->index, &r->id, &r->dek.key_id, r->opened_us, &r->dek);
+    store_index_push_open(s->index, &r->id, &r->dek.key_id, r->opened_us, r->device_id, &r->dek);
     if (id_out)
         *id_out = r->id;
     *out = r;

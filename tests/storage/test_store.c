@@ -52,7 +52,7 @@ static store_id write_recording(store *s, int n, uint8_t **plain, size_t *lens)
     store_recording *r = NULL;
     store_id id;
     cu_err err;
-    REQUIRE(store_recording_open(s, &r, &id, &err) == CU_OK);
+    REQUIRE(store_recording_open(s, NULL, &r, &id, &err) == CU_OK);
     for (int i = 0; i < n; i++) {
         size_t len = i == 0 ? 0 : 1000 + (size_t)i * 7919; /* an empty one too */
         uint8_t *data = st_random(len);
@@ -155,7 +155,7 @@ static void test_submit_limits(store *s)
 {
     store_recording *r = NULL;
     cu_err err;
-    REQUIRE(store_recording_open(s, &r, NULL, &err) == CU_OK);
+    REQUIRE(store_recording_open(s, NULL, &r, NULL, &err) == CU_OK);
     store_segment_meta bad_time = {.start_us = 10, .end_us = 5};
     CHECK_EQ_INT(store_segment_submit(r, st_random(10), 10, &bad_time, true, NULL), CU_ERR_INVALID);
     store_segment_meta bad_flags = {.start_us = 1, .end_us = 2, .flags = 0x80};
@@ -264,7 +264,7 @@ static void test_erase(store *s)
     /* An open recording cannot be erased. */
     store_recording *r = NULL;
     store_id open_id;
-    REQUIRE(store_recording_open(s, &r, &open_id, &err) == CU_OK);
+    REQUIRE(store_recording_open(s, NULL, &r, &open_id, &err) == CU_OK);
     REQUIRE(store_index_wait(s, 10000));
     CHECK_EQ_INT(store_recording_erase(data_dir, conn, &open_id, &rec, &err), CU_ERR_BUSY);
     store_recording_close(r);
@@ -405,6 +405,28 @@ static void test_tampering(store *s)
     flip_byte(seal, 95); /* sealed_at: not checked against anything but the MAC */
     expect_detected(&rec[6], "seal forged without the key", "seal MAC invalid", NULL);
 
+    /* The meta file (device, codec) starts the chain: changing it shows. */
+    store_recording *mr = NULL;
+    store_id meta_rec;
+    cu_err merr;
+    store_recording_attrs attrs = {.device_id = 0, .meta = "source=test\ncodec=h264\n"};
+    REQUIRE(store_recording_open(s, &attrs, &mr, &meta_rec, &merr) == CU_OK);
+    store_segment_meta mm = {.start_us = 1, .end_us = 2};
+    REQUIRE(store_segment_submit(mr, st_random(100), 100, &mm, true, NULL) == CU_OK);
+    store_recording_close(mr);
+    store_flush(s);
+    REQUIRE(store_index_wait(s, 10000));
+    v = st_verify(data_dir, conn, &meta_rec, false);
+    CHECK_EQ_INT(v.rep.problems, 0);
+    free(v.text);
+    store_recording_dir(data_dir, &meta_rec, dir);
+    REQUIRE(cu_file_write_durably(dir, "meta", "source=test\ncodec=h265\n", 24, 0640, &merr) ==
+            CU_OK);
+    expect_detected(&meta_rec, "meta file altered", "segment 0: hash chain broken",
+                    "segment 0: hash chain broken");
+    store_erasure mer;
+    CHECK_EQ_INT(store_recording_erase(data_dir, conn, &meta_rec, &mer, &merr), CU_OK);
+
     /* Everything else still verifies: problems are confined. */
     v = st_verify(data_dir, conn, NULL, false);
     CHECK(v.rep.problems >= 9);
@@ -437,7 +459,7 @@ static void test_write_failure(const char *dsn)
         store_recording *r = NULL;
         store_id id;
         cu_err err;
-        if (store_recording_open(s, &r, &id, &err) != CU_OK)
+        if (store_recording_open(s, NULL, &r, &id, &err) != CU_OK)
             _exit(11);
         store_segment_meta m = {.start_us = 1, .end_us = 2};
         if (store_segment_submit(r, st_random(1000), 1000, &m, true, NULL) != CU_OK ||
@@ -494,7 +516,7 @@ static void test_database_outage(void)
     store *s = open_store(pgtest_dsn(pg), &acks);
     store_recording *r = NULL;
     store_id id;
-    REQUIRE(store_recording_open(s, &r, &id, &err) == CU_OK);
+    REQUIRE(store_recording_open(s, NULL, &r, &id, &err) == CU_OK);
     store_segment_meta m = {.start_us = 1000, .end_us = 2000};
     for (int i = 0; i < 10; i++)
         REQUIRE(store_segment_submit(r, st_random(5000), 5000, &m, true, NULL) == CU_OK);
@@ -508,7 +530,7 @@ static void test_database_outage(void)
         REQUIRE(store_segment_submit(r, st_random(5000), 5000, &m, true, NULL) == CU_OK);
     store_recording *r2 = NULL;
     store_id id2;
-    REQUIRE(store_recording_open(s, &r2, &id2, &err) == CU_OK);
+    REQUIRE(store_recording_open(s, NULL, &r2, &id2, &err) == CU_OK);
     for (int i = 0; i < 5; i++)
         REQUIRE(store_segment_submit(r2, st_random(3000), 3000, &m, true, NULL) == CU_OK);
     store_recording_close(r);

@@ -56,7 +56,7 @@ static void writer(const char *dsn, unsigned seed)
     for (;;) {
         store_recording *r = NULL;
         store_id id;
-        if (store_recording_open(s, &r, &id, &err) != CU_OK)
+        if (store_recording_open(s, NULL, &r, &id, &err) != CU_OK)
             _exit(4);
         report("R", &id, 0);
         int n = 1 + rand() % 12;

@@ -119,10 +119,13 @@ static void test_chain(void)
 {
     store_header h = sample_header(3, 10);
     uint8_t g[32], expect[32], c[32];
-    store_chain_genesis(&h.recording, g);
-    uint8_t in[15 + 16];
+    uint8_t meta_sha[32];
+    EVP_Digest("device_id=7\n", 12, meta_sha, NULL, EVP_sha256(), NULL);
+    store_chain_genesis(&h.recording, meta_sha, g);
+    uint8_t in[15 + 16 + 32];
     memcpy(in, "custos-chain-v1", 15);
     memcpy(in + 15, h.recording.b, 16);
+    memcpy(in + 31, meta_sha, 32);
     EVP_Digest(in, sizeof(in), expect, NULL, EVP_sha256(), NULL);
     CHECK(memcmp(g, expect, 32) == 0);
 
