@@ -1,15 +1,88 @@
 /*
- * control — the control plane served by ingestd: HTTPS JSON API, identity
- * and roles, the permission workflow, the single access-decision function,
- * sharing, review, retention, devices and the hash-chained audit log.
- * Prefix ctl_.
- *
- * The module's API lands here with the control-plane issue; until then the
- * library carries no code and links the database module.
+ * control — the control plane: identity (departments, users), devices and
+ * their SRTP keys, and, as the platform grows, the HTTPS API, permissions,
+ * access rules, sharing, review, retention and the audit log.
+ * See docs/devices.md. Prefix ctl_.
  */
 #ifndef CUSTOS_CONTROL_H
 #define CUSTOS_CONTROL_H
 
-#include "db/db.h"
+#include "storage/store.h"
+
+/* ---------------------------------------------------------------- identity */
+
+/** Add a department, under @p parent (a name, or NULL for a top one). */
+CU_WUR cu_rc ctl_department_add(PGconn *conn, const char *name, const char *parent, int64_t *id,
+                                cu_err *err);
+
+typedef struct {
+    const char *username;     /* [a-z0-9][a-z0-9._-]{1,63} */
+    const char *role;         /* officer, reviewer or admin */
+    const char *department;   /* a department's name, or NULL */
+    const char *display_name; /* or NULL */
+} ctl_user_spec;
+
+/** Add a user (without a password: the control plane sets it). */
+CU_WUR cu_rc ctl_user_add(PGconn *conn, const ctl_user_spec *spec, int64_t *id, cu_err *err);
+
+/* ----------------------------------------------------------------- devices */
+
+#define CTL_SRTP_KEY_MAX 44 /* AEAD_AES_256_GCM: 32-byte key + 12-byte salt */
+
+/** A device as ingest needs it: identity, stream format, SRTP master key. */
+typedef struct {
+    int64_t id;
+    char serial[65];
+    uint32_t ssrc;
+    char suite[32]; /* aes_cm_128_hmac_sha1_80 or aead_aes_256_gcm */
+    char codec[8];  /* h264, h265, audio */
+    int payload_type;
+    int clock_rate;
+    bool active; /* false once revoked */
+    int64_t version;
+    uint8_t key[STORE_SECRET_MAX]; /* master key ‖ master salt (key_len bytes); wipe after use */
+    size_t key_len;
+} ctl_device;
+
+typedef struct {
+    const char *serial;  /* [A-Za-z0-9._-]{1,64} */
+    const char *officer; /* username to assign it to, or NULL */
+    const char *suite;   /* NULL: aes_cm_128_hmac_sha1_80 */
+    const char *codec;   /* NULL: h264 */
+    int payload_type;    /* 0: 96 for video, 97 for audio */
+} ctl_device_spec;
+
+/**
+ * Provision a device: a unique random SSRC and a fresh SRTP master key,
+ * stored only wrapped by the active KEK. *@p out holds the plain key, to be
+ * shown once; wipe it with ctl_device_wipe().
+ */
+CU_WUR cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *spec,
+                            ctl_device *out, cu_err *err);
+
+/** Revoke a device (by id or serial): ingest refuses its packets from now on. */
+CU_WUR cu_rc ctl_device_revoke(PGconn *conn, const char *device, cu_err *err);
+
+/** Assign a device (by id or serial) to @p username from now on, ending any assignment. */
+CU_WUR cu_rc ctl_device_assign(PGconn *conn, const char *device, const char *username, cu_err *err);
+
+/** Called once per device by ctl_devices_changed(); @p d is borrowed. */
+typedef void (*ctl_device_fn)(void *ctx, const ctl_device *d);
+
+/**
+ * Every device whose version is above @p since (0: all), with its key
+ * unwrapped, in version order; *@p max_version receives the highest seen.
+ */
+CU_WUR cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_device_fn fn,
+                                 void *ctx, int64_t *max_version, cu_err *err);
+
+/** SDES name of a suite ("AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"), or NULL. */
+const char *ctl_suite_sdes_name(const char *suite);
+
+/** Bytes of master key ‖ salt for a suite (30 or 44), or 0 when unknown. */
+size_t ctl_suite_key_len(const char *suite);
+
+/** Overwrite the key in @p d. */
+void ctl_device_wipe(ctl_device *d);
 
 #endif /* CUSTOS_CONTROL_H */

@@ -3,7 +3,7 @@
  * runs: if ingestd holds the data dir, commands use its database; if not,
  * ingestctl takes the lock and runs the embedded PostgreSQL for its own run.
  */
-#include "storage/store.h"
+#include "ingestctl.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -12,30 +12,51 @@
 
 #define MAX_SETS 256
 
-typedef struct {
-    cu_config cfg;
-    cu_datadir *datadir; /* NULL when attached to a running ingestd */
-    db_service *db;
-    db_mode mode;
-    char *attached_dir; /* absolute data dir when attached */
-} ctl_env;
-
-typedef int (*ctl_command_fn)(ctl_env *env, int argc, char **argv);
+static const struct {
+    const char *group;
+    const char *name; /* NULL: a one-word command */
+    ctl_command_fn fn;
+    const char *usage;
+} commands[] = {
+    {"verify", NULL, cmd_verify,
+     "verify [--recording ID] [--quick]\n"
+     "      check every segment (GCM tag, SHA-256, chain, seal) and that the index and\n"
+     "      the files agree; --quick: XXH3 and headers only, no keys"},
+    {"reindex", NULL, cmd_reindex,
+     "reindex\n      rebuild the recordings and segments index from the files"},
+    {"recordings", NULL, cmd_recordings,
+     "recordings [--json] [--limit N]\n      recordings, newest first"},
+    {"device", "add", cmd_device_add,
+     "device add --serial S [--officer USER] [--suite aes_cm_128_hmac_sha1_80|aead_aes_256_gcm]\n"
+     "           [--codec h264|h265|audio] [--payload-type PT] [--json]\n"
+     "      provision a device: SSRC and SRTP master key (shown once)"},
+    {"device", "list", cmd_device_list, "device list [--json]"},
+    {"device", "revoke", cmd_device_revoke,
+     "device revoke ID|SERIAL\n      its packets are refused within a second"},
+    {"device", "assign", cmd_device_assign,
+     "device assign ID|SERIAL --officer USER\n      who carries it from now on"},
+    {"user", "add", cmd_user_add,
+     "user add --username U --role officer|reviewer|admin [--department D] [--name N]"},
+    {"user", "list", cmd_user_list, "user list"},
+    {"department", "add", cmd_department_add, "department add NAME [--parent NAME]"},
+    {"keys", "rotate", cmd_keys_rotate,
+     "keys rotate\n      add a key-encryption key and re-wrap every data and device key"},
+    {"keys", "list", cmd_keys_list,
+     "keys list\n      key-encryption keys and how many data keys each wraps"},
+    {"db", "status", cmd_db_status, "db status\n      installation id, database, schema"},
+    {"db", "migrate", cmd_db_migrate, "db migrate\n      apply the schema migrations"},
+};
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: ingestctl [--config FILE] [--data-dir DIR] [--set KEY=VALUE]... COMMAND\n"
-                 "\n"
-                 "commands:\n"
-                 "  db status     installation id, database, schema version\n"
-                 "  db migrate    apply schema migrations this build carries\n"
-                 "  version       print the version\n"
-                 "\n"
-                 "Settings are read as ingestd reads them (ingestd --help).\n");
+                 "\ncommands:\n");
+    for (size_t i = 0; i < CU_ARRAY_LEN(commands); i++)
+        fprintf(out, "  %s\n", commands[i].usage);
+    fprintf(out, "  version\n\nSettings are read as ingestd reads them (ingestd --help).\n");
 }
 
-/* The data dir's absolute path, whether we hold its lock or not. */
-static const char *cu_datadir_path_or(const ctl_env *env)
+const char *ctl_data_dir(const ctl_env *env)
 {
     return env->datadir ? cu_datadir_path(env->datadir) : env->attached_dir;
 }
@@ -45,209 +66,27 @@ static int ctl_open(ctl_env *env)
 {
     cu_err err;
     cu_rc rc = cu_datadir_open(env->cfg.data_dir, "ingestctl", &env->datadir, &err);
-    const char *dir = NULL;
-    int status = 1;
-
     if (rc == CU_ERR_BUSY) {
         /* ingestd (or another ingestctl) runs on it: use its database. */
         env->mode = DB_ATTACH;
         env->attached_dir = realpath(env->cfg.data_dir, NULL);
-        dir = env->attached_dir;
+        if (!env->attached_dir) {
+            fprintf(stderr, "ingestctl: data dir %s: cannot resolve it\n", env->cfg.data_dir);
+            return 1;
+        }
     } else if (rc != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
-        goto out;
+        return 1;
     } else {
         env->mode = DB_OWN;
-        dir = cu_datadir_path(env->datadir);
     }
-    if (!dir) {
-        fprintf(stderr, "ingestctl: data dir %s: cannot resolve it\n", env->cfg.data_dir);
-        goto out;
-    }
-    if (db_service_start(&env->cfg, dir, env->mode, "custos-ingestctl", &env->db, &err) != CU_OK) {
-        fprintf(stderr, "ingestctl: %s\n", err.msg);
-        goto out;
-    }
-    status = 0;
-out:
-    return status;
-}
-
-static int cmd_db_status(ctl_env *env, int argc, char **argv)
-{
-    (void)argv;
-    cu_err err;
-    if (argc != 0) {
-        fprintf(stderr, "usage: ingestctl db status\n");
-        return 2;
-    }
-    int version = db_schema_version(db_service_conn(env->db), &err);
-    if (version < 0) {
+    if (db_service_start(&env->cfg, ctl_data_dir(env), env->mode, "custos-ingestctl", &env->db,
+                         &err) != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
         return 1;
     }
-    const db_migration *newest = &db_schema_migrations[db_schema_migrations_count - 1];
-    printf("installation  %s\n", db_service_instance_id(env->db));
-    if (env->cfg.db_dsn[0])
-        printf("database      external (db.dsn)\n");
-    else if (env->mode == DB_ATTACH)
-        printf("database      embedded, run by the ingestd that holds the data dir\n");
-    else
-        printf("database      embedded, started for this command\n");
-    printf("schema        version %d of %d (%s)\n", version, newest->version,
-           version == newest->version ? "up to date" : "behind");
     return 0;
 }
-
-static int cmd_db_migrate(ctl_env *env, int argc, char **argv)
-{
-    (void)argv;
-    cu_err err;
-    int applied = 0;
-    if (argc != 0) {
-        fprintf(stderr, "usage: ingestctl db migrate\n");
-        return 2;
-    }
-    /* db_service_start already migrated; running it again reports the state. */
-    if (db_migrate(db_service_conn(env->db), db_schema_migrations, db_schema_migrations_count,
-                   &applied, &err) != CU_OK) {
-        fprintf(stderr, "ingestctl: %s\n", err.msg);
-        return 1;
-    }
-    printf("schema at version %d (%s)\n",
-           db_schema_migrations[db_schema_migrations_count - 1].version,
-           db_schema_migrations[db_schema_migrations_count - 1].name);
-    return 0;
-}
-
-static int cmd_verify(ctl_env *env, int argc, char **argv)
-{
-    static const struct option options[] = {
-        {"recording", required_argument, NULL, 'r'},
-        {"quick", no_argument, NULL, 'q'},
-        {NULL, 0, NULL, 0},
-    };
-    store_id one;
-    store_verify_opts o = {.out = stdout,
-                           .progress = isatty(STDERR_FILENO) != 0,
-                           .writer_running = env->mode == DB_ATTACH};
-    store_verify_report rep;
-    cu_err err;
-    int opt;
-    optind = 0; /* the command's own options start at argv[0] */
-    while ((opt = getopt_long(argc + 1, argv - 1, "+r:q", options, NULL)) != -1) {
-        switch (opt) {
-        case 'r':
-            if (!store_id_parse(optarg, &one)) {
-                fprintf(stderr, "ingestctl: '%s' is not a recording id\n", optarg);
-                return 2;
-            }
-            o.recording = &one;
-            break;
-        case 'q': o.quick = true; break;
-        default: fprintf(stderr, "usage: ingestctl verify [--recording ID] [--quick]\n"); return 2;
-        }
-    }
-    if (store_verify(cu_datadir_path_or(env), db_service_conn(env->db), &o, &rep, &err) != CU_OK) {
-        fprintf(stderr, "ingestctl: %s\n", err.msg);
-        return 1;
-    }
-    printf("verified %llu recordings, %llu segments, %llu problems\n",
-           (unsigned long long)rep.recordings, (unsigned long long)rep.segments,
-           (unsigned long long)rep.problems);
-    return rep.problems ? 1 : 0;
-}
-
-static int cmd_reindex(ctl_env *env, int argc, char **argv)
-{
-    (void)argv;
-    store_reindex_report rep;
-    cu_err err;
-    if (argc != 0) {
-        fprintf(stderr, "usage: ingestctl reindex\n");
-        return 2;
-    }
-    if (store_reindex(cu_datadir_path_or(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
-        fprintf(stderr, "ingestctl: %s\n", err.msg);
-        return 1;
-    }
-    printf("reindexed %llu recordings, %llu segments; %llu keys imported",
-           (unsigned long long)rep.recordings, (unsigned long long)rep.segments,
-           (unsigned long long)rep.keys_imported);
-    if (rep.rows_without_file)
-        printf("; %llu index rows have no file (run ingestctl verify)",
-               (unsigned long long)rep.rows_without_file);
-    printf("\n");
-    return 0;
-}
-
-static int cmd_keys_rotate(ctl_env *env, int argc, char **argv)
-{
-    (void)argv;
-    store_rotate_report rep;
-    cu_err err;
-    if (argc != 0) {
-        fprintf(stderr, "usage: ingestctl keys rotate\n");
-        return 2;
-    }
-    if (store_keys_rotate(cu_datadir_path_or(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
-        fprintf(stderr, "ingestctl: %s\n", err.msg);
-        return 1;
-    }
-    printf("key-encryption key %s is active; %llu data keys re-wrapped (%llu pending)\n",
-           rep.new_kek, (unsigned long long)rep.rewrapped,
-           (unsigned long long)rep.pending_rewrapped);
-    return 0;
-}
-
-static int cmd_keys_list(ctl_env *env, int argc, char **argv)
-{
-    (void)argv;
-    if (argc != 0) {
-        fprintf(stderr, "usage: ingestctl keys list\n");
-        return 2;
-    }
-    PGconn *conn = db_service_conn(env->db);
-    PGresult *res = PQexec(conn, "SELECT kek_id, count(*) FROM recording_keys GROUP BY kek_id "
-                                 "ORDER BY kek_id");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
-        PQclear(res);
-        return 1;
-    }
-    char active[64] = "";
-    char *path = cu_xasprintf("%s/keys/active", cu_datadir_path_or(env));
-    FILE *f = fopen(path, "re");
-    if (f) {
-        if (!fgets(active, sizeof(active), f))
-            active[0] = '\0';
-        fclose(f);
-        active[strcspn(active, "\n")] = '\0';
-    }
-    free(path);
-    printf("%-18s %10s\n", "kek", "data keys");
-    bool active_listed = false;
-    for (int i = 0; i < PQntuples(res); i++) {
-        bool is_active = strcmp(PQgetvalue(res, i, 0), active) == 0;
-        active_listed |= is_active;
-        printf("%-18s %10s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-               is_active ? "  (active)" : "");
-    }
-    if (active[0] && !active_listed)
-        printf("%-18s %10s  (active)\n", active, "0");
-    PQclear(res);
-    return 0;
-}
-
-static const struct {
-    const char *group;
-    const char *name;
-    ctl_command_fn fn;
-} commands[] = {
-    {"db", "status", cmd_db_status},     {"db", "migrate", cmd_db_migrate},
-    {"keys", "rotate", cmd_keys_rotate}, {"keys", "list", cmd_keys_list},
-    {"verify", NULL, cmd_verify},        {"reindex", NULL, cmd_reindex},
-};
 
 int main(int argc, char **argv)
 {
@@ -266,8 +105,8 @@ int main(int argc, char **argv)
     int status = 1;
     int opt;
 
-    /* '+': stop at the command, so its own options are left to it. */
     opterr = 0; /* one line of our own instead of getopt's */
+    /* '+': stop at the command, so its own options are left to it. */
     while ((opt = getopt_long(argc, argv, "+c:d:s:h", options, NULL)) != -1) {
         switch (opt) {
         case 'c': config_file = optarg; break;
@@ -299,20 +138,20 @@ int main(int argc, char **argv)
         return 0;
     }
     ctl_command_fn fn = NULL;
-    int sub = optind + 1;
+    int word = optind; /* the command's last word: its argv[0] */
     for (size_t i = 0; i < CU_ARRAY_LEN(commands) && !fn; i++) {
         if (strcmp(argv[optind], commands[i].group) != 0)
             continue;
         if (!commands[i].name) {
             fn = commands[i].fn;
-            sub = optind; /* a one-word command: its options follow it */
-        } else if (sub < argc && strcmp(argv[sub], commands[i].name) == 0) {
+        } else if (optind + 1 < argc && strcmp(argv[optind + 1], commands[i].name) == 0) {
             fn = commands[i].fn;
+            word = optind + 1;
         }
     }
     if (!fn) {
         fprintf(stderr, "ingestctl: unknown command '%s%s%s' (try ingestctl help)\n", argv[optind],
-                sub < argc ? " " : "", sub < argc ? argv[sub] : "");
+                optind + 1 < argc ? " " : "", optind + 1 < argc ? argv[optind + 1] : "");
         return 2;
     }
 
@@ -327,7 +166,7 @@ int main(int argc, char **argv)
         goto out;
     if (ctl_open(&env) != 0)
         goto out;
-    status = fn(&env, argc - sub - 1, argv + sub + 1);
+    status = fn(&env, argc - word, argv + word);
 out:
     db_service_stop(env.db);
     cu_datadir_close(env.datadir);

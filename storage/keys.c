@@ -301,6 +301,77 @@ void store_dek_wipe(store_dek *dek)
     OPENSSL_cleanse(dek->key, sizeof(dek->key));
 }
 
+/* ------------------------------------------------------- other secrets */
+
+/* aad = label ‖ 0 ‖ context ‖ 0 ‖ kek id */
+static size_t secret_aad(const char *label, const char *context, const char *kek_id, uint8_t *aad,
+                         size_t cap)
+{
+    size_t l = strlen(label), c = strlen(context);
+    if (l + c + 2 + STORE_KEK_ID_LEN > cap)
+        return 0;
+    memcpy(aad, label, l);
+    aad[l] = 0;
+    memcpy(aad + l + 1, context, c);
+    aad[l + 1 + c] = 0;
+    memcpy(aad + l + c + 2, kek_id, STORE_KEK_ID_LEN);
+    return l + c + 2 + STORE_KEK_ID_LEN;
+}
+
+cu_rc store_keyring_wrap_secret(store_keyring *k, const char *label, const char *context,
+                                const uint8_t *secret, size_t len,
+                                char kek_id[STORE_KEK_ID_LEN + 1],
+                                uint8_t out[STORE_SECRET_WRAPPED_MAX], size_t *out_len, cu_err *err)
+{
+    uint8_t kek[32], aad[512];
+    if (len == 0 || len > STORE_SECRET_MAX)
+        return cu_err_set(err, CU_ERR_INVALID, "a secret of %zu bytes cannot be wrapped", len);
+    pthread_mutex_lock(&k->lock);
+    cu_rc rc = keyring_active_id(k, kek_id, err);
+    if (!rc)
+        rc = keyring_kek(k, kek_id, kek, err);
+    pthread_mutex_unlock(&k->lock);
+    if (rc)
+        return rc;
+    size_t aad_len = secret_aad(label, context, kek_id, aad, sizeof(aad));
+    out[0] = 1;
+    rc = aad_len ? random_bytes(out + 1, 12, err)
+                 : cu_err_set(err, CU_ERR_INVALID, "wrapping label or context too long");
+    if (!rc &&
+        gcm(true, kek, out + 1, aad, aad_len, secret, len, out + 13, out + 13 + len) != CU_OK)
+        rc = cu_err_set(err, CU_ERR_IO, "wrapping a secret failed");
+    OPENSSL_cleanse(kek, sizeof(kek));
+    if (!rc)
+        *out_len = 1 + 12 + len + 16;
+    return rc;
+}
+
+cu_rc store_keyring_unwrap_secret(store_keyring *k, const char *label, const char *context,
+                                  const char *kek_id, const uint8_t *wrapped, size_t wrapped_len,
+                                  uint8_t out[STORE_SECRET_MAX], size_t *len, cu_err *err)
+{
+    uint8_t kek[32], aad[512], tag[16];
+    if (wrapped_len < 1 + 12 + 1 + 16 || wrapped_len > STORE_SECRET_WRAPPED_MAX || wrapped[0] != 1)
+        return cu_err_set(err, CU_ERR_INVALID, "a wrapped secret has a bad length or version");
+    pthread_mutex_lock(&k->lock);
+    cu_rc rc = keyring_kek(k, kek_id, kek, err);
+    pthread_mutex_unlock(&k->lock);
+    if (rc)
+        return rc;
+    size_t n = wrapped_len - 29;
+    size_t aad_len = secret_aad(label, context, kek_id, aad, sizeof(aad));
+    memcpy(tag, wrapped + 13 + n, 16);
+    if (!aad_len ||
+        gcm(false, kek, wrapped + 1, aad, aad_len, wrapped + 13, n, out, tag) != CU_OK) {
+        OPENSSL_cleanse(out, STORE_SECRET_MAX);
+        rc = cu_err_set(err, CU_ERR_INVALID, "a wrapped secret (%s) does not authenticate", label);
+    } else {
+        *len = n;
+    }
+    OPENSSL_cleanse(kek, sizeof(kek));
+    return rc;
+}
+
 /* --------------------------------------------------------- pending keys */
 
 static void pending_name(const store_id *recording, char out[64])

@@ -538,6 +538,58 @@ cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err
 
 /* ------------------------------------------------------------- rotation */
 
+/* Devices' SRTP master keys, inside the rotation's transaction. */
+static cu_rc rotate_device_keys(PGconn *conn, store_keyring *k, store_rotate_report *report,
+                                cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT id::text, serial, key_kek_id, key_wrapped FROM devices "
+                                 "ORDER BY id FOR UPDATE",
+                                 0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = cu_err_set(err, CU_ERR_DB, "reading device keys: %s", PQerrorMessage(conn));
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(res) && !rc; i++) {
+        char id[24], serial[80], kek[STORE_KEK_ID_LEN + 1], new_kek[STORE_KEK_ID_LEN + 1];
+        uint8_t secret[STORE_SECRET_MAX], wrapped[STORE_SECRET_WRAPPED_MAX];
+        size_t len = 0, wlen = 0;
+        if (PQgetlength(res, i, 0) >= (int)sizeof(id) ||
+            PQgetlength(res, i, 1) >= (int)sizeof(serial) ||
+            PQgetlength(res, i, 2) != STORE_KEK_ID_LEN) {
+            rc = cu_err_set(err, CU_ERR_INVALID, "a devices row is malformed");
+            break;
+        }
+        snprintf(id, sizeof(id), "%.*s", PQgetlength(res, i, 0), PQgetvalue(res, i, 0));
+        snprintf(serial, sizeof(serial), "%.*s", PQgetlength(res, i, 1), PQgetvalue(res, i, 1));
+        snprintf(kek, sizeof(kek), "%.*s", PQgetlength(res, i, 2), PQgetvalue(res, i, 2));
+        rc = store_keyring_unwrap_secret(k, STORE_LABEL_DEVICE_SRTP, serial, kek,
+                                         (const uint8_t *)PQgetvalue(res, i, 3),
+                                         (size_t)PQgetlength(res, i, 3), secret, &len, err);
+        if (!rc)
+            rc = store_keyring_wrap_secret(k, STORE_LABEL_DEVICE_SRTP, serial, secret, len, new_kek,
+                                           wrapped, &wlen, err);
+        OPENSSL_cleanse(secret, sizeof(secret));
+        if (rc)
+            break;
+        const char *params[3] = {id, new_kek, (const char *)wrapped};
+        int lengths[3] = {0, 0, (int)wlen}, formats[3] = {0, 0, 1};
+        PGresult *u = PQexecParams(conn,
+                                   "UPDATE devices SET key_kek_id = $2, key_wrapped = $3 "
+                                   "WHERE id = $1",
+                                   3, NULL, params, lengths, formats, 0);
+        if (PQresultStatus(u) != PGRES_COMMAND_OK)
+            rc = cu_err_set(err, CU_ERR_DB, "re-wrapping a device key: %s", PQerrorMessage(conn));
+        PQclear(u);
+        if (!rc)
+            report->devices_rewrapped++;
+    }
+out:
+    PQclear(res);
+    return rc;
+}
+
 cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report *report,
                         cu_err *err)
 {
@@ -605,6 +657,9 @@ cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report 
         }
         report->rewrapped++;
     }
+    rc = rotate_device_keys(conn, k, report, err);
+    if (rc)
+        goto rollback;
     rc = db_exec(conn, "COMMIT", err);
     if (rc)
         goto out;

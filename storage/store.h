@@ -140,6 +140,44 @@ typedef struct {
 
 void store_stats_get(store *s, store_stats *out);
 
+/* -------------------------------------------------------------------- keys */
+
+/**
+ * The data dir's key-encryption keys (<data-dir>/keys). Besides the data
+ * keys of recordings, they wrap other small secrets: devices' SRTP master
+ * keys. Thread-safe.
+ */
+typedef struct store_keyring store_keyring;
+
+#define STORE_KEK_ID_LEN 16
+/* What a device's wrapped SRTP master key is bound to (with its serial). */
+#define STORE_LABEL_DEVICE_SRTP  "custos-srtp-v1"
+#define STORE_SECRET_MAX         64
+#define STORE_SECRET_WRAPPED_MAX (1 + 12 + STORE_SECRET_MAX + 16)
+
+/** Open <data_dir>/keys, creating it and a first KEK when @p create. */
+CU_WUR cu_rc store_keyring_open(const char *data_dir, bool create, store_keyring **out,
+                                cu_err *err);
+/** Forget every key held in memory. NULL is a no-op. */
+void store_keyring_close(store_keyring *k);
+
+/**
+ * Wrap @p secret (at most STORE_SECRET_MAX bytes) with the active KEK:
+ * AES-256-GCM, the additional data binding it to @p label and @p context
+ * (what it is and whose). @p out gets len + 29 bytes; @p kek_id the KEK's id.
+ */
+CU_WUR cu_rc store_keyring_wrap_secret(store_keyring *k, const char *label, const char *context,
+                                       const uint8_t *secret, size_t len,
+                                       char kek_id[STORE_KEK_ID_LEN + 1],
+                                       uint8_t out[STORE_SECRET_WRAPPED_MAX], size_t *out_len,
+                                       cu_err *err);
+
+/** Unwrap what store_keyring_wrap_secret() made; CU_ERR_INVALID if it does not authenticate. */
+CU_WUR cu_rc store_keyring_unwrap_secret(store_keyring *k, const char *label, const char *context,
+                                         const char *kek_id, const uint8_t *wrapped,
+                                         size_t wrapped_len, uint8_t out[STORE_SECRET_MAX],
+                                         size_t *len, cu_err *err);
+
 /* ------------------------------------------------------------ maintenance */
 /* These work on a data dir and a connection, with or without a writer. */
 
@@ -196,6 +234,7 @@ typedef struct {
     char new_kek[17];
     uint64_t rewrapped;
     uint64_t pending_rewrapped;
+    uint64_t devices_rewrapped; /* devices' SRTP master keys */
 } store_rotate_report;
 
 /**

@@ -97,13 +97,6 @@ typedef struct {
     uint8_t wrapped[STORE_WRAPPED_LEN];
 } store_dek;
 
-typedef struct store_keyring store_keyring;
-
-/** Open <data_dir>/keys, creating it and a first KEK when @p create. */
-CU_WUR cu_rc store_keyring_open(const char *data_dir, bool create, store_keyring **out,
-                                cu_err *err);
-void store_keyring_close(store_keyring *k);
-
 /** A fresh data key for @p recording, wrapped by the active KEK. */
 CU_WUR cu_rc store_keyring_new_dek(store_keyring *k, const store_id *recording, store_dek *out,
                                    cu_err *err);

@@ -1,0 +1,397 @@
+/* Departments, users and devices (docs/devices.md). */
+#include "control.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The first line of PostgreSQL's message. */
+static void pq_reason(PGconn *conn, char *out, size_t len)
+{
+    cu_strlcpy(out, PQerrorMessage(conn), len);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static bool is_unique_violation(PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return state && strcmp(state, "23505") == 0;
+}
+
+static bool name_ok(const char *s, size_t min, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr(extra, *p)))
+            return false;
+    return true;
+}
+
+/* --------------------------------------------------------------- identity */
+
+cu_rc ctl_department_add(PGconn *conn, const char *name, const char *parent, int64_t *id,
+                         cu_err *err)
+{
+    if (!name[0] || strlen(name) > 200)
+        return cu_err_set(err, CU_ERR_INVALID, "a department name is 1 to 200 characters");
+    const char *params[2] = {name, parent};
+    PGresult *res = PQexecParams(conn,
+                                 "INSERT INTO departments (name, parent_id) "
+                                 "SELECT $1, (SELECT id FROM departments WHERE name = $2) "
+                                 "WHERE $2::text IS NULL OR EXISTS "
+                                 "(SELECT 1 FROM departments WHERE name = $2) RETURNING id",
+                                 2, NULL, params, NULL, NULL, 0);
+    cu_rc rc = CU_OK;
+    char why[256];
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pq_reason(conn, why, sizeof(why));
+        rc = is_unique_violation(res)
+                 ? cu_err_set(err, CU_ERR_EXISTS, "department '%s' already exists", name)
+                 : cu_err_set(err, CU_ERR_DB, "adding department '%s': %s", name, why);
+    } else if (PQntuples(res) != 1) {
+        rc = cu_err_set(err, CU_ERR_NOTFOUND, "no department '%s' to put '%s' under",
+                        parent ? parent : "", name);
+    } else if (id) {
+        *id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    }
+    PQclear(res);
+    return rc;
+}
+
+cu_rc ctl_user_add(PGconn *conn, const ctl_user_spec *spec, int64_t *id, cu_err *err)
+{
+    if (!name_ok(spec->username, 2, 64, "._-") || spec->username[0] == '.' ||
+        spec->username[0] == '_' || spec->username[0] == '-')
+        return cu_err_set(err, CU_ERR_INVALID,
+                          "username '%s': 2 to 64 of a-z 0-9 . _ -, starting with a letter or "
+                          "digit",
+                          spec->username);
+    if (strcmp(spec->role, "officer") && strcmp(spec->role, "reviewer") &&
+        strcmp(spec->role, "admin"))
+        return cu_err_set(err, CU_ERR_INVALID, "role '%s' is not officer, reviewer or admin",
+                          spec->role);
+    if (spec->display_name && strlen(spec->display_name) > 200)
+        return cu_err_set(err, CU_ERR_INVALID, "display name longer than 200 characters");
+    const char *params[4] = {spec->username, spec->role, spec->department,
+                             spec->display_name ? spec->display_name : ""};
+    PGresult *res =
+        PQexecParams(conn,
+                     "INSERT INTO users (username, role, department_id, display_name) "
+                     "SELECT $1, $2, (SELECT id FROM departments WHERE name = $3), $4 "
+                     "WHERE $3::text IS NULL OR EXISTS (SELECT 1 FROM departments WHERE name = $3) "
+                     "RETURNING id",
+                     4, NULL, params, NULL, NULL, 0);
+    cu_rc rc = CU_OK;
+    char why[256];
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pq_reason(conn, why, sizeof(why));
+        rc = is_unique_violation(res)
+                 ? cu_err_set(err, CU_ERR_EXISTS, "user '%s' already exists", spec->username)
+                 : cu_err_set(err, CU_ERR_DB, "adding user '%s': %s", spec->username, why);
+    } else if (PQntuples(res) != 1) {
+        rc = cu_err_set(err, CU_ERR_NOTFOUND, "no department '%s'", spec->department);
+    } else if (id) {
+        *id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- devices */
+
+const char *ctl_suite_sdes_name(const char *suite)
+{
+    if (strcmp(suite, "aes_cm_128_hmac_sha1_80") == 0)
+        return "AES_CM_128_HMAC_SHA1_80";
+    if (strcmp(suite, "aead_aes_256_gcm") == 0)
+        return "AEAD_AES_256_GCM";
+    return NULL;
+}
+
+size_t ctl_suite_key_len(const char *suite)
+{
+    if (strcmp(suite, "aes_cm_128_hmac_sha1_80") == 0)
+        return 30;
+    if (strcmp(suite, "aead_aes_256_gcm") == 0)
+        return 44;
+    return 0;
+}
+
+void ctl_device_wipe(ctl_device *d)
+{
+    OPENSSL_cleanse(d->key, sizeof(d->key));
+    d->key_len = 0;
+}
+
+static cu_rc user_exists(PGconn *conn, const char *username, cu_err *err)
+{
+    const char *params[1] = {username};
+    PGresult *res =
+        PQexecParams(conn, "SELECT 1 FROM users WHERE username = $1 AND disabled_at IS NULL", 1,
+                     NULL, params, NULL, NULL, 0);
+    cu_rc rc = CU_OK;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = cu_err_set(err, CU_ERR_DB, "looking up user '%s'", username);
+    else if (PQntuples(res) != 1)
+        rc = cu_err_set(err, CU_ERR_NOTFOUND, "no active user '%s' (ingestctl user add)", username);
+    PQclear(res);
+    return rc;
+}
+
+cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *spec,
+                     ctl_device *out, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    const char *suite = spec->suite ? spec->suite : "aes_cm_128_hmac_sha1_80";
+    const char *codec = spec->codec ? spec->codec : "h264";
+    bool audio = strcmp(codec, "audio") == 0;
+    char kek_id[STORE_KEK_ID_LEN + 1];
+    uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
+    size_t wrapped_len = 0;
+    bool in_tx = false;
+
+    memset(out, 0, sizeof(*out));
+    if (!name_ok(spec->serial, 1, 64, "ABCDEFGHIJKLMNOPQRSTUVWXYZ._-"))
+        return cu_err_set(err, CU_ERR_INVALID, "serial '%s': 1 to 64 of A-Z a-z 0-9 . _ -",
+                          spec->serial);
+    if (!ctl_suite_key_len(suite))
+        return cu_err_set(err, CU_ERR_INVALID,
+                          "suite '%s' is not aes_cm_128_hmac_sha1_80 or aead_aes_256_gcm", suite);
+    if (strcmp(codec, "h264") && strcmp(codec, "h265") && !audio)
+        return cu_err_set(err, CU_ERR_INVALID, "codec '%s' is not h264, h265 or audio", codec);
+    int pt = spec->payload_type ? spec->payload_type : audio ? 97 : 96;
+    if (pt < 0 || pt > 127 || (pt >= 72 && pt <= 76))
+        return cu_err_set(err, CU_ERR_INVALID,
+                          "payload type %d is not 0..127 (72..76 would clash with RTCP)", pt);
+    if (spec->officer) {
+        rc = user_exists(conn, spec->officer, err);
+        if (rc)
+            return rc;
+    }
+
+    cu_strlcpy(out->serial, spec->serial, sizeof(out->serial));
+    cu_strlcpy(out->suite, suite, sizeof(out->suite));
+    cu_strlcpy(out->codec, codec, sizeof(out->codec));
+    out->payload_type = pt;
+    out->clock_rate = audio ? 48000 : 90000;
+    out->key_len = ctl_suite_key_len(suite);
+    out->active = true;
+    if (RAND_bytes(out->key, (int)out->key_len) != 1) {
+        rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
+        goto out;
+    }
+    rc = store_keyring_wrap_secret(keys, STORE_LABEL_DEVICE_SRTP, out->serial, out->key,
+                                   out->key_len, kek_id, wrapped, &wrapped_len, err);
+    if (rc)
+        goto out;
+
+    rc = db_exec(conn, "BEGIN", err);
+    if (rc)
+        goto out;
+    in_tx = true;
+    /* A random SSRC, unique among devices: retry on the rare collision. */
+    for (int attempt = 0; attempt < 16; attempt++) {
+        uint32_t ssrc = 0;
+        while (ssrc == 0)
+            if (RAND_bytes((uint8_t *)&ssrc, sizeof(ssrc)) != 1) {
+                rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
+                goto out;
+            }
+        char ssrc_text[16], pt_text[8], clock_text[12];
+        snprintf(ssrc_text, sizeof(ssrc_text), "%u", ssrc);
+        snprintf(pt_text, sizeof(pt_text), "%d", pt);
+        snprintf(clock_text, sizeof(clock_text), "%d", out->clock_rate);
+        const char *params[8] = {out->serial, ssrc_text,  suite,  codec,
+                                 pt_text,     clock_text, kek_id, (const char *)wrapped};
+        int lengths[8] = {0, 0, 0, 0, 0, 0, 0, (int)wrapped_len};
+        int formats[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+        rc = db_exec(conn, "SAVEPOINT ssrc", err);
+        if (rc)
+            goto out;
+        PGresult *res = PQexecParams(conn,
+                                     "INSERT INTO devices (serial, ssrc, suite, codec, "
+                                     "payload_type, clock_rate, key_kek_id, key_wrapped) "
+                                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                                     "RETURNING id, version",
+                                     8, NULL, params, lengths, formats, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            out->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            out->version = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+            out->ssrc = ssrc;
+            PQclear(res);
+            break;
+        }
+        const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+        bool ssrc_clash = is_unique_violation(res) && constraint && strstr(constraint, "ssrc");
+        bool serial_clash = is_unique_violation(res) && !ssrc_clash;
+        char why[256];
+        pq_reason(conn, why, sizeof(why));
+        PQclear(res);
+        cu_err ignore;
+        if (db_exec(conn, "ROLLBACK TO SAVEPOINT ssrc", &ignore) != CU_OK) {
+            rc = cu_err_set(err, CU_ERR_DB, "adding device: %s", why);
+            goto out;
+        }
+        if (serial_clash) {
+            rc = cu_err_set(err, CU_ERR_EXISTS, "device '%s' already exists", out->serial);
+            goto out;
+        }
+        if (!ssrc_clash) {
+            rc = cu_err_set(err, CU_ERR_DB, "adding device: %s", why);
+            goto out;
+        }
+    }
+    if (!out->id) {
+        rc = cu_err_set(err, CU_ERR_DB, "no free SSRC found");
+        goto out;
+    }
+    if (spec->officer) {
+        char id_text[24];
+        snprintf(id_text, sizeof(id_text), "%lld", (long long)out->id);
+        rc = ctl_device_assign(conn, id_text, spec->officer, err);
+        if (rc)
+            goto out;
+    }
+    rc = db_exec(conn, "COMMIT", err);
+    in_tx = false;
+out:
+    if (in_tx) {
+        cu_err ignore;
+        if (db_exec(conn, "ROLLBACK", &ignore) != CU_OK)
+            CU_LOG(CU_LOG_WARN, "devices", "rollback failed: %s", ignore.msg);
+    }
+    if (rc)
+        ctl_device_wipe(out);
+    return rc;
+}
+
+/* WHERE clause matching a device by id or by serial. */
+#define DEVICE_MATCH "(d.serial = $1 OR ($1 ~ '^[0-9]{1,18}$' AND d.id = $1::bigint))"
+
+cu_rc ctl_device_revoke(PGconn *conn, const char *device, cu_err *err)
+{
+    const char *params[1] = {device};
+    PGresult *res = PQexecParams(conn,
+                                 "UPDATE devices d SET state = 'revoked', revoked_at = now(), "
+                                 "version = nextval('device_version_seq') "
+                                 "WHERE " DEVICE_MATCH " AND state = 'active' RETURNING id",
+                                 1, NULL, params, NULL, NULL, 0);
+    cu_rc rc = CU_OK;
+    char why[256];
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pq_reason(conn, why, sizeof(why));
+        rc = cu_err_set(err, CU_ERR_DB, "revoking '%s': %s", device, why);
+    } else if (PQntuples(res) != 1) {
+        rc = cu_err_set(err, CU_ERR_NOTFOUND, "no active device '%s'", device);
+    }
+    PQclear(res);
+    return rc;
+}
+
+cu_rc ctl_device_assign(PGconn *conn, const char *device, const char *username, cu_err *err)
+{
+    cu_rc rc = user_exists(conn, username, err);
+    if (rc)
+        return rc;
+    /* End the open assignment and start the new one in one transaction (the
+     * caller's, if it has one), the new one a microsecond later. */
+    bool own_tx = PQtransactionStatus(conn) == PQTRANS_IDLE;
+    if (own_tx && (rc = db_exec(conn, "BEGIN", err)) != CU_OK)
+        return rc;
+    const char *params[2] = {device, username};
+    PGresult *res = PQexecParams(conn,
+                                 "UPDATE device_assignments SET assigned_until = clock_timestamp() "
+                                 "WHERE assigned_until IS NULL AND device_id = "
+                                 "(SELECT d.id FROM devices d WHERE " DEVICE_MATCH ")",
+                                 1, NULL, params, NULL, NULL, 0);
+    char why[256];
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pq_reason(conn, why, sizeof(why));
+        rc = cu_err_set(err, CU_ERR_DB, "assigning '%s': %s", device, why);
+    }
+    PQclear(res);
+    if (!rc) {
+        res = PQexecParams(conn,
+                           "INSERT INTO device_assignments (device_id, user_id, assigned_from) "
+                           "SELECT d.id, u.id, clock_timestamp() + interval '1 microsecond' "
+                           "FROM devices d, users u WHERE " DEVICE_MATCH " AND u.username = $2 "
+                           "RETURNING id",
+                           2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            pq_reason(conn, why, sizeof(why));
+            rc = cu_err_set(err, CU_ERR_DB, "assigning '%s': %s", device, why);
+        } else if (PQntuples(res) != 1) {
+            rc = cu_err_set(err, CU_ERR_NOTFOUND, "no device '%s'", device);
+        }
+        PQclear(res);
+    }
+    if (own_tx) {
+        cu_err ignore;
+        if (db_exec(conn, rc ? "ROLLBACK" : "COMMIT", rc ? &ignore : err) != CU_OK && !rc)
+            rc = CU_ERR_DB;
+    }
+    return rc;
+}
+
+cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_device_fn fn,
+                          void *ctx, int64_t *max_version, cu_err *err)
+{
+    char since_text[24];
+    snprintf(since_text, sizeof(since_text), "%lld", (long long)since);
+    const char *params[1] = {since_text};
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
+                                 "state, version, key_kek_id, encode(key_wrapped, 'hex') "
+                                 "FROM devices WHERE version > $1 ORDER BY version",
+                                 1, NULL, params, NULL, NULL, 0);
+    cu_rc rc = CU_OK;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char why[256];
+        pq_reason(conn, why, sizeof(why));
+        rc = cu_err_set(err, CU_ERR_DB, "reading devices: %s", why);
+        goto out;
+    }
+    *max_version = since;
+    for (int i = 0; i < PQntuples(res); i++) {
+        ctl_device d;
+        memset(&d, 0, sizeof(d));
+        d.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        cu_strlcpy(d.serial, PQgetvalue(res, i, 1), sizeof(d.serial));
+        d.ssrc = (uint32_t)strtoul(PQgetvalue(res, i, 2), NULL, 10);
+        cu_strlcpy(d.suite, PQgetvalue(res, i, 3), sizeof(d.suite));
+        cu_strlcpy(d.codec, PQgetvalue(res, i, 4), sizeof(d.codec));
+        d.payload_type = (int)strtol(PQgetvalue(res, i, 5), NULL, 10);
+        d.clock_rate = (int)strtol(PQgetvalue(res, i, 6), NULL, 10);
+        d.active = strcmp(PQgetvalue(res, i, 7), "active") == 0;
+        d.version = strtoll(PQgetvalue(res, i, 8), NULL, 10);
+        const char *hex = PQgetvalue(res, i, 10);
+        size_t hex_len = strlen(hex);
+        uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
+        if (hex_len % 2 || hex_len / 2 > sizeof(wrapped)) {
+            CU_LOG(CU_LOG_ERROR, "devices", "device %s: malformed wrapped key", d.serial);
+            continue;
+        }
+        for (size_t b = 0; b < hex_len / 2; b++) {
+            char two[3] = {hex[2 * b], hex[2 * b + 1], 0};
+            wrapped[b] = (uint8_t)strtoul(two, NULL, 16);
+        }
+        cu_err kerr;
+        if (d.active && store_keyring_unwrap_secret(keys, STORE_LABEL_DEVICE_SRTP, d.serial,
+                                                    PQgetvalue(res, i, 9), wrapped, hex_len / 2,
+                                                    d.key, &d.key_len, &kerr) != CU_OK) {
+            /* Unusable key: treat as revoked rather than accept anything. */
+            CU_LOG(CU_LOG_ERROR, "devices", "device %s: %s", d.serial, kerr.msg);
+            d.active = false;
+        }
+        fn(ctx, &d);
+        ctl_device_wipe(&d);
+        if (d.version > *max_version)
+            *max_version = d.version;
+    }
+out:
+    PQclear(res);
+    return rc;
+}

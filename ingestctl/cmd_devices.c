@@ -1,0 +1,356 @@
+/* ingestctl commands on identity, devices and recordings. */
+#include "ingestctl.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Parse a command's options: each is "--name VALUE" or a flag "--name". */
+typedef struct {
+    const char *name;
+    bool flag;
+    const char *value; /* out: the value, or "1" for a flag given */
+} cmd_opt;
+
+static bool parse_opts(int argc, char **argv, cmd_opt *opts, size_t n, const char **positional,
+                       const char *usage)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool matched = false;
+        for (size_t k = 0; k < n && !matched; k++) {
+            if (strncmp(a, "--", 2) != 0 || strcmp(a + 2, opts[k].name) != 0)
+                continue;
+            matched = true;
+            if (opts[k].flag) {
+                opts[k].value = "1";
+            } else if (i + 1 < argc) {
+                opts[k].value = argv[++i];
+            } else {
+                fprintf(stderr, "ingestctl: %s needs a value (usage: ingestctl %s)\n", a, usage);
+                return false;
+            }
+        }
+        if (matched)
+            continue;
+        if (positional && !*positional && strncmp(a, "--", 2) != 0) {
+            *positional = a;
+            continue;
+        }
+        fprintf(stderr, "ingestctl: unexpected '%s' (usage: ingestctl %s)\n", a, usage);
+        return false;
+    }
+    return true;
+}
+
+static const char *opt_value(const cmd_opt *opts, size_t n, const char *name)
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(opts[k].name, name) == 0)
+            return opts[k].value;
+    return NULL;
+}
+
+static int fail(const cu_err *err)
+{
+    fprintf(stderr, "ingestctl: %s\n", err->msg);
+    return 1;
+}
+
+static void print_json(json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (text)
+        printf("%s\n", text);
+    free(text);
+    json_decref(j);
+}
+
+/* ------------------------------------------------------------- identity */
+
+int cmd_department_add(ctl_env *env, int argc, char **argv)
+{
+    static const char usage[] = "department add NAME [--parent NAME]";
+    cmd_opt opts[] = {{"parent", false, NULL}};
+    const char *name = NULL;
+    cu_err err;
+    int64_t id = 0;
+    if (!parse_opts(argc, argv, opts, 1, &name, usage) || !name) {
+        fprintf(stderr, "usage: ingestctl %s\n", usage);
+        return 2;
+    }
+    if (ctl_department_add(db_service_conn(env->db), name, opt_value(opts, 1, "parent"), &id,
+                           &err) != CU_OK)
+        return fail(&err);
+    printf("department %s (id %lld) added\n", name, (long long)id);
+    return 0;
+}
+
+int cmd_user_add(ctl_env *env, int argc, char **argv)
+{
+    static const char usage[] =
+        "user add --username U --role officer|reviewer|admin [--department D] [--name N]";
+    cmd_opt opts[] = {{"username", false, NULL},
+                      {"role", false, NULL},
+                      {"department", false, NULL},
+                      {"name", false, NULL}};
+    cu_err err;
+    int64_t id = 0;
+    if (!parse_opts(argc, argv, opts, 4, NULL, usage) || !opts[0].value || !opts[1].value) {
+        fprintf(stderr, "usage: ingestctl %s\n", usage);
+        return 2;
+    }
+    ctl_user_spec spec = {.username = opts[0].value,
+                          .role = opts[1].value,
+                          .department = opts[2].value,
+                          .display_name = opts[3].value};
+    if (ctl_user_add(db_service_conn(env->db), &spec, &id, &err) != CU_OK)
+        return fail(&err);
+    printf("user %s (id %lld, %s) added\n", spec.username, (long long)id, spec.role);
+    return 0;
+}
+
+int cmd_user_list(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "usage: ingestctl user list\n");
+        return 2;
+    }
+    PGconn *conn = db_service_conn(env->db);
+    PGresult *res = PQexec(conn, "SELECT u.id, u.username, u.role, coalesce(d.name, ''), "
+                                 "u.display_name, u.disabled_at IS NOT NULL "
+                                 "FROM users u LEFT JOIN departments d ON d.id = u.department_id "
+                                 "ORDER BY u.username");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return 1;
+    }
+    printf("%-6s %-20s %-9s %-20s %s\n", "id", "username", "role", "department", "name");
+    for (int i = 0; i < PQntuples(res); i++)
+        printf("%-6s %-20s %-9s %-20s %s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+               PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+               strcmp(PQgetvalue(res, i, 5), "t") == 0 ? " (disabled)" : "");
+    PQclear(res);
+    return 0;
+}
+
+/* -------------------------------------------------------------- devices */
+
+int cmd_device_add(ctl_env *env, int argc, char **argv)
+{
+    static const char usage[] =
+        "device add --serial S [--officer USER] [--suite SUITE] [--codec C] [--payload-type PT] "
+        "[--json]";
+    cmd_opt opts[] = {{"serial", false, NULL},       {"officer", false, NULL},
+                      {"suite", false, NULL},        {"codec", false, NULL},
+                      {"payload-type", false, NULL}, {"json", true, NULL}};
+    cu_err err;
+    store_keyring *keys = NULL;
+    ctl_device d;
+    int status = 1;
+    if (!parse_opts(argc, argv, opts, 6, NULL, usage) || !opts[0].value) {
+        fprintf(stderr, "usage: ingestctl %s\n", usage);
+        return 2;
+    }
+    int64_t pt = 0;
+    if (opts[4].value && !cu_parse_int64(opts[4].value, &pt)) {
+        fprintf(stderr, "ingestctl: --payload-type '%s' is not a number\n", opts[4].value);
+        return 2;
+    }
+    ctl_device_spec spec = {.serial = opts[0].value,
+                            .officer = opts[1].value,
+                            .suite = opts[2].value,
+                            .codec = opts[3].value,
+                            .payload_type = (int)pt};
+    if (store_keyring_open(ctl_data_dir(env), true, &keys, &err) != CU_OK)
+        return fail(&err);
+    if (ctl_device_add(db_service_conn(env->db), keys, &spec, &d, &err) != CU_OK) {
+        status = fail(&err);
+        goto out;
+    }
+    char b64[128], sdp[200];
+    EVP_EncodeBlock((unsigned char *)b64, d.key, (int)d.key_len);
+    snprintf(sdp, sizeof(sdp), "a=crypto:1 %s inline:%s", ctl_suite_sdes_name(d.suite), b64);
+    if (opts[5].value) {
+        json_t *j = json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s, s:i, s:i}", "id",
+                              (json_int_t)d.id, "serial", d.serial, "ssrc", (json_int_t)d.ssrc,
+                              "suite", d.suite, "key_b64", b64, "sdp", sdp, "codec", d.codec,
+                              "payload_type", d.payload_type, "clock_rate", d.clock_rate);
+        if (j && spec.officer)
+            json_object_set_new(j, "officer", json_string(spec.officer));
+        print_json(j);
+    } else {
+        printf("device %s (id %lld) provisioned\n"
+               "  ssrc          %u\n"
+               "  suite         %s\n"
+               "  codec         %s, payload type %d\n"
+               "  key           %s   (shown once: load it into the device now)\n"
+               "  sdp           %s\n",
+               d.serial, (long long)d.id, d.ssrc, d.suite, d.codec, d.payload_type, b64, sdp);
+    }
+    memset(b64, 0, sizeof(b64));
+    memset(sdp, 0, sizeof(sdp));
+    ctl_device_wipe(&d);
+    status = 0;
+out:
+    store_keyring_close(keys);
+    return status;
+}
+
+int cmd_device_list(ctl_env *env, int argc, char **argv)
+{
+    cmd_opt opts[] = {{"json", true, NULL}};
+    if (!parse_opts(argc, argv, opts, 1, NULL, "device list [--json]"))
+        return 2;
+    PGconn *conn = db_service_conn(env->db);
+    PGresult *res =
+        PQexec(conn, "SELECT d.id, d.serial, d.ssrc, d.suite, d.codec, d.payload_type, d.state, "
+                     "coalesce(u.username, ''), to_char(d.created_at AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                     "FROM devices d LEFT JOIN device_assignments a ON a.device_id = d.id "
+                     "AND a.assigned_until IS NULL LEFT JOIN users u ON u.id = a.user_id "
+                     "ORDER BY d.id");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return 1;
+    }
+    json_t *arr = opts[0].value ? json_array() : NULL;
+    if (!arr)
+        printf("%-6s %-20s %-11s %-24s %-6s %-8s %s\n", "id", "serial", "ssrc", "suite", "codec",
+               "state", "officer");
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (arr) {
+            json_t *j = json_pack(
+                "{s:I, s:s, s:I, s:s, s:s, s:i, s:s, s:s?, s:s}", "id",
+                (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10), "serial",
+                PQgetvalue(res, i, 1), "ssrc", (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
+                "suite", PQgetvalue(res, i, 3), "codec", PQgetvalue(res, i, 4), "payload_type",
+                (int)strtol(PQgetvalue(res, i, 5), NULL, 10), "state", PQgetvalue(res, i, 6),
+                "officer", PQgetvalue(res, i, 7)[0] ? PQgetvalue(res, i, 7) : NULL, "created",
+                PQgetvalue(res, i, 8));
+            json_array_append_new(arr, j);
+        } else {
+            printf("%-6s %-20s %-11s %-24s %-6s %-8s %s\n", PQgetvalue(res, i, 0),
+                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+                   PQgetvalue(res, i, 4), PQgetvalue(res, i, 6), PQgetvalue(res, i, 7));
+        }
+    }
+    if (arr)
+        print_json(arr);
+    PQclear(res);
+    return 0;
+}
+
+int cmd_device_revoke(ctl_env *env, int argc, char **argv)
+{
+    const char *device = NULL;
+    cu_err err;
+    if (!parse_opts(argc, argv, NULL, 0, &device, "device revoke ID|SERIAL") || !device) {
+        fprintf(stderr, "usage: ingestctl device revoke ID|SERIAL\n");
+        return 2;
+    }
+    if (ctl_device_revoke(db_service_conn(env->db), device, &err) != CU_OK)
+        return fail(&err);
+    printf("device %s revoked\n", device);
+    return 0;
+}
+
+int cmd_device_assign(ctl_env *env, int argc, char **argv)
+{
+    static const char usage[] = "device assign ID|SERIAL --officer USER";
+    cmd_opt opts[] = {{"officer", false, NULL}};
+    const char *device = NULL;
+    cu_err err;
+    if (!parse_opts(argc, argv, opts, 1, &device, usage) || !device || !opts[0].value) {
+        fprintf(stderr, "usage: ingestctl %s\n", usage);
+        return 2;
+    }
+    if (ctl_device_assign(db_service_conn(env->db), device, opts[0].value, &err) != CU_OK)
+        return fail(&err);
+    printf("device %s assigned to %s\n", device, opts[0].value);
+    return 0;
+}
+
+/* ----------------------------------------------------------- recordings */
+
+static void iso_time(const char *us_text, char out[32])
+{
+    out[0] = '\0';
+    if (!us_text || !*us_text)
+        return;
+    int64_t us = strtoll(us_text, NULL, 10);
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000 / 1000));
+}
+
+int cmd_recordings(ctl_env *env, int argc, char **argv)
+{
+    cmd_opt opts[] = {{"json", true, NULL}, {"limit", false, NULL}};
+    if (!parse_opts(argc, argv, opts, 2, NULL, "recordings [--json] [--limit N]"))
+        return 2;
+    int64_t limit = 1000;
+    if (opts[1].value && (!cu_parse_int64(opts[1].value, &limit) || limit < 1)) {
+        fprintf(stderr, "ingestctl: --limit '%s' is not a positive number\n", opts[1].value);
+        return 2;
+    }
+    char limit_text[24];
+    snprintf(limit_text, sizeof(limit_text), "%lld", (long long)limit);
+    const char *params[1] = {limit_text};
+    PGconn *conn = db_service_conn(env->db);
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT r.id, coalesce(d.serial, ''), coalesce(u.username, ''), "
+        "coalesce(s.first_start_us, (extract(epoch FROM r.opened_at) * 1000000)::bigint), "
+        "s.last_end_us, coalesce(s.segments, 0), coalesce(s.bytes, 0), "
+        "coalesce(s.lost_packets, 0), coalesce(s.gap_segments, 0), r.state "
+        "FROM recordings r LEFT JOIN devices d ON d.id = r.device_id "
+        "LEFT JOIN users u ON u.id = r.officer_id "
+        "LEFT JOIN recording_stats s ON s.recording_id = r.id "
+        "ORDER BY r.opened_at DESC LIMIT $1",
+        1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return 1;
+    }
+    json_t *arr = opts[0].value ? json_array() : NULL;
+    if (!arr)
+        printf("%-36s %-14s %-12s %-24s %-24s %8s %12s %6s %s\n", "id", "device", "officer",
+               "start", "end", "segments", "bytes", "lost", "state");
+    for (int i = 0; i < PQntuples(res); i++) {
+        char start[32], end[32];
+        iso_time(PQgetvalue(res, i, 3), start);
+        iso_time(PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4), end);
+        if (arr) {
+            json_t *j =
+                json_pack("{s:s, s:s?, s:s?, s:s, s:s?, s:I, s:I, s:I, s:I, s:s}", "id",
+                          PQgetvalue(res, i, 0), "device",
+                          PQgetvalue(res, i, 1)[0] ? PQgetvalue(res, i, 1) : NULL, "officer",
+                          PQgetvalue(res, i, 2)[0] ? PQgetvalue(res, i, 2) : NULL, "start", start,
+                          "end", end[0] ? end : NULL, "segments",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 5), NULL, 10), "bytes",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 6), NULL, 10), "lost_packets",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 7), NULL, 10), "gap_segments",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 8), NULL, 10), "state",
+                          PQgetvalue(res, i, 9));
+            json_array_append_new(arr, j);
+        } else {
+            printf("%-36s %-14s %-12s %-24s %-24s %8s %12s %6s %s\n", PQgetvalue(res, i, 0),
+                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), start, end, PQgetvalue(res, i, 5),
+                   PQgetvalue(res, i, 6), PQgetvalue(res, i, 7), PQgetvalue(res, i, 9));
+        }
+    }
+    if (arr)
+        print_json(arr);
+    PQclear(res);
+    return 0;
+}

@@ -1,0 +1,174 @@
+/* ingestctl commands on the database and the evidence store. */
+#include "ingestctl.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int cmd_db_status(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    cu_err err;
+    if (argc != 1) {
+        fprintf(stderr, "usage: ingestctl db status\n");
+        return 2;
+    }
+    int version = db_schema_version(db_service_conn(env->db), &err);
+    if (version < 0) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    const db_migration *newest = &db_schema_migrations[db_schema_migrations_count - 1];
+    printf("installation  %s\n", db_service_instance_id(env->db));
+    if (env->cfg.db_dsn[0])
+        printf("database      external (db.dsn)\n");
+    else if (env->mode == DB_ATTACH)
+        printf("database      embedded, run by the ingestd that holds the data dir\n");
+    else
+        printf("database      embedded, started for this command\n");
+    printf("schema        version %d of %d (%s)\n", version, newest->version,
+           version == newest->version ? "up to date" : "behind");
+    return 0;
+}
+
+int cmd_db_migrate(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    cu_err err;
+    int applied = 0;
+    if (argc != 1) {
+        fprintf(stderr, "usage: ingestctl db migrate\n");
+        return 2;
+    }
+    /* db_service_start already migrated; running it again reports the state. */
+    if (db_migrate(db_service_conn(env->db), db_schema_migrations, db_schema_migrations_count,
+                   &applied, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("schema at version %d (%s)\n",
+           db_schema_migrations[db_schema_migrations_count - 1].version,
+           db_schema_migrations[db_schema_migrations_count - 1].name);
+    return 0;
+}
+
+int cmd_verify(ctl_env *env, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"recording", required_argument, NULL, 'r'},
+        {"quick", no_argument, NULL, 'q'},
+        {NULL, 0, NULL, 0},
+    };
+    store_id one;
+    store_verify_opts o = {.out = stdout,
+                           .progress = isatty(STDERR_FILENO) != 0,
+                           .writer_running = env->mode == DB_ATTACH};
+    store_verify_report rep;
+    cu_err err;
+    int opt;
+    optind = 0; /* a fresh scan of the command's own arguments */
+    while ((opt = getopt_long(argc, argv, "+r:q", options, NULL)) != -1) {
+        switch (opt) {
+        case 'r':
+            if (!store_id_parse(optarg, &one)) {
+                fprintf(stderr, "ingestctl: '%s' is not a recording id\n", optarg);
+                return 2;
+            }
+            o.recording = &one;
+            break;
+        case 'q': o.quick = true; break;
+        default: fprintf(stderr, "usage: ingestctl verify [--recording ID] [--quick]\n"); return 2;
+        }
+    }
+    if (store_verify(ctl_data_dir(env), db_service_conn(env->db), &o, &rep, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("verified %llu recordings, %llu segments, %llu problems\n",
+           (unsigned long long)rep.recordings, (unsigned long long)rep.segments,
+           (unsigned long long)rep.problems);
+    return rep.problems ? 1 : 0;
+}
+
+int cmd_reindex(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    store_reindex_report rep;
+    cu_err err;
+    if (argc != 1) {
+        fprintf(stderr, "usage: ingestctl reindex\n");
+        return 2;
+    }
+    if (store_reindex(ctl_data_dir(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("reindexed %llu recordings, %llu segments; %llu keys imported",
+           (unsigned long long)rep.recordings, (unsigned long long)rep.segments,
+           (unsigned long long)rep.keys_imported);
+    if (rep.rows_without_file)
+        printf("; %llu index rows have no file (run ingestctl verify)",
+               (unsigned long long)rep.rows_without_file);
+    printf("\n");
+    return 0;
+}
+
+int cmd_keys_rotate(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    store_rotate_report rep;
+    cu_err err;
+    if (argc != 1) {
+        fprintf(stderr, "usage: ingestctl keys rotate\n");
+        return 2;
+    }
+    if (store_keys_rotate(ctl_data_dir(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("key-encryption key %s is active; %llu data keys re-wrapped (%llu pending), %llu "
+           "device keys\n",
+           rep.new_kek, (unsigned long long)rep.rewrapped,
+           (unsigned long long)rep.pending_rewrapped, (unsigned long long)rep.devices_rewrapped);
+    return 0;
+}
+
+int cmd_keys_list(ctl_env *env, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "usage: ingestctl keys list\n");
+        return 2;
+    }
+    PGconn *conn = db_service_conn(env->db);
+    PGresult *res = PQexec(conn, "SELECT kek_id, count(*) FROM recording_keys GROUP BY kek_id "
+                                 "ORDER BY kek_id");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return 1;
+    }
+    char active[64] = "";
+    char *path = cu_xasprintf("%s/keys/active", ctl_data_dir(env));
+    FILE *f = fopen(path, "re");
+    if (f) {
+        if (!fgets(active, sizeof(active), f))
+            active[0] = '\0';
+        fclose(f);
+        active[strcspn(active, "\n")] = '\0';
+    }
+    free(path);
+    printf("%-18s %10s\n", "kek", "data keys");
+    bool active_listed = false;
+    for (int i = 0; i < PQntuples(res); i++) {
+        bool is_active = strcmp(PQgetvalue(res, i, 0), active) == 0;
+        active_listed |= is_active;
+        printf("%-18s %10s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+               is_active ? "  (active)" : "");
+    }
+    if (active[0] && !active_listed)
+        printf("%-18s %10s  (active)\n", active, "0");
+    PQclear(res);
+    return 0;
+}

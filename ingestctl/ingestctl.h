@@ -1,0 +1,40 @@
+/* Private to ingestctl: the environment a command runs in, and the commands. */
+#ifndef CUSTOS_INGESTCTL_H
+#define CUSTOS_INGESTCTL_H
+
+#include "control/control.h"
+
+/** What every command gets: settings, the data dir, its database. */
+typedef struct {
+    cu_config cfg;
+    cu_datadir *datadir; /* NULL when attached to a running ingestd */
+    db_service *db;
+    db_mode mode;
+    char *attached_dir; /* absolute data dir when attached */
+} ctl_env;
+
+/** Runs one command; argv[0] is the command's last word. Returns the exit status. */
+typedef int (*ctl_command_fn)(ctl_env *env, int argc, char **argv);
+
+/** The data dir's absolute path, whether this process holds its lock or not. */
+const char *ctl_data_dir(const ctl_env *env);
+
+/* cmd_store.c */
+int cmd_db_status(ctl_env *env, int argc, char **argv);
+int cmd_db_migrate(ctl_env *env, int argc, char **argv);
+int cmd_verify(ctl_env *env, int argc, char **argv);
+int cmd_reindex(ctl_env *env, int argc, char **argv);
+int cmd_keys_rotate(ctl_env *env, int argc, char **argv);
+int cmd_keys_list(ctl_env *env, int argc, char **argv);
+
+/* cmd_devices.c */
+int cmd_department_add(ctl_env *env, int argc, char **argv);
+int cmd_user_add(ctl_env *env, int argc, char **argv);
+int cmd_user_list(ctl_env *env, int argc, char **argv);
+int cmd_device_add(ctl_env *env, int argc, char **argv);
+int cmd_device_list(ctl_env *env, int argc, char **argv);
+int cmd_device_revoke(ctl_env *env, int argc, char **argv);
+int cmd_device_assign(ctl_env *env, int argc, char **argv);
+int cmd_recordings(ctl_env *env, int argc, char **argv);
+
+#endif
