@@ -132,6 +132,16 @@ typedef struct {
     int64_t store_syncers;        /* store.syncers */
     int64_t store_queue_segments; /* store.queue_segments */
     int64_t store_index_wait_s;   /* store.index_wait_s */
+    char *ingest_bind;            /* ingest.bind */
+    int64_t ingest_udp_port;      /* ingest.udp_port */
+    int64_t ingest_workers;       /* ingest.workers (0 = one per CPU) */
+    int64_t ingest_rcvbuf_bytes;  /* ingest.rcvbuf_bytes */
+    int64_t ingest_reorder_packets; /* ingest.reorder_packets */
+    int64_t ingest_reorder_ms;    /* ingest.reorder_ms */
+    int64_t ingest_idle_timeout_s; /* ingest.idle_timeout_s */
+    int64_t ingest_device_poll_ms; /* ingest.device_poll_ms */
+    int64_t segment_target_ms;    /* segment.target_ms */
+    int64_t segment_max_ms;       /* segment.max_ms */
 } cu_config;
 
 /** Fill @p cfg with every setting's default. Free with cu_config_free(). */

@@ -1,5 +1,6 @@
 /* ingestctl commands on the database and the evidence store. */
 #include "ingestctl.h"
+#include "pipeline/pipeline.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -171,4 +172,82 @@ int cmd_keys_list(ctl_env *env, int argc, char **argv)
         printf("%-18s %10s  (active)\n", active, "0");
     PQclear(res);
     return 0;
+}
+
+/* What a recording holds, packet by packet: for operators and tests. */
+int cmd_packets(ctl_env *env, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"recording", required_argument, NULL, 'r'},
+        {"summary", no_argument, NULL, 's'},
+        {NULL, 0, NULL, 0},
+    };
+    store_id id;
+    bool have_id = false, summary = false;
+    int opt;
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+r:s", options, NULL)) != -1) {
+        if (opt == 'r' && store_id_parse(optarg, &id))
+            have_id = true;
+        else if (opt == 's')
+            summary = true;
+        else
+            have_id = false, opt = '?';
+        if (opt == '?')
+            break;
+    }
+    if (!have_id || optind < argc) {
+        fprintf(stderr, "usage: ingestctl packets --recording ID [--summary]\n");
+        return 2;
+    }
+    cu_err err;
+    cu_buf plain;
+    cu_buf_init(&plain, STORE_SEGMENT_MAX);
+    int status = 0;
+    for (uint64_t idx = 0;; idx++) {
+        cu_rc rc =
+            store_segment_read(ctl_data_dir(env), db_service_conn(env->db), &id, idx, &plain, &err);
+        if (rc == CU_ERR_NOTFOUND || (rc == CU_ERR_INVALID && strstr(err.msg, "No such file")))
+            break;
+        if (rc) {
+            fprintf(stderr, "ingestctl: segment %llu: %s\n", (unsigned long long)idx, err.msg);
+            status = 1;
+            break;
+        }
+        pipe_payload_reader r;
+        if (!pipe_payload_open(&r, (const uint8_t *)plain.data, plain.len)) {
+            printf("segment %llu: not an RTP payload\n", (unsigned long long)idx);
+            continue;
+        }
+        pipe_record rec;
+        uint32_t packets = 0, lost = 0, first_ts = 0;
+        bool opening_au = true, key_start = false;
+        int more;
+        while ((more = pipe_payload_next(&r, &rec)) == 1) {
+            pipe_rtp p;
+            if (pipe_rtp_parse(rec.pkt, rec.len, &p) != PIPE_RTP_OK)
+                continue;
+            int key = r.codec == PIPE_CODEC_H264   ? pipe_h264_keyframe(p.payload, p.payload_len)
+                      : r.codec == PIPE_CODEC_H265 ? pipe_h265_keyframe(p.payload, p.payload_len)
+                                                   : 0;
+            /* The access unit that opens the segment: is it a keyframe's? */
+            if (packets == 0)
+                first_ts = p.timestamp;
+            else if (p.timestamp != first_ts)
+                opening_au = false;
+            if (opening_au && key == 1)
+                key_start = true;
+            if (!summary)
+                printf("segment %llu seq %u ts %u marker %d lost_before %u key %d\n",
+                       (unsigned long long)idx, p.seq, p.timestamp, p.marker, rec.lost_before,
+                       key == 1);
+            packets++;
+            lost += rec.lost_before;
+        }
+        printf("segment %llu summary packets %u lost %u codec %s starts_with_keyframe %s%s\n",
+               (unsigned long long)idx, packets, lost, pipe_codec_name(r.codec),
+               key_start ? "yes" : "no", more < 0 ? " TRUNCATED" : "");
+    }
+    cu_buf_free(&plain);
+    return status;
 }

@@ -26,6 +26,7 @@ int cmd_verify(ctl_env *env, int argc, char **argv);
 int cmd_reindex(ctl_env *env, int argc, char **argv);
 int cmd_keys_rotate(ctl_env *env, int argc, char **argv);
 int cmd_keys_list(ctl_env *env, int argc, char **argv);
+int cmd_packets(ctl_env *env, int argc, char **argv);
 
 /* cmd_devices.c */
 int cmd_department_add(ctl_env *env, int argc, char **argv);

@@ -24,6 +24,9 @@ static const struct {
      "      the files agree; --quick: XXH3 and headers only, no keys"},
     {"reindex", NULL, cmd_reindex,
      "reindex\n      rebuild the recordings and segments index from the files"},
+    {"packets", NULL, cmd_packets,
+     "packets --recording ID [--summary]\n"
+     "      decrypt a recording and list its packets (sequence, timestamp, gaps, keyframes)"},
     {"recordings", NULL, cmd_recordings,
      "recordings [--json] [--limit N]\n      recordings, newest first"},
     {"device", "add", cmd_device_add,

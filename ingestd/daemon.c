@@ -6,6 +6,7 @@
  */
 #include "ingestd_internal.h"
 
+#include <event2/thread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,6 +78,9 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
 
     signal(SIGPIPE, SIG_IGN);
     cu_log_route_libevent();
+    /* Ingest workers are woken from other threads (event_active). */
+    if (evthread_use_pthreads() != 0)
+        return cu_err_set(err, CU_ERR_IO, "libevent without thread support");
 
     rc = cu_datadir_open(cfg->data_dir, "ingestd", &d.datadir, err);
     if (rc)
@@ -111,6 +115,10 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     rc = store_open(&so, &d.store, err);
     if (rc)
         goto out;
+    rc = ingest_service_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.store,
+                              &d.ingest, err);
+    if (rc)
+        goto out;
     rc = ingest_ops_http_start(&d, err);
     if (rc)
         goto out;
@@ -132,6 +140,9 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
 out:
     cu_metric_set(&ingest_up_metric, 0);
     ingest_ops_http_stop(&d);
+    /* Receivers first: their last segments reach the store, their
+     * recordings are sealed; then every segment settles in the store. */
+    ingest_service_stop(d.ingest);
     /* Every segment handed to the store is settled before the database goes. */
     store_close(d.store, (int)cfg->store_index_wait_s * 1000);
     db_service_stop(d.db);

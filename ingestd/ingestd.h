@@ -26,6 +26,32 @@ CU_WUR cu_rc ingest_listen_tcp(const char *addr, int port, const char *what, int
                                cu_err *err);
 
 /**
+ * Fail (CU_ERR_BUSY, naming @p what) when anyone holds UDP @p port on
+ * @p addr, another process's SO_REUSEPORT socket included.
+ */
+CU_WUR cu_rc ingest_udp_port_free(const char *addr, int port, const char *what, cu_err *err);
+
+/* ----------------------------------------------------------------- ingest */
+
+/** The SRTP/RTP receivers and what they feed (ingestd/ingest.c). */
+typedef struct ingest_service ingest_service;
+struct store;
+
+/**
+ * Bind ingest.udp_port (refused if anyone holds it), load the devices and
+ * start the workers. Segments go to @p st (borrowed; it must outlive the
+ * service). The process must have called evthread_use_pthreads().
+ */
+CU_WUR cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const char *dsn,
+                                  struct store *st, ingest_service **out, cu_err *err);
+
+/**
+ * Stop receiving, end every stream (its last segment is stored and its
+ * recording sealed) and free. NULL is a no-op.
+ */
+void ingest_service_stop(ingest_service *s);
+
+/**
  * Initialise libsrtp once per process and plug in the OpenSSL primitives
  * (ingestd/srtp_ossl.c); libsrtp runs their known-answer tests on the way in.
  * With CUSTOS_SRTP_NSS set in the environment, libsrtp's own (NSS) remain,

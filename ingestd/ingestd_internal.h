@@ -14,6 +14,7 @@ typedef struct ingest_daemon {
     cu_datadir *datadir;
     db_service *db;
     store *store;
+    ingest_service *ingest;
     struct evhttp *ops_http;
     int ops_fd; /* listening socket, owned until handed to evhttp */
     struct event *signals[4];

@@ -45,3 +45,28 @@ out:
     freeaddrinfo(ai);
     return rc;
 }
+
+cu_rc ingest_udp_port_free(const char *addr, int port, const char *what, cu_err *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_DGRAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char port_text[8];
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    int gai = getaddrinfo(addr, port_text, &hints, &ai);
+    if (gai != 0)
+        return cu_err_set(err, CU_ERR_CONFIG, "%s: bad listen address %s: %s", what, addr,
+                          gai_strerror(gai));
+    cu_rc rc = CU_OK;
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        int e = errno;
+        rc = cu_err_set(err, e == EADDRINUSE ? CU_ERR_BUSY : CU_ERR_IO,
+                        "%s: cannot listen on %s:%d/udp: %s", what, addr, port, strerror(e));
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return rc;
+}

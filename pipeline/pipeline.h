@@ -160,4 +160,30 @@ void pipe_stream_destroy(pipe_stream *s);
 #define PIPE_PAYLOAD_HEADER 16
 #define PIPE_RECORD_HEADER  12
 
+/* ------------------------------------------------------ segment payloads */
+
+/** Reads back a segment payload (docs/pipeline.md); checks every length. */
+typedef struct {
+    const uint8_t *data;
+    size_t len, off;
+    pipe_codec codec;
+    uint8_t payload_type;
+    uint32_t clock_rate;
+    uint32_t ssrc;
+} pipe_payload_reader;
+
+/** One packet record of a payload; @p pkt borrows from the payload. */
+typedef struct {
+    uint16_t lost_before;
+    int64_t arrival_us;
+    const uint8_t *pkt;
+    size_t len;
+} pipe_record;
+
+/** Start reading @p data (borrowed). False when the header is not a payload's. */
+CU_WUR bool pipe_payload_open(pipe_payload_reader *r, const uint8_t *data, size_t len);
+
+/** The next record: 1, 0 at the end, -1 when a record runs past the end. */
+int pipe_payload_next(pipe_payload_reader *r, pipe_record *out);
+
 #endif /* CUSTOS_PIPELINE_H */

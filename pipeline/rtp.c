@@ -215,3 +215,38 @@ int pipe_h265_keyframe(const uint8_t *p, size_t len)
         return -1;
     return h265_irap(type);
 }
+
+/* ------------------------------------------------------ segment payloads */
+
+bool pipe_payload_open(pipe_payload_reader *r, const uint8_t *data, size_t len)
+{
+    if (len < PIPE_PAYLOAD_HEADER || memcmp(data, "CRTP", 4) != 0 || data[4] != 1 ||
+        data[5] < PIPE_CODEC_H264 || data[5] > PIPE_CODEC_AUDIO || data[7] != 0)
+        return false;
+    r->data = data;
+    r->len = len;
+    r->off = PIPE_PAYLOAD_HEADER;
+    r->codec = (pipe_codec)data[5];
+    r->payload_type = data[6];
+    r->clock_rate = rd32(data + 8);
+    r->ssrc = rd32(data + 12);
+    return true;
+}
+
+int pipe_payload_next(pipe_payload_reader *r, pipe_record *out)
+{
+    if (r->off == r->len)
+        return 0;
+    if (r->len - r->off < PIPE_RECORD_HEADER)
+        return -1;
+    const uint8_t *p = r->data + r->off;
+    size_t n = rd16(p);
+    if (n == 0 || n > PIPE_RTP_MAX || r->len - r->off - PIPE_RECORD_HEADER < n)
+        return -1;
+    out->lost_before = rd16(p + 2);
+    out->arrival_us = (int64_t)((uint64_t)rd32(p + 4) << 32 | rd32(p + 8));
+    out->pkt = p + PIPE_RECORD_HEADER;
+    out->len = n;
+    r->off += PIPE_RECORD_HEADER + n;
+    return 1;
+}

@@ -93,6 +93,8 @@ struct pipe_stream {
     size_t len, cap, cap_hint;
     uint32_t seg_packets, seg_lost;
     int64_t seg_start_us, seg_end_us;
+    uint32_t seg_start_ts; /* durations for cutting are measured in RTP time:
+                            * a sender report may move the wall-clock mapping */
     bool seg_gap_start, seg_key_start, mark_gap;
 
     /* the access unit being appended (a run of one RTP timestamp) */
@@ -131,6 +133,12 @@ pipe_stream *pipe_stream_create(const pipe_stream_config *cfg, uint32_t ssrc, pi
         s->held_slot[i] = -1;
     s->cap_hint = SEGMENT_MIN_CAP;
     return s;
+}
+
+/* A difference of RTP timestamps in microseconds (it may be negative). */
+static int64_t ticks_to_us(const pipe_stream *s, uint32_t diff)
+{
+    return (int64_t)(int32_t)diff * 1000000 / s->cfg.clock_rate;
 }
 
 static int64_t capture_us(pipe_stream *s, uint32_t ts, int64_t arrival_us)
@@ -231,6 +239,7 @@ static void segment_cut(pipe_stream *s, size_t cut, bool last)
                 s->seg_packets = s->au_packets;
                 s->seg_lost = s->au_lost;
                 s->seg_start_us = s->au_start_us;
+                s->seg_start_ts = s->au_ts;
                 s->seg_gap_start = s->seg_gap_start || old[cut + 2] || old[cut + 3];
                 s->seg_key_start = s->au_key;
                 s->au_off = PIPE_PAYLOAD_HEADER;
@@ -263,7 +272,7 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
     }
     bool new_au = !s->au_open || r.timestamp != s->au_ts;
     if (new_au) {
-        int64_t dur = cap - s->seg_start_us;
+        int64_t dur = ticks_to_us(s, r.timestamp - s->seg_start_ts);
         bool by_time =
             s->cfg.codec == PIPE_CODEC_AUDIO ? dur >= s->cfg.target_us : dur >= s->cfg.max_us;
         if (s->seg_packets > 0 && by_time) {
@@ -288,7 +297,7 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
             bool au_first = s->au_off == PIPE_PAYLOAD_HEADER;
             if (au_first)
                 s->seg_key_start = true;
-            else if (s->au_start_us - s->seg_start_us >= s->cfg.target_us)
+            else if (ticks_to_us(s, s->au_ts - s->seg_start_ts) >= s->cfg.target_us)
                 segment_cut(s, s->au_off, false);
             if (!s->buf)
                 return PIPE_RTP_NOMEM;
@@ -322,6 +331,7 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
 
     if (s->seg_packets == 0) {
         s->seg_start_us = cap;
+        s->seg_start_ts = r.timestamp;
         s->seg_end_us = cap;
         if (lost_before)
             s->seg_gap_start = true;

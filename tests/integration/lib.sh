@@ -56,12 +56,35 @@ it_free_port() {
     fail "no free port found"
 }
 
+# A loopback UDP port nothing is bound to (per /proc/net/udp{,6}).
+it_free_udp_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        if ! awk 'NR > 1 {print $2}' /proc/net/udp /proc/net/udp6 2>/dev/null |
+            grep -qi ":$(printf '%04X' "$p")\$"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    fail "no free UDP port found"
+}
+
 # it_start_ingestd LOG ARGS... : start ingestd in the background; sets
-# INGESTD_PID. Does not wait for readiness.
+# INGESTD_PID and INGEST_PORT (its SRTP/RTP port on 127.0.0.1, unless ARGS
+# set ingest.udp_port). Does not wait for readiness.
 it_start_ingestd() {
     local log=$1
     shift
-    "$INGESTD" "$@" >"$log" 2>&1 &
+    local extra=()
+    case " $* " in
+    *ingest.udp_port=*) ;;
+    *)
+        INGEST_PORT=$(it_free_udp_port)
+        extra=(--set ingest.bind=127.0.0.1 --set "ingest.udp_port=$INGEST_PORT")
+        ;;
+    esac
+    "$INGESTD" "$@" "${extra[@]}" >"$log" 2>&1 &
     INGESTD_PID=$!
     IT_PIDS+=("$INGESTD_PID")
 }

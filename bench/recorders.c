@@ -1,0 +1,630 @@
+/*
+ * bench/recorders: N simulated body-worn recorders streaming a real H.264
+ * clip as SRTP, at real-time pace, to ingestd.
+ *
+ * The clip (Annex B, made once with x264enc by bench/make-clip) is split into
+ * access units and packetized once (RFC 6184: single NAL, STAP-A for small
+ * NALs, FU-A for large ones; 1200-byte packets). Each stream copies those
+ * packets, rewrites SSRC, sequence number and timestamp, protects them with
+ * its device's SRTP key and sends them with sendmmsg. Streams are spread
+ * evenly over the frame interval. Every 5 s a stream sends an SRTCP sender
+ * report; at the end, a BYE (unless --no-bye).
+ *
+ * usage: recorders --devices FILE --seconds S [--target 127.0.0.1:5004]
+ *                  [--clip FILE] [--streams N] [--drop K,K...] [--no-bye]
+ * FILE holds one JSON object per line, as `ingestctl device add --json`
+ * prints them. Prints one JSON object: what was sent.
+ */
+#include "ingestd/ingestd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <srtp2/srtp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MTU_PAYLOAD 1200 /* RTP packet size before SRTP */
+#define RTP_HDR     12
+#define BATCH       1024
+#define FPS         30
+#define FRAME_US    (1000000 / FPS)
+#define MAX_DROPS   64
+
+typedef struct {
+    uint32_t off, len; /* in the packet pool: a complete RTP packet template */
+    bool marker;
+} tpl_packet;
+
+typedef struct {
+    uint32_t first, count; /* packets of this access unit */
+} tpl_frame;
+
+typedef struct {
+    uint8_t *pool;
+    size_t pool_len, pool_cap;
+    tpl_packet *pkts;
+    size_t npkts, cappkts;
+    tpl_frame *frames;
+    size_t nframes, capframes;
+} clip;
+
+typedef struct {
+    uint32_t ssrc;
+    srtp_t srtp;
+    uint16_t seq0;
+    uint32_t ts0;
+    uint64_t sent; /* packets sent */
+    uint64_t octets;
+    uint64_t frame;   /* frames sent */
+    int64_t phase_us; /* offset within the frame interval */
+    int64_t next_sr_us;
+} stream;
+
+/* ------------------------------------------------------------ the clip */
+
+static void pool_put(clip *c, const uint8_t *p, size_t n)
+{
+    if (c->pool_len + n > c->pool_cap) {
+        c->pool_cap = (c->pool_cap + n) * 2;
+        c->pool = realloc(c->pool, c->pool_cap);
+        if (!c->pool)
+            abort();
+    }
+    memcpy(c->pool + c->pool_len, p, n);
+    c->pool_len += n;
+}
+
+/* Start a packet: an RTP header template (SSRC, seq and ts rewritten later). */
+static void packet_begin(clip *c, uint32_t frame)
+{
+    uint8_t h[RTP_HDR] = {0x80, 96};
+    uint32_t ts = frame * (90000 / FPS);
+    h[4] = (uint8_t)(ts >> 24);
+    h[5] = (uint8_t)(ts >> 16);
+    h[6] = (uint8_t)(ts >> 8);
+    h[7] = (uint8_t)ts;
+    if (c->npkts == c->cappkts) {
+        c->cappkts = c->cappkts ? c->cappkts * 2 : 1024;
+        c->pkts = realloc(c->pkts, c->cappkts * sizeof(*c->pkts));
+        if (!c->pkts)
+            abort();
+    }
+    c->pkts[c->npkts].off = (uint32_t)c->pool_len;
+    c->pkts[c->npkts].marker = false;
+    pool_put(c, h, RTP_HDR);
+}
+
+static void packet_end(clip *c)
+{
+    c->pkts[c->npkts].len = (uint32_t)(c->pool_len - c->pkts[c->npkts].off);
+    c->npkts++;
+}
+
+/* Packetize one access unit (its NAL units, start codes removed). */
+static void packetize_au(clip *c, uint32_t frame, const uint8_t **nal, const size_t *len, int n)
+{
+    uint32_t first = (uint32_t)c->npkts;
+    const size_t room = MTU_PAYLOAD - RTP_HDR;
+    for (int i = 0; i < n;) {
+        /* STAP-A for a run of small NAL units that fit together. */
+        size_t total = 1;
+        int j = i;
+        while (j < n && len[j] < room / 2 && total + 2 + len[j] <= room) {
+            total += 2 + len[j];
+            j++;
+        }
+        if (j - i >= 2) {
+            packet_begin(c, frame);
+            uint8_t nri = 0;
+            for (int k = i; k < j; k++)
+                nri |= nal[k][0] & 0x60;
+            uint8_t hdr = (uint8_t)(nri | 24);
+            pool_put(c, &hdr, 1);
+            for (int k = i; k < j; k++) {
+                uint8_t sz[2] = {(uint8_t)(len[k] >> 8), (uint8_t)len[k]};
+                pool_put(c, sz, 2);
+                pool_put(c, nal[k], len[k]);
+            }
+            packet_end(c);
+            i = j;
+            continue;
+        }
+        if (len[i] <= room) { /* single NAL unit packet */
+            packet_begin(c, frame);
+            pool_put(c, nal[i], len[i]);
+            packet_end(c);
+            i++;
+            continue;
+        }
+        /* FU-A */
+        uint8_t ind = (uint8_t)((nal[i][0] & 0xe0) | 28), type = nal[i][0] & 0x1f;
+        size_t off = 1;
+        while (off < len[i]) {
+            size_t chunk = len[i] - off < room - 2 ? len[i] - off : room - 2;
+            uint8_t fu[2] = {
+                ind, (uint8_t)((off == 1 ? 0x80 : 0) | (off + chunk == len[i] ? 0x40 : 0) | type)};
+            packet_begin(c, frame);
+            pool_put(c, fu, 2);
+            pool_put(c, nal[i] + off, chunk);
+            packet_end(c);
+            off += chunk;
+        }
+        i++;
+    }
+    c->pkts[c->npkts - 1].marker = true;
+    if (c->nframes == c->capframes) {
+        c->capframes = c->capframes ? c->capframes * 2 : 256;
+        c->frames = realloc(c->frames, c->capframes * sizeof(*c->frames));
+        if (!c->frames)
+            abort();
+    }
+    c->frames[c->nframes++] = (tpl_frame){first, (uint32_t)c->npkts - first};
+}
+
+static bool is_vcl(uint8_t type)
+{
+    return type >= 1 && type <= 5;
+}
+
+/* Split an Annex B stream into access units and packetize them. */
+static bool clip_load(const char *path, clip *c)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *d = malloc((size_t)size);
+    if (!d || fread(d, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        free(d);
+        return false;
+    }
+    fclose(f);
+    const uint8_t *nal[512];
+    size_t len[512];
+    int n = 0;
+    bool au_has_vcl = false;
+    uint32_t frame = 0;
+    size_t i = 0, start = 0;
+    bool have = false;
+    for (;;) {
+        size_t next = i;
+        size_t sc = 0;
+        while (next + 3 <= (size_t)size) {
+            if (d[next] == 0 && d[next + 1] == 0 && d[next + 2] == 1) {
+                sc = 3;
+                break;
+            }
+            next++;
+        }
+        if (next + 3 > (size_t)size)
+            next = (size_t)size;
+        if (have) {
+            size_t end = next;
+            while (end > start && d[end - 1] == 0 && end < (size_t)size)
+                end--; /* the leading zero of a 4-byte start code */
+            if (end > start) {
+                uint8_t type = d[start] & 0x1f;
+                bool new_pic = is_vcl(type) && end > start + 1 && (d[start + 1] & 0x80);
+                if (au_has_vcl && (!is_vcl(type) || new_pic) && n > 0) {
+                    packetize_au(c, frame++, nal, len, n);
+                    n = 0;
+                    au_has_vcl = false;
+                }
+                if (n < 512) {
+                    nal[n] = d + start;
+                    len[n] = end - start;
+                    n++;
+                }
+                au_has_vcl |= is_vcl(type);
+            }
+        }
+        if (next >= (size_t)size)
+            break;
+        start = next + sc;
+        i = start;
+        have = true;
+    }
+    if (n > 0 && au_has_vcl)
+        packetize_au(c, frame, nal, len, n);
+    /* The pool is kept; the NAL pointers were only for packetizing. */
+    free(d);
+    return c->nframes > 0;
+}
+
+/* ------------------------------------------------------------ streams */
+
+static bool b64_decode(const char *in, uint8_t *out, size_t cap, size_t *len)
+{
+    size_t n = strlen(in);
+    if (n % 4 || n / 4 * 3 > cap + 2)
+        return false;
+    uint8_t tmp[128];
+    if (n / 4 * 3 > sizeof(tmp))
+        return false;
+    int r = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)n);
+    if (r < 0)
+        return false;
+    size_t pad = (n && in[n - 1] == '=') + (n > 1 && in[n - 2] == '=');
+    *len = (size_t)r - pad;
+    if (*len > cap)
+        return false;
+    memcpy(out, tmp, *len);
+    return true;
+}
+
+static bool stream_setup(stream *s, json_t *dev)
+{
+    const char *suite = json_string_value(json_object_get(dev, "suite"));
+    const char *key_b64 = json_string_value(json_object_get(dev, "key_b64"));
+    json_int_t ssrc = json_integer_value(json_object_get(dev, "ssrc"));
+    uint8_t key[64];
+    size_t klen = 0;
+    if (!suite || !key_b64 || !ssrc || !b64_decode(key_b64, key, sizeof(key), &klen))
+        return false;
+    srtp_policy_t p;
+    memset(&p, 0, sizeof(p));
+    if (strcmp(suite, "aead_aes_256_gcm") == 0) {
+        if (klen != 44)
+            return false;
+        srtp_crypto_policy_set_aes_gcm_256_16_auth(&p.rtp);
+        srtp_crypto_policy_set_aes_gcm_256_16_auth(&p.rtcp);
+    } else {
+        if (klen != 30)
+            return false;
+        srtp_crypto_policy_set_rtp_default(&p.rtp);
+        srtp_crypto_policy_set_rtcp_default(&p.rtcp);
+    }
+    p.ssrc.type = ssrc_specific;
+    p.ssrc.value = (uint32_t)ssrc;
+    p.key = key;
+    p.window_size = 1024;
+    s->ssrc = (uint32_t)ssrc;
+    bool ok = srtp_create(&s->srtp, &p) == srtp_err_status_ok;
+    memset(key, 0, sizeof(key));
+    if (RAND_bytes((uint8_t *)&s->seq0, sizeof(s->seq0)) != 1 ||
+        RAND_bytes((uint8_t *)&s->ts0, sizeof(s->ts0)) != 1)
+        return false;
+    return ok;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* An SRTCP sender report (and a BYE after it when @p bye). */
+static int rtcp_packet(stream *s, int64_t now_us, bool bye, uint8_t *out)
+{
+    uint64_t ntp_sec = (uint64_t)(now_us / 1000000) + 2208988800u;
+    uint64_t ntp_frac = ((uint64_t)(now_us % 1000000) << 32) / 1000000;
+    /* The frame just sent was captured "now". */
+    uint32_t rtp_ts = s->ts0 + (uint32_t)((s->frame ? s->frame - 1 : 0) * (90000 / FPS));
+    out[0] = 0x80;
+    out[1] = 200;
+    out[2] = 0;
+    out[3] = 6;
+    put32(out + 4, s->ssrc);
+    put32(out + 8, (uint32_t)ntp_sec);
+    put32(out + 12, (uint32_t)ntp_frac);
+    put32(out + 16, rtp_ts);
+    put32(out + 20, (uint32_t)s->sent);
+    put32(out + 24, (uint32_t)s->octets);
+    int len = 28;
+    if (bye) {
+        out[28] = 0x81;
+        out[29] = 203;
+        out[30] = 0;
+        out[31] = 1;
+        put32(out + 32, s->ssrc);
+        len = 36;
+    }
+    if (srtp_protect_rtcp(s->srtp, out, &len) != srtp_err_status_ok)
+        return -1;
+    return len;
+}
+
+/* ----------------------------------------------------------------- send */
+
+typedef struct {
+    int fd;
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    uint8_t (*bufs)[1600];
+    int n;
+    uint64_t send_errors;
+} sender;
+
+static void flush(sender *x)
+{
+    int off = 0;
+    while (off < x->n) {
+        int r = sendmmsg(x->fd, x->msgs + off, (unsigned)(x->n - off), 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == ENOBUFS) {
+                struct timespec ts = {0, 100000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            x->send_errors += (uint64_t)(x->n - off);
+            break;
+        }
+        off += r;
+    }
+    x->n = 0;
+}
+
+static uint8_t *slot(sender *x)
+{
+    if (x->n == BATCH)
+        flush(x);
+    return x->bufs[x->n];
+}
+
+static void queue(sender *x, int len)
+{
+    x->iov[x->n].iov_len = (size_t)len;
+    x->n++;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"devices", required_argument, NULL, 'd'}, {"seconds", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},  {"clip", required_argument, NULL, 'c'},
+        {"streams", required_argument, NULL, 'n'}, {"drop", required_argument, NULL, 'x'},
+        {"no-bye", no_argument, NULL, 'b'},        {NULL, 0, NULL, 0},
+    };
+    const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
+    int64_t seconds = 10, want_streams = 0;
+    uint64_t drops[MAX_DROPS];
+    int ndrops = 0;
+    bool bye = true;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'd': devices_path = optarg; break;
+        case 's':
+            if (!cu_parse_int64(optarg, &seconds) || seconds < 1)
+                return 2;
+            break;
+        case 't': target = optarg; break;
+        case 'c': clip_path = optarg; break;
+        case 'n':
+            if (!cu_parse_int64(optarg, &want_streams) || want_streams < 1)
+                return 2;
+            break;
+        case 'x':
+            for (char *tok = optarg; *tok && ndrops < MAX_DROPS;) {
+                drops[ndrops++] = strtoull(tok, &tok, 10);
+                if (*tok == ',')
+                    tok++;
+                else if (*tok)
+                    return 2;
+            }
+            break;
+        case 'b': bye = false; break;
+        default:
+            fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
+                            "[--clip FILE] [--streams N] [--drop K,...] [--no-bye]\n");
+            return 2;
+        }
+    }
+    if (!devices_path || !clip_path) {
+        fprintf(stderr, "recorders: --devices and --clip are required\n");
+        return 2;
+    }
+    cu_err err;
+    if (ingest_srtp_init(&err) != CU_OK) {
+        fprintf(stderr, "recorders: %s\n", err.msg);
+        return 1;
+    }
+    clip c = {0};
+    if (!clip_load(clip_path, &c)) {
+        fprintf(stderr, "recorders: cannot read the clip %s\n", clip_path);
+        return 1;
+    }
+
+    /* Devices, one JSON object per line. */
+    FILE *df = fopen(devices_path, "r");
+    if (!df) {
+        fprintf(stderr, "recorders: cannot read %s\n", devices_path);
+        return 1;
+    }
+    stream *streams = NULL;
+    size_t nstreams = 0, cap = 0;
+    char line[4096];
+    while (fgets(line, sizeof(line), df)) {
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        if (!j)
+            continue;
+        if (nstreams == cap) {
+            cap = cap ? cap * 2 : 64;
+            streams = realloc(streams, cap * sizeof(*streams));
+            if (!streams)
+                abort();
+        }
+        memset(&streams[nstreams], 0, sizeof(*streams));
+        if (stream_setup(&streams[nstreams], j))
+            nstreams++;
+        else
+            fprintf(stderr, "recorders: skipping a device line without a usable key\n");
+        json_decref(j);
+        if (want_streams && (int64_t)nstreams == want_streams)
+            break;
+    }
+    fclose(df);
+    if (!nstreams) {
+        fprintf(stderr, "recorders: no devices\n");
+        return 1;
+    }
+
+    /* Where to: loopback unless told otherwise. */
+    char host[64];
+    int port = 5004;
+    const char *colon = strrchr(target, ':');
+    if (!colon || (size_t)(colon - target) >= sizeof(host))
+        return 2;
+    memcpy(host, target, (size_t)(colon - target));
+    host[colon - target] = '\0';
+    int64_t port64;
+    if (!cu_parse_int64(colon + 1, &port64) || port64 < 1 || port64 > 65535) {
+        fprintf(stderr, "recorders: bad port in %s\n", target);
+        return 2;
+    }
+    port = (int)port64;
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &dst.sin_addr) != 1) {
+        fprintf(stderr, "recorders: %s is not an IPv4 address\n", host);
+        return 2;
+    }
+    sender x = {.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+    int sndbuf = 8 << 20;
+    setsockopt(x.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    if (connect(x.fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+        fprintf(stderr, "recorders: connect: %s\n", strerror(errno));
+        return 1;
+    }
+    x.bufs = malloc(sizeof(*x.bufs) * BATCH);
+    for (int i = 0; i < BATCH; i++) {
+        x.iov[i].iov_base = x.bufs[i];
+        x.msgs[i].msg_hdr = (struct msghdr){.msg_iov = &x.iov[i], .msg_iovlen = 1};
+    }
+
+    /* Spread the streams over the frame interval. */
+    int64_t t0 = now_us() + 50000;
+    for (size_t i = 0; i < nstreams; i++) {
+        streams[i].phase_us = (int64_t)(i * FRAME_US / nstreams);
+        streams[i].next_sr_us = t0 + 1000000 + streams[i].phase_us;
+    }
+    uint64_t total_frames = (uint64_t)seconds * FPS;
+    uint64_t late_frames = 0, dropped = 0;
+    size_t next = 0; /* the stream whose frame is due next */
+    uint64_t frame_no = 0;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
+    while (frame_no < total_frames) {
+        int64_t due = t0 + (int64_t)frame_no * FRAME_US + streams[next].phase_us;
+        int64_t now = now_us();
+        if (due > now) {
+            flush(&x);
+            if (due - now > 200) {
+                struct timespec ts = {0, (due - now - 100) * 1000};
+                nanosleep(&ts, NULL);
+            }
+            continue;
+        }
+        if (now - due > FRAME_US)
+            late_frames++;
+        stream *s = &streams[next];
+        const tpl_frame *fr = &c.frames[s->frame % c.nframes];
+        uint32_t loop = (uint32_t)(s->frame / c.nframes);
+        uint32_t ts_loop = loop * (uint32_t)c.nframes * (90000 / FPS);
+        for (uint32_t k = 0; k < fr->count; k++) {
+            const tpl_packet *tp = &c.pkts[fr->first + k];
+            uint8_t *b = slot(&x);
+            memcpy(b, c.pool + tp->off, tp->len);
+            uint16_t seq = (uint16_t)(s->seq0 + s->sent);
+            uint32_t ts =
+                s->ts0 + ts_loop +
+                ((uint32_t)b[4] << 24 | (uint32_t)b[5] << 16 | (uint32_t)b[6] << 8 | b[7]);
+            b[1] = (uint8_t)(96 | (tp->marker ? 0x80 : 0));
+            b[2] = (uint8_t)(seq >> 8);
+            b[3] = (uint8_t)seq;
+            put32(b + 4, ts);
+            put32(b + 8, s->ssrc);
+            int len = (int)tp->len;
+            if (srtp_protect(s->srtp, b, &len) != srtp_err_status_ok)
+                continue;
+            /* --drop: packets by their number in the stream (0, 1, ...),
+             * protected (so the sequence advances) but never sent. */
+            bool skip = false;
+            for (int q = 0; q < ndrops; q++)
+                skip |= drops[q] == s->sent;
+            s->sent++;
+            s->octets += tp->len - RTP_HDR;
+            if (skip) {
+                dropped++;
+                continue;
+            }
+            queue(&x, len);
+        }
+        s->frame++;
+        if (now >= s->next_sr_us) {
+            int len = rtcp_packet(s, now, false, slot(&x));
+            if (len > 0)
+                queue(&x, len);
+            s->next_sr_us += 5000000;
+        }
+        if (++next == nstreams) {
+            next = 0;
+            frame_no++;
+        }
+    }
+    flush(&x);
+    if (bye) {
+        for (size_t i = 0; i < nstreams; i++) {
+            int len = rtcp_packet(&streams[i], now_us(), true, slot(&x));
+            if (len > 0)
+                queue(&x, len);
+        }
+        flush(&x);
+    }
+    getrusage(RUSAGE_SELF, &ru1);
+    double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec -
+                          ru0.ru_stime.tv_sec) +
+                 (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec -
+                          ru0.ru_stime.tv_usec) /
+                     1e6;
+    uint64_t sent = 0, octets = 0;
+    json_t *list = json_array();
+    for (size_t i = 0; i < nstreams; i++) {
+        sent += streams[i].sent;
+        octets += streams[i].octets;
+        json_array_append_new(
+            list, json_pack("{s:I, s:i, s:I}", "ssrc", (json_int_t)streams[i].ssrc, "first_seq",
+                            streams[i].seq0, "packets", (json_int_t)streams[i].sent));
+        srtp_dealloc(streams[i].srtp);
+    }
+    json_t *out = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "streams", (json_int_t)nstreams,
+        "seconds", (json_int_t)seconds, "packets_sent", (json_int_t)(sent - dropped),
+        "packets_dropped_on_purpose", (json_int_t)dropped, "payload_bytes", (json_int_t)octets,
+        "clip_frames", (json_int_t)c.nframes, "sender_cpu_s", cpu, "late_frames",
+        (json_int_t)late_frames, "send_errors", (json_int_t)x.send_errors, "per_stream", list);
+    char *text = json_dumps(out, JSON_COMPACT);
+    printf("%s\n", text);
+    free(text);
+    json_decref(out);
+    free(streams);
+    free(x.bufs);
+    free(c.pool);
+    free(c.pkts);
+    free(c.frames);
+    close(x.fd);
+    return 0;
+}

@@ -1,0 +1,958 @@
+/*
+ * Live SRTP/RTP ingest: worker threads, each with its own event loop and
+ * SO_REUSEPORT socket, receive datagrams in recvmmsg batches; per packet:
+ * device lookup by SSRC, SRTP unprotect, the pipeline (validation, reorder,
+ * keyframes, segments). Segments go to the store without waiting.
+ *
+ * The hot path takes no lock and makes no allocation or system call beyond
+ * the batched receive: a worker owns its devices and streams outright.
+ * Other threads talk to a worker through its inbox (a mutex and an event),
+ * which it drains between batches. Two service threads do what may block:
+ * the control thread polls the database for device changes (so a revocation
+ * takes effect within ingest.device_poll_ms) and opens recordings (fsyncs).
+ */
+#include "ingestd_internal.h"
+
+#include "control/control.h"
+#include "pipeline/pipeline.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <srtp2/srtp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BATCH            64
+#define BATCHES_PER_WAKE 16 /* then let timers and the inbox run */
+#define RX_BUF           2048
+#define SRTP_OVERHEAD    32   /* tag and MKI room beyond the largest RTP packet */
+#define PENDING_MAX      8    /* segments held while a recording is being opened */
+#define POOL_SLOTS       4096 /* reorder-window packets per worker */
+
+/* ----------------------------------------------------------------- drops */
+
+typedef enum {
+    DROP_UNKNOWN_SSRC,
+    DROP_REVOKED,
+    DROP_SRTP_AUTH,
+    DROP_REPLAY,
+    DROP_SRTP_OTHER,
+    DROP_MALFORMED,
+    DROP_OVERSIZE,
+    DROP_PAYLOAD_TYPE,
+    DROP_NOMEM,
+    DROP_REASONS
+} drop_reason;
+
+static const char *const drop_names[DROP_REASONS] = {
+    "unknown_ssrc", "revoked",  "srtp_auth",    "replay", "srtp_other",
+    "malformed",    "oversize", "payload_type", "nomem",
+};
+
+CU_METRIC_DEFINE(drop_unknown, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"unknown_ssrc\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_revoked, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"revoked\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_auth, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"srtp_auth\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_replay, CU_METRIC_COUNTER, "custos_ingest_dropped_total", "reason=\"replay\"",
+                 "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_srtp_other, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"srtp_other\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_malformed, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"malformed\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_oversize, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"oversize\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_pt, CU_METRIC_COUNTER, "custos_ingest_dropped_total",
+                 "reason=\"payload_type\"", "Packets dropped, by reason.")
+CU_METRIC_DEFINE(drop_nomem, CU_METRIC_COUNTER, "custos_ingest_dropped_total", "reason=\"nomem\"",
+                 "Packets dropped, by reason.")
+static cu_metric *const drop_metrics[DROP_REASONS] = {
+    &drop_unknown,   &drop_revoked,  &drop_auth, &drop_replay, &drop_srtp_other,
+    &drop_malformed, &drop_oversize, &drop_pt,   &drop_nomem,
+};
+
+CU_METRIC_DEFINE(rx_packets_metric, CU_METRIC_COUNTER, "custos_ingest_packets_total", "",
+                 "Packets received and accepted (RTP and RTCP).")
+CU_METRIC_DEFINE(rx_bytes_metric, CU_METRIC_COUNTER, "custos_ingest_bytes_total", "",
+                 "Bytes of accepted RTP packets after SRTP.")
+CU_METRIC_DEFINE(lost_metric, CU_METRIC_COUNTER, "custos_ingest_packets_lost_total", "",
+                 "Packets never received (sequence gaps past the reorder window).")
+CU_METRIC_DEFINE(late_metric, CU_METRIC_COUNTER, "custos_ingest_packets_late_total", "",
+                 "Packets that arrived after being counted lost.")
+CU_METRIC_DEFINE(streams_metric, CU_METRIC_GAUGE, "custos_ingest_streams", "",
+                 "Streams receiving now.")
+CU_METRIC_DEFINE(segments_metric, CU_METRIC_COUNTER, "custos_ingest_segments_total", "",
+                 "Segments handed to the store.")
+CU_METRIC_DEFINE(shortfall_metric, CU_METRIC_COUNTER, "custos_ingest_shortfall_segments_total", "",
+                 "Segments the store could not take (it fell behind): footage not kept.")
+CU_METRIC_DEFINE(recordings_metric, CU_METRIC_COUNTER, "custos_ingest_recordings_total", "",
+                 "Recordings started.")
+
+/* At most one log line per second per reason, across workers. */
+static _Atomic int64_t drop_last_log_us[DROP_REASONS];
+
+/* ------------------------------------------------------------- messages */
+
+typedef enum { MSG_DEVICE, MSG_OPENED } msg_kind;
+
+typedef struct msg {
+    msg_kind kind;
+    struct msg *next;
+    ctl_device device;    /* MSG_DEVICE (its key is wiped when freed) */
+    uint32_t ssrc;        /* MSG_OPENED: for which device */
+    uint64_t generation;  /* ... and which of its streams */
+    store_recording *rec; /* NULL when the open failed */
+    store_id rec_id;
+} msg;
+
+static void msg_free(msg *m)
+{
+    ctl_device_wipe(&m->device);
+    free(m);
+}
+
+/* ------------------------------------------------------------- workers */
+
+typedef struct pending_seg {
+    uint8_t *data;
+    size_t len;
+    store_segment_meta meta;
+    struct pending_seg *next;
+} pending_seg;
+
+/* A device as one worker knows it, with its stream when it is sending. */
+typedef struct dev {
+    ctl_device info; /* key kept only until the SRTP session exists */
+    srtp_t srtp;
+    struct ingest_worker *w;
+    /* the stream */
+    pipe_stream *pipe;
+    uint64_t generation; /* which stream: open results for older ones are stale */
+    store_recording *rec;
+    bool opening;
+    pending_seg *pending;
+    int npending;
+    int64_t last_us;
+    bool gap_next;
+    bool active;
+} dev;
+
+typedef struct ingest_worker {
+    ingest_service *svc;
+    int index;
+    pthread_t thread;
+    struct event_base *base;
+    int fd;
+    struct event *rx_ev, *tick_ev, *inbox_ev;
+    pipe_pool *pool;
+    /* devices: open addressing on SSRC, indices into devs[] */
+    dev **devs;
+    size_t ndevs, capdevs;
+    uint32_t *slot_ssrc;
+    int32_t *slot_dev;
+    size_t slots; /* power of two */
+    /* inbox */
+    pthread_mutex_t inbox_lock;
+    pthread_cond_t inbox_cond;
+    msg *inbox, *inbox_tail;
+    bool stopping;
+    int opening; /* streams waiting for their recording */
+    /* receive buffers */
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    uint8_t (*bufs)[RX_BUF];
+} ingest_worker;
+
+/* Requests to the control thread. */
+typedef struct open_req {
+    int worker;
+    uint32_t ssrc;
+    uint64_t generation;
+    int64_t device_id;
+    char meta[512];
+    struct open_req *next;
+} open_req;
+
+struct ingest_service {
+    const cu_config *cfg;
+    char data_dir[PATH_MAX];
+    char *dsn;
+    store *store;
+    store_keyring *keys;
+    ingest_worker *workers;
+    int nworkers;
+    pipe_stream_config pipe_cfg;
+    int64_t idle_us;
+    pthread_t control;
+    bool control_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    open_req *opens, *opens_tail;
+    bool stop_control;
+    int64_t device_version;
+    int device_errors;
+};
+
+static void worker_post(ingest_worker *w, msg *m)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    m->next = NULL;
+    if (w->inbox_tail)
+        w->inbox_tail->next = m;
+    else
+        w->inbox = m;
+    w->inbox_tail = m;
+    pthread_cond_signal(&w->inbox_cond);
+    pthread_mutex_unlock(&w->inbox_lock);
+    event_active(w->inbox_ev, EV_READ, 0);
+}
+
+static void drop(drop_reason r, uint32_t ssrc)
+{
+    cu_metric_inc(drop_metrics[r]);
+    int64_t now = cu_time_ms() * 1000;
+    int64_t last = atomic_load_explicit(&drop_last_log_us[r], memory_order_relaxed);
+    if (now - last >= 1000000 && atomic_compare_exchange_strong(&drop_last_log_us[r], &last, now))
+        CU_LOG(CU_LOG_WARN, "ingest", "dropping packets: %s (ssrc %u; at most one line a second)",
+               drop_names[r], ssrc);
+}
+
+/* ----------------------------------------------------- device table */
+
+static dev *dev_find(ingest_worker *w, uint32_t ssrc)
+{
+    if (!w->slots)
+        return NULL;
+    size_t mask = w->slots - 1;
+    for (size_t i = (ssrc * 2654435761u) & mask;; i = (i + 1) & mask) {
+        if (w->slot_dev[i] < 0)
+            return NULL;
+        if (w->slot_ssrc[i] == ssrc)
+            return w->devs[w->slot_dev[i]];
+    }
+}
+
+static void dev_rehash(ingest_worker *w)
+{
+    size_t slots = 64;
+    while (slots < w->ndevs * 2)
+        slots <<= 1;
+    free(w->slot_ssrc);
+    free(w->slot_dev);
+    w->slot_ssrc = cu_xcalloc(slots, sizeof(uint32_t));
+    w->slot_dev = cu_xmalloc(slots * sizeof(int32_t));
+    for (size_t i = 0; i < slots; i++)
+        w->slot_dev[i] = -1;
+    w->slots = slots;
+    for (size_t d = 0; d < w->ndevs; d++) {
+        uint32_t ssrc = w->devs[d]->info.ssrc;
+        size_t i = (ssrc * 2654435761u) & (slots - 1);
+        while (w->slot_dev[i] >= 0)
+            i = (i + 1) & (slots - 1);
+        w->slot_ssrc[i] = ssrc;
+        w->slot_dev[i] = (int32_t)d;
+    }
+}
+
+/* ------------------------------------------------------------ streams */
+
+static void submit(dev *d, uint8_t *data, size_t len, store_segment_meta *m, bool wait)
+{
+    if (d->gap_next) {
+        m->flags |= STORE_SEG_GAP_START;
+        d->gap_next = false;
+    }
+    cu_rc rc = store_segment_submit(d->rec, data, len, m, wait, NULL);
+    if (rc == CU_OK) {
+        cu_metric_inc(&segments_metric);
+    } else {
+        /* The store fell behind (or the recording is damaged): counted, and
+         * the next segment says a gap precedes it. Receiving goes on. */
+        cu_metric_inc(&shortfall_metric);
+        d->gap_next = true;
+    }
+}
+
+static void on_segment(void *ctx, uint8_t *data, size_t len, const pipe_segment_info *info)
+{
+    dev *d = ctx;
+    store_segment_meta m = {.start_us = info->start_us,
+                            .end_us = info->end_us,
+                            .packets = info->packets,
+                            .lost = info->lost,
+                            .flags = (info->lost ? STORE_SEG_LOSS : 0) |
+                                     (info->gap_start ? STORE_SEG_GAP_START : 0) |
+                                     (info->last ? STORE_SEG_LAST : 0)};
+    if (d->rec) {
+        submit(d, data, len, &m, d->w->stopping);
+        return;
+    }
+    /* The recording is still being opened: hold a few segments. */
+    if (d->npending >= PENDING_MAX) {
+        free(data);
+        cu_metric_inc(&shortfall_metric);
+        d->gap_next = true;
+        return;
+    }
+    pending_seg *p = cu_xcalloc(1, sizeof(*p));
+    p->data = data;
+    p->len = len;
+    p->meta = m;
+    pending_seg **tail = &d->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    d->npending++;
+}
+
+static void request_open(ingest_worker *w, dev *d)
+{
+    ingest_service *s = w->svc;
+    open_req *r = cu_xcalloc(1, sizeof(*r));
+    r->worker = w->index;
+    r->ssrc = d->info.ssrc;
+    r->generation = d->generation;
+    r->device_id = d->info.id;
+    snprintf(r->meta, sizeof(r->meta),
+             "source=srtp\ndevice_id=%lld\ndevice_serial=%s\nssrc=%u\nsuite=%s\ncodec=%s\n"
+             "payload_type=%d\nclock_rate=%d\n",
+             (long long)d->info.id, d->info.serial, d->info.ssrc, d->info.suite, d->info.codec,
+             d->info.payload_type, d->info.clock_rate);
+    d->opening = true;
+    w->opening++;
+    pthread_mutex_lock(&s->lock);
+    if (s->opens_tail)
+        s->opens_tail->next = r;
+    else
+        s->opens = r;
+    s->opens_tail = r;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static bool stream_start(ingest_worker *w, dev *d)
+{
+    ingest_service *s = w->svc;
+    pipe_stream_config pc = s->pipe_cfg;
+    pc.codec = pipe_codec_parse(d->info.codec);
+    pc.payload_type = (uint8_t)d->info.payload_type;
+    pc.clock_rate = (uint32_t)d->info.clock_rate;
+    pc.pool = w->pool;
+    if (!pc.codec)
+        return false;
+    d->pipe = pipe_stream_create(&pc, d->info.ssrc, on_segment, d);
+    d->generation++;
+    d->gap_next = false;
+    cu_metric_add(&streams_metric, 1);
+    cu_metric_inc(&recordings_metric);
+    request_open(w, d);
+    return true;
+}
+
+/* End the stream: the last segment, then the recording's seal. If the
+ * recording is still being opened, it is closed when the open completes. */
+static void stream_end(dev *d)
+{
+    if (!d->pipe)
+        return;
+    pipe_stream_finish(d->pipe);
+    pipe_stream_stats st;
+    pipe_stream_stats_get(d->pipe, &st);
+    cu_metric_add(&lost_metric, (int64_t)st.lost);
+    cu_metric_add(&late_metric, (int64_t)st.late);
+    pipe_stream_destroy(d->pipe);
+    d->pipe = NULL;
+    cu_metric_add(&streams_metric, -1);
+    if (d->rec) {
+        store_recording_close(d->rec);
+        d->rec = NULL;
+    }
+}
+
+/* A recording was opened (or failed to) for a stream of @p d. */
+static void stream_opened(ingest_worker *w, dev *d, msg *m)
+{
+    d->opening = d->generation == m->generation ? false : d->opening;
+    w->opening--;
+    bool current = d->generation == m->generation && d->pipe;
+    if (!m->rec) {
+        /* Cannot record: the held segments are lost footage, counted. */
+        while (d->pending) {
+            pending_seg *p = d->pending;
+            d->pending = p->next;
+            free(p->data);
+            free(p);
+            cu_metric_inc(&shortfall_metric);
+        }
+        d->npending = 0;
+        return;
+    }
+    store_recording *rec = m->rec;
+    bool wait = w->stopping;
+    /* Segments held for it, in order. */
+    store_recording *saved = d->rec;
+    d->rec = rec;
+    while (d->pending) {
+        pending_seg *p = d->pending;
+        d->pending = p->next;
+        submit(d, p->data, p->len, &p->meta, wait);
+        free(p);
+    }
+    d->npending = 0;
+    if (current) {
+        (void)saved;
+        return;
+    }
+    /* The stream ended while its recording was opening: seal it now. */
+    store_recording_close(rec);
+    d->rec = saved;
+}
+
+/* ------------------------------------------------------------ devices */
+
+static void dev_free(dev *d)
+{
+    stream_end(d);
+    if (d->srtp)
+        srtp_dealloc(d->srtp);
+    ctl_device_wipe(&d->info);
+    free(d);
+}
+
+static bool dev_srtp(dev *d)
+{
+    srtp_policy_t p;
+    memset(&p, 0, sizeof(p));
+    if (strcmp(d->info.suite, "aead_aes_256_gcm") == 0) {
+        srtp_crypto_policy_set_aes_gcm_256_16_auth(&p.rtp);
+        srtp_crypto_policy_set_aes_gcm_256_16_auth(&p.rtcp);
+    } else {
+        srtp_crypto_policy_set_rtp_default(&p.rtp);
+        srtp_crypto_policy_set_rtcp_default(&p.rtcp);
+    }
+    p.ssrc.type = ssrc_specific;
+    p.ssrc.value = d->info.ssrc;
+    p.key = d->info.key;
+    p.window_size = 1024; /* replay protection well past the 64 required */
+    p.allow_repeat_tx = 0;
+    bool ok = srtp_create(&d->srtp, &p) == srtp_err_status_ok;
+    ctl_device_wipe(&d->info); /* the session holds the derived keys now */
+    return ok;
+}
+
+static void device_update(ingest_worker *w, const ctl_device *info)
+{
+    dev *d = dev_find(w, info->ssrc);
+    if (d && d->info.id != info->id)
+        d = NULL; /* an SSRC reused by another device: cannot happen (unique) */
+    if (d) {
+        if (!info->active && d->active) {
+            /* Revoked: end what it was sending; its packets are refused from now. */
+            stream_end(d);
+            d->active = false;
+        }
+        d->info.version = info->version;
+        return;
+    }
+    d = cu_xcalloc(1, sizeof(*d));
+    d->info = *info;
+    d->w = w;
+    d->active = info->active;
+    if (d->active && !dev_srtp(d)) {
+        CU_LOG(CU_LOG_ERROR, "ingest", "device %s: cannot create its SRTP session", info->serial);
+        d->active = false;
+    }
+    if (w->ndevs == w->capdevs) {
+        w->capdevs = w->capdevs ? w->capdevs * 2 : 64;
+        dev **bigger = realloc(w->devs, w->capdevs * sizeof(*bigger));
+        if (!bigger)
+            abort();
+        w->devs = bigger;
+    }
+    w->devs[w->ndevs++] = d;
+    dev_rehash(w);
+}
+
+/* ----------------------------------------------------------------- RTCP */
+
+/* Sender reports map RTP time to wall clock; BYE ends the recording. */
+static void handle_rtcp(dev *d, const uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (off + 4 <= len) {
+        uint8_t pt = p[off + 1];
+        size_t words = (size_t)(p[off + 2] << 8 | p[off + 3]);
+        size_t plen = 4 + 4 * words;
+        if ((p[off] >> 6) != 2 || off + plen > len)
+            return;
+        if (pt == 200 && plen >= 28 && d->pipe) {
+            uint64_t ntp_sec = (uint64_t)p[off + 8] << 24 | (uint64_t)p[off + 9] << 16 |
+                               (uint64_t)p[off + 10] << 8 | p[off + 11];
+            uint64_t ntp_frac = (uint64_t)p[off + 12] << 24 | (uint64_t)p[off + 13] << 16 |
+                                (uint64_t)p[off + 14] << 8 | p[off + 15];
+            uint32_t rtp_ts = (uint32_t)p[off + 16] << 24 | (uint32_t)p[off + 17] << 16 |
+                              (uint32_t)p[off + 18] << 8 | p[off + 19];
+            if (ntp_sec > 2208988800u) {
+                int64_t us = (int64_t)(ntp_sec - 2208988800u) * 1000000 +
+                             (int64_t)((ntp_frac * 1000000) >> 32);
+                pipe_stream_clock(d->pipe, rtp_ts, us);
+            }
+        } else if (pt == 203) {
+            stream_end(d);
+        }
+        off += plen;
+    }
+}
+
+/* ------------------------------------------------------------- receive */
+
+static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated, int64_t now_us)
+{
+    uint32_t ssrc = 0;
+    if (truncated || len > PIPE_RTP_MAX + SRTP_OVERHEAD) {
+        drop(DROP_OVERSIZE, 0);
+        return;
+    }
+    if (!pipe_peek_ssrc(buf, len, &ssrc)) {
+        drop(DROP_MALFORMED, 0);
+        return;
+    }
+    dev *d = dev_find(w, ssrc);
+    if (!d) {
+        drop(DROP_UNKNOWN_SSRC, ssrc);
+        return;
+    }
+    if (!d->active) {
+        drop(DROP_REVOKED, ssrc);
+        return;
+    }
+    int n = (int)len;
+    bool rtcp = pipe_is_rtcp(buf, len);
+    srtp_err_status_t st =
+        rtcp ? srtp_unprotect_rtcp(d->srtp, buf, &n) : srtp_unprotect(d->srtp, buf, &n);
+    if (st != srtp_err_status_ok) {
+        drop(st == srtp_err_status_auth_fail ? DROP_SRTP_AUTH
+             : st == srtp_err_status_replay_fail || st == srtp_err_status_replay_old
+                 ? DROP_REPLAY
+                 : DROP_SRTP_OTHER,
+             ssrc);
+        return;
+    }
+    cu_metric_inc(&rx_packets_metric);
+    d->last_us = now_us;
+    if (rtcp) {
+        handle_rtcp(d, buf, (size_t)n);
+        return;
+    }
+    if (!d->pipe && !stream_start(w, d)) {
+        drop(DROP_MALFORMED, ssrc);
+        return;
+    }
+    pipe_rtp_status ps = pipe_stream_push(d->pipe, buf, (size_t)n, now_us);
+    if (ps == PIPE_RTP_OK)
+        cu_metric_add(&rx_bytes_metric, n);
+    else
+        drop(ps == PIPE_RTP_PAYLOAD_TYPE ? DROP_PAYLOAD_TYPE
+             : ps == PIPE_RTP_NOMEM      ? DROP_NOMEM
+             : ps == PIPE_RTP_TOO_LONG   ? DROP_OVERSIZE
+                                         : DROP_MALFORMED,
+             ssrc);
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    ingest_worker *w = arg;
+    (void)what;
+    for (int round = 0; round < BATCHES_PER_WAKE; round++) {
+        for (int i = 0; i < BATCH; i++) {
+            w->iov[i].iov_base = w->bufs[i];
+            w->iov[i].iov_len = RX_BUF;
+            w->msgs[i].msg_hdr.msg_iov = &w->iov[i];
+            w->msgs[i].msg_hdr.msg_iovlen = 1;
+            w->msgs[i].msg_hdr.msg_name = NULL;
+            w->msgs[i].msg_hdr.msg_namelen = 0;
+            w->msgs[i].msg_hdr.msg_control = NULL;
+            w->msgs[i].msg_hdr.msg_controllen = 0;
+            w->msgs[i].msg_hdr.msg_flags = 0;
+        }
+        int n = recvmmsg(fd, w->msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            return; /* EAGAIN: drained */
+        int64_t now_us = cu_time_ms() * 1000;
+        for (int i = 0; i < n; i++)
+            on_packet(w, w->bufs[i], w->msgs[i].msg_len,
+                      (w->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_us);
+        if (n < BATCH)
+            return;
+    }
+}
+
+/* Reorder timeouts every tick; idle streams end. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    ingest_worker *w = arg;
+    (void)fd;
+    (void)what;
+    int64_t now = cu_time_ms() * 1000;
+    for (size_t i = 0; i < w->ndevs; i++) {
+        dev *d = w->devs[i];
+        if (!d->pipe)
+            continue;
+        if (now - d->last_us >= w->svc->idle_us)
+            stream_end(d);
+        else
+            pipe_stream_tick(d->pipe, now);
+    }
+}
+
+static void drain_inbox(ingest_worker *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    msg *m = w->inbox;
+    w->inbox = w->inbox_tail = NULL;
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (m) {
+        msg *next = m->next;
+        if (m->kind == MSG_DEVICE) {
+            device_update(w, &m->device);
+        } else {
+            dev *d = dev_find(w, m->ssrc);
+            if (d)
+                stream_opened(w, d, m);
+            else if (m->rec)
+                store_recording_close(m->rec);
+        }
+        msg_free(m);
+        m = next;
+    }
+}
+
+static void on_inbox(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    drain_inbox(arg);
+}
+
+static void *worker_main(void *arg)
+{
+    ingest_worker *w = arg;
+    event_base_dispatch(w->base);
+    /* Stopping: end every stream, waiting for recordings still being opened
+     * so that no received footage is dropped. */
+    w->stopping = true;
+    drain_inbox(w);
+    for (size_t i = 0; i < w->ndevs; i++)
+        stream_end(w->devs[i]);
+    pthread_mutex_lock(&w->inbox_lock);
+    while (w->opening > 0) {
+        while (!w->inbox)
+            pthread_cond_wait(&w->inbox_cond, &w->inbox_lock);
+        pthread_mutex_unlock(&w->inbox_lock);
+        drain_inbox(w);
+        pthread_mutex_lock(&w->inbox_lock);
+    }
+    pthread_mutex_unlock(&w->inbox_lock);
+    return NULL;
+}
+
+/* -------------------------------------------------------- control thread */
+
+static void on_device(void *ctx, const ctl_device *d)
+{
+    ingest_service *s = ctx;
+    for (int i = 0; i < s->nworkers; i++) {
+        msg *m = cu_xcalloc(1, sizeof(*m));
+        m->kind = MSG_DEVICE;
+        m->device = *d;
+        worker_post(&s->workers[i], m);
+    }
+    CU_LOG(CU_LOG_INFO, "ingest", "device %s (ssrc %u) %s", d->serial, d->ssrc,
+           d->active ? "active" : "revoked");
+}
+
+static void poll_devices(ingest_service *s, PGconn **conn)
+{
+    cu_err err;
+    if (!*conn && db_connect(s->dsn, "custos-ingest", conn, &err) != CU_OK) {
+        *conn = NULL;
+        if (s->device_errors++ % 20 == 0)
+            CU_LOG(CU_LOG_WARN, "ingest", "device list: %s (known devices keep working)", err.msg);
+        return;
+    }
+    int64_t max = s->device_version;
+    if (ctl_devices_changed(*conn, s->keys, s->device_version, on_device, s, &max, &err) != CU_OK) {
+        if (s->device_errors++ % 20 == 0)
+            CU_LOG(CU_LOG_WARN, "ingest", "device list: %s", err.msg);
+        PQfinish(*conn);
+        *conn = NULL;
+        return;
+    }
+    s->device_errors = 0;
+    s->device_version = max;
+}
+
+static void do_open(ingest_service *s, open_req *r)
+{
+    cu_err err;
+    msg *m = cu_xcalloc(1, sizeof(*m));
+    m->kind = MSG_OPENED;
+    m->ssrc = r->ssrc;
+    m->generation = r->generation;
+    store_recording_attrs attrs = {.device_id = r->device_id, .meta = r->meta};
+    if (store_recording_open(s->store, &attrs, &m->rec, &m->rec_id, &err) != CU_OK) {
+        CU_LOG(CU_LOG_ERROR, "ingest", "cannot start a recording for ssrc %u: %s", r->ssrc,
+               err.msg);
+        m->rec = NULL;
+    }
+    worker_post(&s->workers[r->worker], m);
+}
+
+static void *control_main(void *arg)
+{
+    ingest_service *s = arg;
+    PGconn *conn = NULL;
+    int64_t next_poll = 0;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (s->opens) {
+            open_req *r = s->opens;
+            s->opens = r->next;
+            if (!s->opens)
+                s->opens_tail = NULL;
+            pthread_mutex_unlock(&s->lock);
+            do_open(s, r);
+            free(r);
+            pthread_mutex_lock(&s->lock);
+        }
+        if (s->stop_control)
+            break;
+        int64_t now = cu_mono_ns();
+        if (now >= next_poll) {
+            pthread_mutex_unlock(&s->lock);
+            poll_devices(s, &conn);
+            pthread_mutex_lock(&s->lock);
+            next_poll = cu_mono_ns() + s->cfg->ingest_device_poll_ms * 1000000;
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t wait_ns = next_poll - now;
+        ts.tv_sec += wait_ns / 1000000000;
+        ts.tv_nsec += wait_ns % 1000000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+    }
+    pthread_mutex_unlock(&s->lock);
+    PQfinish(conn);
+    return NULL;
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+static void ingest_service_free(ingest_service *s);
+
+static cu_rc open_socket(const ingest_service *s, int *fd_out, cu_err *err)
+{
+    const cu_config *cfg = s->cfg;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(cfg->ingest_bind, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)cfg->ingest_udp_port);
+        inet_pton(AF_INET6, cfg->ingest_bind, &a->sin6_addr);
+        sl = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)cfg->ingest_udp_port);
+        inet_pton(AF_INET, cfg->ingest_bind, &a->sin_addr);
+        sl = sizeof(*a);
+    }
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return cu_err_set(err, e == EADDRINUSE ? CU_ERR_BUSY : CU_ERR_IO,
+                          "ingest (ingest.bind, ingest.udp_port): cannot listen on %s:%lld/udp: %s",
+                          cfg->ingest_bind, (long long)cfg->ingest_udp_port, strerror(e));
+    }
+    int want = (int)cfg->ingest_rcvbuf_bytes, got = 0;
+    socklen_t gl = sizeof(got);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl);
+    if (got / 2 < want) /* the kernel reports twice what it grants */
+        CU_LOG(CU_LOG_WARN, "ingest",
+               "receive buffer capped by the kernel at %d bytes (asked %d; raise "
+               "net.core.rmem_max)",
+               got / 2, want);
+    *fd_out = fd;
+    return CU_OK;
+}
+
+/* The port must be free: a socket without SO_REUSEPORT fails if anyone,
+ * another ingestd included, holds it. */
+static cu_rc check_port_free(const ingest_service *s, cu_err *err)
+{
+    return ingest_udp_port_free(s->cfg->ingest_bind, (int)s->cfg->ingest_udp_port,
+                                "ingest (ingest.bind, ingest.udp_port)", err);
+}
+
+cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const char *dsn, store *st,
+                           ingest_service **out, cu_err *err)
+{
+    cu_rc rc = ingest_srtp_init(err);
+    if (rc)
+        return rc;
+    ingest_service *s = cu_xcalloc(1, sizeof(*s));
+    s->cfg = cfg;
+    cu_strlcpy(s->data_dir, data_dir, sizeof(s->data_dir));
+    s->dsn = cu_xstrdup(dsn);
+    s->store = st;
+    s->idle_us = cfg->ingest_idle_timeout_s * 1000000;
+    s->pipe_cfg = (pipe_stream_config){.target_us = cfg->segment_target_ms * 1000,
+                                       .max_us = cfg->segment_max_ms * 1000,
+                                       .reorder_packets = (int)cfg->ingest_reorder_packets,
+                                       .reorder_us = cfg->ingest_reorder_ms * 1000};
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->nworkers =
+        cfg->ingest_workers > 0 ? (int)cfg->ingest_workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->nworkers < 1)
+        s->nworkers = 1;
+    s->workers = cu_xcalloc((size_t)s->nworkers, sizeof(ingest_worker));
+
+    rc = store_keyring_open(data_dir, true, &s->keys, err);
+    if (rc)
+        goto fail;
+    rc = check_port_free(s, err);
+    if (rc)
+        goto fail;
+    for (int i = 0; i < s->nworkers; i++) {
+        ingest_worker *w = &s->workers[i];
+        w->svc = s;
+        w->index = i;
+        w->fd = -1;
+        pthread_mutex_init(&w->inbox_lock, NULL);
+        pthread_cond_init(&w->inbox_cond, NULL);
+        w->bufs = cu_xmalloc(sizeof(*w->bufs) * BATCH);
+        w->pool = pipe_pool_create(POOL_SLOTS);
+        rc = open_socket(s, &w->fd, err);
+        if (rc)
+            goto fail;
+        w->base = event_base_new();
+        if (!w->base) {
+            rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create an event loop");
+            goto fail;
+        }
+        w->rx_ev = event_new(w->base, w->fd, EV_READ | EV_PERSIST, on_readable, w);
+        w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+        w->inbox_ev = event_new(w->base, -1, 0, on_inbox, w);
+        struct timeval tick = {0, 20000};
+        if (!w->rx_ev || !w->tick_ev || !w->inbox_ev || event_add(w->rx_ev, NULL) != 0 ||
+            event_add(w->tick_ev, &tick) != 0) {
+            rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create ingest events");
+            goto fail;
+        }
+    }
+    /* Devices first, so that the first packets find them. */
+    PGconn *first = NULL;
+    poll_devices(s, &first);
+    PQfinish(first);
+    for (int i = 0; i < s->nworkers; i++)
+        drain_inbox(&s->workers[i]);
+    if (pthread_create(&s->control, NULL, control_main, s) != 0) {
+        rc = cu_err_set(err, CU_ERR_IO, "cannot start the ingest control thread");
+        goto fail;
+    }
+    s->control_started = true;
+    for (int i = 0; i < s->nworkers; i++)
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
+            rc = cu_err_set(err, CU_ERR_IO, "cannot start ingest worker %d", i);
+            /* Workers already started stop with the service. */
+            s->nworkers = i;
+            ingest_service_stop(s);
+            return rc;
+        }
+    CU_LOG(CU_LOG_INFO, "ingest", "receiving SRTP/RTP on %s:%lld/udp with %d worker(s)",
+           cfg->ingest_bind, (long long)cfg->ingest_udp_port, s->nworkers);
+    *out = s;
+    return CU_OK;
+fail:
+    ingest_service_free(s);
+    return rc;
+}
+
+static void ingest_service_free(ingest_service *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        ingest_worker *w = &s->workers[i];
+        drain_inbox(w);
+        for (size_t d = 0; d < w->ndevs; d++)
+            dev_free(w->devs[d]);
+        free(w->devs);
+        free(w->slot_ssrc);
+        free(w->slot_dev);
+        if (w->rx_ev)
+            event_free(w->rx_ev);
+        if (w->tick_ev)
+            event_free(w->tick_ev);
+        if (w->inbox_ev)
+            event_free(w->inbox_ev);
+        if (w->base)
+            event_base_free(w->base);
+        if (w->fd >= 0)
+            close(w->fd);
+        pipe_pool_destroy(w->pool);
+        free(w->bufs);
+        pthread_mutex_destroy(&w->inbox_lock);
+        pthread_cond_destroy(&w->inbox_cond);
+    }
+    while (s->opens) {
+        open_req *r = s->opens;
+        s->opens = r->next;
+        free(r);
+    }
+    store_keyring_close(s->keys);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s->workers);
+    free(s->dsn);
+    free(s);
+}
+
+void ingest_service_stop(ingest_service *s)
+{
+    if (!s)
+        return;
+    /* Workers first: each ends its streams and waits for recordings still
+     * being opened, which the control thread keeps serving meanwhile. */
+    for (int i = 0; i < s->nworkers; i++)
+        event_base_loopexit(s->workers[i].base, NULL);
+    for (int i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    if (s->control_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stop_control = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->control, NULL);
+    }
+    ingest_service_free(s);
+}
