@@ -12,6 +12,7 @@
  *
  * usage: recorders --devices FILE --seconds S [--target 127.0.0.1:5004]
  *                  [--clip FILE] [--streams N] [--drop K,K...] [--no-bye]
+ * --port-per-stream sends stream i to port+i; --no-rtcp sends RTP only.
  * FILE holds one JSON object per line, as `ingestctl device add --json`
  * prints them. Prints one JSON object: what was sent.
  */
@@ -66,6 +67,9 @@ typedef struct {
     uint64_t octets;
     uint64_t frame;   /* frames sent */
     int64_t phase_us; /* offset within the frame interval */
+    struct sockaddr_in to;
+    int fd; /* its own socket: distinct recorders have distinct source ports,
+             * which is what spreads them over ingestd's SO_REUSEPORT workers */
     int64_t next_sr_us;
 } stream;
 
@@ -341,7 +345,7 @@ static int rtcp_packet(stream *s, int64_t now_us, bool bye, uint8_t *out)
 /* ----------------------------------------------------------------- send */
 
 typedef struct {
-    int fd;
+    int fd; /* the socket the queued messages go out on */
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     uint8_t (*bufs)[1600];
@@ -377,9 +381,11 @@ static uint8_t *slot(sender *x)
     return x->bufs[x->n];
 }
 
-static void queue(sender *x, int len)
+static void queue(sender *x, int len, struct sockaddr_in *to)
 {
     x->iov[x->n].iov_len = (size_t)len;
+    x->msgs[x->n].msg_hdr.msg_name = to;
+    x->msgs[x->n].msg_hdr.msg_namelen = sizeof(*to);
     x->n++;
 }
 
@@ -396,13 +402,14 @@ int main(int argc, char **argv)
         {"devices", required_argument, NULL, 'd'}, {"seconds", required_argument, NULL, 's'},
         {"target", required_argument, NULL, 't'},  {"clip", required_argument, NULL, 'c'},
         {"streams", required_argument, NULL, 'n'}, {"drop", required_argument, NULL, 'x'},
-        {"no-bye", no_argument, NULL, 'b'},        {NULL, 0, NULL, 0},
+        {"no-bye", no_argument, NULL, 'b'},        {"port-per-stream", no_argument, NULL, 'p'},
+        {"no-rtcp", no_argument, NULL, 'r'},       {NULL, 0, NULL, 0},
     };
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;
     uint64_t drops[MAX_DROPS];
     int ndrops = 0;
-    bool bye = true;
+    bool bye = true, port_per_stream = false, rtcp = true;
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -427,6 +434,8 @@ int main(int argc, char **argv)
             }
             break;
         case 'b': bye = false; break;
+        case 'p': port_per_stream = true; break;
+        case 'r': rtcp = false; break;
         default:
             fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
                             "[--clip FILE] [--streams N] [--drop K,...] [--no-bye]\n");
@@ -502,12 +511,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "recorders: %s is not an IPv4 address\n", host);
         return 2;
     }
-    sender x = {.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
-    int sndbuf = 8 << 20;
-    setsockopt(x.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-    if (connect(x.fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
-        fprintf(stderr, "recorders: connect: %s\n", strerror(errno));
-        return 1;
+    sender x = {.fd = -1};
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nstreams + 64) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    for (size_t i = 0; i < nstreams; i++) {
+        int sndbuf = 1 << 20;
+        streams[i].fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (streams[i].fd < 0) {
+            fprintf(stderr, "recorders: socket: %s\n", strerror(errno));
+            return 1;
+        }
+        setsockopt(streams[i].fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+        streams[i].to = dst;
+        if (port_per_stream)
+            streams[i].to.sin_port = htons((uint16_t)(port + (int)i));
     }
     x.bufs = malloc(sizeof(*x.bufs) * BATCH);
     for (int i = 0; i < BATCH; i++) {
@@ -522,7 +542,7 @@ int main(int argc, char **argv)
         streams[i].next_sr_us = t0 + 1000000 + streams[i].phase_us;
     }
     uint64_t total_frames = (uint64_t)seconds * FPS;
-    uint64_t late_frames = 0, dropped = 0;
+    uint64_t late_frames = 0, dropped = 0, rtcp_sent = 0;
     size_t next = 0; /* the stream whose frame is due next */
     uint64_t frame_no = 0;
     struct rusage ru0, ru1;
@@ -541,6 +561,10 @@ int main(int argc, char **argv)
         if (now - due > FRAME_US)
             late_frames++;
         stream *s = &streams[next];
+        if (x.fd != s->fd) {
+            flush(&x);
+            x.fd = s->fd;
+        }
         const tpl_frame *fr = &c.frames[s->frame % c.nframes];
         uint32_t loop = (uint32_t)(s->frame / c.nframes);
         uint32_t ts_loop = loop * (uint32_t)c.nframes * (90000 / FPS);
@@ -571,13 +595,15 @@ int main(int argc, char **argv)
                 dropped++;
                 continue;
             }
-            queue(&x, len);
+            queue(&x, len, &s->to);
         }
         s->frame++;
-        if (now >= s->next_sr_us) {
+        if (rtcp && now >= s->next_sr_us) {
             int len = rtcp_packet(s, now, false, slot(&x));
-            if (len > 0)
-                queue(&x, len);
+            if (len > 0) {
+                queue(&x, len, &s->to);
+                rtcp_sent++;
+            }
             s->next_sr_us += 5000000;
         }
         if (++next == nstreams) {
@@ -586,11 +612,15 @@ int main(int argc, char **argv)
         }
     }
     flush(&x);
-    if (bye) {
+    if (bye && rtcp) {
         for (size_t i = 0; i < nstreams; i++) {
+            flush(&x);
+            x.fd = streams[i].fd;
             int len = rtcp_packet(&streams[i], now_us(), true, slot(&x));
-            if (len > 0)
-                queue(&x, len);
+            if (len > 0) {
+                queue(&x, len, &streams[i].to);
+                rtcp_sent++;
+            }
         }
         flush(&x);
     }
@@ -609,13 +639,15 @@ int main(int argc, char **argv)
             list, json_pack("{s:I, s:i, s:I}", "ssrc", (json_int_t)streams[i].ssrc, "first_seq",
                             streams[i].seq0, "packets", (json_int_t)streams[i].sent));
         srtp_dealloc(streams[i].srtp);
+        close(streams[i].fd);
     }
-    json_t *out = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "streams", (json_int_t)nstreams,
-        "seconds", (json_int_t)seconds, "packets_sent", (json_int_t)(sent - dropped),
-        "packets_dropped_on_purpose", (json_int_t)dropped, "payload_bytes", (json_int_t)octets,
-        "clip_frames", (json_int_t)c.nframes, "sender_cpu_s", cpu, "late_frames",
-        (json_int_t)late_frames, "send_errors", (json_int_t)x.send_errors, "per_stream", list);
+    json_t *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "streams",
+                            (json_int_t)nstreams, "seconds", (json_int_t)seconds, "packets_sent",
+                            (json_int_t)(sent - dropped), "rtcp_sent", (json_int_t)rtcp_sent,
+                            "packets_dropped_on_purpose", (json_int_t)dropped, "payload_bytes",
+                            (json_int_t)octets, "clip_frames", (json_int_t)c.nframes,
+                            "sender_cpu_s", cpu, "late_frames", (json_int_t)late_frames,
+                            "send_errors", (json_int_t)x.send_errors, "per_stream", list);
     char *text = json_dumps(out, JSON_COMPACT);
     printf("%s\n", text);
     free(text);
@@ -625,6 +657,5 @@ int main(int argc, char **argv)
     free(c.pool);
     free(c.pkts);
     free(c.frames);
-    close(x.fd);
     return 0;
 }

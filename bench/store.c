@@ -123,7 +123,9 @@ int main(int argc, char **argv)
 
     int64_t t0 = cu_mono_ns();
     for (int64_t i = 0; i < nsegs; i++) {
-        uint8_t *data = cu_xmalloc(seg_bytes);
+        uint8_t *data = cu_segbuf_alloc(seg_bytes, NULL);
+        if (!data)
+            abort();
         memcpy(data, template, seg_bytes);
         data[i % (int64_t)seg_bytes] ^= (uint8_t)i; /* no two segments alike */
         store_segment_meta m = {

@@ -117,31 +117,32 @@ void cu_log_route_libevent(void);
  * Strings are owned by the cu_config and freed by cu_config_free().
  */
 typedef struct {
-    char *data_dir;               /* data.dir */
-    int log_level;                /* log.level (a cu_log_level) */
-    char *log_file;               /* log.file ("" = stderr) */
-    char *http_bind;              /* http.bind */
-    int64_t http_port;            /* http.port */
-    int64_t http_timeout_s;       /* http.timeout_s */
-    char *db_dsn;                 /* db.dsn ("" = embedded cluster) */
-    char *db_pg_bindir;           /* db.pg_bindir ("" = discover) */
-    char *db_pg_user;             /* db.pg_user: runs the embedded cluster when root */
-    int64_t db_start_timeout_s;   /* db.start_timeout_s */
-    int64_t db_stop_timeout_s;    /* db.stop_timeout_s */
-    int64_t store_workers;        /* store.workers (0 = 2 per CPU) */
-    int64_t store_syncers;        /* store.syncers */
-    int64_t store_queue_segments; /* store.queue_segments */
-    int64_t store_index_wait_s;   /* store.index_wait_s */
-    char *ingest_bind;            /* ingest.bind */
-    int64_t ingest_udp_port;      /* ingest.udp_port */
-    int64_t ingest_workers;       /* ingest.workers (0 = one per CPU) */
-    int64_t ingest_rcvbuf_bytes;  /* ingest.rcvbuf_bytes */
+    char *data_dir;                 /* data.dir */
+    int log_level;                  /* log.level (a cu_log_level) */
+    char *log_file;                 /* log.file ("" = stderr) */
+    char *http_bind;                /* http.bind */
+    int64_t http_port;              /* http.port */
+    int64_t http_timeout_s;         /* http.timeout_s */
+    char *db_dsn;                   /* db.dsn ("" = embedded cluster) */
+    char *db_pg_bindir;             /* db.pg_bindir ("" = discover) */
+    char *db_pg_user;               /* db.pg_user: runs the embedded cluster when root */
+    int64_t db_start_timeout_s;     /* db.start_timeout_s */
+    int64_t db_stop_timeout_s;      /* db.stop_timeout_s */
+    int64_t store_workers;          /* store.workers (0 = 2 per CPU) */
+    int64_t store_syncers;          /* store.syncers */
+    int64_t store_queue_segments;   /* store.queue_segments */
+    int64_t store_index_wait_s;     /* store.index_wait_s */
+    char *ingest_bind;              /* ingest.bind */
+    int64_t ingest_udp_port;        /* ingest.udp_port */
+    int64_t ingest_workers;         /* ingest.workers (0 = one per CPU) */
+    int64_t ingest_rcvbuf_bytes;    /* ingest.rcvbuf_bytes */
     int64_t ingest_reorder_packets; /* ingest.reorder_packets */
-    int64_t ingest_reorder_ms;    /* ingest.reorder_ms */
-    int64_t ingest_idle_timeout_s; /* ingest.idle_timeout_s */
-    int64_t ingest_device_poll_ms; /* ingest.device_poll_ms */
-    int64_t segment_target_ms;    /* segment.target_ms */
-    int64_t segment_max_ms;       /* segment.max_ms */
+    int64_t ingest_reorder_ms;      /* ingest.reorder_ms */
+    int64_t ingest_idle_timeout_s;  /* ingest.idle_timeout_s */
+    int64_t ingest_device_poll_ms;  /* ingest.device_poll_ms */
+    int64_t ingest_coalesce_us;     /* ingest.coalesce_us */
+    int64_t segment_target_ms;      /* segment.target_ms */
+    int64_t segment_max_ms;         /* segment.max_ms */
 } cu_config;
 
 /** Fill @p cfg with every setting's default. Free with cu_config_free(). */
@@ -277,6 +278,21 @@ const char *cu_datadir_path(const cu_datadir *dd);
 /** Release the lock and free the handle. NULL is a no-op. */
 void cu_datadir_close(cu_datadir *dd);
 
+/* -------------------------------------------------------- segment buffers */
+
+/**
+ * Large buffers (segments, up to 128 MiB) recycled rather than returned to
+ * the system: reuse avoids the page faults of fresh memory and the TLB
+ * shootdowns of unmapping it on another thread. Thread-safe. NULL when
+ * @p size is too large or memory is short; *@p cap (may be NULL) receives
+ * the usable size.
+ */
+void *cu_segbuf_alloc(size_t size, size_t *cap);
+/** A larger buffer holding the first @p used bytes of @p p (which is freed). */
+void *cu_segbuf_grow(void *p, size_t used, size_t need, size_t *cap);
+/** Give a buffer back. NULL is a no-op. */
+void cu_segbuf_free(void *p);
+
 /* ------------------------------------------------------------------ files */
 
 /** fsync a directory by path (so that the names in it are durable). -1 + errno on failure. */
@@ -307,6 +323,8 @@ CU_WUR bool cu_parse_int64(const char *s, int64_t *out);
 
 /** Wall clock in milliseconds since the epoch. */
 int64_t cu_time_ms(void);
+/** Wall clock in microseconds since the epoch. */
+int64_t cu_time_us(void);
 /** Monotonic clock in nanoseconds. */
 int64_t cu_mono_ns(void);
 

@@ -26,7 +26,7 @@ static void check_segment(void *ctx, uint8_t *seg, size_t len, const pipe_segmen
         n++;
     if (more < 0 || n != info->packets || info->end_us < info->start_us)
         abort();
-    free(seg);
+    cu_segbuf_free(seg);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

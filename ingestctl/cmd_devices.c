@@ -3,6 +3,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,57 +146,70 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
 {
     static const char usage[] =
         "device add --serial S [--officer USER] [--suite SUITE] [--codec C] [--payload-type PT] "
-        "[--json]";
+        "[--count N] [--json]";
     cmd_opt opts[] = {{"serial", false, NULL},       {"officer", false, NULL},
                       {"suite", false, NULL},        {"codec", false, NULL},
-                      {"payload-type", false, NULL}, {"json", true, NULL}};
+                      {"payload-type", false, NULL}, {"json", true, NULL},
+                      {"count", false, NULL}};
     cu_err err;
     store_keyring *keys = NULL;
-    ctl_device d;
     int status = 1;
-    if (!parse_opts(argc, argv, opts, 6, NULL, usage) || !opts[0].value) {
+    if (!parse_opts(argc, argv, opts, 7, NULL, usage) || !opts[0].value) {
         fprintf(stderr, "usage: ingestctl %s\n", usage);
         return 2;
     }
-    int64_t pt = 0;
+    int64_t pt = 0, count = 1;
     if (opts[4].value && !cu_parse_int64(opts[4].value, &pt)) {
         fprintf(stderr, "ingestctl: --payload-type '%s' is not a number\n", opts[4].value);
         return 2;
     }
-    ctl_device_spec spec = {.serial = opts[0].value,
-                            .officer = opts[1].value,
-                            .suite = opts[2].value,
-                            .codec = opts[3].value,
-                            .payload_type = (int)pt};
+    if (opts[6].value && (!cu_parse_int64(opts[6].value, &count) || count < 1 || count > 100000)) {
+        fprintf(stderr, "ingestctl: --count '%s' is not 1..100000\n", opts[6].value);
+        return 2;
+    }
     if (store_keyring_open(ctl_data_dir(env), true, &keys, &err) != CU_OK)
         return fail(&err);
-    if (ctl_device_add(db_service_conn(env->db), keys, &spec, &d, &err) != CU_OK) {
-        status = fail(&err);
-        goto out;
+    for (int64_t n = 1; n <= count; n++) {
+        /* With --count, serials are S-00001, S-00002 ... */
+        char serial[80];
+        if (count > 1)
+            snprintf(serial, sizeof(serial), "%s-%05lld", opts[0].value, (long long)n);
+        else
+            cu_strlcpy(serial, opts[0].value, sizeof(serial));
+        ctl_device_spec spec = {.serial = serial,
+                                .officer = opts[1].value,
+                                .suite = opts[2].value,
+                                .codec = opts[3].value,
+                                .payload_type = (int)pt};
+        ctl_device d;
+        if (ctl_device_add(db_service_conn(env->db), keys, &spec, &d, &err) != CU_OK) {
+            status = fail(&err);
+            goto out;
+        }
+        char b64[128], sdp[200];
+        EVP_EncodeBlock((unsigned char *)b64, d.key, (int)d.key_len);
+        snprintf(sdp, sizeof(sdp), "a=crypto:1 %s inline:%s", ctl_suite_sdes_name(d.suite), b64);
+        if (opts[5].value) {
+            json_t *j = json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s, s:i, s:i}", "id",
+                                  (json_int_t)d.id, "serial", d.serial, "ssrc", (json_int_t)d.ssrc,
+                                  "suite", d.suite, "key_b64", b64, "sdp", sdp, "codec", d.codec,
+                                  "payload_type", d.payload_type, "clock_rate", d.clock_rate);
+            if (j && spec.officer)
+                json_object_set_new(j, "officer", json_string(spec.officer));
+            print_json(j);
+        } else {
+            printf("device %s (id %lld) provisioned\n"
+                   "  ssrc          %u\n"
+                   "  suite         %s\n"
+                   "  codec         %s, payload type %d\n"
+                   "  key           %s   (shown once: load it into the device now)\n"
+                   "  sdp           %s\n",
+                   d.serial, (long long)d.id, d.ssrc, d.suite, d.codec, d.payload_type, b64, sdp);
+        }
+        OPENSSL_cleanse(b64, sizeof(b64));
+        OPENSSL_cleanse(sdp, sizeof(sdp));
+        ctl_device_wipe(&d);
     }
-    char b64[128], sdp[200];
-    EVP_EncodeBlock((unsigned char *)b64, d.key, (int)d.key_len);
-    snprintf(sdp, sizeof(sdp), "a=crypto:1 %s inline:%s", ctl_suite_sdes_name(d.suite), b64);
-    if (opts[5].value) {
-        json_t *j = json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s, s:i, s:i}", "id",
-                              (json_int_t)d.id, "serial", d.serial, "ssrc", (json_int_t)d.ssrc,
-                              "suite", d.suite, "key_b64", b64, "sdp", sdp, "codec", d.codec,
-                              "payload_type", d.payload_type, "clock_rate", d.clock_rate);
-        if (j && spec.officer)
-            json_object_set_new(j, "officer", json_string(spec.officer));
-        print_json(j);
-    } else {
-        printf("device %s (id %lld) provisioned\n"
-               "  ssrc          %u\n"
-               "  suite         %s\n"
-               "  codec         %s, payload type %d\n"
-               "  key           %s   (shown once: load it into the device now)\n"
-               "  sdp           %s\n",
-               d.serial, (long long)d.id, d.ssrc, d.suite, d.codec, d.payload_type, b64, sdp);
-    }
-    memset(b64, 0, sizeof(b64));
-    memset(sdp, 0, sizeof(sdp));
-    ctl_device_wipe(&d);
     status = 0;
 out:
     store_keyring_close(keys);

@@ -31,7 +31,7 @@ static const struct {
      "recordings [--json] [--limit N]\n      recordings, newest first"},
     {"device", "add", cmd_device_add,
      "device add --serial S [--officer USER] [--suite aes_cm_128_hmac_sha1_80|aead_aes_256_gcm]\n"
-     "           [--codec h264|h265|audio] [--payload-type PT] [--json]\n"
+     "           [--codec h264|h265|audio] [--payload-type PT] [--count N] [--json]\n"
      "      provision a device: SSRC and SRTP master key (shown once)"},
     {"device", "list", cmd_device_list, "device list [--json]"},
     {"device", "revoke", cmd_device_revoke,

@@ -80,6 +80,8 @@ static cu_metric *const drop_metrics[DROP_REASONS] = {
 
 CU_METRIC_DEFINE(rx_packets_metric, CU_METRIC_COUNTER, "custos_ingest_packets_total", "",
                  "Packets received and accepted (RTP and RTCP).")
+CU_METRIC_DEFINE(rx_rtcp_metric, CU_METRIC_COUNTER, "custos_ingest_rtcp_packets_total", "",
+                 "Of the accepted packets, those that were RTCP.")
 CU_METRIC_DEFINE(rx_bytes_metric, CU_METRIC_COUNTER, "custos_ingest_bytes_total", "",
                  "Bytes of accepted RTP packets after SRTP.")
 CU_METRIC_DEFINE(lost_metric, CU_METRIC_COUNTER, "custos_ingest_packets_lost_total", "",
@@ -150,7 +152,8 @@ typedef struct ingest_worker {
     pthread_t thread;
     struct event_base *base;
     int fd;
-    struct event *rx_ev, *tick_ev, *inbox_ev;
+    struct event *rx_ev, *rx_timer, *tick_ev, *inbox_ev;
+    struct timeval coalesce;
     pipe_pool *pool;
     /* devices: open addressing on SSRC, indices into devs[] */
     dev **devs;
@@ -296,7 +299,7 @@ static void on_segment(void *ctx, uint8_t *data, size_t len, const pipe_segment_
     }
     /* The recording is still being opened: hold a few segments. */
     if (d->npending >= PENDING_MAX) {
-        free(data);
+        cu_segbuf_free(data);
         cu_metric_inc(&shortfall_metric);
         d->gap_next = true;
         return;
@@ -387,7 +390,7 @@ static void stream_opened(ingest_worker *w, dev *d, msg *m)
         while (d->pending) {
             pending_seg *p = d->pending;
             d->pending = p->next;
-            free(p->data);
+            cu_segbuf_free(p->data);
             free(p);
             cu_metric_inc(&shortfall_metric);
         }
@@ -548,6 +551,7 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
     cu_metric_inc(&rx_packets_metric);
     d->last_us = now_us;
     if (rtcp) {
+        cu_metric_inc(&rx_rtcp_metric);
         handle_rtcp(d, buf, (size_t)n);
         return;
     }
@@ -566,32 +570,57 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
              ssrc);
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *arg)
+/* Read everything the socket holds (up to BATCHES_PER_WAKE batches). */
+static int drain_socket(ingest_worker *w)
 {
-    ingest_worker *w = arg;
-    (void)what;
+    int total = 0;
     for (int round = 0; round < BATCHES_PER_WAKE; round++) {
         for (int i = 0; i < BATCH; i++) {
             w->iov[i].iov_base = w->bufs[i];
             w->iov[i].iov_len = RX_BUF;
-            w->msgs[i].msg_hdr.msg_iov = &w->iov[i];
-            w->msgs[i].msg_hdr.msg_iovlen = 1;
-            w->msgs[i].msg_hdr.msg_name = NULL;
-            w->msgs[i].msg_hdr.msg_namelen = 0;
-            w->msgs[i].msg_hdr.msg_control = NULL;
-            w->msgs[i].msg_hdr.msg_controllen = 0;
-            w->msgs[i].msg_hdr.msg_flags = 0;
+            w->msgs[i].msg_hdr = (struct msghdr){.msg_iov = &w->iov[i], .msg_iovlen = 1};
         }
-        int n = recvmmsg(fd, w->msgs, BATCH, MSG_DONTWAIT, NULL);
+        int n = recvmmsg(w->fd, w->msgs, BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
-            return; /* EAGAIN: drained */
-        int64_t now_us = cu_time_ms() * 1000;
+            break; /* EAGAIN: drained */
+        int64_t now_us = cu_time_us();
         for (int i = 0; i < n; i++)
             on_packet(w, w->bufs[i], w->msgs[i].msg_len,
                       (w->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_us);
+        total += n;
         if (n < BATCH)
-            return;
+            break;
     }
+    return total;
+}
+
+/*
+ * Waking for every few datagrams costs more than the datagrams (a context
+ * switch is several microseconds here): once a socket is busy, it is read
+ * every ingest.coalesce_us instead of on each arrival, so each wake takes a
+ * full batch. An idle socket goes back to waking on arrival.
+ */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    ingest_worker *w = arg;
+    (void)fd;
+    (void)what;
+    drain_socket(w);
+    if (w->coalesce.tv_usec > 0) {
+        event_del(w->rx_ev);
+        event_add(w->rx_timer, &w->coalesce);
+    }
+}
+
+static void on_rx_timer(evutil_socket_t fd, short what, void *arg)
+{
+    ingest_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (drain_socket(w) > 0)
+        event_add(w->rx_timer, &w->coalesce);
+    else
+        event_add(w->rx_ev, NULL);
 }
 
 /* Reorder timeouts every tick; idle streams end. */
@@ -644,6 +673,9 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     ingest_worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "ingest-%d", w->index);
+    pthread_setname_np(pthread_self(), name);
     event_base_dispatch(w->base);
     /* Stopping: end every stream, waiting for recordings still being opened
      * so that no received footage is dropped. */
@@ -718,6 +750,7 @@ static void do_open(ingest_service *s, open_req *r)
 static void *control_main(void *arg)
 {
     ingest_service *s = arg;
+    pthread_setname_np(pthread_self(), "ingest-control");
     PGconn *conn = NULL;
     int64_t next_poll = 0;
     pthread_mutex_lock(&s->lock);
@@ -862,11 +895,13 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
             goto fail;
         }
         w->rx_ev = event_new(w->base, w->fd, EV_READ | EV_PERSIST, on_readable, w);
+        w->rx_timer = event_new(w->base, -1, 0, on_rx_timer, w);
+        w->coalesce = (struct timeval){0, (suseconds_t)cfg->ingest_coalesce_us};
         w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
         w->inbox_ev = event_new(w->base, -1, 0, on_inbox, w);
         struct timeval tick = {0, 20000};
-        if (!w->rx_ev || !w->tick_ev || !w->inbox_ev || event_add(w->rx_ev, NULL) != 0 ||
-            event_add(w->tick_ev, &tick) != 0) {
+        if (!w->rx_ev || !w->rx_timer || !w->tick_ev || !w->inbox_ev ||
+            event_add(w->rx_ev, NULL) != 0 || event_add(w->tick_ev, &tick) != 0) {
             rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create ingest events");
             goto fail;
         }
@@ -911,6 +946,8 @@ static void ingest_service_free(ingest_service *s)
         free(w->slot_dev);
         if (w->rx_ev)
             event_free(w->rx_ev);
+        if (w->rx_timer)
+            event_free(w->rx_timer);
         if (w->tick_ev)
             event_free(w->tick_ev);
         if (w->inbox_ev)

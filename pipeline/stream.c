@@ -187,10 +187,9 @@ static void put64(uint8_t *p, uint64_t v)
 static bool segment_begin(pipe_stream *s, size_t need)
 {
     size_t cap = s->cap_hint > need ? s->cap_hint : need;
-    s->buf = malloc(cap);
+    s->buf = cu_segbuf_alloc(cap, &s->cap);
     if (!s->buf)
         return false;
-    s->cap = cap;
     memcpy(s->buf, "CRTP", 4);
     s->buf[4] = 1;
     s->buf[5] = (uint8_t)s->cfg.codec;
@@ -250,7 +249,7 @@ static void segment_cut(pipe_stream *s, size_t cut, bool last)
         s->stats.segments++;
         s->fn(s->ctx, old, cut, &info);
     } else {
-        free(old);
+        cu_segbuf_free(old);
     }
 }
 
@@ -316,11 +315,10 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
     }
     if (s->len + need > s->cap) {
         size_t cap2 = s->cap * 2 > s->len + need ? s->cap * 2 : s->len + need;
-        uint8_t *bigger = realloc(s->buf, cap2);
+        uint8_t *bigger = cu_segbuf_grow(s->buf, s->len, cap2, &s->cap);
         if (!bigger)
             return PIPE_RTP_NOMEM;
         s->buf = bigger;
-        s->cap = cap2;
     }
     uint8_t *rec = s->buf + s->len;
     put16(rec, (uint16_t)len);
@@ -531,6 +529,6 @@ void pipe_stream_destroy(pipe_stream *s)
         if (s->held_slot[i] >= 0)
             pool_give(s->cfg.pool, s->held_slot[i]);
     free(s->held_slot);
-    free(s->buf);
+    cu_segbuf_free(s->buf);
     free(s);
 }

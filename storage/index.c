@@ -307,6 +307,7 @@ static bool index_commit(store_index *ix, ix_item *batch, size_t n)
 static void *index_main(void *arg)
 {
     store_index *ix = arg;
+    pthread_setname_np(pthread_self(), "store-index");
     ix_item *batch = NULL;
     size_t n = 0;
 

@@ -99,8 +99,8 @@ typedef struct {
 #define STORE_SEGMENT_MAX   (64u * 1024 * 1024)
 
 /**
- * Hand one segment to the store. Takes ownership of @p data (malloc'd,
- * @p len bytes, at most STORE_SEGMENT_MAX) in every case. Never blocks when
+ * Hand one segment to the store. Takes ownership of @p data (from
+ * cu_segbuf_alloc(), @p len bytes, at most STORE_SEGMENT_MAX) in every case. Never blocks when
  * @p wait is false: CU_ERR_BUSY means the recording's worker queue is full
  * and the segment was dropped (the caller counts the shortfall). With
  * @p wait true it waits for room. CU_ERR_INVALID: a damaged or closing

@@ -327,13 +327,14 @@ static void worker_segment(worker *w, EVP_CIPHER_CTX *gcm, job *j)
     else if (direct && padded != file_len && ftruncate(j->fd, (off_t)file_len) != 0)
         fail_job(j, "truncate", errno);
 out:
-    free(j->data);
+    cu_segbuf_free(j->data);
     j->data = NULL;
 }
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    pthread_setname_np(pthread_self(), "store-work");
     EVP_CIPHER_CTX *gcm = EVP_CIPHER_CTX_new();
     if (!gcm || EVP_EncryptInit_ex(gcm, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1)
         abort();
@@ -367,6 +368,7 @@ static void record_fsync(store *s, int64_t ns)
 static void *syncer_main(void *arg)
 {
     store *s = arg;
+    pthread_setname_np(pthread_self(), "store-sync");
     job *j;
     while ((j = queue_take(&s->sync_q))) {
         char tmp[PATH_MAX], final[PATH_MAX];
@@ -508,6 +510,7 @@ static void deliver(store *s, job *j)
 static void *committer_main(void *arg)
 {
     store *s = arg;
+    pthread_setname_np(pthread_self(), "store-commit");
     for (;;) {
         pthread_mutex_lock(&s->commit_lock);
         while (!s->commit_head && !s->commit_stop)
@@ -653,7 +656,7 @@ cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
     if (len > STORE_SEGMENT_MAX || meta->end_us < meta->start_us ||
         (meta->flags & ~(uint32_t)(STORE_SEG_LOSS | STORE_SEG_GAP_START | STORE_SEG_LAST)) ||
         atomic_load(&r->damaged)) {
-        free(data);
+        cu_segbuf_free(data);
         return CU_ERR_INVALID;
     }
     job *j = cu_xcalloc(1, sizeof(*j));
@@ -667,14 +670,14 @@ cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
     pthread_mutex_lock(&w->q.lock);
     if (r->closing) {
         pthread_mutex_unlock(&w->q.lock);
-        free(data);
+        cu_segbuf_free(data);
         free(j);
         return CU_ERR_INVALID;
     }
     while (w->q.count == w->q.cap) {
         if (!wait) {
             pthread_mutex_unlock(&w->q.lock);
-            free(data);
+            cu_segbuf_free(data);
             free(j);
             atomic_fetch_add(&s->queue_full, 1);
             cu_metric_inc(&st_queue_full_metric);

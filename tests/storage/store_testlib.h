@@ -31,9 +31,11 @@ static inline PGconn *st_connect(const char *dsn)
     return conn;
 }
 
+/* Random bytes in a segment buffer (what the store takes and frees). */
 static inline uint8_t *st_random(size_t len)
 {
-    uint8_t *p = cu_xmalloc(len ? len : 1);
+    uint8_t *p = cu_segbuf_alloc(len ? len : 1, NULL);
+    REQUIRE(p);
     REQUIRE(RAND_bytes(p, (int)(len ? len : 1)) == 1);
     return p;
 }

@@ -162,7 +162,7 @@ static void test_submit_limits(store *s)
     CHECK_EQ_INT(store_segment_submit(r, st_random(10), 10, &bad_flags, true, NULL),
                  CU_ERR_INVALID);
     store_segment_meta ok = {.start_us = 1, .end_us = 2};
-    CHECK_EQ_INT(store_segment_submit(r, cu_xmalloc(1), STORE_SEGMENT_MAX + 1, &ok, true, NULL),
+    CHECK_EQ_INT(store_segment_submit(r, cu_segbuf_alloc(1, NULL), STORE_SEGMENT_MAX + 1, &ok, true, NULL),
                  CU_ERR_INVALID);
     store_recording_close(r);
     store_flush(s);

@@ -139,7 +139,7 @@ static void collect(void *ctx, uint8_t *data, size_t len, const pipe_segment_inf
 static void sink_free(sink *k)
 {
     for (int i = 0; i < k->count; i++)
-        free(k->data[i]);
+        cu_segbuf_free(k->data[i]);
     k->count = 0;
 }
 
