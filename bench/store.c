@@ -123,11 +123,10 @@ int main(int argc, char **argv)
 
     int64_t t0 = cu_mono_ns();
     for (int64_t i = 0; i < nsegs; i++) {
-        uint8_t *data = cu_segbuf_alloc(seg_bytes, NULL);
-        if (!data)
+        template[i % (int64_t)seg_bytes] ^= (uint8_t)(i | 1); /* no two segments alike */
+        cu_chunk *data = NULL, *tail = NULL;
+        if (!cu_chunk_append(&data, &tail, template, seg_bytes))
             abort();
-        memcpy(data, template, seg_bytes);
-        data[i % (int64_t)seg_bytes] ^= (uint8_t)i; /* no two segments alike */
         store_segment_meta m = {
             .start_us = i * 2000000, .end_us = i * 2000000 + 1999999, .packets = 1700};
         if (store_segment_submit(recs[i % recordings], data, seg_bytes, &m, true, NULL) != CU_OK) {

@@ -278,20 +278,36 @@ const char *cu_datadir_path(const cu_datadir *dd);
 /** Release the lock and free the handle. NULL is a no-op. */
 void cu_datadir_close(cu_datadir *dd);
 
-/* -------------------------------------------------------- segment buffers */
+/* ----------------------------------------------------------------- chunks */
+
+#define CU_CHUNK_SIZE (64 * 1024 - 32)
 
 /**
- * Large buffers (segments, up to 128 MiB) recycled rather than returned to
- * the system: reuse avoids the page faults of fresh memory and the TLB
- * shootdowns of unmapping it on another thread. Thread-safe. NULL when
- * @p size is too large or memory is short; *@p cap (may be NULL) receives
- * the usable size.
+ * A piece of a segment. Segments are chains of chunks: a stream holds
+ * about what it has received, never a buffer sized for its largest segment.
+ * Chunks are pooled (thread-safe); a chain is handed from owner to owner
+ * (pipeline → store) and returned with cu_chunk_put().
  */
-void *cu_segbuf_alloc(size_t size, size_t *cap);
-/** A larger buffer holding the first @p used bytes of @p p (which is freed). */
-void *cu_segbuf_grow(void *p, size_t used, size_t need, size_t *cap);
-/** Give a buffer back. NULL is a no-op. */
-void cu_segbuf_free(void *p);
+typedef struct cu_chunk {
+    struct cu_chunk *next;
+    size_t len; /* bytes used in data */
+    uint8_t data[CU_CHUNK_SIZE];
+} cu_chunk;
+
+/** An empty chunk, or NULL when memory is short. */
+cu_chunk *cu_chunk_get(void);
+
+/** Give back a whole chain. NULL is a no-op. */
+void cu_chunk_put(cu_chunk *chain);
+
+/**
+ * Append @p len bytes to the chain (*@p head, *@p tail), taking chunks as
+ * needed. False when memory is short (what fitted stays appended).
+ */
+CU_WUR bool cu_chunk_append(cu_chunk **head, cu_chunk **tail, const void *data, size_t len);
+
+/** Copy @p len bytes starting at offset @p off of the chain to @p out. */
+void cu_chunk_copy_out(const cu_chunk *chain, size_t off, void *out, size_t len);
 
 /* ------------------------------------------------------------------ files */
 

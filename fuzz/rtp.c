@@ -13,12 +13,17 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_segment(void *ctx, uint8_t *seg, size_t len, const pipe_segment_info *info)
+static void check_segment(void *ctx, cu_chunk *chain, size_t len, const pipe_segment_info *info)
 {
     (void)ctx;
     pipe_payload_reader r;
     pipe_record rec;
     uint32_t n = 0;
+    uint8_t *seg = malloc(len ? len : 1);
+    if (!seg)
+        abort();
+    cu_chunk_copy_out(chain, 0, seg, len);
+    cu_chunk_put(chain);
     if (!pipe_payload_open(&r, seg, len))
         abort();
     int more;
@@ -26,7 +31,7 @@ static void check_segment(void *ctx, uint8_t *seg, size_t len, const pipe_segmen
         n++;
     if (more < 0 || n != info->packets || info->end_us < info->start_us)
         abort();
-    cu_segbuf_free(seg);
+    free(seg);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -37,9 +42,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static pipe_pool *pool;
     if (!pool)
         pool = pipe_pool_create(64);
-    pipe_stream_config cfg = {.codec = codec, .payload_type = 96, .clock_rate = 90000,
-                              .target_us = 20000, .max_us = 100000, .reorder_packets = 8,
-                              .reorder_us = 5000, .pool = pool};
+    pipe_stream_config cfg = {.codec = codec,
+                              .payload_type = 96,
+                              .clock_rate = 90000,
+                              .target_us = 20000,
+                              .max_us = 100000,
+                              .reorder_packets = 8,
+                              .reorder_us = 5000,
+                              .pool = pool};
     pipe_stream *s = pipe_stream_create(&cfg, 1, check_segment, NULL);
     size_t off = 1;
     int64_t now = 1000000;

@@ -123,7 +123,7 @@ static void msg_free(msg *m)
 /* ------------------------------------------------------------- workers */
 
 typedef struct pending_seg {
-    uint8_t *data;
+    cu_chunk *data;
     size_t len;
     store_segment_meta meta;
     struct pending_seg *next;
@@ -266,7 +266,7 @@ static void dev_rehash(ingest_worker *w)
 
 /* ------------------------------------------------------------ streams */
 
-static void submit(dev *d, uint8_t *data, size_t len, store_segment_meta *m, bool wait)
+static void submit(dev *d, cu_chunk *data, size_t len, store_segment_meta *m, bool wait)
 {
     if (d->gap_next) {
         m->flags |= STORE_SEG_GAP_START;
@@ -283,7 +283,7 @@ static void submit(dev *d, uint8_t *data, size_t len, store_segment_meta *m, boo
     }
 }
 
-static void on_segment(void *ctx, uint8_t *data, size_t len, const pipe_segment_info *info)
+static void on_segment(void *ctx, cu_chunk *data, size_t len, const pipe_segment_info *info)
 {
     dev *d = ctx;
     store_segment_meta m = {.start_us = info->start_us,
@@ -299,7 +299,7 @@ static void on_segment(void *ctx, uint8_t *data, size_t len, const pipe_segment_
     }
     /* The recording is still being opened: hold a few segments. */
     if (d->npending >= PENDING_MAX) {
-        cu_segbuf_free(data);
+        cu_chunk_put(data);
         cu_metric_inc(&shortfall_metric);
         d->gap_next = true;
         return;
@@ -390,7 +390,7 @@ static void stream_opened(ingest_worker *w, dev *d, msg *m)
         while (d->pending) {
             pending_seg *p = d->pending;
             d->pending = p->next;
-            cu_segbuf_free(p->data);
+            cu_chunk_put(p->data);
             free(p);
             cu_metric_inc(&shortfall_metric);
         }

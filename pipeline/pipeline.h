@@ -110,10 +110,10 @@ typedef struct {
 } pipe_segment_info;
 
 /**
- * Receives each finished segment. Takes ownership of @p data (a
- * cu_segbuf_alloc() buffer, @p len bytes, docs/pipeline.md "Segment payload").
+ * Receives each finished segment. Takes ownership of @p data, a chain of
+ * chunks holding @p len bytes (docs/pipeline.md "Segment payload").
  */
-typedef void (*pipe_segment_fn)(void *ctx, uint8_t *data, size_t len,
+typedef void (*pipe_segment_fn)(void *ctx, cu_chunk *data, size_t len,
                                 const pipe_segment_info *info);
 
 /** Counters of one stream. */

@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEGMENT_MAX     (60u * 1024 * 1024) /* under the store's 64 MiB */
-#define SEGMENT_MIN_CAP (64 * 1024)
+#define SEGMENT_MAX (60u * 1024 * 1024) /* under the store's 64 MiB */
 
 /* ------------------------------------------------------------------ pool */
 
@@ -89,8 +88,8 @@ struct pipe_stream {
     int64_t anchor_us;
 
     /* segment being built */
-    uint8_t *buf;
-    size_t len, cap, cap_hint;
+    cu_chunk *head, *tail; /* the segment being built; NULL before the first packet */
+    size_t len;
     uint32_t seg_packets, seg_lost;
     int64_t seg_start_us, seg_end_us;
     uint32_t seg_start_ts; /* durations for cutting are measured in RTP time:
@@ -131,7 +130,6 @@ pipe_stream *pipe_stream_create(const pipe_stream_config *cfg, uint32_t ssrc, pi
     s->held_slot = cu_xmalloc((s->mask + 1) * sizeof(int));
     for (uint32_t i = 0; i <= s->mask; i++)
         s->held_slot[i] = -1;
-    s->cap_hint = SEGMENT_MIN_CAP;
     return s;
 }
 
@@ -183,20 +181,23 @@ static void put64(uint8_t *p, uint64_t v)
     put32(p + 4, (uint32_t)v);
 }
 
-/* A fresh segment buffer holding only the payload header. */
-static bool segment_begin(pipe_stream *s, size_t need)
+/* A fresh segment holding only the payload header. */
+static bool segment_begin(pipe_stream *s)
 {
-    size_t cap = s->cap_hint > need ? s->cap_hint : need;
-    s->buf = cu_segbuf_alloc(cap, &s->cap);
-    if (!s->buf)
+    uint8_t hdr[PIPE_PAYLOAD_HEADER];
+    memcpy(hdr, "CRTP", 4);
+    hdr[4] = 1;
+    hdr[5] = (uint8_t)s->cfg.codec;
+    hdr[6] = s->cfg.payload_type;
+    hdr[7] = 0;
+    put32(hdr + 8, s->cfg.clock_rate);
+    put32(hdr + 12, s->ssrc);
+    s->head = s->tail = NULL;
+    if (!cu_chunk_append(&s->head, &s->tail, hdr, sizeof(hdr))) {
+        cu_chunk_put(s->head);
+        s->head = s->tail = NULL;
         return false;
-    memcpy(s->buf, "CRTP", 4);
-    s->buf[4] = 1;
-    s->buf[5] = (uint8_t)s->cfg.codec;
-    s->buf[6] = s->cfg.payload_type;
-    s->buf[7] = 0;
-    put32(s->buf + 8, s->cfg.clock_rate);
-    put32(s->buf + 12, s->ssrc);
+    }
     s->len = PIPE_PAYLOAD_HEADER;
     s->seg_packets = s->seg_lost = 0;
     s->seg_gap_start = s->mark_gap;
@@ -205,13 +206,36 @@ static bool segment_begin(pipe_stream *s, size_t need)
     return true;
 }
 
+/* Detach bytes [cut, len) of the chain into *@p rest (a new chain) and keep
+ * [0, cut) in @p head. */
+static bool chain_split(cu_chunk *head, size_t cut, cu_chunk **rest_head, cu_chunk **rest_tail)
+{
+    cu_chunk *c = head;
+    size_t off = cut;
+    while (c && off > c->len) {
+        off -= c->len;
+        c = c->next;
+    }
+    *rest_head = *rest_tail = NULL;
+    if (!c)
+        return true;
+    bool ok = true;
+    if (off < c->len)
+        ok = cu_chunk_append(rest_head, rest_tail, c->data + off, c->len - off);
+    for (cu_chunk *n = c->next; ok && n; n = n->next)
+        ok = cu_chunk_append(rest_head, rest_tail, n->data, n->len);
+    cu_chunk_put(c->next);
+    c->next = NULL;
+    c->len = off;
+    return ok;
+}
+
 /* Hand over bytes [0, cut) as a segment; bytes [cut, len) (the access unit
  * in progress) start the next one. */
 static void segment_cut(pipe_stream *s, size_t cut, bool last)
 {
-    uint8_t *old = s->buf;
-    size_t old_len = s->len;
-    size_t tail = old_len - cut;
+    cu_chunk *old = s->head;
+    size_t tail = s->len - cut;
     bool tail_is_au = tail > 0 && s->au_open && s->au_off == cut;
     pipe_segment_info info = {
         .start_us = s->seg_start_us,
@@ -225,31 +249,38 @@ static void segment_cut(pipe_stream *s, size_t cut, bool last)
     if (info.end_us < info.start_us)
         info.end_us = info.start_us;
 
-    s->buf = NULL;
-    s->len = s->cap = 0;
+    uint8_t first_lost[2] = {0, 0};
+    if (tail_is_au)
+        cu_chunk_copy_out(old, cut + 2, first_lost, 2);
+    cu_chunk *rest = NULL, *rest_tail = NULL;
+    bool split_ok = chain_split(old, cut, &rest, &rest_tail);
+    s->head = s->tail = NULL;
+    s->len = 0;
     if (tail > 0 || !last) {
         /* The next segment, with the access unit carried over. */
-        size_t guess = cut * 5 / 4;
-        s->cap_hint = guess > SEGMENT_MIN_CAP ? guess : SEGMENT_MIN_CAP;
-        if (segment_begin(s, PIPE_PAYLOAD_HEADER + tail)) {
-            memcpy(s->buf + PIPE_PAYLOAD_HEADER, old + cut, tail);
+        if (split_ok && segment_begin(s)) {
+            s->tail->next = rest;
+            if (rest)
+                s->tail = rest_tail;
+            rest = NULL;
             s->len += tail;
             if (tail_is_au) {
                 s->seg_packets = s->au_packets;
                 s->seg_lost = s->au_lost;
                 s->seg_start_us = s->au_start_us;
                 s->seg_start_ts = s->au_ts;
-                s->seg_gap_start = s->seg_gap_start || old[cut + 2] || old[cut + 3];
+                s->seg_gap_start = s->seg_gap_start || first_lost[0] || first_lost[1];
                 s->seg_key_start = s->au_key;
                 s->au_off = PIPE_PAYLOAD_HEADER;
             }
         }
     }
+    cu_chunk_put(rest);
     if (info.packets > 0) {
         s->stats.segments++;
         s->fn(s->ctx, old, cut, &info);
     } else {
-        cu_segbuf_free(old);
+        cu_chunk_put(old);
     }
 }
 
@@ -264,8 +295,8 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
     int64_t cap = capture_us(s, r.timestamp, arrival_us);
     size_t need = PIPE_RECORD_HEADER + len;
 
-    if (!s->buf) {
-        if (!segment_begin(s, PIPE_PAYLOAD_HEADER + need))
+    if (!s->head) {
+        if (!segment_begin(s))
             return PIPE_RTP_NOMEM;
         s->au_open = false;
     }
@@ -277,7 +308,7 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
         if (s->seg_packets > 0 && by_time) {
             s->au_open = false;
             segment_cut(s, s->len, false);
-            if (!s->buf)
+            if (!s->head)
                 return PIPE_RTP_NOMEM;
         }
         s->au_open = true;
@@ -298,7 +329,7 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
                 s->seg_key_start = true;
             else if (ticks_to_us(s, s->au_ts - s->seg_start_ts) >= s->cfg.target_us)
                 segment_cut(s, s->au_off, false);
-            if (!s->buf)
+            if (!s->head)
                 return PIPE_RTP_NOMEM;
         }
     }
@@ -306,25 +337,28 @@ static pipe_rtp_status emit(pipe_stream *s, const uint8_t *pkt, size_t len, int6
     if (s->len + need > SEGMENT_MAX && s->seg_packets > 0) {
         s->au_open = false;
         segment_cut(s, s->len, false);
-        if (!s->buf)
+        if (!s->head)
             return PIPE_RTP_NOMEM;
         s->au_open = true;
         s->au_off = s->len;
         s->au_packets = s->au_lost = 0;
         s->au_start_us = cap;
     }
-    if (s->len + need > s->cap) {
-        size_t cap2 = s->cap * 2 > s->len + need ? s->cap * 2 : s->len + need;
-        uint8_t *bigger = cu_segbuf_grow(s->buf, s->len, cap2, &s->cap);
-        if (!bigger)
-            return PIPE_RTP_NOMEM;
-        s->buf = bigger;
-    }
-    uint8_t *rec = s->buf + s->len;
+    uint8_t rec[PIPE_RECORD_HEADER];
     put16(rec, (uint16_t)len);
     put16(rec + 2, lost_before > 0xffff ? 0xffff : (uint16_t)lost_before);
     put64(rec + 4, (uint64_t)arrival_us);
-    memcpy(rec + PIPE_RECORD_HEADER, pkt, len);
+    if (!cu_chunk_append(&s->head, &s->tail, rec, sizeof(rec)) ||
+        !cu_chunk_append(&s->head, &s->tail, pkt, len)) {
+        /* Out of memory: drop what was half appended, keep the segment. */
+        size_t keep = s->len;
+        cu_chunk *rest, *rest_tail;
+        (void)chain_split(s->head, keep, &rest, &rest_tail);
+        cu_chunk_put(rest);
+        for (s->tail = s->head; s->tail->next; s->tail = s->tail->next) {
+        }
+        return PIPE_RTP_NOMEM;
+    }
     s->len += need;
 
     if (s->seg_packets == 0) {
@@ -498,7 +532,7 @@ void pipe_stream_tick(pipe_stream *s, int64_t now_us)
 
 void pipe_stream_mark_gap(pipe_stream *s)
 {
-    if (s->buf && s->seg_packets == 0)
+    if (s->head && s->seg_packets == 0)
         s->seg_gap_start = true;
     else
         s->mark_gap = true;
@@ -510,7 +544,7 @@ void pipe_stream_finish(pipe_stream *s)
         end_start(s);
     while (s->held)
         skip_to_next_held(s);
-    if (s->buf) {
+    if (s->head) {
         s->au_open = false;
         segment_cut(s, s->len, true);
     }
@@ -529,6 +563,6 @@ void pipe_stream_destroy(pipe_stream *s)
         if (s->held_slot[i] >= 0)
             pool_give(s->cfg.pool, s->held_slot[i]);
     free(s->held_slot);
-    cu_segbuf_free(s->buf);
+    cu_chunk_put(s->head);
     free(s);
 }

@@ -99,15 +99,16 @@ typedef struct {
 #define STORE_SEGMENT_MAX   (64u * 1024 * 1024)
 
 /**
- * Hand one segment to the store. Takes ownership of @p data (from
- * cu_segbuf_alloc(), @p len bytes, at most STORE_SEGMENT_MAX) in every case. Never blocks when
+ * Hand one segment to the store. Takes ownership of @p data, a chain of
+ * chunks holding @p len bytes (at most STORE_SEGMENT_MAX), in every case; the
+ * chunks go back to the pool once encrypted. Never blocks when
  * @p wait is false: CU_ERR_BUSY means the recording's worker queue is full
  * and the segment was dropped (the caller counts the shortfall). With
  * @p wait true it waits for room. CU_ERR_INVALID: a damaged or closing
  * recording, or bad meta. The segment index is assigned here, in call
  * order, from 0; @p index_out (may be NULL) receives it.
  */
-CU_WUR cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
+CU_WUR cu_rc store_segment_submit(store_recording *r, cu_chunk *data, size_t len,
                                   const store_segment_meta *meta, bool wait, uint64_t *index_out);
 
 /** True once a segment of @p r failed to be stored. */

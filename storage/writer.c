@@ -51,7 +51,7 @@ typedef struct job {
     job_kind kind;
     store_recording *rec;
     uint64_t index; /* segment index; for a close, the count submitted */
-    uint8_t *data;  /* plaintext, then ciphertext in place */
+    cu_chunk *data; /* plaintext, until encrypted */
     size_t len;
     store_segment_meta meta;
     int fd; /* the temp file, until fsynced */
@@ -296,18 +296,35 @@ static void worker_segment(worker *w, EVP_CIPHER_CTX *gcm, job *j)
     h->packets = j->meta.packets;
     h->lost = j->meta.lost;
     h->plaintext_len = j->len;
-    EVP_Digest(j->data, j->len, h->sha256, NULL, EVP_sha256(), NULL);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        fail_job(j, "hash", ENOMEM);
+        goto out;
+    }
+    for (const cu_chunk *c = j->data; c; c = c->next)
+        EVP_DigestUpdate(md, c->data, c->len);
+    EVP_DigestFinal_ex(md, h->sha256, NULL);
+    EVP_MD_CTX_free(md);
     store_chain_next(r->chain, h, h->chain);
     memcpy(r->chain, h->chain, 32);
     store_header_encode(h, img);
 
     /* The whole header is the additional data: any change to it fails the tag. */
     uint8_t *ct = img + STORE_HEADER_LEN, *tag = ct + j->len;
-    if (EVP_EncryptInit_ex(gcm, NULL, NULL, r->dek.key, h->nonce) != 1 ||
-        EVP_EncryptUpdate(gcm, NULL, &n, img, STORE_HEADER_LEN) != 1 ||
-        EVP_EncryptUpdate(gcm, ct, &n, j->data, (int)j->len) != 1 ||
-        EVP_EncryptFinal_ex(gcm, ct + n, &n) != 1 ||
-        EVP_CIPHER_CTX_ctrl(gcm, EVP_CTRL_GCM_GET_TAG, STORE_TAG_LEN, tag) != 1) {
+    bool ok = EVP_EncryptInit_ex(gcm, NULL, NULL, r->dek.key, h->nonce) == 1 &&
+              EVP_EncryptUpdate(gcm, NULL, &n, img, STORE_HEADER_LEN) == 1;
+    size_t done = 0;
+    for (const cu_chunk *c = j->data; ok && c; c = c->next) {
+        ok = EVP_EncryptUpdate(gcm, ct + done, &n, c->data, (int)c->len) == 1;
+        done += (size_t)n;
+    }
+    ok = ok && done == j->len && EVP_EncryptFinal_ex(gcm, ct + done, &n) == 1 &&
+         EVP_CIPHER_CTX_ctrl(gcm, EVP_CTRL_GCM_GET_TAG, STORE_TAG_LEN, tag) == 1;
+    /* The plaintext is no longer needed: its chunks go back at once. */
+    cu_chunk_put(j->data);
+    j->data = NULL;
+    if (!ok) {
         fail_job(j, "encrypt", EIO);
         goto out;
     }
@@ -327,7 +344,7 @@ static void worker_segment(worker *w, EVP_CIPHER_CTX *gcm, job *j)
     else if (direct && padded != file_len && ftruncate(j->fd, (off_t)file_len) != 0)
         fail_job(j, "truncate", errno);
 out:
-    cu_segbuf_free(j->data);
+    cu_chunk_put(j->data);
     j->data = NULL;
 }
 
@@ -648,15 +665,18 @@ out:
     return rc;
 }
 
-cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
+cu_rc store_segment_submit(store_recording *r, cu_chunk *data, size_t len,
                            const store_segment_meta *meta, bool wait, uint64_t *index_out)
 {
     store *s = r->s;
     worker *w = &s->workers[r->worker];
-    if (len > STORE_SEGMENT_MAX || meta->end_us < meta->start_us ||
+    size_t chained = 0;
+    for (const cu_chunk *c = data; c; c = c->next)
+        chained += c->len;
+    if (chained != len || len > STORE_SEGMENT_MAX || meta->end_us < meta->start_us ||
         (meta->flags & ~(uint32_t)(STORE_SEG_LOSS | STORE_SEG_GAP_START | STORE_SEG_LAST)) ||
         atomic_load(&r->damaged)) {
-        cu_segbuf_free(data);
+        cu_chunk_put(data);
         return CU_ERR_INVALID;
     }
     job *j = cu_xcalloc(1, sizeof(*j));
@@ -670,14 +690,14 @@ cu_rc store_segment_submit(store_recording *r, void *data, size_t len,
     pthread_mutex_lock(&w->q.lock);
     if (r->closing) {
         pthread_mutex_unlock(&w->q.lock);
-        cu_segbuf_free(data);
+        cu_chunk_put(data);
         free(j);
         return CU_ERR_INVALID;
     }
     while (w->q.count == w->q.cap) {
         if (!wait) {
             pthread_mutex_unlock(&w->q.lock);
-            cu_segbuf_free(data);
+            cu_chunk_put(data);
             free(j);
             atomic_fetch_add(&s->queue_full, 1);
             cu_metric_inc(&st_queue_full_metric);

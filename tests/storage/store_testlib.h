@@ -31,13 +31,24 @@ static inline PGconn *st_connect(const char *dsn)
     return conn;
 }
 
-/* Random bytes in a segment buffer (what the store takes and frees). */
-static inline uint8_t *st_random(size_t len)
+/* Random bytes in a chain of chunks (what the store takes and gives back);
+ * @p copy (may be NULL) receives a plain copy, which the caller frees. */
+static inline cu_chunk *st_random_chain(size_t len, uint8_t **copy)
 {
-    uint8_t *p = cu_segbuf_alloc(len ? len : 1, NULL);
-    REQUIRE(p);
+    uint8_t *p = cu_xmalloc(len ? len : 1);
     REQUIRE(RAND_bytes(p, (int)(len ? len : 1)) == 1);
-    return p;
+    cu_chunk *head = NULL, *tail = NULL;
+    REQUIRE(cu_chunk_append(&head, &tail, p, len));
+    if (copy)
+        *copy = p;
+    else
+        free(p);
+    return head;
+}
+
+static inline cu_chunk *st_random(size_t len)
+{
+    return st_random_chain(len, NULL);
 }
 
 /* Run verify and keep what it printed. */

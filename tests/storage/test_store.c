@@ -55,11 +55,13 @@ static store_id write_recording(store *s, int n, uint8_t **plain, size_t *lens)
     REQUIRE(store_recording_open(s, NULL, &r, &id, &err) == CU_OK);
     for (int i = 0; i < n; i++) {
         size_t len = i == 0 ? 0 : 1000 + (size_t)i * 7919; /* an empty one too */
-        uint8_t *data = st_random(len);
+        uint8_t *copy = NULL;
+        cu_chunk *data = st_random_chain(len, &copy);
         if (plain) {
-            plain[i] = cu_xmalloc(len ? len : 1);
-            memcpy(plain[i], data, len);
+            plain[i] = copy;
             lens[i] = len;
+        } else {
+            free(copy);
         }
         store_segment_meta m = {.start_us = 1700000000000000 + i * 2000000,
                                 .end_us = 1700000000000000 + i * 2000000 + 1999000,
@@ -162,7 +164,7 @@ static void test_submit_limits(store *s)
     CHECK_EQ_INT(store_segment_submit(r, st_random(10), 10, &bad_flags, true, NULL),
                  CU_ERR_INVALID);
     store_segment_meta ok = {.start_us = 1, .end_us = 2};
-    CHECK_EQ_INT(store_segment_submit(r, cu_segbuf_alloc(1, NULL), STORE_SEGMENT_MAX + 1, &ok, true, NULL),
+    CHECK_EQ_INT(store_segment_submit(r, st_random(1), STORE_SEGMENT_MAX + 1, &ok, true, NULL),
                  CU_ERR_INVALID);
     store_recording_close(r);
     store_flush(s);

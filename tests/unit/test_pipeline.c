@@ -126,10 +126,17 @@ typedef struct {
     size_t len[64];
 } sink;
 
-static void collect(void *ctx, uint8_t *data, size_t len, const pipe_segment_info *info)
+static void collect(void *ctx, cu_chunk *chain, size_t len, const pipe_segment_info *info)
 {
     sink *k = ctx;
     REQUIRE(k->count < 64);
+    uint8_t *data = cu_xmalloc(len);
+    cu_chunk_copy_out(chain, 0, data, len);
+    size_t chained = 0;
+    for (const cu_chunk *c = chain; c; c = c->next)
+        chained += c->len;
+    CHECK_EQ_INT(chained, len);
+    cu_chunk_put(chain);
     k->info[k->count] = *info;
     k->data[k->count] = data;
     k->len[k->count] = len;
@@ -139,7 +146,7 @@ static void collect(void *ctx, uint8_t *data, size_t len, const pipe_segment_inf
 static void sink_free(sink *k)
 {
     for (int i = 0; i < k->count; i++)
-        cu_segbuf_free(k->data[i]);
+        free(k->data[i]);
     k->count = 0;
 }
 
