@@ -12,7 +12,8 @@
  *
  * usage: recorders --devices FILE --seconds S [--target 127.0.0.1:5004]
  *                  [--clip FILE] [--streams N] [--drop K,K...] [--no-bye]
- * --port-per-stream sends stream i to port+i; --no-rtcp sends RTP only.
+ * --port-per-stream sends stream i to port+i; --no-rtcp sends RTP only;
+ * --no-gso sends one datagram per message instead of UDP GSO runs.
  * FILE holds one JSON object per line, as `ingestctl device add --json`
  * prints them. Prints one JSON object: what was sent.
  */
@@ -23,6 +24,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <srtp2/srtp.h>
@@ -344,20 +346,31 @@ static int rtcp_packet(stream *s, int64_t now_us, bool bye, uint8_t *out)
 
 /* ----------------------------------------------------------------- send */
 
+/*
+ * Outgoing datagrams, batched for sendmmsg. Consecutive datagrams of one
+ * stream with the same size go out as one UDP GSO message (UDP_SEGMENT):
+ * one trip through the stack for a run of packets, the kernel cutting it
+ * into datagrams. All but a run's last datagram have the run's size.
+ */
 typedef struct {
     int fd; /* the socket the queued messages go out on */
+    bool gso;
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
+    char ctrl[BATCH][CMSG_SPACE(sizeof(uint16_t))];
     uint8_t (*bufs)[1600];
-    int n;
+    int n;     /* datagrams queued */
+    int nmsg;  /* messages queued */
+    bool open; /* the last message can take another datagram */
+    size_t seg, bytes;
     uint64_t send_errors;
 } sender;
 
 static void flush(sender *x)
 {
     int off = 0;
-    while (off < x->n) {
-        int r = sendmmsg(x->fd, x->msgs + off, (unsigned)(x->n - off), 0);
+    while (off < x->nmsg) {
+        int r = sendmmsg(x->fd, x->msgs + off, (unsigned)(x->nmsg - off), 0);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -366,12 +379,14 @@ static void flush(sender *x)
                 nanosleep(&ts, NULL);
                 continue;
             }
-            x->send_errors += (uint64_t)(x->n - off);
+            for (int i = off; i < x->nmsg; i++)
+                x->send_errors += x->msgs[i].msg_hdr.msg_iovlen;
             break;
         }
         off += r;
     }
-    x->n = 0;
+    x->n = x->nmsg = 0;
+    x->open = false;
 }
 
 static uint8_t *slot(sender *x)
@@ -383,10 +398,34 @@ static uint8_t *slot(sender *x)
 
 static void queue(sender *x, int len, struct sockaddr_in *to)
 {
-    x->iov[x->n].iov_len = (size_t)len;
-    x->msgs[x->n].msg_hdr.msg_name = to;
-    x->msgs[x->n].msg_hdr.msg_namelen = sizeof(*to);
+    struct iovec *v = &x->iov[x->n];
+    v->iov_base = x->bufs[x->n];
+    v->iov_len = (size_t)len;
     x->n++;
+    struct msghdr *last = x->nmsg ? &x->msgs[x->nmsg - 1].msg_hdr : NULL;
+    if (x->gso && x->open && last->msg_name == to && last->msg_iovlen < 64 &&
+        x->bytes + (size_t)len <= 65000 && (size_t)len <= x->seg) {
+        last->msg_iovlen++;
+        x->bytes += (size_t)len;
+        if (last->msg_iovlen == 2) {
+            struct cmsghdr *c = (struct cmsghdr *)x->ctrl[x->nmsg - 1];
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t seg = (uint16_t)x->seg;
+            memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+            last->msg_control = x->ctrl[x->nmsg - 1];
+            last->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        }
+        if ((size_t)len < x->seg)
+            x->open = false; /* a shorter datagram ends the run */
+        return;
+    }
+    x->msgs[x->nmsg].msg_hdr =
+        (struct msghdr){.msg_name = to, .msg_namelen = sizeof(*to), .msg_iov = v, .msg_iovlen = 1};
+    x->nmsg++;
+    x->open = true;
+    x->seg = x->bytes = (size_t)len;
 }
 
 static int64_t now_us(void)
@@ -399,17 +438,23 @@ static int64_t now_us(void)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"devices", required_argument, NULL, 'd'}, {"seconds", required_argument, NULL, 's'},
-        {"target", required_argument, NULL, 't'},  {"clip", required_argument, NULL, 'c'},
-        {"streams", required_argument, NULL, 'n'}, {"drop", required_argument, NULL, 'x'},
-        {"no-bye", no_argument, NULL, 'b'},        {"port-per-stream", no_argument, NULL, 'p'},
-        {"no-rtcp", no_argument, NULL, 'r'},       {NULL, 0, NULL, 0},
+        {"devices", required_argument, NULL, 'd'},
+        {"seconds", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},
+        {"clip", required_argument, NULL, 'c'},
+        {"streams", required_argument, NULL, 'n'},
+        {"drop", required_argument, NULL, 'x'},
+        {"no-bye", no_argument, NULL, 'b'},
+        {"port-per-stream", no_argument, NULL, 'p'},
+        {"no-rtcp", no_argument, NULL, 'r'},
+        {"no-gso", no_argument, NULL, 'g'},
+        {NULL, 0, NULL, 0},
     };
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;
     uint64_t drops[MAX_DROPS];
     int ndrops = 0;
-    bool bye = true, port_per_stream = false, rtcp = true;
+    bool bye = true, port_per_stream = false, rtcp = true, gso = true;
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -436,6 +481,7 @@ int main(int argc, char **argv)
         case 'b': bye = false; break;
         case 'p': port_per_stream = true; break;
         case 'r': rtcp = false; break;
+        case 'g': gso = false; break;
         default:
             fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
                             "[--clip FILE] [--streams N] [--drop K,...] [--no-bye]\n");
@@ -530,10 +576,7 @@ int main(int argc, char **argv)
             streams[i].to.sin_port = htons((uint16_t)(port + (int)i));
     }
     x.bufs = malloc(sizeof(*x.bufs) * BATCH);
-    for (int i = 0; i < BATCH; i++) {
-        x.iov[i].iov_base = x.bufs[i];
-        x.msgs[i].msg_hdr = (struct msghdr){.msg_iov = &x.iov[i], .msg_iovlen = 1};
-    }
+    x.gso = gso;
 
     /* Spread the streams over the frame interval. */
     int64_t t0 = now_us() + 50000;

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <pthread.h>
 #include <srtp2/srtp.h>
 #include <stdlib.h>
@@ -29,11 +30,11 @@
 #include <unistd.h>
 
 #define BATCH            64
-#define BATCHES_PER_WAKE 16 /* then let timers and the inbox run */
-#define RX_BUF           2048
-#define SRTP_OVERHEAD    32   /* tag and MKI room beyond the largest RTP packet */
-#define PENDING_MAX      8    /* segments held while a recording is being opened */
-#define POOL_SLOTS       4096 /* reorder-window packets per worker */
+#define BATCHES_PER_WAKE 16    /* then let timers and the inbox run */
+#define RX_BUF           65536 /* room for a UDP GRO train of datagrams */
+#define SRTP_OVERHEAD    32    /* tag and MKI room beyond the largest RTP packet */
+#define PENDING_MAX      8     /* segments held while a recording is being opened */
+#define POOL_SLOTS       4096  /* reorder-window packets per worker */
 
 /* ----------------------------------------------------------------- drops */
 
@@ -80,6 +81,8 @@ static cu_metric *const drop_metrics[DROP_REASONS] = {
 
 CU_METRIC_DEFINE(rx_packets_metric, CU_METRIC_COUNTER, "custos_ingest_packets_total", "",
                  "Packets received and accepted (RTP and RTCP).")
+CU_METRIC_DEFINE(rx_reads_metric, CU_METRIC_COUNTER, "custos_ingest_reads_total", "",
+                 "Datagrams or GRO trains of datagrams read from the sockets.")
 CU_METRIC_DEFINE(rx_rtcp_metric, CU_METRIC_COUNTER, "custos_ingest_rtcp_packets_total", "",
                  "Of the accepted packets, those that were RTCP.")
 CU_METRIC_DEFINE(rx_bytes_metric, CU_METRIC_COUNTER, "custos_ingest_bytes_total", "",
@@ -171,6 +174,7 @@ typedef struct ingest_worker {
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     uint8_t (*bufs)[RX_BUF];
+    uint8_t ctrl[BATCH][CMSG_SPACE(sizeof(int))];
 } ingest_worker;
 
 /* Requests to the control thread. */
@@ -571,6 +575,24 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
 }
 
 /* Read everything the socket holds (up to BATCHES_PER_WAKE batches). */
+/* The datagram size of a UDP GRO train, or 0 for a single datagram. */
+static size_t gro_size(struct msghdr *m)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int size;
+            memcpy(&size, CMSG_DATA(c), sizeof(size));
+            return size > 0 ? (size_t)size : 0;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Read everything the socket holds (up to BATCHES_PER_WAKE batches). With
+ * UDP_GRO the kernel hands over runs of same-flow datagrams as one buffer
+ * and their size; they are split here, each still its own datagram.
+ */
 static int drain_socket(ingest_worker *w)
 {
     int total = 0;
@@ -578,15 +600,27 @@ static int drain_socket(ingest_worker *w)
         for (int i = 0; i < BATCH; i++) {
             w->iov[i].iov_base = w->bufs[i];
             w->iov[i].iov_len = RX_BUF;
-            w->msgs[i].msg_hdr = (struct msghdr){.msg_iov = &w->iov[i], .msg_iovlen = 1};
+            w->msgs[i].msg_hdr = (struct msghdr){.msg_iov = &w->iov[i],
+                                                 .msg_iovlen = 1,
+                                                 .msg_control = w->ctrl[i],
+                                                 .msg_controllen = sizeof(w->ctrl[i])};
         }
         int n = recvmmsg(w->fd, w->msgs, BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
             break; /* EAGAIN: drained */
         int64_t now_us = cu_time_us();
-        for (int i = 0; i < n; i++)
-            on_packet(w, w->bufs[i], w->msgs[i].msg_len,
-                      (w->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now_us);
+        cu_metric_add(&rx_reads_metric, n);
+        for (int i = 0; i < n; i++) {
+            struct msghdr *m = &w->msgs[i].msg_hdr;
+            size_t len = w->msgs[i].msg_len, seg = gro_size(m);
+            bool truncated = (m->msg_flags & MSG_TRUNC) != 0;
+            if (!seg || seg >= len) {
+                on_packet(w, w->bufs[i], len, truncated, now_us);
+                continue;
+            }
+            for (size_t off = 0; off < len; off += seg)
+                on_packet(w, w->bufs[i] + off, len - off < seg ? len - off : seg, false, now_us);
+        }
         total += n;
         if (n < BATCH)
             break;
@@ -825,6 +859,9 @@ static cu_rc open_socket(const ingest_service *s, int *fd_out, cu_err *err)
                           "ingest (ingest.bind, ingest.udp_port): cannot listen on %s:%lld/udp: %s",
                           cfg->ingest_bind, (long long)cfg->ingest_udp_port, strerror(e));
     }
+    /* Let the kernel hand over trains of same-flow datagrams at once. */
+    if (setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) != 0)
+        CU_LOG(CU_LOG_INFO, "ingest", "UDP GRO unavailable; one datagram per read");
     int want = (int)cfg->ingest_rcvbuf_bytes, got = 0;
     socklen_t gl = sizeof(got);
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) != 0)
@@ -899,7 +936,7 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
         w->coalesce = (struct timeval){0, (suseconds_t)cfg->ingest_coalesce_us};
         w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
         w->inbox_ev = event_new(w->base, -1, 0, on_inbox, w);
-        struct timeval tick = {0, 20000};
+        struct timeval tick = {0, 50000};
         if (!w->rx_ev || !w->rx_timer || !w->tick_ev || !w->inbox_ev ||
             event_add(w->rx_ev, NULL) != 0 || event_add(w->tick_ev, &tick) != 0) {
             rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create ingest events");

@@ -95,7 +95,8 @@ static srtp_err_status_t icm_set_iv(void *state, uint8_t *iv, srtp_cipher_direct
     (void)dir;
     for (int i = 0; i < 16; i++)
         counter[i] = iv[i] ^ st->offset[i];
-    if (EVP_EncryptInit_ex(st->ctx, NULL, NULL, NULL, counter) != 1)
+    /* The lighter of OpenSSL 3's re-initialisations: same cipher and key. */
+    if (EVP_CipherInit_ex2(st->ctx, NULL, NULL, counter, 1, NULL) != 1)
         return srtp_err_status_fail;
     return srtp_err_status_ok;
 }
