@@ -40,9 +40,9 @@ typedef void (*store_ack_fn)(void *ctx, const store_id *recording, uint64_t inde
 typedef struct {
     const char *data_dir; /* absolute; must be locked by the caller (borrowed) */
     const char *dsn;      /* index database (borrowed; copied) */
-    int workers;          /* hash+encrypt threads; 0 = number of CPUs */
+    int workers;          /* hash+encrypt threads; 0 = four per CPU */
     int syncers;          /* threads issuing fsync; 0 = 4 */
-    int queue_segments;   /* per-worker queue of submitted segments; 0 = 32 */
+    int queue_segments;   /* per-worker queue of submitted segments; 0 = 64 */
     store_ack_fn on_ack;  /* may be NULL */
     void *ack_ctx;
 } store_opts;

@@ -784,12 +784,13 @@ cu_rc store_open(const store_opts *o, store **out, cu_err *err)
     atomic_store(&s->direct_io, true);
     s->on_ack = o->on_ack;
     s->ack_ctx = o->ack_ctx;
-    /* Two per CPU: a worker waits on its O_DIRECT write while another hashes. */
-    s->nworkers = o->workers > 0 ? o->workers : 2 * (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* Four per CPU: a worker spends much of its time waiting on its O_DIRECT
+     * write or on the CPU, and a recording is pinned to one worker. */
+    s->nworkers = o->workers > 0 ? o->workers : 4 * (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->nworkers < 1)
         s->nworkers = 1;
     s->nsyncers = o->syncers > 0 ? o->syncers : 4;
-    int qcap = o->queue_segments > 0 ? o->queue_segments : 32;
+    int qcap = o->queue_segments > 0 ? o->queue_segments : 64;
     pthread_mutex_init(&s->commit_lock, NULL);
     pthread_cond_init(&s->commit_cond, NULL);
     pthread_mutex_init(&s->open_lock, NULL);
