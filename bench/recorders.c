@@ -295,7 +295,7 @@ static bool stream_setup(stream *s, json_t *dev)
     p.ssrc.type = ssrc_specific;
     p.ssrc.value = (uint32_t)ssrc;
     p.key = key;
-    p.window_size = 1024;
+    p.window_size = 256;
     s->ssrc = (uint32_t)ssrc;
     bool ok = srtp_create(&s->srtp, &p) == srtp_err_status_ok;
     memset(key, 0, sizeof(key));

@@ -27,7 +27,7 @@ static double measure(bool gcm)
         srtp_crypto_policy_set_rtcp_default(&p.rtcp);
     }
     p.key = key;
-    p.window_size = 1024;
+    p.window_size = 256;
     p.ssrc.type = ssrc_any_outbound;
     srtp_t out = NULL, in = NULL;
     if (srtp_create(&out, &p) != srtp_err_status_ok)

@@ -240,6 +240,25 @@ static bool write_all(int fd, const uint8_t *p, size_t len)
     return true;
 }
 
+/*
+ * Write a segment image of @p len bytes. With O_DIRECT the whole blocks go
+ * straight from @p img; the last partial block, if any, is then written
+ * through the page cache (O_DIRECT cleared). Padding and truncating instead
+ * would make the file system read the last block back to zero its tail.
+ */
+static bool write_image(int fd, const uint8_t *img, size_t len, bool direct)
+{
+    size_t body = direct ? len & ~(size_t)(DIRECT_ALIGN - 1) : len;
+    if (!write_all(fd, img, body))
+        return false;
+    if (body == len)
+        return true;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_DIRECT) != 0)
+        return false;
+    return write_all(fd, img + body, len - body);
+}
+
 /* Open the temp file, with O_DIRECT while the file system takes it. */
 static int open_temp(store *s, const char *path, bool *direct)
 {
@@ -262,7 +281,7 @@ static int open_temp(store *s, const char *path, bool *direct)
  * Hash, chain, encrypt into the worker's file image, write the temp file.
  * The image is written with O_DIRECT: the bytes go from this buffer to the
  * disk without a copy through the page cache (which cost more CPU than the
- * encryption here), padded to whole blocks and truncated to size after.
+ * encryption here): whole blocks direct, the tail through the page cache.
  */
 static void worker_segment(worker *w, EVP_CIPHER_CTX *gcm, job *j)
 {
@@ -328,7 +347,6 @@ static void worker_segment(worker *w, EVP_CIPHER_CTX *gcm, job *j)
         fail_job(j, "encrypt", EIO);
         goto out;
     }
-    memset(img + file_len, 0, padded - file_len);
     store_xxh3(img, file_len, j->found.xxh3);
     j->found.file_len = file_len;
 
@@ -339,10 +357,8 @@ static void worker_segment(worker *w, EVP_CIPHER_CTX *gcm, job *j)
         fail_job(j, "create", errno);
         goto out;
     }
-    if (!write_all(j->fd, img, direct ? padded : file_len))
+    if (!write_image(j->fd, img, file_len, direct))
         fail_job(j, "write", errno);
-    else if (direct && padded != file_len && ftruncate(j->fd, (off_t)file_len) != 0)
-        fail_job(j, "truncate", errno);
 out:
     cu_chunk_put(j->data);
     j->data = NULL;
