@@ -7,8 +7,9 @@
  * NALs, FU-A for large ones; 1200-byte packets). Each stream copies those
  * packets, rewrites SSRC, sequence number and timestamp, protects them with
  * its device's SRTP key and sends them with sendmmsg. Streams are spread
- * evenly over the frame interval. Every 5 s a stream sends an SRTCP sender
- * report; at the end, a BYE (unless --no-bye).
+ * evenly over the frame interval and their start times over two seconds;
+ * each streams for S seconds. Every 5 s a stream sends an SRTCP sender
+ * report; when it has sent its last frame, a BYE (unless --no-bye).
  *
  * usage: recorders --devices FILE --seconds S [--target 127.0.0.1:5004]
  *                  [--clip FILE] [--streams N] [--drop K,K...] [--no-bye]
@@ -68,7 +69,8 @@ typedef struct {
     uint64_t sent; /* packets sent */
     uint64_t octets;
     uint64_t frame;   /* frames sent */
-    int64_t phase_us; /* offset within the frame interval */
+    int64_t phase_us;     /* offset within the frame interval */
+    uint64_t start_frame; /* the frame tick at which this recorder switches on */
     struct sockaddr_in to;
     int fd; /* its own socket: distinct recorders have distinct source ports,
              * which is what spreads them over ingestd's SO_REUSEPORT workers */
@@ -578,19 +580,32 @@ int main(int argc, char **argv)
     x.bufs = malloc(sizeof(*x.bufs) * BATCH);
     x.gso = gso;
 
-    /* Spread the streams over the frame interval. */
+    /* Spread the streams over the frame interval, and their start over two
+     * seconds, as recorders switched on at unrelated moments are: their
+     * keyframes (1 s GOP) and 2-second segment cuts then fall at all phases
+     * instead of all at once. Each stream sends for @p seconds. */
     int64_t t0 = now_us() + 50000;
     for (size_t i = 0; i < nstreams; i++) {
         streams[i].phase_us = (int64_t)(i * FRAME_US / nstreams);
-        streams[i].next_sr_us = t0 + 1000000 + streams[i].phase_us;
+        streams[i].start_frame = (uint64_t)(i * 2 * FPS / nstreams);
+        streams[i].next_sr_us =
+            t0 + 1000000 + (int64_t)streams[i].start_frame * FRAME_US + streams[i].phase_us;
     }
-    uint64_t total_frames = (uint64_t)seconds * FPS;
+    uint64_t stream_frames = (uint64_t)seconds * FPS;
+    uint64_t total_frames = stream_frames + streams[nstreams - 1].start_frame;
     uint64_t late_frames = 0, dropped = 0, rtcp_sent = 0;
     size_t next = 0; /* the stream whose frame is due next */
     uint64_t frame_no = 0;
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
     while (frame_no < total_frames) {
+        if (frame_no < streams[next].start_frame || streams[next].frame >= stream_frames) {
+            if (++next == nstreams) { /* this recorder is off for this tick */
+                next = 0;
+                frame_no++;
+            }
+            continue;
+        }
         int64_t due = t0 + (int64_t)frame_no * FRAME_US + streams[next].phase_us;
         int64_t now = now_us();
         if (due > now) {
@@ -649,24 +664,20 @@ int main(int argc, char **argv)
             }
             s->next_sr_us += 5000000;
         }
+        /* A recorder that stops says so at once (RFC 3550 §6.6). */
+        if (bye && rtcp && s->frame == stream_frames) {
+            int len = rtcp_packet(s, now, true, slot(&x));
+            if (len > 0) {
+                queue(&x, len, &s->to);
+                rtcp_sent++;
+            }
+        }
         if (++next == nstreams) {
             next = 0;
             frame_no++;
         }
     }
     flush(&x);
-    if (bye && rtcp) {
-        for (size_t i = 0; i < nstreams; i++) {
-            flush(&x);
-            x.fd = streams[i].fd;
-            int len = rtcp_packet(&streams[i], now_us(), true, slot(&x));
-            if (len > 0) {
-                queue(&x, len, &streams[i].to);
-                rtcp_sent++;
-            }
-        }
-        flush(&x);
-    }
     getrusage(RUSAGE_SELF, &ru1);
     double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec -
                           ru0.ru_stime.tv_sec) +

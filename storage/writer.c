@@ -20,11 +20,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define SYNC_QUEUE_MAX 256
 #define FSYNC_SAMPLES  4096
+#define WORKER_NICE    5 /* see worker_main */
 
 CU_METRIC_DEFINE(st_acked_metric, CU_METRIC_COUNTER, "custos_store_segments_total",
                  "result=\"acked\"", "Segments by outcome.")
@@ -368,6 +370,10 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     pthread_setname_np(pthread_self(), "store-work");
+    /* Below the receive threads: when the CPUs are short, a segment can wait
+     * in this queue, a datagram cannot wait in a full socket buffer. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), WORKER_NICE) != 0)
+        CU_LOG(CU_LOG_DEBUG, "store", "setpriority: %s", strerror(errno));
     EVP_CIPHER_CTX *gcm = EVP_CIPHER_CTX_new();
     if (!gcm || EVP_EncryptInit_ex(gcm, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1)
         abort();
