@@ -68,7 +68,7 @@ typedef struct {
     uint32_t ts0;
     uint64_t sent; /* packets sent */
     uint64_t octets;
-    uint64_t frame;   /* frames sent */
+    uint64_t frame;       /* frames sent */
     int64_t phase_us;     /* offset within the frame interval */
     uint64_t start_frame; /* the frame tick at which this recorder switches on */
     struct sockaddr_in to;

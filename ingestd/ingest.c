@@ -448,7 +448,7 @@ static bool dev_srtp(dev *d)
     p.ssrc.value = d->info.ssrc;
     p.key = d->info.key;
     p.window_size = 256; /* replay protection: 4x the reorder window; each
-                         * arrival shifts this bitmap, so it is not larger */
+                          * arrival shifts this bitmap, so it is not larger */
     p.allow_repeat_tx = 0;
     bool ok = srtp_create(&d->srtp, &p) == srtp_err_status_ok;
     ctl_device_wipe(&d->info); /* the session holds the derived keys now */
