@@ -4,6 +4,8 @@
  * device lookup by SSRC, SRTP unprotect, the pipeline (validation, reorder,
  * keyframes, segments). Segments go to the store without waiting.
  *
+ * The kernel steers each datagram to the worker that owns its SSRC (see
+ * steer_by_ssrc), so one device has one SRTP session and one replay window.
  * The hot path takes no lock and makes no allocation or system call beyond
  * the batched receive: a worker owns its devices and streams outright.
  * Other threads talk to a worker through its inbox (a mutex and an event),
@@ -20,6 +22,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <limits.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <pthread.h>
@@ -732,15 +735,19 @@ static void *worker_main(void *arg)
 
 /* -------------------------------------------------------- control thread */
 
+/* The worker the kernel steers this SSRC's datagrams to (see steer_by_ssrc). */
+static int owner_of(const ingest_service *s, uint32_t ssrc)
+{
+    return (int)(ssrc % (uint32_t)s->nworkers);
+}
+
 static void on_device(void *ctx, const ctl_device *d)
 {
     ingest_service *s = ctx;
-    for (int i = 0; i < s->nworkers; i++) {
-        msg *m = cu_xcalloc(1, sizeof(*m));
-        m->kind = MSG_DEVICE;
-        m->device = *d;
-        worker_post(&s->workers[i], m);
-    }
+    msg *m = cu_xcalloc(1, sizeof(*m));
+    m->kind = MSG_DEVICE;
+    m->device = *d;
+    worker_post(&s->workers[owner_of(s, d->ssrc)], m);
     CU_LOG(CU_LOG_INFO, "ingest", "device %s (ssrc %u) %s", d->serial, d->ssrc,
            d->active ? "active" : "revoked");
 }
@@ -877,6 +884,33 @@ static cu_rc open_socket(const ingest_service *s, int *fd_out, cu_err *err)
     return CU_OK;
 }
 
+/*
+ * Steer each datagram to the worker that owns its SSRC (SSRC mod workers), by
+ * a classic BPF program on the SO_REUSEPORT group, which sees the UDP payload.
+ * Without it the kernel would pick a worker by the source address, and a
+ * recorder whose NAT mapping changes, or a replayed packet sent from another
+ * port, would reach a worker holding a second SRTP session (and replay
+ * window) for the same device. RTCP (RFC 5761: second octet 192-223) carries
+ * its SSRC at offset 4, RTP at offset 8; a datagram too short for either goes
+ * to worker 0, which drops it. Socket i of the group is worker i: sockets are
+ * bound in worker order and none leaves the group while the service runs.
+ */
+static bool steer_by_ssrc(int fd, int nworkers)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 192, 0, 3),
+        BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, 223, 2, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 4), /* RTCP: sender SSRC */
+        BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 8), /* RTP: SSRC */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)nworkers),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;
+}
+
 /* The port must be free: a socket without SO_REUSEPORT fails if anyone,
  * another ingestd included, holds it. */
 static cu_rc check_port_free(const ingest_service *s, cu_err *err)
@@ -927,6 +961,12 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
         rc = open_socket(s, &w->fd, err);
         if (rc)
             goto fail;
+        if (i == 0 && s->nworkers > 1 && !steer_by_ssrc(w->fd, s->nworkers)) {
+            CU_LOG(CU_LOG_WARN, "ingest",
+                   "cannot steer datagrams by SSRC (%s); receiving with one worker",
+                   strerror(errno));
+            s->nworkers = 1;
+        }
         w->base = event_base_new();
         if (!w->base) {
             rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create an event loop");

@@ -99,6 +99,9 @@ for r in unknown_ssrc srtp_auth replay malformed oversize; do
     [ "$now" -gt "$b" ] || fail "reason $r not counted ($b -> $now)"
 done
 grep -q 'dropping packets: srtp_auth' "$base/ingestd.log" || fail "no rate-limited log line"
+now=$(metric 'custos_ingest_dropped_total{reason="replay"}')
+[ "$now" -ge $((before_replay + 9)) ] ||
+    fail "a replay from another source port was accepted ($before_replay -> $now, 9 sent)"
 
 note "a revoked device's packets are refused within a second"
 ctl device revoke CAM-A >/dev/null || fail "revoke"

@@ -1,9 +1,10 @@
 /*
  * ingest_inject DEVICE_JSON PORT: send ingestd one datagram of every kind it
  * must refuse, on 127.0.0.1: a good SRTP packet, then the same packet again
- * (replay), a packet with a corrupted tag (authentication), an SRTP-valid
- * packet whose RTP is malformed (padding count past the payload), an
- * oversize datagram, and a packet from an unknown SSRC. Prints what it sent.
+ * (replay) from the same port and from REPLAY_PORTS others, a packet with a
+ * corrupted tag (authentication), an SRTP-valid packet whose RTP is malformed
+ * (padding count past the payload), an oversize datagram, and a packet from
+ * an unknown SSRC. Prints what it sent.
  */
 #include "ingestd/ingestd.h"
 
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#define REPLAY_PORTS 8
 
 static size_t rtp(uint8_t *b, uint32_t ssrc, uint16_t seq, bool bad_padding)
 {
@@ -76,7 +79,17 @@ int main(int argc, char **argv)
     int sent = 0;
     sent += send(fd, good, (size_t)len, 0) > 0; /* accepted */
     sent += send(fd, good, (size_t)len, 0) > 0; /* replay */
-    len = (int)rtp(b, ssrc, 1003, false);       /* a fresh index: the replay check passes */
+    /* The same replay from other source ports, as a recorder behind a NAT
+     * that rebinds (or an attacker) would send it: whichever ingest worker
+     * the address lands on, the device's one replay window must refuse it. */
+    for (int i = 0; i < REPLAY_PORTS; i++) {
+        int other = socket(AF_INET, SOCK_DGRAM, 0);
+        sent += other >= 0 &&
+                sendto(other, good, (size_t)len, 0, (struct sockaddr *)&to, sizeof(to)) > 0;
+        if (other >= 0)
+            close(other);
+    }
+    len = (int)rtp(b, ssrc, 1003, false); /* a fresh index: the replay check passes */
     srtp_protect(s, b, &len);
     b[len - 1] ^= 0xff;
     sent += send(fd, b, (size_t)len, 0) > 0; /* authentication */
@@ -92,5 +105,5 @@ int main(int argc, char **argv)
     srtp_dealloc(s);
     close(fd);
     json_decref(dev);
-    return sent == 6 ? 0 : 1;
+    return sent == 6 + REPLAY_PORTS ? 0 : 1;
 }
