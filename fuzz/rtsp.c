@@ -1,0 +1,72 @@
+/*
+ * libFuzzer target: the RTSP framing of ingestd (rtsp_msg.c) on a byte
+ * stream as a connection delivers it — requests, responses and interleaved
+ * frames back to back, read in pieces whose sizes come from the input.
+ * Every message parsed must lie inside the bytes given, and the same bytes
+ * one short of a complete message must parse as "need more".
+ */
+#include "ingestd/rtsp_msg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void inside(const void *p, size_t n, const uint8_t *buf, size_t len)
+{
+    const uint8_t *q = p;
+    if (n && (q < buf || q + n > buf + len))
+        abort();
+}
+
+static void check(const rtsp_parsed *m, const uint8_t *buf, size_t len)
+{
+    if (m->consumed > len || m->nheaders > RTSP_MAX_HEADERS)
+        abort();
+    if (m->kind == RTSP_FRAME) {
+        inside(m->frame, m->frame_len, buf, len);
+        return;
+    }
+    if (m->kind == RTSP_REQUEST) {
+        inside(m->method.p, m->method.len, buf, len);
+        inside(m->uri.p, m->uri.len, buf, len);
+        if (!m->method.len || m->method.len > RTSP_MAX_METHOD || !m->uri.len ||
+            m->uri.len > RTSP_MAX_URI)
+            abort();
+    }
+    for (int i = 0; i < m->nheaders; i++) {
+        inside(m->headers[i].name.p, m->headers[i].name.len, buf, len);
+        inside(m->headers[i].value.p, m->headers[i].value.len, buf, len);
+    }
+    inside(m->body, m->body_len, buf, len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static rtsp_parsed m, whole;
+    if (size < 1)
+        return 0;
+    /* The first byte sets the limits, so that both caps get exercised. */
+    rtsp_limits lim = {.max_header_bytes = 64 + (size_t)(data[0] & 0x0f) * 256,
+                       .max_body_bytes = (size_t)(data[0] >> 4) * 64};
+    data++;
+    size--;
+    size_t off = 0;
+    while (off < size) {
+        const uint8_t *buf = data + off;
+        size_t len = size - off;
+        rtsp_kind k = rtsp_parse(buf, len, &lim, &whole);
+        check(&whole, buf, len);
+        if (k == RTSP_NEED_MORE || k == RTSP_BAD)
+            break;
+        if (whole.consumed == 0)
+            abort();
+        /* One byte short of a whole message is never a message, nor an
+         * error: the reader must simply wait for more. */
+        size_t cut = whole.consumed - 1;
+        if (rtsp_parse(buf, cut, &lim, &m) != RTSP_NEED_MORE)
+            abort();
+        off += whole.consumed;
+    }
+    return 0;
+}
