@@ -27,9 +27,15 @@ CU_WUR cu_rc ctl_user_add(PGconn *conn, const ctl_user_spec *spec, int64_t *id, 
 
 /* ----------------------------------------------------------------- devices */
 
-#define CTL_SRTP_KEY_MAX 44 /* AEAD_AES_256_GCM: 32-byte key + 12-byte salt */
+#define CTL_SRTP_KEY_MAX      44   /* AEAD_AES_256_GCM: 32-byte key + 12-byte salt */
+#define CTL_RTSP_PASSWORD_LEN 22   /* 128 random bits in base64url */
+#define CTL_PULL_URL_MAX      1024 /* rtsp:// or rtsps:// URL, credentials included */
 
-/** A device as ingest needs it: identity, stream format, SRTP master key. */
+/**
+ * A device as ingest needs it: identity, stream format and its secrets (SRTP
+ * master key, RTSP password, pull URL), all in the clear here: wipe with
+ * ctl_device_wipe() once used.
+ */
 typedef struct {
     int64_t id;
     char serial[65];
@@ -40,8 +46,11 @@ typedef struct {
     int clock_rate;
     bool active; /* false once revoked */
     int64_t version;
-    uint8_t key[STORE_SECRET_MAX]; /* master key ‖ master salt (key_len bytes); wipe after use */
+    uint8_t key[CTL_SRTP_KEY_MAX]; /* master key ‖ master salt (key_len bytes) */
     size_t key_len;
+    char rtsp_password[CTL_RTSP_PASSWORD_LEN + 1]; /* "" when it has none */
+    char pull_url[CTL_PULL_URL_MAX + 1];           /* "" unless ingestd pulls from it */
+    bool pull_udp;                                 /* pull over UDP rather than TCP */
 } ctl_device;
 
 typedef struct {
@@ -50,12 +59,15 @@ typedef struct {
     const char *suite;   /* NULL: aes_cm_128_hmac_sha1_80 */
     const char *codec;   /* NULL: h264 */
     int payload_type;    /* 0: 96 for video, 97 for audio */
+    const char *pull_url; /* rtsp[s]://[user:pass@]host[:port]/path to pull from, or NULL */
+    bool pull_udp;        /* pull with RTP over UDP (default: interleaved in the TCP session) */
 } ctl_device_spec;
 
 /**
- * Provision a device: a unique random SSRC and a fresh SRTP master key,
- * stored only wrapped by the active KEK. *@p out holds the plain key, to be
- * shown once; wipe it with ctl_device_wipe().
+ * Provision a device: a unique random SSRC, a fresh SRTP master key and RTSP
+ * password, and the URL to pull from if any, stored only wrapped by the
+ * active KEK. *@p out holds them in the clear, to be shown once; wipe it
+ * with ctl_device_wipe().
  */
 CU_WUR cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *spec,
                             ctl_device *out, cu_err *err);
@@ -82,7 +94,7 @@ const char *ctl_suite_sdes_name(const char *suite);
 /** Bytes of master key ‖ salt for a suite (30 or 44), or 0 when unknown. */
 size_t ctl_suite_key_len(const char *suite);
 
-/** Overwrite the key in @p d. */
+/** Overwrite the secrets in @p d. */
 void ctl_device_wipe(ctl_device *d);
 
 #endif /* CUSTOS_CONTROL_H */

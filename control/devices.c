@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +125,47 @@ void ctl_device_wipe(ctl_device *d)
 {
     OPENSSL_cleanse(d->key, sizeof(d->key));
     d->key_len = 0;
+    OPENSSL_cleanse(d->rtsp_password, sizeof(d->rtsp_password));
+    OPENSSL_cleanse(d->pull_url, sizeof(d->pull_url));
 }
+
+/* An RTSP password: 128 random bits in unpadded base64url (22 characters). */
+static bool make_rtsp_password(char out[CTL_RTSP_PASSWORD_LEN + 1])
+{
+    uint8_t raw[16];
+    char b64[32];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return false;
+    EVP_EncodeBlock((unsigned char *)b64, raw, sizeof(raw));
+    OPENSSL_cleanse(raw, sizeof(raw));
+    for (int i = 0; i < CTL_RTSP_PASSWORD_LEN; i++)
+        out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    out[CTL_RTSP_PASSWORD_LEN] = '\0';
+    OPENSSL_cleanse(b64, sizeof(b64));
+    return true;
+}
+
+/* rtsp:// or rtsps://, a host, printable ASCII without spaces, bounded. */
+static bool pull_url_ok(const char *url)
+{
+    size_t n = strlen(url);
+    const char *rest = strncmp(url, "rtsp://", 7) == 0    ? url + 7
+                       : strncmp(url, "rtsps://", 8) == 0 ? url + 8
+                                                           : NULL;
+    if (!rest || n > CTL_PULL_URL_MAX || !*rest || *rest == '/')
+        return false;
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return false;
+    return true;
+}
+
+/* A wrapped secret as PQexecParams takes it (binary), or NULL when absent. */
+typedef struct {
+    char kek_id[STORE_KEK_ID_LEN + 1];
+    uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
+    size_t len;
+} wrapped_secret;
 
 static cu_rc user_exists(PGconn *conn, const char *username, cu_err *err)
 {
@@ -151,6 +192,7 @@ cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *s
     char kek_id[STORE_KEK_ID_LEN + 1];
     uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
     size_t wrapped_len = 0;
+    wrapped_secret rtsp = {.len = 0}, pull = {.len = 0};
     bool in_tx = false;
 
     memset(out, 0, sizeof(*out));
@@ -166,6 +208,11 @@ cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *s
     if (pt < 0 || pt > 127 || (pt >= 72 && pt <= 76))
         return cu_err_set(err, CU_ERR_INVALID,
                           "payload type %d is not 0..127 (72..76 would clash with RTCP)", pt);
+    if (spec->pull_url && !pull_url_ok(spec->pull_url))
+        return cu_err_set(err, CU_ERR_INVALID,
+                          "pull URL: rtsp://[user:pass@]host[:port]/path or rtsps://..., at most "
+                          "%d printable characters without spaces",
+                          CTL_PULL_URL_MAX);
     if (spec->officer) {
         rc = user_exists(conn, spec->officer, err);
         if (rc)
@@ -187,6 +234,24 @@ cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *s
                                    out->key_len, kek_id, wrapped, &wrapped_len, err);
     if (rc)
         goto out;
+    if (!make_rtsp_password(out->rtsp_password)) {
+        rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
+        goto out;
+    }
+    rc = store_keyring_wrap_secret(keys, STORE_LABEL_DEVICE_RTSP, out->serial,
+                                   (const uint8_t *)out->rtsp_password, CTL_RTSP_PASSWORD_LEN,
+                                   rtsp.kek_id, rtsp.wrapped, &rtsp.len, err);
+    if (rc)
+        goto out;
+    if (spec->pull_url) {
+        cu_strlcpy(out->pull_url, spec->pull_url, sizeof(out->pull_url));
+        out->pull_udp = spec->pull_udp;
+        rc = store_keyring_wrap_secret(keys, STORE_LABEL_DEVICE_PULL, out->serial,
+                                       (const uint8_t *)out->pull_url, strlen(out->pull_url),
+                                       pull.kek_id, pull.wrapped, &pull.len, err);
+        if (rc)
+            goto out;
+    }
 
     rc = db_exec(conn, "BEGIN", err);
     if (rc)
@@ -204,19 +269,34 @@ cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *s
         snprintf(ssrc_text, sizeof(ssrc_text), "%u", ssrc);
         snprintf(pt_text, sizeof(pt_text), "%d", pt);
         snprintf(clock_text, sizeof(clock_text), "%d", out->clock_rate);
-        const char *params[8] = {out->serial, ssrc_text,  suite,  codec,
-                                 pt_text,     clock_text, kek_id, (const char *)wrapped};
-        int lengths[8] = {0, 0, 0, 0, 0, 0, 0, (int)wrapped_len};
-        int formats[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+        bool pulled = pull.len > 0;
+        const char *params[13] = {out->serial,
+                                  ssrc_text,
+                                  suite,
+                                  codec,
+                                  pt_text,
+                                  clock_text,
+                                  kek_id,
+                                  (const char *)wrapped,
+                                  rtsp.kek_id,
+                                  (const char *)rtsp.wrapped,
+                                  pulled ? pull.kek_id : NULL,
+                                  pulled ? (const char *)pull.wrapped : NULL,
+                                  pulled ? (spec->pull_udp ? "udp" : "tcp") : NULL};
+        int lengths[13] = {0, 0, 0, 0, 0, 0, 0, (int)wrapped_len, 0, (int)rtsp.len, 0,
+                           (int)pull.len, 0};
+        int formats[13] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0};
         rc = db_exec(conn, "SAVEPOINT ssrc", err);
         if (rc)
             goto out;
         PGresult *res = PQexecParams(conn,
                                      "INSERT INTO devices (serial, ssrc, suite, codec, "
-                                     "payload_type, clock_rate, key_kek_id, key_wrapped) "
-                                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                                     "RETURNING id, version",
-                                     8, NULL, params, lengths, formats, 0);
+                                     "payload_type, clock_rate, key_kek_id, key_wrapped, "
+                                     "rtsp_kek_id, rtsp_wrapped, pull_kek_id, pull_wrapped, "
+                                     "pull_transport) "
+                                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+                                     "$13) RETURNING id, version",
+                                     13, NULL, params, lengths, formats, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
             out->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
             out->version = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
@@ -336,17 +416,60 @@ cu_rc ctl_device_assign(PGconn *conn, const char *device, const char *username, 
     return rc;
 }
 
+/*
+ * Unwrap the secret in columns (kek_col, hex_col) of @p res, row @p row, into
+ * @p out (at most @p cap bytes, NUL-terminated when @p text). An absent
+ * secret (NULL columns) leaves *@p len 0 and succeeds.
+ */
+static cu_rc unwrap_column(store_keyring *keys, const char *label, const char *serial,
+                           PGresult *res, int row, int kek_col, int hex_col, uint8_t *out,
+                           size_t cap, bool text, size_t *len, cu_err *err)
+{
+    uint8_t wrapped[STORE_SECRET_WRAPPED_MAX], plain[STORE_SECRET_MAX];
+    size_t plain_len = 0;
+    cu_rc rc = CU_OK;
+    *len = 0;
+    if (PQgetisnull(res, row, hex_col))
+        return CU_OK;
+    const char *hex = PQgetvalue(res, row, hex_col);
+    size_t hex_len = strlen(hex);
+    if (hex_len % 2 || hex_len / 2 > sizeof(wrapped))
+        return cu_err_set(err, CU_ERR_INVALID, "malformed wrapped %s", label);
+    for (size_t b = 0; b < hex_len / 2; b++) {
+        char two[3] = {hex[2 * b], hex[2 * b + 1], 0};
+        wrapped[b] = (uint8_t)strtoul(two, NULL, 16);
+    }
+    rc = store_keyring_unwrap_secret(keys, label, serial, PQgetvalue(res, row, kek_col), wrapped,
+                                     hex_len / 2, plain, &plain_len, err);
+    if (rc)
+        goto out;
+    if (plain_len + (text ? 1 : 0) > cap) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s longer than expected", label);
+        goto out;
+    }
+    memcpy(out, plain, plain_len);
+    if (text)
+        out[plain_len] = '\0';
+    *len = plain_len;
+out:
+    OPENSSL_cleanse(plain, sizeof(plain));
+    return rc;
+}
+
 cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_device_fn fn,
                           void *ctx, int64_t *max_version, cu_err *err)
 {
     char since_text[24];
     snprintf(since_text, sizeof(since_text), "%lld", (long long)since);
     const char *params[1] = {since_text};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
-                                 "state, version, key_kek_id, encode(key_wrapped, 'hex') "
-                                 "FROM devices WHERE version > $1 ORDER BY version",
-                                 1, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(conn,
+                     "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
+                     "state, version, key_kek_id, encode(key_wrapped, 'hex'), "
+                     "rtsp_kek_id, encode(rtsp_wrapped, 'hex'), "
+                     "pull_kek_id, encode(pull_wrapped, 'hex'), pull_transport "
+                     "FROM devices WHERE version > $1 ORDER BY version",
+                     1, NULL, params, NULL, NULL, 0);
     cu_rc rc = CU_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char why[256];
@@ -367,24 +490,23 @@ cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_
         d.clock_rate = (int)strtol(PQgetvalue(res, i, 6), NULL, 10);
         d.active = strcmp(PQgetvalue(res, i, 7), "active") == 0;
         d.version = strtoll(PQgetvalue(res, i, 8), NULL, 10);
-        const char *hex = PQgetvalue(res, i, 10);
-        size_t hex_len = strlen(hex);
-        uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
-        if (hex_len % 2 || hex_len / 2 > sizeof(wrapped)) {
-            CU_LOG(CU_LOG_ERROR, "devices", "device %s: malformed wrapped key", d.serial);
-            continue;
-        }
-        for (size_t b = 0; b < hex_len / 2; b++) {
-            char two[3] = {hex[2 * b], hex[2 * b + 1], 0};
-            wrapped[b] = (uint8_t)strtoul(two, NULL, 16);
-        }
+        d.pull_udp = strcmp(PQgetvalue(res, i, 15), "udp") == 0;
         cu_err kerr;
-        if (d.active && store_keyring_unwrap_secret(keys, STORE_LABEL_DEVICE_SRTP, d.serial,
-                                                    PQgetvalue(res, i, 9), wrapped, hex_len / 2,
-                                                    d.key, &d.key_len, &kerr) != CU_OK) {
-            /* Unusable key: treat as revoked rather than accept anything. */
+        size_t ignore;
+        if (d.active &&
+            (unwrap_column(keys, STORE_LABEL_DEVICE_SRTP, d.serial, res, i, 9, 10, d.key,
+                           sizeof(d.key), false, &d.key_len, &kerr) != CU_OK ||
+             unwrap_column(keys, STORE_LABEL_DEVICE_RTSP, d.serial, res, i, 11, 12,
+                           (uint8_t *)d.rtsp_password, sizeof(d.rtsp_password), true, &ignore,
+                           &kerr) != CU_OK ||
+             unwrap_column(keys, STORE_LABEL_DEVICE_PULL, d.serial, res, i, 13, 14,
+                           (uint8_t *)d.pull_url, sizeof(d.pull_url), true, &ignore,
+                           &kerr) != CU_OK)) {
+            /* An unusable secret: treat the device as revoked rather than
+             * accept anything from it. */
             CU_LOG(CU_LOG_ERROR, "devices", "device %s: %s", d.serial, kerr.msg);
             d.active = false;
+            ctl_device_wipe(&d);
         }
         fn(ctx, &d);
         ctl_device_wipe(&d);

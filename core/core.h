@@ -128,7 +128,7 @@ typedef struct {
     char *db_pg_user;               /* db.pg_user: runs the embedded cluster when root */
     int64_t db_start_timeout_s;     /* db.start_timeout_s */
     int64_t db_stop_timeout_s;      /* db.stop_timeout_s */
-    int64_t store_workers;          /* store.workers (0 = 2 per CPU) */
+    int64_t store_workers;          /* store.workers (0 = 4 per CPU) */
     int64_t store_syncers;          /* store.syncers */
     int64_t store_queue_segments;   /* store.queue_segments */
     int64_t store_index_wait_s;     /* store.index_wait_s */
@@ -141,6 +141,22 @@ typedef struct {
     int64_t ingest_idle_timeout_s;  /* ingest.idle_timeout_s */
     int64_t ingest_device_poll_ms;  /* ingest.device_poll_ms */
     int64_t ingest_coalesce_us;     /* ingest.coalesce_us */
+    char *rtsp_bind;                /* rtsp.bind */
+    int64_t rtsp_port;              /* rtsp.port (0 = no plain RTSP) */
+    int64_t rtsps_port;             /* rtsps.port (0 = no RTSPS) */
+    char *rtsp_public_host;         /* rtsp.public_host ("" = the host name) */
+    char *rtsps_cert_file;          /* rtsps.cert_file ("" = self-signed in the data dir) */
+    char *rtsps_key_file;           /* rtsps.key_file */
+    int64_t rtsp_max_header_bytes;  /* rtsp.max_header_bytes */
+    int64_t rtsp_max_body_bytes;    /* rtsp.max_body_bytes */
+    int64_t rtsp_request_timeout_s; /* rtsp.request_timeout_s */
+    int64_t rtsp_session_timeout_s; /* rtsp.session_timeout_s */
+    int64_t rtsp_max_sessions_per_device;     /* rtsp.max_sessions_per_device */
+    int64_t rtsp_max_connections_per_address; /* rtsp.max_connections_per_address */
+    int64_t rtsp_max_connections;             /* rtsp.max_connections */
+    int64_t rtsp_udp_port_min;                /* rtsp.udp_port_min */
+    int64_t rtsp_udp_port_max;                /* rtsp.udp_port_max */
+    int64_t rtsp_pull_backoff_max_s;          /* rtsp.pull_backoff_max_s */
     int64_t segment_target_ms;      /* segment.target_ms */
     int64_t segment_max_ms;         /* segment.max_ms */
 } cu_config;

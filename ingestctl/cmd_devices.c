@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Parse a command's options: each is "--name VALUE" or a flag "--name". */
 typedef struct {
@@ -68,6 +69,18 @@ static void print_json(json_t *j)
         printf("%s\n", text);
     free(text);
     json_decref(j);
+}
+
+/* The host recorders reach us by: rtsp.public_host, else this host's name. */
+static void rtsp_public_host(const ctl_env *env, char *out, size_t len)
+{
+    if (env->cfg.rtsp_public_host[0]) {
+        cu_strlcpy(out, env->cfg.rtsp_public_host, len);
+        return;
+    }
+    if (gethostname(out, len) != 0 || !out[0])
+        cu_strlcpy(out, "localhost", len);
+    out[len - 1] = '\0';
 }
 
 /* ------------------------------------------------------------- identity */
@@ -146,15 +159,17 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
 {
     static const char usage[] =
         "device add --serial S [--officer USER] [--suite SUITE] [--codec C] [--payload-type PT] "
-        "[--count N] [--json]";
+        "[--pull rtsp://... [--pull-udp]] [--count N] [--json]";
     cmd_opt opts[] = {{"serial", false, NULL},       {"officer", false, NULL},
                       {"suite", false, NULL},        {"codec", false, NULL},
                       {"payload-type", false, NULL}, {"json", true, NULL},
-                      {"count", false, NULL}};
+                      {"count", false, NULL},        {"pull", false, NULL},
+                      {"pull-udp", true, NULL}};
     cu_err err;
     store_keyring *keys = NULL;
     int status = 1;
-    if (!parse_opts(argc, argv, opts, 7, NULL, usage) || !opts[0].value) {
+    char host[256];
+    if (!parse_opts(argc, argv, opts, 9, NULL, usage) || !opts[0].value) {
         fprintf(stderr, "usage: ingestctl %s\n", usage);
         return 2;
     }
@@ -167,6 +182,15 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
         fprintf(stderr, "ingestctl: --count '%s' is not 1..100000\n", opts[6].value);
         return 2;
     }
+    if (opts[7].value && count > 1) {
+        fprintf(stderr, "ingestctl: --pull names one camera: not with --count\n");
+        return 2;
+    }
+    if (opts[8].value && !opts[7].value) {
+        fprintf(stderr, "ingestctl: --pull-udp goes with --pull\n");
+        return 2;
+    }
+    rtsp_public_host(env, host, sizeof(host));
     if (store_keyring_open(ctl_data_dir(env), true, &keys, &err) != CU_OK)
         return fail(&err);
     for (int64_t n = 1; n <= count; n++) {
@@ -180,22 +204,37 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
                                 .officer = opts[1].value,
                                 .suite = opts[2].value,
                                 .codec = opts[3].value,
-                                .payload_type = (int)pt};
+                                .payload_type = (int)pt,
+                                .pull_url = opts[7].value,
+                                .pull_udp = opts[8].value != NULL};
         ctl_device d;
         if (ctl_device_add(db_service_conn(env->db), keys, &spec, &d, &err) != CU_OK) {
             status = fail(&err);
             goto out;
         }
-        char b64[128], sdp[200];
+        char b64[128], sdp[200], rtsp_url[400] = "", rtsps_url[400] = "";
         EVP_EncodeBlock((unsigned char *)b64, d.key, (int)d.key_len);
         snprintf(sdp, sizeof(sdp), "a=crypto:1 %s inline:%s", ctl_suite_sdes_name(d.suite), b64);
+        if (env->cfg.rtsp_port)
+            snprintf(rtsp_url, sizeof(rtsp_url), "rtsp://%s:%lld/live/%s", host,
+                     (long long)env->cfg.rtsp_port, d.serial);
+        if (env->cfg.rtsps_port)
+            snprintf(rtsps_url, sizeof(rtsps_url), "rtsps://%s:%lld/live/%s", host,
+                     (long long)env->cfg.rtsps_port, d.serial);
         if (opts[5].value) {
-            json_t *j = json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s, s:i, s:i}", "id",
+            json_t *j = json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s}", "id",
                                   (json_int_t)d.id, "serial", d.serial, "ssrc", (json_int_t)d.ssrc,
                                   "suite", d.suite, "key_b64", b64, "sdp", sdp, "codec", d.codec,
-                                  "payload_type", d.payload_type, "clock_rate", d.clock_rate);
+                                  "payload_type", d.payload_type, "clock_rate", d.clock_rate,
+                                  "rtsp_user", d.serial, "rtsp_password", d.rtsp_password);
+            if (j && rtsp_url[0])
+                json_object_set_new(j, "rtsp_url", json_string(rtsp_url));
+            if (j && rtsps_url[0])
+                json_object_set_new(j, "rtsps_url", json_string(rtsps_url));
             if (j && spec.officer)
                 json_object_set_new(j, "officer", json_string(spec.officer));
+            if (j && spec.pull_url)
+                json_object_set_new(j, "pull", json_string(spec.pull_udp ? "udp" : "tcp"));
             print_json(j);
         } else {
             printf("device %s (id %lld) provisioned\n"
@@ -203,8 +242,17 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
                    "  suite         %s\n"
                    "  codec         %s, payload type %d\n"
                    "  key           %s   (shown once: load it into the device now)\n"
-                   "  sdp           %s\n",
-                   d.serial, (long long)d.id, d.ssrc, d.suite, d.codec, d.payload_type, b64, sdp);
+                   "  sdp           %s\n"
+                   "  rtsp url      %s\n"
+                   "  rtsps url     %s\n"
+                   "  rtsp user     %s\n"
+                   "  rtsp password %s   (shown once)\n",
+                   d.serial, (long long)d.id, d.ssrc, d.suite, d.codec, d.payload_type, b64, sdp,
+                   rtsp_url[0] ? rtsp_url : "(rtsp.port is 0)",
+                   rtsps_url[0] ? rtsps_url : "(rtsps.port is 0)", d.serial, d.rtsp_password);
+            if (spec.pull_url)
+                printf("  pulled over   %s, from the URL given (stored wrapped)\n",
+                       spec.pull_udp ? "RTP/UDP" : "RTSP/TCP interleaved");
         }
         OPENSSL_cleanse(b64, sizeof(b64));
         OPENSSL_cleanse(sdp, sizeof(sdp));
@@ -225,7 +273,7 @@ int cmd_device_list(ctl_env *env, int argc, char **argv)
     PGresult *res =
         PQexec(conn, "SELECT d.id, d.serial, d.ssrc, d.suite, d.codec, d.payload_type, d.state, "
                      "coalesce(u.username, ''), to_char(d.created_at AT TIME ZONE 'UTC', "
-                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), coalesce(d.pull_transport, '') "
                      "FROM devices d LEFT JOIN device_assignments a ON a.device_id = d.id "
                      "AND a.assigned_until IS NULL LEFT JOIN users u ON u.id = a.user_id "
                      "ORDER BY d.id");
@@ -236,8 +284,8 @@ int cmd_device_list(ctl_env *env, int argc, char **argv)
     }
     json_t *arr = opts[0].value ? json_array() : NULL;
     if (!arr)
-        printf("%-6s %-20s %-11s %-24s %-6s %-8s %s\n", "id", "serial", "ssrc", "suite", "codec",
-               "state", "officer");
+        printf("%-6s %-20s %-11s %-24s %-6s %-8s %-5s %s\n", "id", "serial", "ssrc", "suite",
+               "codec", "state", "pull", "officer");
     for (int i = 0; i < PQntuples(res); i++) {
         if (arr) {
             json_t *j = json_pack(
@@ -248,11 +296,14 @@ int cmd_device_list(ctl_env *env, int argc, char **argv)
                 (int)strtol(PQgetvalue(res, i, 5), NULL, 10), "state", PQgetvalue(res, i, 6),
                 "officer", PQgetvalue(res, i, 7)[0] ? PQgetvalue(res, i, 7) : NULL, "created",
                 PQgetvalue(res, i, 8));
+            if (j && PQgetvalue(res, i, 9)[0])
+                json_object_set_new(j, "pull", json_string(PQgetvalue(res, i, 9)));
             json_array_append_new(arr, j);
         } else {
-            printf("%-6s %-20s %-11s %-24s %-6s %-8s %s\n", PQgetvalue(res, i, 0),
+            printf("%-6s %-20s %-11s %-24s %-6s %-8s %-5s %s\n", PQgetvalue(res, i, 0),
                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-                   PQgetvalue(res, i, 4), PQgetvalue(res, i, 6), PQgetvalue(res, i, 7));
+                   PQgetvalue(res, i, 4), PQgetvalue(res, i, 6),
+                   PQgetvalue(res, i, 9)[0] ? PQgetvalue(res, i, 9) : "-", PQgetvalue(res, i, 7));
         }
     }
     if (arr)

@@ -129,7 +129,7 @@ int cmd_keys_rotate(ctl_env *env, int argc, char **argv)
         return 1;
     }
     printf("key-encryption key %s is active; %llu data keys re-wrapped (%llu pending), %llu "
-           "device keys\n",
+           "device secrets\n",
            rep.new_kek, (unsigned long long)rep.rewrapped,
            (unsigned long long)rep.pending_rewrapped, (unsigned long long)rep.devices_rewrapped);
     return 0;

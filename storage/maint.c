@@ -538,17 +538,35 @@ cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err
 
 /* ------------------------------------------------------------- rotation */
 
-/* Devices' SRTP master keys, inside the rotation's transaction. */
-static cu_rc rotate_device_keys(PGconn *conn, store_keyring *k, store_rotate_report *report,
-                                cu_err *err)
+/* A kind of device secret: its label and the columns holding it. */
+typedef struct {
+    const char *label;
+    const char *select; /* id, serial, KEK id, wrapped: rows that hold one */
+    const char *update; /* $1 id, $2 KEK id, $3 wrapped */
+} device_secret_kind;
+
+static const device_secret_kind device_secrets[] = {
+    {STORE_LABEL_DEVICE_SRTP,
+     "SELECT id::text, serial, key_kek_id, key_wrapped FROM devices ORDER BY id FOR UPDATE",
+     "UPDATE devices SET key_kek_id = $2, key_wrapped = $3 WHERE id = $1"},
+    {STORE_LABEL_DEVICE_RTSP,
+     "SELECT id::text, serial, rtsp_kek_id, rtsp_wrapped FROM devices "
+     "WHERE rtsp_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
+     "UPDATE devices SET rtsp_kek_id = $2, rtsp_wrapped = $3 WHERE id = $1"},
+    {STORE_LABEL_DEVICE_PULL,
+     "SELECT id::text, serial, pull_kek_id, pull_wrapped FROM devices "
+     "WHERE pull_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
+     "UPDATE devices SET pull_kek_id = $2, pull_wrapped = $3 WHERE id = $1"},
+};
+
+/* Re-wrap one kind of device secret, inside the rotation's transaction. */
+static cu_rc rotate_device_secrets(PGconn *conn, store_keyring *k, const device_secret_kind *kind,
+                                   uint64_t *rewrapped, cu_err *err)
 {
     cu_rc rc = CU_OK;
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT id::text, serial, key_kek_id, key_wrapped FROM devices "
-                                 "ORDER BY id FOR UPDATE",
-                                 0, NULL, NULL, NULL, NULL, 1);
+    PGresult *res = PQexecParams(conn, kind->select, 0, NULL, NULL, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = cu_err_set(err, CU_ERR_DB, "reading device keys: %s", PQerrorMessage(conn));
+        rc = cu_err_set(err, CU_ERR_DB, "reading device secrets: %s", PQerrorMessage(conn));
         goto out;
     }
     for (int i = 0; i < PQntuples(res) && !rc; i++) {
@@ -564,30 +582,41 @@ static cu_rc rotate_device_keys(PGconn *conn, store_keyring *k, store_rotate_rep
         snprintf(id, sizeof(id), "%.*s", PQgetlength(res, i, 0), PQgetvalue(res, i, 0));
         snprintf(serial, sizeof(serial), "%.*s", PQgetlength(res, i, 1), PQgetvalue(res, i, 1));
         snprintf(kek, sizeof(kek), "%.*s", PQgetlength(res, i, 2), PQgetvalue(res, i, 2));
-        rc = store_keyring_unwrap_secret(k, STORE_LABEL_DEVICE_SRTP, serial, kek,
+        rc = store_keyring_unwrap_secret(k, kind->label, serial, kek,
                                          (const uint8_t *)PQgetvalue(res, i, 3),
                                          (size_t)PQgetlength(res, i, 3), secret, &len, err);
         if (!rc)
-            rc = store_keyring_wrap_secret(k, STORE_LABEL_DEVICE_SRTP, serial, secret, len, new_kek,
-                                           wrapped, &wlen, err);
+            rc = store_keyring_wrap_secret(k, kind->label, serial, secret, len, new_kek, wrapped,
+                                           &wlen, err);
         OPENSSL_cleanse(secret, sizeof(secret));
         if (rc)
             break;
         const char *params[3] = {id, new_kek, (const char *)wrapped};
         int lengths[3] = {0, 0, (int)wlen}, formats[3] = {0, 0, 1};
-        PGresult *u = PQexecParams(conn,
-                                   "UPDATE devices SET key_kek_id = $2, key_wrapped = $3 "
-                                   "WHERE id = $1",
-                                   3, NULL, params, lengths, formats, 0);
+        PGresult *u = PQexecParams(conn, kind->update, 3, NULL, params, lengths, formats, 0);
         if (PQresultStatus(u) != PGRES_COMMAND_OK)
-            rc = cu_err_set(err, CU_ERR_DB, "re-wrapping a device key: %s", PQerrorMessage(conn));
+            rc = cu_err_set(err, CU_ERR_DB, "re-wrapping a device secret: %s",
+                            PQerrorMessage(conn));
         PQclear(u);
         if (!rc)
-            report->devices_rewrapped++;
+            (*rewrapped)++;
     }
 out:
     PQclear(res);
     return rc;
+}
+
+/* Every device secret (SRTP keys, RTSP passwords, pull URLs). */
+static cu_rc rotate_device_keys(PGconn *conn, store_keyring *k, store_rotate_report *report,
+                                cu_err *err)
+{
+    for (size_t i = 0; i < sizeof(device_secrets) / sizeof(device_secrets[0]); i++) {
+        cu_rc rc = rotate_device_secrets(conn, k, &device_secrets[i], &report->devices_rewrapped,
+                                         err);
+        if (rc)
+            return rc;
+    }
+    return CU_OK;
 }
 
 cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report *report,

@@ -146,14 +146,17 @@ void store_stats_get(store *s, store_stats *out);
 /**
  * The data dir's key-encryption keys (<data-dir>/keys). Besides the data
  * keys of recordings, they wrap other small secrets: devices' SRTP master
- * keys. Thread-safe.
+ * keys, RTSP passwords and pull URLs. Thread-safe.
  */
 typedef struct store_keyring store_keyring;
 
 #define STORE_KEK_ID_LEN 16
-/* What a device's wrapped SRTP master key is bound to (with its serial). */
+/* What a device's wrapped secrets are bound to (with its serial): its SRTP
+ * master key, its RTSP digest password, the URL ingestd pulls it from. */
 #define STORE_LABEL_DEVICE_SRTP  "custos-srtp-v1"
-#define STORE_SECRET_MAX         64
+#define STORE_LABEL_DEVICE_RTSP  "custos-rtsp-v1"
+#define STORE_LABEL_DEVICE_PULL  "custos-pull-v1"
+#define STORE_SECRET_MAX         1024
 #define STORE_SECRET_WRAPPED_MAX (1 + 12 + STORE_SECRET_MAX + 16)
 
 /** Open <data_dir>/keys, creating it and a first KEK when @p create. */
@@ -235,7 +238,7 @@ typedef struct {
     char new_kek[17];
     uint64_t rewrapped;
     uint64_t pending_rewrapped;
-    uint64_t devices_rewrapped; /* devices' SRTP master keys */
+    uint64_t devices_rewrapped; /* device secrets: SRTP keys, RTSP passwords, pull URLs */
 } store_rotate_report;
 
 /**
