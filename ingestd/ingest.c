@@ -13,10 +13,7 @@
  * the control thread polls the database for device changes (so a revocation
  * takes effect within ingest.device_poll_ms) and opens recordings (fsyncs).
  */
-#include "ingestd_internal.h"
-
-#include "control/control.h"
-#include "pipeline/pipeline.h"
+#include "ingest_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,12 +29,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BATCH            64
-#define BATCHES_PER_WAKE 16    /* then let timers and the inbox run */
-#define RX_BUF           65536 /* room for a UDP GRO train of datagrams */
-#define SRTP_OVERHEAD    32    /* tag and MKI room beyond the largest RTP packet */
-#define PENDING_MAX      8     /* segments held while a recording is being opened */
-#define POOL_SLOTS       4096  /* reorder-window packets per worker */
+#define BATCH            INGEST_BATCH
+#define BATCHES_PER_WAKE 16 /* then let timers and the inbox run */
+#define RX_BUF           INGEST_RX_BUF
+#define SRTP_OVERHEAD    32   /* tag and MKI room beyond the largest RTP packet */
+#define POOL_SLOTS       4096 /* reorder-window packets per worker */
 
 /* ----------------------------------------------------------------- drops */
 
@@ -90,127 +86,27 @@ CU_METRIC_DEFINE(rx_rtcp_metric, CU_METRIC_COUNTER, "custos_ingest_rtcp_packets_
                  "Of the accepted packets, those that were RTCP.")
 CU_METRIC_DEFINE(rx_bytes_metric, CU_METRIC_COUNTER, "custos_ingest_bytes_total", "",
                  "Bytes of accepted RTP packets after SRTP.")
-CU_METRIC_DEFINE(lost_metric, CU_METRIC_COUNTER, "custos_ingest_packets_lost_total", "",
-                 "Packets never received (sequence gaps past the reorder window).")
-CU_METRIC_DEFINE(late_metric, CU_METRIC_COUNTER, "custos_ingest_packets_late_total", "",
-                 "Packets that arrived after being counted lost.")
-CU_METRIC_DEFINE(streams_metric, CU_METRIC_GAUGE, "custos_ingest_streams", "",
-                 "Streams receiving now.")
-CU_METRIC_DEFINE(segments_metric, CU_METRIC_COUNTER, "custos_ingest_segments_total", "",
-                 "Segments handed to the store.")
-CU_METRIC_DEFINE(shortfall_metric, CU_METRIC_COUNTER, "custos_ingest_shortfall_segments_total", "",
-                 "Segments the store could not take (it fell behind): footage not kept.")
-CU_METRIC_DEFINE(recordings_metric, CU_METRIC_COUNTER, "custos_ingest_recordings_total", "",
-                 "Recordings started.")
-
 /* At most one log line per second per reason, across workers. */
 static _Atomic int64_t drop_last_log_us[DROP_REASONS];
 
 /* ------------------------------------------------------------- messages */
 
-typedef enum { MSG_DEVICE, MSG_OPENED } msg_kind;
-
-typedef struct msg {
-    msg_kind kind;
-    struct msg *next;
-    ctl_device device;    /* MSG_DEVICE (its key is wiped when freed) */
-    uint32_t ssrc;        /* MSG_OPENED: for which device */
-    uint64_t generation;  /* ... and which of its streams */
-    store_recording *rec; /* NULL when the open failed */
-    store_id rec_id;
-} msg;
-
-static void msg_free(msg *m)
+void msg_free(msg *m)
 {
     ctl_device_wipe(&m->device);
     free(m);
 }
 
-/* ------------------------------------------------------------- workers */
-
-typedef struct pending_seg {
-    cu_chunk *data;
-    size_t len;
-    store_segment_meta meta;
-    struct pending_seg *next;
-} pending_seg;
-
-/* A device as one worker knows it, with its stream when it is sending. */
+/* An SRTP device as the worker it is steered to knows it. */
 typedef struct dev {
-    ctl_device info; /* key kept only until the SRTP session exists */
+    ctl_device info; /* secrets wiped once the SRTP session exists */
     srtp_t srtp;
-    struct ingest_worker *w;
-    /* the stream */
-    pipe_stream *pipe;
-    uint64_t generation; /* which stream: open results for older ones are stale */
-    store_recording *rec;
-    bool opening;
-    pending_seg *pending;
-    int npending;
-    int64_t last_us;
-    bool gap_next;
+    ingest_worker *w;
+    ingest_stream *st;
     bool active;
 } dev;
 
-typedef struct ingest_worker {
-    ingest_service *svc;
-    int index;
-    pthread_t thread;
-    struct event_base *base;
-    int fd;
-    struct event *rx_ev, *rx_timer, *tick_ev, *inbox_ev;
-    struct timeval coalesce;
-    pipe_pool *pool;
-    /* devices: open addressing on SSRC, indices into devs[] */
-    dev **devs;
-    size_t ndevs, capdevs;
-    uint32_t *slot_ssrc;
-    int32_t *slot_dev;
-    size_t slots; /* power of two */
-    /* inbox */
-    pthread_mutex_t inbox_lock;
-    pthread_cond_t inbox_cond;
-    msg *inbox, *inbox_tail;
-    bool stopping;
-    int opening; /* streams waiting for their recording */
-    /* receive buffers */
-    struct mmsghdr msgs[BATCH];
-    struct iovec iov[BATCH];
-    uint8_t (*bufs)[RX_BUF];
-    uint8_t ctrl[BATCH][CMSG_SPACE(sizeof(int))];
-} ingest_worker;
-
-/* Requests to the control thread. */
-typedef struct open_req {
-    int worker;
-    uint32_t ssrc;
-    uint64_t generation;
-    int64_t device_id;
-    char meta[512];
-    struct open_req *next;
-} open_req;
-
-struct ingest_service {
-    const cu_config *cfg;
-    char data_dir[PATH_MAX];
-    char *dsn;
-    store *store;
-    store_keyring *keys;
-    ingest_worker *workers;
-    int nworkers;
-    pipe_stream_config pipe_cfg;
-    int64_t idle_us;
-    pthread_t control;
-    bool control_started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    open_req *opens, *opens_tail;
-    bool stop_control;
-    int64_t device_version;
-    int device_errors;
-};
-
-static void worker_post(ingest_worker *w, msg *m)
+void worker_post(ingest_worker *w, msg *m)
 {
     pthread_mutex_lock(&w->inbox_lock);
     m->next = NULL;
@@ -273,163 +169,27 @@ static void dev_rehash(ingest_worker *w)
 
 /* ------------------------------------------------------------ streams */
 
-static void submit(dev *d, cu_chunk *data, size_t len, store_segment_meta *m, bool wait)
+/* Begin a recording for @p d's stream: its meta names the device and format. */
+static bool dev_stream_begin(ingest_worker *w, dev *d)
 {
-    if (d->gap_next) {
-        m->flags |= STORE_SEG_GAP_START;
-        d->gap_next = false;
-    }
-    cu_rc rc = store_segment_submit(d->rec, data, len, m, wait, NULL);
-    if (rc == CU_OK) {
-        cu_metric_inc(&segments_metric);
-    } else {
-        /* The store fell behind (or the recording is damaged): counted, and
-         * the next segment says a gap precedes it. Receiving goes on. */
-        cu_metric_inc(&shortfall_metric);
-        d->gap_next = true;
-    }
-}
-
-static void on_segment(void *ctx, cu_chunk *data, size_t len, const pipe_segment_info *info)
-{
-    dev *d = ctx;
-    store_segment_meta m = {.start_us = info->start_us,
-                            .end_us = info->end_us,
-                            .packets = info->packets,
-                            .lost = info->lost,
-                            .flags = (info->lost ? STORE_SEG_LOSS : 0) |
-                                     (info->gap_start ? STORE_SEG_GAP_START : 0) |
-                                     (info->last ? STORE_SEG_LAST : 0)};
-    if (d->rec) {
-        submit(d, data, len, &m, d->w->stopping);
-        return;
-    }
-    /* The recording is still being opened: hold a few segments. */
-    if (d->npending >= PENDING_MAX) {
-        cu_chunk_put(data);
-        cu_metric_inc(&shortfall_metric);
-        d->gap_next = true;
-        return;
-    }
-    pending_seg *p = cu_xcalloc(1, sizeof(*p));
-    p->data = data;
-    p->len = len;
-    p->meta = m;
-    pending_seg **tail = &d->pending;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = p;
-    d->npending++;
-}
-
-static void request_open(ingest_worker *w, dev *d)
-{
-    ingest_service *s = w->svc;
-    open_req *r = cu_xcalloc(1, sizeof(*r));
-    r->worker = w->index;
-    r->ssrc = d->info.ssrc;
-    r->generation = d->generation;
-    r->device_id = d->info.id;
-    snprintf(r->meta, sizeof(r->meta),
+    char meta[512];
+    pipe_stream_config pc = w->svc->pipe_cfg;
+    pc.codec = pipe_codec_parse(d->info.codec);
+    pc.payload_type = (uint8_t)d->info.payload_type;
+    pc.clock_rate = (uint32_t)d->info.clock_rate;
+    snprintf(meta, sizeof(meta),
              "source=srtp\ndevice_id=%lld\ndevice_serial=%s\nssrc=%u\nsuite=%s\ncodec=%s\n"
              "payload_type=%d\nclock_rate=%d\n",
              (long long)d->info.id, d->info.serial, d->info.ssrc, d->info.suite, d->info.codec,
              d->info.payload_type, d->info.clock_rate);
-    d->opening = true;
-    w->opening++;
-    pthread_mutex_lock(&s->lock);
-    if (s->opens_tail)
-        s->opens_tail->next = r;
-    else
-        s->opens = r;
-    s->opens_tail = r;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-}
-
-static bool stream_start(ingest_worker *w, dev *d)
-{
-    ingest_service *s = w->svc;
-    pipe_stream_config pc = s->pipe_cfg;
-    pc.codec = pipe_codec_parse(d->info.codec);
-    pc.payload_type = (uint8_t)d->info.payload_type;
-    pc.clock_rate = (uint32_t)d->info.clock_rate;
-    pc.pool = w->pool;
-    if (!pc.codec)
-        return false;
-    d->pipe = pipe_stream_create(&pc, d->info.ssrc, on_segment, d);
-    d->generation++;
-    d->gap_next = false;
-    cu_metric_add(&streams_metric, 1);
-    cu_metric_inc(&recordings_metric);
-    request_open(w, d);
-    return true;
-}
-
-/* End the stream: the last segment, then the recording's seal. If the
- * recording is still being opened, it is closed when the open completes. */
-static void stream_end(dev *d)
-{
-    if (!d->pipe)
-        return;
-    pipe_stream_finish(d->pipe);
-    pipe_stream_stats st;
-    pipe_stream_stats_get(d->pipe, &st);
-    cu_metric_add(&lost_metric, (int64_t)st.lost);
-    cu_metric_add(&late_metric, (int64_t)st.late);
-    pipe_stream_destroy(d->pipe);
-    d->pipe = NULL;
-    cu_metric_add(&streams_metric, -1);
-    if (d->rec) {
-        store_recording_close(d->rec);
-        d->rec = NULL;
-    }
-}
-
-/* A recording was opened (or failed to) for a stream of @p d. */
-static void stream_opened(ingest_worker *w, dev *d, msg *m)
-{
-    d->opening = d->generation == m->generation ? false : d->opening;
-    w->opening--;
-    bool current = d->generation == m->generation && d->pipe;
-    if (!m->rec) {
-        /* Cannot record: the held segments are lost footage, counted. */
-        while (d->pending) {
-            pending_seg *p = d->pending;
-            d->pending = p->next;
-            cu_chunk_put(p->data);
-            free(p);
-            cu_metric_inc(&shortfall_metric);
-        }
-        d->npending = 0;
-        return;
-    }
-    store_recording *rec = m->rec;
-    bool wait = w->stopping;
-    /* Segments held for it, in order. */
-    store_recording *saved = d->rec;
-    d->rec = rec;
-    while (d->pending) {
-        pending_seg *p = d->pending;
-        d->pending = p->next;
-        submit(d, p->data, p->len, &p->meta, wait);
-        free(p);
-    }
-    d->npending = 0;
-    if (current) {
-        (void)saved;
-        return;
-    }
-    /* The stream ended while its recording was opening: seal it now. */
-    store_recording_close(rec);
-    d->rec = saved;
+    return ingest_stream_begin(d->st, &pc, d->info.ssrc, meta);
 }
 
 /* ------------------------------------------------------------ devices */
 
 static void dev_free(dev *d)
 {
-    stream_end(d);
+    ingest_stream_release(d->st);
     if (d->srtp)
         srtp_dealloc(d->srtp);
     ctl_device_wipe(&d->info);
@@ -466,7 +226,7 @@ static void device_update(ingest_worker *w, const ctl_device *info)
     if (d) {
         if (!info->active && d->active) {
             /* Revoked: end what it was sending; its packets are refused from now. */
-            stream_end(d);
+            ingest_stream_end(d->st);
             d->active = false;
         }
         d->info.version = info->version;
@@ -475,6 +235,9 @@ static void device_update(ingest_worker *w, const ctl_device *info)
     d = cu_xcalloc(1, sizeof(*d));
     d->info = *info;
     d->w = w;
+    char label[80];
+    snprintf(label, sizeof(label), "device %s", info->serial);
+    d->st = ingest_stream_new(w, info->id, label);
     d->active = info->active;
     if (d->active && !dev_srtp(d)) {
         CU_LOG(CU_LOG_ERROR, "ingest", "device %s: cannot create its SRTP session", info->serial);
@@ -503,7 +266,7 @@ static void handle_rtcp(dev *d, const uint8_t *p, size_t len)
         size_t plen = 4 + 4 * words;
         if ((p[off] >> 6) != 2 || off + plen > len)
             return;
-        if (pt == 200 && plen >= 28 && d->pipe) {
+        if (pt == 200 && plen >= 28 && d->st->pipe) {
             uint64_t ntp_sec = (uint64_t)p[off + 8] << 24 | (uint64_t)p[off + 9] << 16 |
                                (uint64_t)p[off + 10] << 8 | p[off + 11];
             uint64_t ntp_frac = (uint64_t)p[off + 12] << 24 | (uint64_t)p[off + 13] << 16 |
@@ -513,10 +276,10 @@ static void handle_rtcp(dev *d, const uint8_t *p, size_t len)
             if (ntp_sec > 2208988800u) {
                 int64_t us = (int64_t)(ntp_sec - 2208988800u) * 1000000 +
                              (int64_t)((ntp_frac * 1000000) >> 32);
-                pipe_stream_clock(d->pipe, rtp_ts, us);
+                pipe_stream_clock(d->st->pipe, rtp_ts, us);
             }
         } else if (pt == 203) {
-            stream_end(d);
+            ingest_stream_end(d->st);
         }
         off += plen;
     }
@@ -557,17 +320,17 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
         return;
     }
     cu_metric_inc(&rx_packets_metric);
-    d->last_us = now_us;
+    d->st->last_us = now_us;
     if (rtcp) {
         cu_metric_inc(&rx_rtcp_metric);
         handle_rtcp(d, buf, (size_t)n);
         return;
     }
-    if (!d->pipe && !stream_start(w, d)) {
+    if (!d->st->pipe && !dev_stream_begin(w, d)) {
         drop(DROP_MALFORMED, ssrc);
         return;
     }
-    pipe_rtp_status ps = pipe_stream_push(d->pipe, buf, (size_t)n, now_us);
+    pipe_rtp_status ps = ingest_stream_push(d->st, buf, (size_t)n, now_us);
     if (ps == PIPE_RTP_OK)
         cu_metric_add(&rx_bytes_metric, n);
     else
@@ -667,16 +430,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     ingest_worker *w = arg;
     (void)fd;
     (void)what;
-    int64_t now = cu_time_ms() * 1000;
-    for (size_t i = 0; i < w->ndevs; i++) {
-        dev *d = w->devs[i];
-        if (!d->pipe)
-            continue;
-        if (now - d->last_us >= w->svc->idle_us)
-            stream_end(d);
-        else
-            pipe_stream_tick(d->pipe, now);
-    }
+    ingest_streams_tick(w, cu_time_ms() * 1000);
 }
 
 static void drain_inbox(ingest_worker *w)
@@ -690,11 +444,7 @@ static void drain_inbox(ingest_worker *w)
         if (m->kind == MSG_DEVICE) {
             device_update(w, &m->device);
         } else {
-            dev *d = dev_find(w, m->ssrc);
-            if (d)
-                stream_opened(w, d, m);
-            else if (m->rec)
-                store_recording_close(m->rec);
+            ingest_stream_opened(w, m);
         }
         msg_free(m);
         m = next;
@@ -719,8 +469,7 @@ static void *worker_main(void *arg)
      * so that no received footage is dropped. */
     w->stopping = true;
     drain_inbox(w);
-    for (size_t i = 0; i < w->ndevs; i++)
-        stream_end(w->devs[i]);
+    ingest_streams_end_all(w);
     pthread_mutex_lock(&w->inbox_lock);
     while (w->opening > 0) {
         while (!w->inbox)
@@ -773,17 +522,30 @@ static void poll_devices(ingest_service *s, PGconn **conn)
     s->device_version = max;
 }
 
+void ingest_request_open(ingest_service *s, open_req *r)
+{
+    r->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->opens_tail)
+        s->opens_tail->next = r;
+    else
+        s->opens = r;
+    s->opens_tail = r;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void do_open(ingest_service *s, open_req *r)
 {
     cu_err err;
     msg *m = cu_xcalloc(1, sizeof(*m));
     m->kind = MSG_OPENED;
-    m->ssrc = r->ssrc;
+    m->stream_id = r->stream_id;
     m->generation = r->generation;
     store_recording_attrs attrs = {.device_id = r->device_id, .meta = r->meta};
     if (store_recording_open(s->store, &attrs, &m->rec, &m->rec_id, &err) != CU_OK) {
-        CU_LOG(CU_LOG_ERROR, "ingest", "cannot start a recording for ssrc %u: %s", r->ssrc,
-               err.msg);
+        CU_LOG(CU_LOG_ERROR, "ingest", "cannot start a recording for device %lld: %s",
+               (long long)r->device_id, err.msg);
         m->rec = NULL;
     }
     worker_post(&s->workers[r->worker], m);
@@ -804,6 +566,7 @@ static void *control_main(void *arg)
                 s->opens_tail = NULL;
             pthread_mutex_unlock(&s->lock);
             do_open(s, r);
+            free(r->meta);
             free(r);
             pthread_mutex_lock(&s->lock);
         }
@@ -1042,6 +805,7 @@ static void ingest_service_free(ingest_service *s)
     while (s->opens) {
         open_req *r = s->opens;
         s->opens = r->next;
+        free(r->meta);
         free(r);
     }
     store_keyring_close(s->keys);

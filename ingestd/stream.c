@@ -1,0 +1,232 @@
+/*
+ * A stream and the recording it fills (see ingest_internal.h): the pipeline
+ * cuts segments; the first ones wait (a few) while the control thread opens
+ * the recording; then each goes to the store without waiting. When the store
+ * falls behind, the segment is counted as shortfall and the next one is
+ * marked as following a gap; receiving goes on. All on the stream's worker.
+ */
+#include "ingest_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PENDING_MAX 8 /* segments held while a recording is being opened */
+
+CU_METRIC_DEFINE(lost_metric, CU_METRIC_COUNTER, "custos_ingest_packets_lost_total", "",
+                 "Packets never received (sequence gaps past the reorder window).")
+CU_METRIC_DEFINE(late_metric, CU_METRIC_COUNTER, "custos_ingest_packets_late_total", "",
+                 "Packets that arrived after being counted lost.")
+CU_METRIC_DEFINE(streams_metric, CU_METRIC_GAUGE, "custos_ingest_streams", "",
+                 "Streams receiving now.")
+CU_METRIC_DEFINE(segments_metric, CU_METRIC_COUNTER, "custos_ingest_segments_total", "",
+                 "Segments handed to the store.")
+CU_METRIC_DEFINE(shortfall_metric, CU_METRIC_COUNTER, "custos_ingest_shortfall_segments_total", "",
+                 "Segments the store could not take (it fell behind): footage not kept.")
+CU_METRIC_DEFINE(recordings_metric, CU_METRIC_COUNTER, "custos_ingest_recordings_total", "",
+                 "Recordings started.")
+
+ingest_stream *ingest_stream_new(ingest_worker *w, int64_t device_id, const char *label)
+{
+    ingest_stream *st = cu_xcalloc(1, sizeof(*st));
+    st->w = w;
+    st->id = ++w->next_stream_id;
+    st->device_id = device_id;
+    cu_strlcpy(st->label, label, sizeof(st->label));
+    st->next = w->streams;
+    if (w->streams)
+        w->streams->prev = st;
+    w->streams = st;
+    return st;
+}
+
+static void stream_free(ingest_stream *st)
+{
+    ingest_worker *w = st->w;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        w->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    while (st->pending) {
+        pending_seg *p = st->pending;
+        st->pending = p->next;
+        cu_chunk_put(p->data);
+        free(p);
+    }
+    free(st);
+}
+
+static void submit(ingest_stream *st, store_recording *rec, cu_chunk *data, size_t len,
+                   store_segment_meta *m, bool wait)
+{
+    if (st->gap_next) {
+        m->flags |= STORE_SEG_GAP_START;
+        st->gap_next = false;
+    }
+    cu_rc rc = store_segment_submit(rec, data, len, m, wait, NULL);
+    if (rc == CU_OK) {
+        cu_metric_inc(&segments_metric);
+    } else {
+        /* The store fell behind (or the recording is damaged): counted, and
+         * the next segment says a gap precedes it. Receiving goes on. */
+        cu_metric_inc(&shortfall_metric);
+        st->gap_next = true;
+    }
+}
+
+static void on_segment(void *ctx, cu_chunk *data, size_t len, const pipe_segment_info *info)
+{
+    ingest_stream *st = ctx;
+    store_segment_meta m = {.start_us = info->start_us,
+                            .end_us = info->end_us,
+                            .packets = info->packets,
+                            .lost = info->lost,
+                            .flags = (info->lost ? STORE_SEG_LOSS : 0) |
+                                     (info->gap_start ? STORE_SEG_GAP_START : 0) |
+                                     (info->last ? STORE_SEG_LAST : 0)};
+    if (st->rec) {
+        submit(st, st->rec, data, len, &m, st->w->stopping);
+        return;
+    }
+    /* The recording is still being opened: hold a few segments. */
+    if (st->npending >= PENDING_MAX) {
+        cu_chunk_put(data);
+        cu_metric_inc(&shortfall_metric);
+        st->gap_next = true;
+        return;
+    }
+    pending_seg *p = cu_xcalloc(1, sizeof(*p));
+    p->data = data;
+    p->len = len;
+    p->meta = m;
+    p->generation = st->generation;
+    pending_seg **tail = &st->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    st->npending++;
+}
+
+bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32_t ssrc,
+                         const char *meta)
+{
+    ingest_worker *w = st->w;
+    if (st->pipe || !pc->codec || strlen(meta) > INGEST_META_MAX)
+        return false;
+    pipe_stream_config c = *pc;
+    c.pool = w->pool;
+    st->pipe = pipe_stream_create(&c, ssrc, on_segment, st);
+    st->generation++;
+    st->gap_next = false;
+    cu_metric_add(&streams_metric, 1);
+    cu_metric_inc(&recordings_metric);
+
+    open_req *r = cu_xcalloc(1, sizeof(*r));
+    r->worker = w->index;
+    r->stream_id = st->id;
+    r->generation = st->generation;
+    r->device_id = st->device_id;
+    r->meta = cu_xstrdup(meta);
+    st->opening = true;
+    w->opening++;
+    ingest_request_open(w->svc, r);
+    return true;
+}
+
+pipe_rtp_status ingest_stream_push(ingest_stream *st, const uint8_t *pkt, size_t len,
+                                   int64_t now_us)
+{
+    st->last_us = now_us;
+    return pipe_stream_push(st->pipe, pkt, len, now_us);
+}
+
+void ingest_stream_end(ingest_stream *st)
+{
+    if (!st->pipe)
+        return;
+    pipe_stream_finish(st->pipe);
+    pipe_stream_stats ps;
+    pipe_stream_stats_get(st->pipe, &ps);
+    cu_metric_add(&lost_metric, (int64_t)ps.lost);
+    cu_metric_add(&late_metric, (int64_t)ps.late);
+    pipe_stream_destroy(st->pipe);
+    st->pipe = NULL;
+    cu_metric_add(&streams_metric, -1);
+    if (st->rec) {
+        store_recording_close(st->rec);
+        st->rec = NULL;
+    }
+}
+
+void ingest_stream_release(ingest_stream *st)
+{
+    ingest_stream_end(st);
+    if (st->opening)
+        st->released = true; /* ingest_stream_opened() frees it */
+    else
+        stream_free(st);
+}
+
+void ingest_stream_opened(ingest_worker *w, msg *m)
+{
+    ingest_stream *st = w->streams;
+    while (st && st->id != m->stream_id)
+        st = st->next;
+    w->opening--;
+    if (!st) {
+        if (m->rec)
+            store_recording_close(m->rec);
+        return;
+    }
+    bool current = st->generation == m->generation;
+    if (current)
+        st->opening = false;
+    if (!m->rec)
+        CU_LOG(CU_LOG_ERROR, "ingest", "%s: no recording, its footage is not kept", st->label);
+    /* The segments held for this recording, in order; without a recording
+     * they are lost footage, counted. Later recordings' stay held. */
+    pending_seg **link = &st->pending;
+    while (*link) {
+        pending_seg *p = *link;
+        if (p->generation != m->generation) {
+            link = &p->next;
+            continue;
+        }
+        *link = p->next;
+        st->npending--;
+        if (m->rec) {
+            submit(st, m->rec, p->data, p->len, &p->meta, w->stopping);
+        } else {
+            cu_chunk_put(p->data);
+            cu_metric_inc(&shortfall_metric);
+        }
+        free(p);
+    }
+    if (m->rec) {
+        if (current && st->pipe)
+            st->rec = m->rec;
+        else
+            store_recording_close(m->rec); /* it ended while being opened */
+    }
+    if (st->released && !st->opening)
+        stream_free(st);
+}
+
+void ingest_streams_tick(ingest_worker *w, int64_t now_us)
+{
+    for (ingest_stream *st = w->streams; st; st = st->next) {
+        if (!st->pipe)
+            continue;
+        if (now_us - st->last_us >= w->svc->idle_us)
+            ingest_stream_end(st);
+        else
+            pipe_stream_tick(st->pipe, now_us);
+    }
+}
+
+void ingest_streams_end_all(ingest_worker *w)
+{
+    for (ingest_stream *st = w->streams; st; st = st->next)
+        ingest_stream_end(st);
+}
