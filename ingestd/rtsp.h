@@ -1,0 +1,71 @@
+/*
+ * RTSP ingest, private to ingestd (docs/rtsp.md): HTTP Digest
+ * authentication (rtsp_auth.c), the server that recorders publish to
+ * (rtsp_server.c) and the client that pulls from cameras (rtsp_pull.c).
+ */
+#ifndef CUSTOS_RTSP_H
+#define CUSTOS_RTSP_H
+
+#include "ingest_internal.h"
+#include "rtsp_msg.h"
+
+#include <sys/socket.h>
+
+/* ------------------------------------------------------------ digest auth */
+
+#define RTSP_REALM          "custos"
+#define RTSP_NONCE_LIFETIME 300 /* seconds */
+
+typedef enum { RTSP_DIGEST_MD5, RTSP_DIGEST_SHA256 } rtsp_digest_alg;
+
+/** The directives of an Authorization: Digest header (borrowed from the request). */
+typedef struct {
+    rtsp_str username, realm, nonce, uri, response, algorithm, qop, nc, cnonce;
+} rtsp_digest;
+
+/** Parse the value of an Authorization header. False unless it is a well-formed Digest. */
+bool rtsp_digest_parse(rtsp_str value, rtsp_digest *out);
+
+/**
+ * The response a client with @p password must send (RFC 7616 §3.4.1; with
+ * no qop, the RFC 2069 form older devices use), as lowercase hex into @p hex
+ * (65 bytes). Strings are NUL-terminated except those of @p d.
+ */
+void rtsp_digest_response(rtsp_digest_alg alg, const rtsp_digest *d, const char *password,
+                          const char *method, char hex[65]);
+
+/** A server's nonces: stateless, bound to time and the client's address. */
+typedef struct {
+    uint8_t secret[32];
+} rtsp_nonces;
+
+/** A fresh random secret (per process). */
+bool rtsp_nonces_init(rtsp_nonces *n);
+
+/** A nonce for @p peer at @p now_s into @p out (at least 48 bytes), NUL-terminated. */
+void rtsp_nonce_make(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s, char *out);
+
+typedef enum {
+    RTSP_AUTH_OK,
+    RTSP_AUTH_MISSING,   /* no Authorization header */
+    RTSP_AUTH_MALFORMED, /* not a Digest we understand */
+    RTSP_AUTH_STALE,     /* a nonce of ours, expired: challenge again with stale=true */
+    RTSP_AUTH_BAD,       /* wrong password, foreign nonce, wrong realm or URI */
+} rtsp_auth_result;
+
+/**
+ * Check @p d for a request with @p method on @p uri from @p peer, against
+ * @p password (the device's). Comparison in constant time.
+ */
+rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
+                                 const rtsp_digest *d, rtsp_str method, rtsp_str uri,
+                                 const char *password);
+
+/**
+ * The WWW-Authenticate header lines of a 401 (SHA-256 first, then MD5),
+ * each ending in CRLF, into @p out. Returns the length, or 0 if it did not fit.
+ */
+size_t rtsp_auth_challenge(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
+                           bool stale, char *out, size_t cap);
+
+#endif /* CUSTOS_RTSP_H */

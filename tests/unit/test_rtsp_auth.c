@@ -1,0 +1,158 @@
+/* RTSP digest authentication: RFC 7616 vectors, parsing, nonces, refusals. */
+#include "ingestd/rtsp.h"
+#include "tests/testlib.h"
+
+#include <arpa/inet.h>
+
+static rtsp_str S(const char *s)
+{
+    return (rtsp_str){s, strlen(s)};
+}
+
+/* RFC 7616 §3.9.1: the same request answered with MD5 and with SHA-256. */
+static void test_rfc7616_vectors(void)
+{
+    rtsp_digest d;
+    const char *hdr = "Digest username=\"Mufasa\", realm=\"http-auth@example.org\", "
+                      "uri=\"/dir/index.html\", algorithm=MD5, "
+                      "nonce=\"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v\", nc=00000001, "
+                      "cnonce=\"f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ\", qop=auth, "
+                      "response=\"8ca523f5e9506fed4657c9700eebdbec\", "
+                      "opaque=\"FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS\"";
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    char hex[65];
+    rtsp_digest_response(RTSP_DIGEST_MD5, &d, "Circle of Life", "GET", hex);
+    CHECK(strcmp(hex, "8ca523f5e9506fed4657c9700eebdbec") == 0);
+    rtsp_digest_response(RTSP_DIGEST_SHA256, &d, "Circle of Life", "GET", hex);
+    CHECK(strcmp(hex, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1") == 0);
+    /* RFC 2617 §3.5 (qop=auth, MD5): Mufasa at testrealm@host.com. */
+    const char *h2 = "Digest username=\"Mufasa\", realm=\"testrealm@host.com\", "
+                     "nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", uri=\"/dir/index.html\", "
+                     "qop=auth, nc=00000001, cnonce=\"0a4f113b\", "
+                     "response=\"6629fae49393a05397450978507c4ef1\"";
+    REQUIRE(rtsp_digest_parse(S(h2), &d));
+    rtsp_digest_response(RTSP_DIGEST_MD5, &d, "Circle Of Life", "GET", hex);
+    CHECK(strcmp(hex, "6629fae49393a05397450978507c4ef1") == 0);
+}
+
+static void test_parse_refusals(void)
+{
+    rtsp_digest d;
+    CHECK(!rtsp_digest_parse(S("Basic QWxhZGRpbjpvcGVu"), &d));
+    CHECK(!rtsp_digest_parse(S("Digest"), &d));
+    CHECK(!rtsp_digest_parse(S("Digest username=\"a\""), &d)); /* directives missing */
+    const char *ok = "Digest username=\"a\", realm=\"r\", nonce=\"n\", uri=\"u\", response=\"x\"";
+    CHECK(rtsp_digest_parse(S(ok), &d));
+    CHECK(!rtsp_digest_parse(S("Digest username=\"a\", username=\"b\", realm=\"r\", nonce=\"n\", "
+                               "uri=\"u\", response=\"x\""),
+                             &d));
+    CHECK(!rtsp_digest_parse(S("Digest username=\"a\\\"b\", realm=\"r\", nonce=\"n\", uri=\"u\", "
+                               "response=\"x\""),
+                             &d));
+    CHECK(!rtsp_digest_parse(S("Digest username=\"a, realm=\"r\""), &d));
+    CHECK(!rtsp_digest_parse(S("Digest username=, realm=\"r\""), &d));
+    CHECK(!rtsp_digest_parse(S("Digest username=\"a\" realm=\"r\""), &d));
+}
+
+/* A client's header for @p method on @p uri with @p nonce, as GStreamer
+ * (no qop) or a modern client (qop=auth, SHA-256) would build it. */
+static void client_header(char *out, size_t cap, const char *nonce, const char *uri,
+                          const char *method, const char *password, bool modern)
+{
+    char draft[600], hex[65];
+    rtsp_digest d;
+    if (modern)
+        snprintf(draft, sizeof(draft),
+                 "Digest username=\"BWC-1\", realm=\"custos\", nonce=\"%s\", uri=\"%s\", "
+                 "algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"abcdef\", response=\"x\"",
+                 nonce, uri);
+    else
+        snprintf(draft, sizeof(draft),
+                 "Digest username=\"BWC-1\", realm=\"custos\", nonce=\"%s\", uri=\"%s\", "
+                 "response=\"x\"",
+                 nonce, uri);
+    REQUIRE(rtsp_digest_parse(S(draft), &d));
+    rtsp_digest_response(modern ? RTSP_DIGEST_SHA256 : RTSP_DIGEST_MD5, &d, password, method, hex);
+    char *r = strstr(draft, "response=\"x\"");
+    snprintf(r, sizeof(draft) - (size_t)(r - draft), "response=\"%s\"", hex);
+    snprintf(out, cap, "%s", draft);
+}
+
+static void test_check(void)
+{
+    rtsp_nonces n, other;
+    REQUIRE(rtsp_nonces_init(&n) && rtsp_nonces_init(&other));
+    struct sockaddr_in peer = {.sin_family = AF_INET}, elsewhere = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "192.0.2.7", &peer.sin_addr);
+    inet_pton(AF_INET, "192.0.2.8", &elsewhere.sin_addr);
+    const struct sockaddr *p = (const struct sockaddr *)&peer;
+    int64_t now = 1800000000;
+    char nonce[48], hdr[700];
+    rtsp_nonce_make(&n, p, now, nonce);
+    CHECK_EQ_INT(strlen(nonce), 32);
+    const char *base = "rtsp://h:8554/live/BWC-1";
+    rtsp_digest d;
+
+    for (int modern = 0; modern < 2; modern++) {
+        client_header(hdr, sizeof(hdr), nonce, base, "ANNOUNCE", "pw-right", modern);
+        REQUIRE(rtsp_digest_parse(S(hdr), &d));
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now + 10, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                     RTSP_AUTH_OK);
+        /* GStreamer signs the presentation URL for a track's SETUP too. */
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("ANNOUNCE"),
+                                     S("rtsp://h:8554/live/BWC-1/"
+                                       "streamid=0"),
+                                     "pw-right"),
+                     RTSP_AUTH_OK);
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("ANNOUNCE"), S("rtsp://h:8554/live/BWC-10"),
+                                     "pw-right"),
+                     RTSP_AUTH_BAD);
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("ANNOUNCE"), S(base), "pw-wrong"),
+                     RTSP_AUTH_BAD);
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("RECORD"), S(base), "pw-right"),
+                     RTSP_AUTH_BAD);
+        CHECK_EQ_INT(rtsp_auth_check(&n, (const struct sockaddr *)&elsewhere, now, &d,
+                                     S("ANNOUNCE"), S(base), "pw-right"),
+                     RTSP_AUTH_BAD);
+        CHECK_EQ_INT(rtsp_auth_check(&other, p, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                     RTSP_AUTH_BAD);
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now + RTSP_NONCE_LIFETIME + 1, &d, S("ANNOUNCE"),
+                                     S(base), "pw-right"),
+                     RTSP_AUTH_STALE);
+        CHECK_EQ_INT(rtsp_auth_check(&n, p, now + RTSP_NONCE_LIFETIME + 1, &d, S("ANNOUNCE"),
+                                     S(base), "pw-wrong"),
+                     RTSP_AUTH_BAD);
+    }
+    /* A nonce not of ours, a realm not ours, an algorithm we do not do. */
+    client_header(hdr, sizeof(hdr), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", base, "OPTIONS", "pw",
+                  true);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_BAD);
+    client_header(hdr, sizeof(hdr), nonce, base, "OPTIONS", "pw", true);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    d.realm = S("elsewhere");
+    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_BAD);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    d.algorithm = S("SHA-512-256");
+    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_MALFORMED);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    d.cnonce = (rtsp_str){NULL, 0};
+    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_MALFORMED);
+
+    char ch[600];
+    size_t len = rtsp_auth_challenge(&n, p, now, true, ch, sizeof(ch));
+    CHECK(len > 0 && strlen(ch) == len);
+    CHECK_STR_CONTAINS(ch, "algorithm=SHA-256");
+    CHECK_STR_CONTAINS(ch, "algorithm=MD5");
+    CHECK_STR_CONTAINS(ch, "stale=true");
+    CHECK(strstr(ch, "SHA-256") < strstr(ch, "MD5"));
+    CHECK_EQ_INT(rtsp_auth_challenge(&n, p, now, false, ch, 40), 0);
+}
+
+int main(void)
+{
+    test_rfc7616_vectors();
+    test_parse_refusals();
+    test_check();
+    return test_finish("test_rtsp_auth");
+}
