@@ -256,35 +256,6 @@ static void device_update(ingest_worker *w, const ctl_device *info)
 
 /* ----------------------------------------------------------------- RTCP */
 
-/* Sender reports map RTP time to wall clock; BYE ends the recording. */
-static void handle_rtcp(dev *d, const uint8_t *p, size_t len)
-{
-    size_t off = 0;
-    while (off + 4 <= len) {
-        uint8_t pt = p[off + 1];
-        size_t words = (size_t)(p[off + 2] << 8 | p[off + 3]);
-        size_t plen = 4 + 4 * words;
-        if ((p[off] >> 6) != 2 || off + plen > len)
-            return;
-        if (pt == 200 && plen >= 28 && d->st->pipe) {
-            uint64_t ntp_sec = (uint64_t)p[off + 8] << 24 | (uint64_t)p[off + 9] << 16 |
-                               (uint64_t)p[off + 10] << 8 | p[off + 11];
-            uint64_t ntp_frac = (uint64_t)p[off + 12] << 24 | (uint64_t)p[off + 13] << 16 |
-                                (uint64_t)p[off + 14] << 8 | p[off + 15];
-            uint32_t rtp_ts = (uint32_t)p[off + 16] << 24 | (uint32_t)p[off + 17] << 16 |
-                              (uint32_t)p[off + 18] << 8 | p[off + 19];
-            if (ntp_sec > 2208988800u) {
-                int64_t us = (int64_t)(ntp_sec - 2208988800u) * 1000000 +
-                             (int64_t)((ntp_frac * 1000000) >> 32);
-                pipe_stream_clock(d->st->pipe, rtp_ts, us);
-            }
-        } else if (pt == 203) {
-            ingest_stream_end(d->st);
-        }
-        off += plen;
-    }
-}
-
 /* ------------------------------------------------------------- receive */
 
 static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated, int64_t now_us)
@@ -323,7 +294,7 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
     d->st->last_us = now_us;
     if (rtcp) {
         cu_metric_inc(&rx_rtcp_metric);
-        handle_rtcp(d, buf, (size_t)n);
+        ingest_stream_rtcp(d->st, buf, (size_t)n);
         return;
     }
     if (!d->st->pipe && !dev_stream_begin(w, d)) {

@@ -90,6 +90,10 @@ bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32
 pipe_rtp_status ingest_stream_push(ingest_stream *st, const uint8_t *pkt, size_t len,
                                    int64_t now_us);
 
+/** An RTCP compound packet (SRTCP removed): a sender report sets the capture
+ * clock, a BYE ends the recording. Every length is checked. */
+void ingest_stream_rtcp(ingest_stream *st, const uint8_t *p, size_t len);
+
 /** End the recording: its last segment is stored and it is sealed. */
 void ingest_stream_end(ingest_stream *st);
 

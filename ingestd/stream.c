@@ -213,6 +213,35 @@ void ingest_stream_opened(ingest_worker *w, msg *m)
         stream_free(st);
 }
 
+/* Sender reports map RTP time to wall clock; BYE ends the recording. */
+void ingest_stream_rtcp(ingest_stream *st, const uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (off + 4 <= len) {
+        uint8_t pt = p[off + 1];
+        size_t words = (size_t)(p[off + 2] << 8 | p[off + 3]);
+        size_t plen = 4 + 4 * words;
+        if ((p[off] >> 6) != 2 || off + plen > len)
+            return;
+        if (pt == 200 && plen >= 28 && st->pipe) {
+            uint64_t ntp_sec = (uint64_t)p[off + 8] << 24 | (uint64_t)p[off + 9] << 16 |
+                               (uint64_t)p[off + 10] << 8 | p[off + 11];
+            uint64_t ntp_frac = (uint64_t)p[off + 12] << 24 | (uint64_t)p[off + 13] << 16 |
+                                (uint64_t)p[off + 14] << 8 | p[off + 15];
+            uint32_t rtp_ts = (uint32_t)p[off + 16] << 24 | (uint32_t)p[off + 17] << 16 |
+                              (uint32_t)p[off + 18] << 8 | p[off + 19];
+            if (ntp_sec > 2208988800u) {
+                int64_t us = (int64_t)(ntp_sec - 2208988800u) * 1000000 +
+                             (int64_t)((ntp_frac * 1000000) >> 32);
+                pipe_stream_clock(st->pipe, rtp_ts, us);
+            }
+        } else if (pt == 203) {
+            ingest_stream_end(st);
+        }
+        off += plen;
+    }
+}
+
 void ingest_streams_tick(ingest_worker *w, int64_t now_us)
 {
     for (ingest_stream *st = w->streams; st; st = st->next) {

@@ -63,11 +63,14 @@ CU_WUR cu_rc store_open(const store_opts *opts, store **out, cu_err *err);
  */
 void store_close(store *s, int index_wait_ms);
 
+/** Largest recording meta file (the SDP of an RTSP publish included). */
+#define STORE_META_MAX 65536
+
 /** Where a recording comes from. */
 typedef struct {
     int64_t device_id; /* 0: none (an upload, a test) */
     /* "key=value" lines describing the source: device, codec, payload type,
-     * SDP parameters ... at most 4096 bytes. Kept in the recording's "meta"
+     * SDP ... at most STORE_META_MAX bytes. Kept in the recording's "meta"
      * file; its hash starts the hash chain, so it cannot change unseen.
      * A "device_id=N" line is what reindex reads back. NULL: none. */
     const char *meta;

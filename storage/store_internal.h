@@ -44,8 +44,6 @@ CU_WUR cu_rc store_header_parse(const uint8_t *buf, size_t len, uint64_t file_le
 /** c_-1 for @p recording, whose meta file hashes to @p meta_sha256. */
 void store_chain_genesis(const store_id *recording, const uint8_t meta_sha256[32], uint8_t out[32]);
 
-#define STORE_META_MAX 4096
-
 /**
  * Read <dir>/meta (absent reads as empty) and give the recording's chain
  * genesis, and the device id it names ("device_id=N"; 0 when none).
