@@ -14,6 +14,7 @@
  * takes effect within ingest.device_poll_ms) and opens recordings (fsyncs).
  */
 #include "ingest_internal.h"
+#include "rtsp.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -440,6 +441,7 @@ static void *worker_main(void *arg)
      * so that no received footage is dropped. */
     w->stopping = true;
     drain_inbox(w);
+    rtsp_worker_close_all(w);
     ingest_streams_end_all(w);
     pthread_mutex_lock(&w->inbox_lock);
     while (w->opening > 0) {
@@ -468,6 +470,7 @@ static void on_device(void *ctx, const ctl_device *d)
     m->kind = MSG_DEVICE;
     m->device = *d;
     worker_post(&s->workers[owner_of(s, d->ssrc)], m);
+    rtsp_service_device(s->rtsp, d);
     CU_LOG(CU_LOG_INFO, "ingest", "device %s (ssrc %u) %s", d->serial, d->ssrc,
            d->active ? "active" : "revoked");
 }
@@ -683,6 +686,9 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
     rc = check_port_free(s, err);
     if (rc)
         goto fail;
+    rc = rtsp_service_create(cfg, data_dir, &s->rtsp, err);
+    if (rc)
+        goto fail;
     for (int i = 0; i < s->nworkers; i++) {
         ingest_worker *w = &s->workers[i];
         w->svc = s;
@@ -717,6 +723,9 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
             rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create ingest events");
             goto fail;
         }
+        rc = rtsp_worker_start(w, s->rtsp, err);
+        if (rc)
+            goto fail;
     }
     /* Devices first, so that the first packets find them. */
     PGconn *first = NULL;
@@ -739,6 +748,10 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
         }
     CU_LOG(CU_LOG_INFO, "ingest", "receiving SRTP/RTP on %s:%lld/udp with %d worker(s)",
            cfg->ingest_bind, (long long)cfg->ingest_udp_port, s->nworkers);
+    if (cfg->rtsp_port || cfg->rtsps_port)
+        CU_LOG(CU_LOG_INFO, "ingest",
+               "RTSP publish on %s port %lld (rtsp) and %lld (rtsps); 0 is off", cfg->rtsp_bind,
+               (long long)cfg->rtsp_port, (long long)cfg->rtsps_port);
     *out = s;
     return CU_OK;
 fail:
@@ -751,6 +764,7 @@ static void ingest_service_free(ingest_service *s)
     for (int i = 0; i < s->nworkers; i++) {
         ingest_worker *w = &s->workers[i];
         drain_inbox(w);
+        rtsp_worker_free(w);
         for (size_t d = 0; d < w->ndevs; d++)
             dev_free(w->devs[d]);
         free(w->devs);
@@ -779,6 +793,7 @@ static void ingest_service_free(ingest_service *s)
         free(r->meta);
         free(r);
     }
+    rtsp_service_free(s->rtsp);
     store_keyring_close(s->keys);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);

@@ -180,6 +180,7 @@ struct ingest_service {
     bool stop_control;
     int64_t device_version;
     int device_errors;
+    struct rtsp_service *rtsp; /* RTSP and RTSPS (rtsp_server.c) */
 };
 
 #endif /* CUSTOS_INGEST_INTERNAL_H */

@@ -68,4 +68,42 @@ rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *pe
 size_t rtsp_auth_challenge(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
                            bool stale, char *out, size_t cap);
 
+/* ------------------------------------------------------------------ TLS */
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+/**
+ * The RTSPS server context: rtsps.cert_file and rtsps.key_file, or a
+ * self-signed certificate made once in <data_dir>/tls. Free with SSL_CTX_free.
+ */
+CU_WUR cu_rc rtsp_tls_context(const cu_config *cfg, const char *data_dir, SSL_CTX **out,
+                              cu_err *err);
+
+/* --------------------------------------------------------------- server */
+
+/** What the RTSP side shares between workers (locked inside). */
+typedef struct rtsp_service rtsp_service;
+
+/**
+ * Check the RTSP settings, make the TLS context when RTSPS is on, and check
+ * that the ports are free. Nothing listens until rtsp_worker_start().
+ */
+CU_WUR cu_rc rtsp_service_create(const cu_config *cfg, const char *data_dir, rtsp_service **out,
+                                 cu_err *err);
+
+/** Free, after every worker has been freed. NULL is a no-op. */
+void rtsp_service_free(rtsp_service *r);
+
+/** A device was added or changed (control thread); @p d is borrowed. */
+void rtsp_service_device(rtsp_service *r, const ctl_device *d);
+
+/** Listen on the RTSP and RTSPS ports in worker @p w (before its thread starts). */
+CU_WUR cu_rc rtsp_worker_start(ingest_worker *w, rtsp_service *r, cu_err *err);
+
+/** On the worker's thread when stopping: close every connection, ending its streams. */
+void rtsp_worker_close_all(ingest_worker *w);
+
+/** Free what rtsp_worker_start() made, once the worker's thread has ended. NULL-safe. */
+void rtsp_worker_free(ingest_worker *w);
+
 #endif /* CUSTOS_RTSP_H */
