@@ -19,6 +19,7 @@
  * prints them. Prints one JSON object: what was sent.
  */
 #include "ingestd/ingestd.h"
+#include "rtsp_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -75,6 +76,10 @@ typedef struct {
     int fd; /* its own socket: distinct recorders have distinct source ports,
              * which is what spreads them over ingestd's SO_REUSEPORT workers */
     int64_t next_sr_us;
+    /* --transport rtsp-tcp */
+    char serial[80];
+    char rtsp_password[64];
+    rtsp_client rtsp;
 } stream;
 
 /* ------------------------------------------------------------ the clip */
@@ -299,6 +304,10 @@ static bool stream_setup(stream *s, json_t *dev)
     p.key = key;
     p.window_size = 256;
     s->ssrc = (uint32_t)ssrc;
+    const char *serial = json_string_value(json_object_get(dev, "serial"));
+    const char *pw = json_string_value(json_object_get(dev, "rtsp_password"));
+    snprintf(s->serial, sizeof(s->serial), "%s", serial ? serial : "");
+    snprintf(s->rtsp_password, sizeof(s->rtsp_password), "%s", pw ? pw : "");
     bool ok = srtp_create(&s->srtp, &p) == srtp_err_status_ok;
     memset(key, 0, sizeof(key));
     if (RAND_bytes((uint8_t *)&s->seq0, sizeof(s->seq0)) != 1 ||
@@ -315,8 +324,9 @@ static void put32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* An SRTCP sender report (and a BYE after it when @p bye). */
-static int rtcp_packet(stream *s, int64_t now_us, bool bye, uint8_t *out)
+/* An SRTCP sender report (and a BYE after it when @p bye); plain RTCP when
+ * @p plain (RTSP interleaved). */
+static int rtcp_packet(stream *s, int64_t now_us, bool bye, bool plain, uint8_t *out)
 {
     uint64_t ntp_sec = (uint64_t)(now_us / 1000000) + 2208988800u;
     uint64_t ntp_frac = ((uint64_t)(now_us % 1000000) << 32) / 1000000;
@@ -341,7 +351,7 @@ static int rtcp_packet(stream *s, int64_t now_us, bool bye, uint8_t *out)
         put32(out + 32, s->ssrc);
         len = 36;
     }
-    if (srtp_protect_rtcp(s->srtp, out, &len) != srtp_err_status_ok)
+    if (!plain && srtp_protect_rtcp(s->srtp, out, &len) != srtp_err_status_ok)
         return -1;
     return len;
 }
@@ -430,6 +440,17 @@ static void queue(sender *x, int len, struct sockaddr_in *to)
     x->seg = x->bytes = (size_t)len;
 }
 
+/* The 4-byte header of an interleaved frame (RFC 2326 §10.12) before @p len bytes. */
+static void interleave(uint8_t *hdr, uint8_t channel, size_t len)
+{
+    hdr[0] = '$';
+    hdr[1] = channel;
+    hdr[2] = (uint8_t)(len >> 8);
+    hdr[3] = (uint8_t)len;
+}
+
+static uint8_t ibuf[1 << 18]; /* one frame's interleaved packets */
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -450,13 +471,14 @@ int main(int argc, char **argv)
         {"port-per-stream", no_argument, NULL, 'p'},
         {"no-rtcp", no_argument, NULL, 'r'},
         {"no-gso", no_argument, NULL, 'g'},
+        {"transport", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;
     uint64_t drops[MAX_DROPS];
     int ndrops = 0;
-    bool bye = true, port_per_stream = false, rtcp = true, gso = true;
+    bool bye = true, port_per_stream = false, rtcp = true, gso = true, rtsp = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -484,9 +506,16 @@ int main(int argc, char **argv)
         case 'p': port_per_stream = true; break;
         case 'r': rtcp = false; break;
         case 'g': gso = false; break;
+        case 'T':
+            if (strcmp(optarg, "rtsp-tcp") == 0)
+                rtsp = true;
+            else if (strcmp(optarg, "srtp") != 0)
+                return 2;
+            break;
         default:
             fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
-                            "[--clip FILE] [--streams N] [--drop K,...] [--no-bye]\n");
+                            "[--clip FILE] [--streams N] [--drop K,...] [--no-bye] "
+                            "[--transport srtp|rtsp-tcp]\n");
             return 2;
         }
     }
@@ -565,7 +594,24 @@ int main(int argc, char **argv)
         nofile.rlim_cur = nofile.rlim_max;
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
-    for (size_t i = 0; i < nstreams; i++) {
+    for (size_t i = 0; i < nstreams && rtsp; i++) {
+        stream *s = &streams[i];
+        char sdp[512];
+        snprintf(sdp, sizeof(sdp),
+                 "v=0\r\no=- %u 0 IN IP4 127.0.0.1\r\ns=Custos bench recorder\r\n"
+                 "c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
+                 "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
+                 "a=control:streamid=0\r\n",
+                 s->ssrc);
+        if (!rtsp_client_open(&s->rtsp, host, port, s->serial, s->rtsp_password) ||
+            !rtsp_client_publish(&s->rtsp, sdp)) {
+            fprintf(stderr, "recorders: RTSP publish of %s: status %d %s\n", s->serial,
+                    s->rtsp.status, s->rtsp.error);
+            return 1;
+        }
+        s->fd = s->rtsp.fd;
+    }
+    for (size_t i = 0; i < nstreams && !rtsp; i++) {
         int sndbuf = 1 << 20;
         streams[i].fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (streams[i].fd < 0) {
@@ -619,16 +665,22 @@ int main(int argc, char **argv)
         if (now - due > FRAME_US)
             late_frames++;
         stream *s = &streams[next];
-        if (x.fd != s->fd) {
+        if (!rtsp && x.fd != s->fd) {
             flush(&x);
             x.fd = s->fd;
         }
+        size_t ilen = 0; /* --transport rtsp-tcp: the frame's interleaved bytes */
         const tpl_frame *fr = &c.frames[s->frame % c.nframes];
         uint32_t loop = (uint32_t)(s->frame / c.nframes);
         uint32_t ts_loop = loop * (uint32_t)c.nframes * (90000 / FPS);
         for (uint32_t k = 0; k < fr->count; k++) {
             const tpl_packet *tp = &c.pkts[fr->first + k];
-            uint8_t *b = slot(&x);
+            if (rtsp && ilen + 4 + tp->len > sizeof(ibuf)) {
+                if (!rtsp_client_write(&s->rtsp, ibuf, ilen))
+                    x.send_errors++;
+                ilen = 0;
+            }
+            uint8_t *b = rtsp ? ibuf + ilen + 4 : slot(&x);
             memcpy(b, c.pool + tp->off, tp->len);
             uint16_t seq = (uint16_t)(s->seq0 + s->sent);
             uint32_t ts =
@@ -640,7 +692,7 @@ int main(int argc, char **argv)
             put32(b + 4, ts);
             put32(b + 8, s->ssrc);
             int len = (int)tp->len;
-            if (srtp_protect(s->srtp, b, &len) != srtp_err_status_ok)
+            if (!rtsp && srtp_protect(s->srtp, b, &len) != srtp_err_status_ok)
                 continue;
             /* --drop: packets by their number in the stream (0, 1, ...),
              * protected (so the sequence advances) but never sent. */
@@ -653,20 +705,39 @@ int main(int argc, char **argv)
                 dropped++;
                 continue;
             }
-            queue(&x, len, &s->to);
+            if (rtsp) {
+                interleave(ibuf + ilen, 0, (size_t)len);
+                ilen += 4 + (size_t)len;
+            } else {
+                queue(&x, len, &s->to);
+            }
         }
         s->frame++;
         if (rtcp && now >= s->next_sr_us) {
-            int len = rtcp_packet(s, now, false, slot(&x));
-            if (len > 0) {
+            int len = rtcp_packet(s, now, false, rtsp, rtsp ? ibuf + ilen + 4 : slot(&x));
+            if (len > 0 && rtsp) {
+                interleave(ibuf + ilen, 1, (size_t)len);
+                ilen += 4 + (size_t)len;
+                rtcp_sent++;
+            } else if (len > 0) {
                 queue(&x, len, &s->to);
                 rtcp_sent++;
             }
             s->next_sr_us += 5000000;
         }
-        /* A recorder that stops says so at once (RFC 3550 §6.6). */
-        if (bye && rtcp && s->frame == stream_frames) {
-            int len = rtcp_packet(s, now, true, slot(&x));
+        if (rtsp && ilen && !rtsp_client_write(&s->rtsp, ibuf, ilen))
+            x.send_errors++;
+        /* A recorder that stops says so at once (RFC 3550 §6.6; for RTSP,
+         * TEARDOWN: RFC 2326 §10.12). */
+        if (bye && rtsp && s->frame == stream_frames) {
+            if (!rtsp_client_teardown(&s->rtsp)) {
+                fprintf(stderr, "recorders: TEARDOWN of %s: status %d %s\n", s->serial,
+                        s->rtsp.status, s->rtsp.error);
+                x.send_errors++;
+            }
+            s->fd = -1;
+        } else if (bye && rtcp && s->frame == stream_frames) {
+            int len = rtcp_packet(s, now, true, false, slot(&x));
             if (len > 0) {
                 queue(&x, len, &s->to);
                 rtcp_sent++;
@@ -693,7 +764,8 @@ int main(int argc, char **argv)
             list, json_pack("{s:I, s:i, s:I}", "ssrc", (json_int_t)streams[i].ssrc, "first_seq",
                             streams[i].seq0, "packets", (json_int_t)streams[i].sent));
         srtp_dealloc(streams[i].srtp);
-        close(streams[i].fd);
+        if (streams[i].fd >= 0)
+            close(streams[i].fd);
     }
     json_t *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "streams",
                             (json_int_t)nstreams, "seconds", (json_int_t)seconds, "packets_sent",

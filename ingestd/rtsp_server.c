@@ -849,9 +849,19 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
             }
         } else if (tr->lower_transport == GST_RTSP_LOWER_TRANS_UDP && tr->client_port.min > 0 &&
                    !(tr->destination && tr->destination[0])) {
-            int port = udp_pair_take(c->rw->r);
-            int rtp_fd = -1, rtcp_fd = -1;
-            if (port && bind_udp(c, port, &rtp_fd) && bind_udp(c, port + 1, &rtcp_fd)) {
+            int port = 0, rtp_fd = -1, rtcp_fd = -1;
+            /* A pair another program holds is skipped (and left marked). */
+            for (int attempt = 0; attempt < 16 && rtcp_fd < 0; attempt++) {
+                if (rtp_fd >= 0)
+                    close(rtp_fd);
+                rtp_fd = -1;
+                port = udp_pair_take(c->rw->r);
+                if (!port)
+                    break;
+                if (bind_udp(c, port, &rtp_fd))
+                    bind_udp(c, port + 1, &rtcp_fd);
+            }
+            if (port && rtcp_fd >= 0) {
                 t->udp = true;
                 t->udp_port = port;
                 t->rtp_fd = rtp_fd;
@@ -1061,6 +1071,14 @@ static void handle_request(rtsp_conn *c, const rtsp_parsed *m)
     if (!parse_live_path(&q)) {
         refused(REFUSE_NOT_FOUND);
         reply(c, 404, q.cseq, NULL, NULL, 0);
+        return;
+    }
+    /* A presentation is announced on this connection: operations on another
+     * device's presentation cannot join its session. */
+    if (c->state != ST_INIT && strcmp(q.serial, c->serial) != 0 &&
+        (h == do_setup || h == do_record || h == do_teardown)) {
+        refused(REFUSE_STATE);
+        reply(c, 459, q.cseq, NULL, NULL, 0);
         return;
     }
     if (!authorize(c, &q))

@@ -71,8 +71,9 @@ it_free_udp_port() {
 }
 
 # it_start_ingestd LOG ARGS... : start ingestd in the background; sets
-# INGESTD_PID and INGEST_PORT (its SRTP/RTP port on 127.0.0.1, unless ARGS
-# set ingest.udp_port). Does not wait for readiness.
+# INGESTD_PID, INGEST_PORT (its SRTP/RTP port on 127.0.0.1, unless ARGS set
+# ingest.udp_port) and RTSP_PORT, RTSPS_PORT (unless ARGS set rtsp.port).
+# Does not wait for readiness.
 it_start_ingestd() {
     local log=$1
     shift
@@ -82,6 +83,15 @@ it_start_ingestd() {
     *)
         INGEST_PORT=$(it_free_udp_port)
         extra=(--set ingest.bind=127.0.0.1 --set "ingest.udp_port=$INGEST_PORT")
+        ;;
+    esac
+    case " $* " in
+    *rtsp.port=*) ;;
+    *)
+        RTSP_PORT=$(it_free_port)
+        RTSPS_PORT=$(it_free_port)
+        while [ "$RTSPS_PORT" = "$RTSP_PORT" ]; do RTSPS_PORT=$(it_free_port); done
+        extra+=(--set rtsp.bind=127.0.0.1 --set "rtsp.port=$RTSP_PORT" --set "rtsps.port=$RTSPS_PORT")
         ;;
     esac
     "$INGESTD" "$@" "${extra[@]}" >"$log" 2>&1 &
