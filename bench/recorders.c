@@ -461,18 +461,12 @@ static int64_t now_us(void)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"devices", required_argument, NULL, 'd'},
-        {"seconds", required_argument, NULL, 's'},
-        {"target", required_argument, NULL, 't'},
-        {"clip", required_argument, NULL, 'c'},
-        {"streams", required_argument, NULL, 'n'},
-        {"drop", required_argument, NULL, 'x'},
-        {"no-bye", no_argument, NULL, 'b'},
-        {"port-per-stream", no_argument, NULL, 'p'},
-        {"no-rtcp", no_argument, NULL, 'r'},
-        {"no-gso", no_argument, NULL, 'g'},
-        {"transport", required_argument, NULL, 'T'},
-        {NULL, 0, NULL, 0},
+        {"devices", required_argument, NULL, 'd'},   {"seconds", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},    {"clip", required_argument, NULL, 'c'},
+        {"streams", required_argument, NULL, 'n'},   {"drop", required_argument, NULL, 'x'},
+        {"no-bye", no_argument, NULL, 'b'},          {"port-per-stream", no_argument, NULL, 'p'},
+        {"no-rtcp", no_argument, NULL, 'r'},         {"no-gso", no_argument, NULL, 'g'},
+        {"transport", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
     };
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;

@@ -177,8 +177,7 @@ bool rtsp_client_publish(rtsp_client *c, const char *sdp)
 {
     char track[600];
     snprintf(track, sizeof(track), "%s/streamid=0", c->url);
-    if (rtsp_client_request(c, "ANNOUNCE", c->url, "Content-Type: application/sdp\r\n", sdp) !=
-        200)
+    if (rtsp_client_request(c, "ANNOUNCE", c->url, "Content-Type: application/sdp\r\n", sdp) != 200)
         return false;
     if (rtsp_client_request(c, "SETUP", track,
                             "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n",

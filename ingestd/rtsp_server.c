@@ -23,6 +23,7 @@
 #include <gst/sdp/gstsdpmessage.h>
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -1185,11 +1186,18 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     rtsp_conn *c = arg;
-    (void)bev;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        unsigned long tls_error = c->tls ? bufferevent_get_openssl_error(bev) : 0;
+        char why[160] = "closed by the client";
+        if (tls_error)
+            ERR_error_string_n(tls_error, why, sizeof(why));
+        else if (what & BEV_EVENT_ERROR)
+            snprintf(why, sizeof(why), "%s", strerror(EVUTIL_SOCKET_ERROR()));
         if (c->session[0])
-            CU_LOG(CU_LOG_INFO, "rtsp", "%s: %s disconnected (session %s)", c->peer_text, c->serial,
-                   c->session);
+            CU_LOG(CU_LOG_INFO, "rtsp", "%s: %s disconnected (session %s): %s", c->peer_text,
+                   c->serial, c->session, why);
+        else
+            CU_LOG(CU_LOG_DEBUG, "rtsp", "%s: disconnected: %s", c->peer_text, why);
         conn_free(c);
     }
 }
@@ -1272,9 +1280,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         free(c);
         return;
     }
-    const cu_config *cfg = rw->r->cfg;
-    size_t high = (size_t)(cfg->rtsp_max_header_bytes + cfg->rtsp_max_body_bytes) + FRAME_MAX + 4;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+    /* No read watermark: what a connection may hold unparsed is bounded by
+     * on_read (a message over the caps is refused, a frame is at most 64 KiB),
+     * and with TLS a suspended read would not resume while the decrypted
+     * bytes wait inside OpenSSL rather than in the socket. */
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->opened_us = c->last_us = c->partial_since_us = cu_time_us();

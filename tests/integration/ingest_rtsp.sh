@@ -6,6 +6,7 @@
 # malformed-request class, a bad interleaved frame, a slow client, a silent
 # session, too many sessions — while another publisher streams unharmed.
 . "$(dirname "$0")/lib.sh"
+trap '' PIPE # writing to a connection the server closed fails, not kills the test
 
 base=$(it_tmpdir)
 data="$base/var"
@@ -57,15 +58,29 @@ check_recording() { # SERIAL: sealed, every segment starts on a keyframe, none l
     true
 }
 
+# GStreamer 1.22's rtspclientsink has two races at its end, seen with TCP and
+# TLS alike (its own debug log shows them): about one run in eight it never
+# posts EOS after sending everything and its RTCP BYE, and now and then its
+# TEARDOWN fails with "Could not send message" because it closed its own
+# connection first. So a run still going after 15 s (4 s of video) is
+# stopped, and that failed TEARDOWN is tolerated; the server ends the session
+# as for any client that goes away, and the checks on the recording are the
+# same. (TEARDOWN itself is checked with bench/recorders below.)
 gst_publish() { # SERIAL URL PROTOCOLS [extra rtspclientsink properties]
-    local serial=$1 url=$2 protocols=$3
+    local serial=$1 url=$2 protocols=$3 rc=0
     shift 3
-    timeout 60 gst-launch-1.0 -e videotestsrc is-live=true num-buffers=120 \
+    timeout 15 gst-launch-1.0 -e videotestsrc is-live=true num-buffers=120 \
         ! video/x-raw,width=320,height=240,framerate=30/1 \
         ! x264enc tune=zerolatency key-int-max=30 bitrate=800 ! video/x-h264,profile=baseline \
         ! rtspclientsink location="$url" user-id="$serial" user-pw="$(pw "$serial")" \
-        protocols="$protocols" "$@" >"$base/gst-$serial.log" 2>&1 ||
+        protocols="$protocols" "$@" >"$base/gst-$serial.log" 2>&1 || rc=$?
+    if [ "$rc" = 124 ] || { [ "$rc" = 1 ] && grep -q 'Could not send message' "$base/gst-$serial.log"; }; then
+        grep -q 'Starting recording' "$base/gst-$serial.log" ||
+            fail "rtspclientsink $serial never recorded: $(tail -5 "$base/gst-$serial.log")"
+        note "rtspclientsink $serial: known end-of-stream race (exit $rc), tolerated"
+    elif [ "$rc" != 0 ]; then
         fail "rtspclientsink $serial: $(tail -5 "$base/gst-$serial.log"; tail -5 "$base/ingestd.log")"
+    fi
 }
 
 note "GStreamer rtspclientsink publishes over TCP, UDP and TLS"
