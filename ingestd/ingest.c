@@ -415,6 +415,8 @@ static void drain_inbox(ingest_worker *w)
         msg *next = m->next;
         if (m->kind == MSG_DEVICE) {
             device_update(w, &m->device);
+        } else if (m->kind == MSG_PULL) {
+            rtsp_pull_device(w, &m->device);
         } else {
             ingest_stream_opened(w, m);
         }
@@ -442,6 +444,7 @@ static void *worker_main(void *arg)
     w->stopping = true;
     drain_inbox(w);
     rtsp_worker_close_all(w);
+    rtsp_pull_close_all(w);
     ingest_streams_end_all(w);
     pthread_mutex_lock(&w->inbox_lock);
     while (w->opening > 0) {
@@ -470,6 +473,12 @@ static void on_device(void *ctx, const ctl_device *d)
     m->kind = MSG_DEVICE;
     m->device = *d;
     worker_post(&s->workers[owner_of(s, d->ssrc)], m);
+    /* Pulls are spread by device id; the worker ignores a device it neither
+     * pulls from nor should. */
+    m = cu_xcalloc(1, sizeof(*m));
+    m->kind = MSG_PULL;
+    m->device = *d;
+    worker_post(&s->workers[(size_t)d->id % (size_t)s->nworkers], m);
     rtsp_service_device(s->rtsp, d);
     CU_LOG(CU_LOG_INFO, "ingest", "device %s (ssrc %u) %s", d->serial, d->ssrc,
            d->active ? "active" : "revoked");
@@ -765,6 +774,7 @@ static void ingest_service_free(ingest_service *s)
         ingest_worker *w = &s->workers[i];
         drain_inbox(w);
         rtsp_worker_free(w);
+        rtsp_pull_free(w);
         for (size_t d = 0; d < w->ndevs; d++)
             dev_free(w->devs[d]);
         free(w->devs);

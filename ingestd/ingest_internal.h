@@ -27,12 +27,12 @@
 
 /* ------------------------------------------------------------- messages */
 
-typedef enum { MSG_DEVICE, MSG_OPENED } msg_kind;
+typedef enum { MSG_DEVICE, MSG_PULL, MSG_OPENED } msg_kind;
 
 typedef struct msg {
     msg_kind kind;
     struct msg *next;
-    ctl_device device;    /* MSG_DEVICE (its secrets are wiped when freed) */
+    ctl_device device;    /* MSG_DEVICE, MSG_PULL (its secrets are wiped when freed) */
     uint64_t stream_id;   /* MSG_OPENED: for which stream */
     uint64_t generation;  /* ... and which of its recordings */
     store_recording *rec; /* NULL when the open failed */
@@ -113,6 +113,7 @@ void ingest_streams_end_all(struct ingest_worker *w);
 
 struct dev;
 struct rtsp_worker;
+struct rtsp_pulls;
 
 typedef struct ingest_worker {
     struct ingest_service *svc;
@@ -134,6 +135,7 @@ typedef struct ingest_worker {
     uint64_t next_stream_id;
     int opening; /* streams waiting for their recording */
     struct rtsp_worker *rtsp;
+    struct rtsp_pulls *pulls; /* cameras this worker pulls from */
     /* inbox */
     pthread_mutex_t inbox_lock;
     pthread_cond_t inbox_cond;

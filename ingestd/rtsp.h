@@ -20,11 +20,14 @@ typedef enum { RTSP_DIGEST_MD5, RTSP_DIGEST_SHA256 } rtsp_digest_alg;
 
 /** The directives of an Authorization: Digest header (borrowed from the request). */
 typedef struct {
-    rtsp_str username, realm, nonce, uri, response, algorithm, qop, nc, cnonce;
+    rtsp_str username, realm, nonce, uri, response, algorithm, qop, nc, cnonce, opaque, stale;
 } rtsp_digest;
 
 /** Parse the value of an Authorization header. False unless it is a well-formed Digest. */
 bool rtsp_digest_parse(rtsp_str value, rtsp_digest *out);
+
+/** Parse a WWW-Authenticate: Digest challenge (realm and nonce required). */
+bool rtsp_digest_parse_challenge(rtsp_str value, rtsp_digest *out);
 
 /**
  * The response a client with @p password must send (RFC 7616 §3.4.1; with
@@ -68,6 +71,47 @@ rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *pe
 size_t rtsp_auth_challenge(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
                            bool stale, char *out, size_t cap);
 
+/* ------------------------------------------------------------ SDP, meta */
+
+#define RTSP_TRACKS_MAX 4
+#define RTSP_SDP_MAX    16384 /* an SDP kept in a recording's meta */
+
+/** A track of a presentation we record (H.264/H.265 video, or audio). */
+typedef struct {
+    char control[1024]; /* a=control as given (relative, absolute URL or "*") */
+    char media[16];     /* video, audio */
+    char encoding[32];  /* H264, H265, PCMA ... */
+    pipe_codec codec;
+    uint8_t payload_type;
+    uint32_t clock_rate;
+} rtsp_sdp_track;
+
+/**
+ * The tracks of an SDP into @p out (at most @p max; *@p n of them). Returns
+ * 200, 400 (not an SDP, a control too long, more tracks than @p max) or 415
+ * (no H.264 or H.265 video track).
+ */
+int rtsp_sdp_tracks(const uint8_t *sdp, size_t len, rtsp_sdp_track *out, int max, int *n);
+
+/** Where a track's recording came from, for its meta. Strings borrowed. */
+typedef struct {
+    const char *source; /* "rtsp" (published to us) or "rtsp-pull" */
+    int64_t device_id;
+    const char *serial;
+    const char *url; /* pulled from (no credentials), or NULL */
+    bool udp, tls;
+    const char *peer, *session;
+    const char *sdp;
+    size_t sdp_len;
+} rtsp_meta_source;
+
+/** The recording meta of track @p index (docs/rtsp.md) into @p out; false if it does not fit. */
+bool rtsp_track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_track *t,
+                     uint32_t ssrc, char *out, size_t cap);
+
+/** Begin @p st's recording of track @p t (its first packet had @p ssrc). */
+bool rtsp_track_begin(ingest_stream *st, const rtsp_sdp_track *t, uint32_t ssrc, const char *meta);
+
 /* ------------------------------------------------------------------ TLS */
 
 typedef struct ssl_ctx_st SSL_CTX;
@@ -97,6 +141,15 @@ void rtsp_service_free(rtsp_service *r);
 /** A device was added or changed (control thread); @p d is borrowed. */
 void rtsp_service_device(rtsp_service *r, const ctl_device *d);
 
+/**
+ * A free UDP port pair from rtsp.udp_port_min..max, bound on rtsp.bind:
+ * returns the RTP port (even; RTCP is +1) and both sockets, or 0.
+ */
+int rtsp_udp_pair_open(rtsp_service *r, int *rtp_fd, int *rtcp_fd);
+
+/** Give back a pair (its sockets closed by the caller). */
+void rtsp_udp_pair_close(rtsp_service *r, int port);
+
 /** Listen on the RTSP and RTSPS ports in worker @p w (before its thread starts). */
 CU_WUR cu_rc rtsp_worker_start(ingest_worker *w, rtsp_service *r, cu_err *err);
 
@@ -105,5 +158,20 @@ void rtsp_worker_close_all(ingest_worker *w);
 
 /** Free what rtsp_worker_start() made, once the worker's thread has ended. NULL-safe. */
 void rtsp_worker_free(ingest_worker *w);
+
+/* ----------------------------------------------------------------- pull */
+
+/**
+ * Device @p d was added or changed (on worker @p w's thread, the worker of
+ * device id mod workers): start pulling from its pull URL, restart when the
+ * URL or transport changed, stop when it has none or is revoked.
+ */
+void rtsp_pull_device(ingest_worker *w, const ctl_device *d);
+
+/** On the worker's thread when stopping: every pull ends (TEARDOWN sent, recordings sealed). */
+void rtsp_pull_close_all(ingest_worker *w);
+
+/** Free what the pulls of @p w hold, once its thread has ended. */
+void rtsp_pull_free(ingest_worker *w);
 
 #endif /* CUSTOS_RTSP_H */

@@ -28,17 +28,20 @@ static bool is_token_char(char c)
 
 static rtsp_str *directive(rtsp_digest *d, rtsp_str name)
 {
-    static const char *const names[] = {"username",  "realm", "nonce", "uri",   "response",
-                                        "algorithm", "qop",   "nc",    "cnonce"};
-    rtsp_str *slots[] = {&d->username,  &d->realm, &d->nonce, &d->uri,   &d->response,
-                         &d->algorithm, &d->qop,   &d->nc,    &d->cnonce};
+    static const char *const names[] = {"username", "realm",  "nonce",  "uri",
+                                        "response", "algorithm", "qop", "nc",
+                                        "cnonce",   "opaque", "stale"};
+    rtsp_str *slots[] = {&d->username, &d->realm,     &d->nonce, &d->uri,
+                         &d->response, &d->algorithm, &d->qop,   &d->nc,
+                         &d->cnonce,   &d->opaque,    &d->stale};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (rtsp_str_ieq(name, names[i]))
             return slots[i];
-    return NULL; /* opaque, userhash and others: ignored */
+    return NULL; /* userhash, domain and others: ignored */
 }
 
-bool rtsp_digest_parse(rtsp_str value, rtsp_digest *out)
+/* The directives of a Digest header value, each at most once. */
+static bool parse_directives(rtsp_str value, rtsp_digest *out)
 {
     memset(out, 0, sizeof(*out));
     const char *p = value.p, *end = value.p + value.len;
@@ -88,7 +91,18 @@ bool rtsp_digest_parse(rtsp_str value, rtsp_digest *out)
         if (p < end && *p != ',')
             return false;
     }
-    return out->username.p && out->realm.p && out->nonce.p && out->uri.p && out->response.p;
+    return true;
+}
+
+bool rtsp_digest_parse(rtsp_str value, rtsp_digest *out)
+{
+    return parse_directives(value, out) && out->username.p && out->realm.p && out->nonce.p &&
+           out->uri.p && out->response.p;
+}
+
+bool rtsp_digest_parse_challenge(rtsp_str value, rtsp_digest *out)
+{
+    return parse_directives(value, out) && out->realm.p && out->nonce.p;
 }
 
 /* ------------------------------------------------------------- responses */

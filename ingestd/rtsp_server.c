@@ -20,7 +20,6 @@
 #include <event2/listener.h>
 #include <gst/rtsp/gstrtsptransport.h>
 #include <gst/rtsp/gstrtspurl.h>
-#include <gst/sdp/gstsdpmessage.h>
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -31,8 +30,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TRACKS_MAX   4
-#define SDP_MAX      16384 /* an SDP kept in a recording's meta */
 #define DIR_BUCKETS  1024
 #define ADDR_BUCKETS 1024
 #define LIVE_PREFIX  "/live/"
@@ -253,6 +250,64 @@ static void udp_pair_put(rtsp_service *r, int port)
     pthread_mutex_unlock(&r->lock);
 }
 
+static bool bind_udp(const cu_config *cfg, int port, int *fd_out)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t sl;
+    if (strchr(cfg->rtsp_bind, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        inet_pton(AF_INET6, cfg->rtsp_bind, &a->sin6_addr);
+        sl = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        inet_pton(AF_INET, cfg->rtsp_bind, &a->sin_addr);
+        sl = sizeof(*a);
+    }
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    *fd_out = fd;
+    return true;
+}
+
+int rtsp_udp_pair_open(rtsp_service *r, int *rtp_fd, int *rtcp_fd)
+{
+    int port = 0;
+    *rtp_fd = *rtcp_fd = -1;
+    /* A pair another program holds is skipped (and left marked). */
+    for (int attempt = 0; attempt < 16 && *rtcp_fd < 0; attempt++) {
+        if (*rtp_fd >= 0)
+            close(*rtp_fd);
+        *rtp_fd = -1;
+        port = udp_pair_take(r);
+        if (!port)
+            break;
+        if (bind_udp(r->cfg, port, rtp_fd))
+            bind_udp(r->cfg, port + 1, rtcp_fd);
+    }
+    if (port && *rtcp_fd >= 0)
+        return port;
+    if (*rtp_fd >= 0)
+        close(*rtp_fd);
+    *rtp_fd = -1;
+    if (port)
+        udp_pair_put(r, port);
+    return 0;
+}
+
+void rtsp_udp_pair_close(rtsp_service *r, int port)
+{
+    udp_pair_put(r, port);
+}
+
 /* ------------------------------------------------------------ connections */
 
 typedef enum { ST_INIT, ST_ANNOUNCED, ST_READY, ST_RECORDING } conn_state;
@@ -263,12 +318,7 @@ typedef struct rtsp_worker rtsp_worker;
 typedef struct {
     rtsp_conn *conn;
     int index;
-    char control[256]; /* a=control: relative, or an absolute URL's path */
-    char media[16];    /* video, audio */
-    char encoding[32]; /* H264, H265, PCMA ... */
-    pipe_codec codec;
-    uint8_t payload_type;
-    uint32_t clock_rate;
+    rtsp_sdp_track d; /* its control is relative, or an absolute URL's path */
     bool setup;
     bool udp;
     uint8_t rtp_channel, rtcp_channel; /* interleaved */
@@ -296,7 +346,7 @@ struct rtsp_conn {
     char path[256]; /* "/live/<serial>" */
     char *sdp;
     size_t sdp_len;
-    rtsp_track tracks[TRACKS_MAX];
+    rtsp_track tracks[RTSP_TRACKS_MAX];
     int ntracks;
     char session[17]; /* "" until the first SETUP */
     bool holds_device_slot;
@@ -433,28 +483,6 @@ static void conn_free(rtsp_conn *c)
     free(c);
 }
 
-/* The recording's meta: where it came from, the track's format, the SDP. */
-static bool track_meta(rtsp_conn *c, rtsp_track *t, uint32_t ssrc, char *out, size_t cap)
-{
-    int n =
-        snprintf(out, cap,
-                 "source=rtsp\ndevice_id=%lld\ndevice_serial=%s\ntransport=%s\ntls=%s\n"
-                 "peer=%s\nrtsp_session=%s\ntrack=%d\ncontrol=%s\nmedia=%s\nencoding=%s\n"
-                 "codec=%s\nssrc=%u\npayload_type=%u\nclock_rate=%u\nsdp_b64=",
-                 (long long)c->device_id, c->serial, t->udp ? "udp" : "tcp", c->tls ? "yes" : "no",
-                 c->peer_text, c->session, t->index, t->control, t->media, t->encoding,
-                 t->codec == PIPE_CODEC_H264   ? "h264"
-                 : t->codec == PIPE_CODEC_H265 ? "h265"
-                                               : "audio",
-                 ssrc, t->payload_type, t->clock_rate);
-    if (n < 0 || (size_t)n + 4 * (c->sdp_len / 3 + 1) + 2 > cap)
-        return false;
-    n += EVP_EncodeBlock((unsigned char *)out + n, (const unsigned char *)c->sdp, (int)c->sdp_len);
-    out[n++] = '\n';
-    out[n] = '\0';
-    return true;
-}
-
 /* One RTP or RTCP packet for track @p t (interleaved or UDP). */
 static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *p, size_t len)
 {
@@ -473,12 +501,17 @@ static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *
     }
     if (!t->st->pipe) {
         static __thread char meta[STORE_META_MAX];
-        pipe_stream_config pc = c->rw->w->svc->pipe_cfg;
-        pc.codec = t->codec;
-        pc.payload_type = t->payload_type;
-        pc.clock_rate = t->clock_rate;
-        if (!track_meta(c, t, ssrc, meta, sizeof(meta)) ||
-            !ingest_stream_begin(t->st, &pc, ssrc, meta)) {
+        rtsp_meta_source src = {.source = "rtsp",
+                                .device_id = c->device_id,
+                                .serial = c->serial,
+                                .udp = t->udp,
+                                .tls = c->tls,
+                                .peer = c->peer_text,
+                                .session = c->session,
+                                .sdp = c->sdp,
+                                .sdp_len = c->sdp_len};
+        if (!rtsp_track_meta(&src, t->index, &t->d, ssrc, meta, sizeof(meta)) ||
+            !rtsp_track_begin(t->st, &t->d, ssrc, meta)) {
             refused(REFUSE_MEDIA);
             return;
         }
@@ -637,95 +670,31 @@ static bool authorize(rtsp_conn *c, request *q)
 static const char ALLOW[] =
     "OPTIONS, ANNOUNCE, SETUP, RECORD, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
-static pipe_codec codec_of(const char *media, const char *encoding)
-{
-    if (strcmp(media, "video") == 0) {
-        if (g_ascii_strcasecmp(encoding, "H264") == 0)
-            return PIPE_CODEC_H264;
-        if (g_ascii_strcasecmp(encoding, "H265") == 0)
-            return PIPE_CODEC_H265;
-        return 0;
-    }
-    return strcmp(media, "audio") == 0 ? PIPE_CODEC_AUDIO : 0;
-}
-
 /* The tracks of an announced SDP. Returns an HTTP-like status: 200 or why not. */
 static int announce_tracks(rtsp_conn *c, const uint8_t *body, size_t len)
 {
-    GstSDPMessage *sdp = NULL;
-    int status = 415;
-    bool video = false;
-    if (gst_sdp_message_new(&sdp) != GST_SDP_OK)
-        return 500;
-    if (gst_sdp_message_parse_buffer(body, (guint)len, sdp) != GST_SDP_OK ||
-        gst_sdp_message_medias_len(sdp) == 0) {
-        status = 400;
-        goto out;
-    }
+    rtsp_sdp_track found[RTSP_TRACKS_MAX];
+    int n = 0;
+    int status = rtsp_sdp_tracks(body, len, found, RTSP_TRACKS_MAX, &n);
     c->ntracks = 0;
-    for (guint i = 0; i < gst_sdp_message_medias_len(sdp); i++) {
-        const GstSDPMedia *m = gst_sdp_message_get_media(sdp, i);
-        const char *media = gst_sdp_media_get_media(m);
-        const char *fmt = gst_sdp_media_formats_len(m) ? gst_sdp_media_get_format(m, 0) : NULL;
-        const char *proto = gst_sdp_media_get_proto(m);
-        if (!media || !fmt || !proto || strcmp(proto, "RTP/AVP") != 0)
-            continue;
-        int pt = atoi(fmt);
-        char encoding[32] = "";
-        unsigned clock = 0;
-        for (guint k = 0;; k++) {
-            const char *rtpmap = gst_sdp_media_get_attribute_val_n(m, "rtpmap", k);
-            if (!rtpmap)
-                break;
-            char enc[32];
-            int mpt = -1;
-            if (sscanf(rtpmap, "%d %31[^/]/%u", &mpt, enc, &clock) == 3 && mpt == pt) {
-                cu_strlcpy(encoding, enc, sizeof(encoding));
-                break;
-            }
-            clock = 0;
-        }
-        if (!encoding[0] && pt < 96) { /* static payload types (RFC 3551) */
-            cu_strlcpy(encoding, pt == 0 ? "PCMU" : pt == 8 ? "PCMA" : "static", sizeof(encoding));
-            clock = 8000;
-        }
-        pipe_codec codec = codec_of(media, encoding);
-        if (!codec || pt < 0 || pt > 127 || clock < 1000 || clock > 192000)
-            continue;
-        if (c->ntracks == TRACKS_MAX) {
-            status = 400;
-            goto out;
-        }
-        rtsp_track *t = &c->tracks[c->ntracks];
+    if (status != 200)
+        return status;
+    for (int i = 0; i < n; i++) {
+        rtsp_track *t = &c->tracks[i];
         memset(t, 0, sizeof(*t));
         t->conn = c;
-        t->index = c->ntracks;
+        t->index = i;
         t->rtp_fd = t->rtcp_fd = -1;
-        const char *control = gst_sdp_media_get_attribute_val(m, "control");
-        if (control && strncmp(control, "rtsp://", 7) == 0) {
+        t->d = found[i];
+        if (strncmp(t->d.control, "rtsp://", 7) == 0) { /* absolute: keep its path */
             GstRTSPUrl *u = NULL;
-            if (gst_rtsp_url_parse(control, &u) == GST_RTSP_OK && u->abspath)
-                cu_strlcpy(t->control, u->abspath, sizeof(t->control));
+            if (gst_rtsp_url_parse(found[i].control, &u) == GST_RTSP_OK && u->abspath)
+                cu_strlcpy(t->d.control, u->abspath, sizeof(t->d.control));
             gst_rtsp_url_free(u);
-        } else if (control) {
-            cu_strlcpy(t->control, control, sizeof(t->control));
-        } else {
-            snprintf(t->control, sizeof(t->control), "trackID=%d", t->index);
         }
-        cu_strlcpy(t->media, media, sizeof(t->media));
-        cu_strlcpy(t->encoding, encoding, sizeof(t->encoding));
-        t->codec = codec;
-        t->payload_type = (uint8_t)pt;
-        t->clock_rate = clock;
-        video |= codec != PIPE_CODEC_AUDIO;
-        c->ntracks++;
     }
-    status = video ? 200 : 415;
-    if (!video)
-        c->ntracks = 0;
-out:
-    gst_sdp_message_free(sdp);
-    return status;
+    c->ntracks = n;
+    return 200;
 }
 
 static void do_announce(rtsp_conn *c, request *q)
@@ -746,7 +715,7 @@ static void do_announce(rtsp_conn *c, request *q)
         reply(c, 415, q->cseq, NULL, NULL, 0);
         return;
     }
-    if (q->m->body_len > SDP_MAX) {
+    if (q->m->body_len > RTSP_SDP_MAX) {
         refused(REFUSE_TOO_LARGE);
         reply(c, 413, q->cseq, NULL, NULL, 0);
         return;
@@ -774,41 +743,12 @@ static rtsp_track *track_for(rtsp_conn *c, request *q)
     const char *rel = q->rest[0] == '/' ? q->rest + 1 : q->rest;
     for (int i = 0; i < c->ntracks; i++) {
         rtsp_track *t = &c->tracks[i];
-        if (t->control[0] == '/' ? strcmp(t->control, q->abspath) == 0
-                                 : strcmp(t->control, rel) == 0)
+        if (t->d.control[0] == '/' ? strcmp(t->d.control, q->abspath) == 0
+                                   : strcmp(t->d.control, rel) == 0)
             return t;
     }
     /* One track, SETUP on the presentation itself (some publishers do). */
     return c->ntracks == 1 && !rel[0] ? &c->tracks[0] : NULL;
-}
-
-static bool bind_udp(rtsp_conn *c, int port, int *fd_out)
-{
-    const cu_config *cfg = c->rw->r->cfg;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t sl;
-    if (strchr(cfg->rtsp_bind, ':')) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port);
-        inet_pton(AF_INET6, cfg->rtsp_bind, &a->sin6_addr);
-        sl = sizeof(*a);
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port);
-        inet_pton(AF_INET, cfg->rtsp_bind, &a->sin_addr);
-        sl = sizeof(*a);
-    }
-    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return false;
-    }
-    *fd_out = fd;
-    return true;
 }
 
 /* Take the first transport in @p value we serve; fills @p t and the answer. */
@@ -850,19 +790,9 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
             }
         } else if (tr->lower_transport == GST_RTSP_LOWER_TRANS_UDP && tr->client_port.min > 0 &&
                    !(tr->destination && tr->destination[0])) {
-            int port = 0, rtp_fd = -1, rtcp_fd = -1;
-            /* A pair another program holds is skipped (and left marked). */
-            for (int attempt = 0; attempt < 16 && rtcp_fd < 0; attempt++) {
-                if (rtp_fd >= 0)
-                    close(rtp_fd);
-                rtp_fd = -1;
-                port = udp_pair_take(c->rw->r);
-                if (!port)
-                    break;
-                if (bind_udp(c, port, &rtp_fd))
-                    bind_udp(c, port + 1, &rtcp_fd);
-            }
-            if (port && rtcp_fd >= 0) {
+            int rtp_fd, rtcp_fd;
+            int port = rtsp_udp_pair_open(c->rw->r, &rtp_fd, &rtcp_fd);
+            if (port) {
                 t->udp = true;
                 t->udp_port = port;
                 t->rtp_fd = rtp_fd;
@@ -873,11 +803,6 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
                          "RTP/AVP;unicast;client_port=%d-%d;server_port=%d-%d;mode=record",
                          tr->client_port.min, cmax, port, port + 1);
                 ok = true;
-            } else {
-                if (rtp_fd >= 0)
-                    close(rtp_fd);
-                if (port)
-                    udp_pair_put(c->rw->r, port);
             }
         }
         gst_rtsp_transport_free(tr);

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Pulling from cameras, end to end: a real gst-rtsp-server camera
+# (rtsp_camera) behind Digest and one behind Basic auth with an audio track;
+# ingestd pulls over TCP (interleaved) and UDP. Each recording verifies and
+# starts on keyframes, and keeps the SDP. The camera is killed and started
+# again: the recordings of the first connection are sealed and a second
+# recording begins after the reconnect. Wrong credentials are refused and
+# retried with back-off; revoking a device stops its pull.
+. "$(dirname "$0")/lib.sh"
+
+base=$(it_tmpdir)
+data="$base/var"
+ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
+metric() { curl -fsS "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+cam_port=$(it_free_port)
+basic_port=$(it_free_port)
+while [ "$basic_port" = "$cam_port" ]; do basic_port=$(it_free_port); done
+
+start_camera() { # NAME PORT ARGS...
+    local name=$1 port=$2 i
+    shift 2
+    "$CAMERA" --port "$port" "$@" >"$base/$name.log" 2>&1 &
+    eval "${name}_pid=$!"
+    IT_PIDS+=("$!")
+    for i in $(seq 1 100); do
+        grep -q ready "$base/$name.log" && return 0
+        sleep 0.1
+    done
+    fail "camera $name did not start: $(cat "$base/$name.log")"
+}
+
+# Recordings of SERIAL (ids), and those sealed.
+recordings() { ctl recordings | awk -v d="$1" '$2 == d {print $1}'; }
+sealed() { ctl recordings | awk -v d="$1" '$2 == d && $NF == "sealed"' | wc -l; }
+wait_for() { # SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
+    local secs=$1 what=$2 i
+    shift 2
+    for i in $(seq 1 $((secs * 10))); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    ctl recordings >&2
+    tail -30 "$base/ingestd.log" >&2
+    fail "$what (after $secs s)"
+}
+segments_of() { # SERIAL: segments stored for it so far
+    local rec n=0
+    for rec in $(recordings "$1"); do
+        n=$((n + $(ctl packets --recording "$rec" --summary 2>/dev/null | wc -l)))
+    done
+    echo "$n"
+}
+has_segments() { [ "$(segments_of "$1")" -ge "$2" ]; }
+has_sealed() { [ "$(sealed "$1")" -ge "$2" ]; }
+has_recordings() { [ "$(recordings "$1" | wc -l)" -ge "$2" ]; }
+
+note "provision: cameras behind Digest (TCP and UDP), Basic (with audio), wrong password"
+url="rtsp://viewer:cam-secret-1@127.0.0.1:$cam_port/cam"
+ctl device add --serial PULL-TCP --pull "$url" >/dev/null || fail "device add PULL-TCP"
+ctl device add --serial PULL-UDP --pull "$url" --pull-udp >/dev/null || fail "device add PULL-UDP"
+ctl device add --serial PULL-BASIC --pull "rtsp://basic:b-secret-2@127.0.0.1:$basic_port/cam" \
+    >/dev/null || fail "device add PULL-BASIC"
+ctl device add --serial PULL-BADPW --pull "rtsp://viewer:wrong@127.0.0.1:$cam_port/cam" \
+    >/dev/null || fail "device add PULL-BADPW"
+ctl device list | grep -q 'PULL-TCP' || fail "device list"
+
+start_camera camera "$cam_port" --user viewer --password cam-secret-1 --auth digest
+start_camera basic "$basic_port" --user basic --password b-secret-2 --auth basic --audio
+
+port=$(it_free_port)
+it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
+    --set rtsp.pull_backoff_max_s=2 --set ingest.device_poll_ms=100 --set segment.target_ms=1000
+pid=$INGESTD_PID
+it_wait_healthy "$port" "$pid" "$base/ingestd.log"
+
+note "ingestd pulls: segments arrive from every camera"
+wait_for 40 "PULL-TCP: 2 segments" has_segments PULL-TCP 2
+wait_for 20 "PULL-UDP: 2 segments" has_segments PULL-UDP 2
+wait_for 20 "PULL-BASIC: 2 segments" has_segments PULL-BASIC 2
+[ "$(metric custos_rtsp_pull_sessions)" = 3 ] || fail "pull sessions: $(metric custos_rtsp_pull_sessions)"
+# PULL-BASIC has a video and an audio track: a recording each.
+wait_for 10 "PULL-BASIC: video and audio recordings" has_recordings PULL-BASIC 2
+
+note "wrong credentials: refused, retried with back-off, nothing recorded"
+wait_for 10 "credentials refused logged" grep -q 'PULL-BADPW.*credentials refused' "$base/ingestd.log"
+[ -z "$(recordings PULL-BADPW)" ] || fail "PULL-BADPW has recordings"
+attempts=$(grep -c 'pull PULL-BADPW.*credentials refused' "$base/ingestd.log")
+[ "$attempts" -ge 1 ] && [ "$attempts" -le 6 ] || fail "PULL-BADPW: $attempts attempts in ~10 s"
+
+note "the camera dies: its recordings are sealed; it comes back: new recordings begin"
+first_tcp=$(recordings PULL-TCP | head -1)
+kill -KILL "$camera_pid"
+wait_for 15 "PULL-TCP sealed after the camera died" has_sealed PULL-TCP 1
+wait_for 15 "PULL-UDP sealed after the camera died" has_sealed PULL-UDP 1
+sleep 1
+start_camera camera "$cam_port" --user viewer --password cam-secret-1 --auth digest
+wait_for 30 "PULL-TCP: a second recording" has_recordings PULL-TCP 2
+wait_for 30 "PULL-UDP: a second recording" has_recordings PULL-UDP 2
+before=$(segments_of PULL-TCP)
+wait_for 20 "PULL-TCP: segments after the reconnect" has_segments PULL-TCP $((before + 2))
+grep -q 'pull PULL-TCP from .*playing 1 track(s) over TCP' "$base/ingestd.log" || fail "no TCP play"
+grep -q 'pull PULL-UDP from .*playing 1 track(s) over UDP' "$base/ingestd.log" || fail "no UDP play"
+
+note "revoking a device stops its pull and seals its recording"
+ctl device revoke PULL-UDP >/dev/null || fail "revoke"
+wait_for 10 "PULL-UDP pull stopped" grep -q 'pull PULL-UDP .*stopped (device revoked)' "$base/ingestd.log"
+wait_for 10 "PULL-UDP: both recordings sealed" has_sealed PULL-UDP 2
+
+note "ingestd stops: every recording sealed and verified"
+kill -TERM "$pid"
+it_wait_exit "$pid" 30
+[ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS: $(tail -20 "$base/ingestd.log")"
+for s in PULL-TCP PULL-UDP PULL-BASIC; do
+    n=$(recordings "$s" | wc -l)
+    [ "$(sealed "$s")" = "$n" ] || fail "$s: $(sealed "$s") of $n recordings sealed"
+    for rec in $(recordings "$s"); do
+        ctl packets --recording "$rec" --summary >"$base/$s-$rec.summary" || fail "packets $s"
+        grep -q 'starts_with_keyframe no' "$base/$s-$rec.summary" &&
+            ! grep -q 'codec=audio' "$data/segments/"*/"$rec"/meta 2>/dev/null &&
+            fail "$s recording $rec: a segment does not start on a keyframe"
+    done
+done
+[ "$(ctl recordings | awk '$2 == "PULL-TCP"' | head -1 | awk '{print $1}')" != "" ] || fail "no recordings"
+ctl verify >"$base/verify.out" 2>&1 || fail "verify: $(cat "$base/verify.out")"
+
+note "each recording keeps where it came from and the camera's SDP"
+metas=$(find "$data/segments" -name meta -exec cat {} +)
+grep -q 'source=rtsp-pull' <<<"$metas" || fail "no source=rtsp-pull in any meta"
+grep -q "url=rtsp://127.0.0.1:$cam_port/cam" <<<"$metas" || fail "no url in meta"
+grep -q 'cam-secret-1' <<<"$metas" && fail "a password is in a recording's meta"
+grep -q 'sdp_b64=' <<<"$metas" || fail "no SDP in meta"
+grep 'sdp_b64=' <<<"$metas" | head -1 | sed 's/^sdp_b64=//' | base64 -d | grep -q 'sprop-parameter-sets' ||
+    fail "the SDP kept lacks sprop-parameter-sets"
+[ -n "$first_tcp" ] || fail "no first recording"
+note "ok"
