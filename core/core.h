@@ -157,6 +157,7 @@ typedef struct {
     int64_t rtsp_udp_port_min;                /* rtsp.udp_port_min */
     int64_t rtsp_udp_port_max;                /* rtsp.udp_port_max */
     int64_t rtsp_pull_backoff_max_s;          /* rtsp.pull_backoff_max_s */
+    char *rtsp_pull_ca_file;                  /* rtsp.pull_ca_file ("" = system trust) */
     int64_t segment_target_ms;      /* segment.target_ms */
     int64_t segment_max_ms;         /* segment.max_ms */
 } cu_config;

@@ -19,13 +19,17 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <gst/rtsp/gstrtsptransport.h>
 #include <gst/rtsp/gstrtspurl.h>
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +85,7 @@ struct rtsp_pull {
     char serial[65];
     char configured[CTL_PULL_URL_MAX + 1]; /* the device's pull URL: credentials inside */
     bool udp;
+    bool tls; /* rtsps:// */
     /* from the URL */
     char url[RTSP_MAX_URI + 1]; /* without credentials: what requests name */
     char host[256];
@@ -117,6 +122,7 @@ struct rtsp_pull {
 
 struct rtsp_pulls {
     struct evdns_base *dns;
+    SSL_CTX *tls; /* made at the first rtsps:// pull */
     rtsp_pull *list;
 };
 
@@ -371,7 +377,7 @@ static void keepalive(rtsp_pull *p)
 static bool control_url(const rtsp_pull *p, const char *control, char *out, size_t cap)
 {
     int n;
-    if (strncmp(control, "rtsp://", 7) == 0)
+    if (strncmp(control, "rtsp://", 7) == 0 || strncmp(control, "rtsps://", 8) == 0)
         n = snprintf(out, cap, "%s", control);
     else if (strcmp(control, "*") == 0)
         n = snprintf(out, cap, "%s", p->base);
@@ -429,6 +435,7 @@ static void track_packet(pull_track *t, bool rtcp, const uint8_t *pkt, size_t le
                                 .serial = p->serial,
                                 .url = p->url,
                                 .udp = p->udp,
+                                .tls = p->tls,
                                 .peer = p->peer,
                                 .session = p->session,
                                 .sdp = p->sdp,
@@ -512,7 +519,7 @@ static bool on_describe(rtsp_pull *p, const rtsp_parsed *m)
     if (!base)
         base = rtsp_header_get(m, "Content-Location");
     if (!base || !str_copy(p->base, sizeof(p->base), *base) ||
-        strncmp(p->base, "rtsp://", 7) != 0)
+        (strncmp(p->base, "rtsp://", 7) != 0 && strncmp(p->base, "rtsps://", 8) != 0))
         cu_strlcpy(p->base, p->url, sizeof(p->base));
     rtsp_sdp_track found[RTSP_TRACKS_MAX];
     int n = 0;
@@ -649,17 +656,16 @@ static bool redirect(rtsp_pull *p, const rtsp_parsed *m)
     const rtsp_str *loc = rtsp_header_get(m, "Location");
     char url[RTSP_MAX_URI + 1];
     GstRTSPUrl *u = NULL;
-    if (!loc || !str_copy(url, sizeof(url), *loc) || strncmp(url, "rtsp://", 7) != 0 ||
+    const char *scheme = p->tls ? "rtsps://" : "rtsp://"; /* never from TLS to plain */
+    if (!loc || !str_copy(url, sizeof(url), *loc) || strncmp(url, scheme, strlen(scheme)) != 0 ||
         gst_rtsp_url_parse(url, &u) != GST_RTSP_OK || !u->host ||
         strlen(u->host) >= sizeof(p->host) || p->redirects >= REDIRECTS_MAX) {
         gst_rtsp_url_free(u);
         pull_fail(p, "DESCRIBE redirected (%d) to an unusable location", m->code);
         return false;
     }
-    guint16 port = 554;
-    gst_rtsp_url_get_port(u, &port);
     cu_strlcpy(p->host, u->host, sizeof(p->host));
-    p->port = port;
+    p->port = u->port ? u->port : p->tls ? 322 : 554;
     cu_strlcpy(p->url, url, sizeof(p->url));
     snprintf(p->peer, sizeof(p->peer), "%s:%d", p->host, p->port);
     gst_rtsp_url_free(u);
@@ -799,21 +805,81 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         pull_fail(p, "the camera closed the connection");
     } else if (what & BEV_EVENT_ERROR) {
         int dns = bufferevent_socket_get_dns_error(p->bev);
-        if (dns)
+        unsigned long tls_error = p->tls ? bufferevent_get_openssl_error(p->bev) : 0;
+        char tls_why[200];
+        if (dns) {
             pull_fail(p, "cannot resolve %s: %s", p->host, evutil_gai_strerror(dns));
-        else
+        } else if (tls_error) {
+            ERR_error_string_n(tls_error, tls_why, sizeof(tls_why));
+            pull_fail(p, "TLS: %s", tls_why);
+        } else
             pull_fail(p, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     }
 }
 
 /* ----------------------------------------------------------- lifecycle */
 
+/*
+ * A TLS session for @p p: TLS 1.2 or later, the camera's certificate checked
+ * against rtsp.pull_ca_file (or the system's trust store) and the URL's host
+ * name or address.
+ */
+static SSL *tls_session(rtsp_pull *p, char *why, size_t cap)
+{
+    struct rtsp_pulls *ps = p->w->pulls;
+    const char *ca = cfg_of(p)->rtsp_pull_ca_file;
+    if (!ps->tls) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+            (ca[0] ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
+                   : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+            unsigned long e = ERR_get_error();
+            snprintf(why, cap, "cannot load the trusted certificates %s: %s",
+                     ca[0] ? ca : "(system)", e ? ERR_reason_error_string(e) : "no memory");
+            SSL_CTX_free(ctx);
+            ERR_clear_error();
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ps->tls = ctx;
+    }
+    SSL *ssl = SSL_new(ps->tls);
+    if (!ssl) {
+        snprintf(why, cap, "no memory");
+        return NULL;
+    }
+    unsigned char addr[16];
+    bool numeric = inet_pton(AF_INET, p->host, addr) == 1 || inet_pton(AF_INET6, p->host, addr) == 1;
+    bool ok = numeric ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->host) == 1
+                      : SSL_set_tlsext_host_name(ssl, p->host) == 1 &&
+                            SSL_set1_host(ssl, p->host) == 1;
+    if (!ok) {
+        snprintf(why, cap, "cannot check the certificate against %s", p->host);
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
 static void pull_connect(rtsp_pull *p)
 {
     cu_metric_inc(&pull_attempts_metric);
     p->state = P_CONNECTING;
     p->deadline_us = cu_time_us() + cfg_of(p)->rtsp_request_timeout_s * 1000000;
-    p->bev = bufferevent_socket_new(p->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (p->tls) {
+        char why[200];
+        SSL *ssl = tls_session(p, why, sizeof(why));
+        if (!ssl) {
+            pull_fail(p, "TLS: %s", why);
+            return;
+        }
+        p->bev = bufferevent_openssl_socket_new(p->w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (!p->bev)
+            SSL_free(ssl);
+    } else {
+        p->bev = bufferevent_socket_new(p->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!p->bev) {
         pull_fail(p, "cannot create a connection");
         return;
@@ -871,8 +937,9 @@ static void pull_free(rtsp_pull *p)
 /* A pull of device @p d, or NULL (logged) when its URL cannot be used. */
 static rtsp_pull *pull_new(ingest_worker *w, const ctl_device *d)
 {
-    if (strncmp(d->pull_url, "rtsp://", 7) != 0) {
-        CU_LOG(CU_LOG_ERROR, "rtsp", "pull %s: only rtsp:// URLs can be pulled (rtsps: not yet)",
+    bool tls = strncmp(d->pull_url, "rtsps://", 8) == 0;
+    if (!tls && strncmp(d->pull_url, "rtsp://", 7) != 0) {
+        CU_LOG(CU_LOG_ERROR, "rtsp", "pull %s: only rtsp:// and rtsps:// URLs can be pulled",
                d->serial);
         return NULL;
     }
@@ -889,10 +956,9 @@ static rtsp_pull *pull_new(ingest_worker *w, const ctl_device *d)
     cu_strlcpy(p->serial, d->serial, sizeof(p->serial));
     cu_strlcpy(p->configured, d->pull_url, sizeof(p->configured));
     p->udp = d->pull_udp;
+    p->tls = tls;
     cu_strlcpy(p->host, u->host, sizeof(p->host));
-    guint16 port = 554;
-    gst_rtsp_url_get_port(u, &port);
-    p->port = port;
+    p->port = u->port ? u->port : tls ? 322 : 554;
     snprintf(p->peer, sizeof(p->peer), "%s:%d", p->host, p->port);
     bool credentials_ok = true;
     if (u->user) {
@@ -901,11 +967,12 @@ static rtsp_pull *pull_new(ingest_worker *w, const ctl_device *d)
         credentials_ok = p->user && p->password;
     }
     /* What requests name: the URL without its credentials. */
-    gchar *request_uri = gst_rtsp_url_get_request_uri(u);
-    bool fits = request_uri && strlen(request_uri) < sizeof(p->url);
-    if (fits)
-        cu_strlcpy(p->url, request_uri, sizeof(p->url));
-    g_free(request_uri);
+    bool v6 = strchr(p->host, ':') != NULL;
+    int n = snprintf(p->url, sizeof(p->url), "%s://%s%s%s:%d%s%s%s", tls ? "rtsps" : "rtsp",
+                     v6 ? "[" : "", p->host, v6 ? "]" : "", p->port,
+                     u->abspath && u->abspath[0] ? u->abspath : "/", u->query ? "?" : "",
+                     u->query ? u->query : "");
+    bool fits = n > 0 && (size_t)n < sizeof(p->url);
     if (u->passwd)
         OPENSSL_cleanse(u->passwd, strlen(u->passwd));
     gst_rtsp_url_free(u);
@@ -986,6 +1053,7 @@ void rtsp_pull_free(ingest_worker *w)
     rtsp_pull_close_all(w);
     if (w->pulls->dns)
         evdns_base_free(w->pulls->dns, 0);
+    SSL_CTX_free(w->pulls->tls);
     free(w->pulls);
     w->pulls = NULL;
 }

@@ -686,7 +686,8 @@ static int announce_tracks(rtsp_conn *c, const uint8_t *body, size_t len)
         t->index = i;
         t->rtp_fd = t->rtcp_fd = -1;
         t->d = found[i];
-        if (strncmp(t->d.control, "rtsp://", 7) == 0) { /* absolute: keep its path */
+        if (strncmp(t->d.control, "rtsp://", 7) == 0 ||
+            strncmp(t->d.control, "rtsps://", 8) == 0) { /* absolute: keep its path */
             GstRTSPUrl *u = NULL;
             if (gst_rtsp_url_parse(found[i].control, &u) == GST_RTSP_OK && u->abspath)
                 cu_strlcpy(t->d.control, u->abspath, sizeof(t->d.control));

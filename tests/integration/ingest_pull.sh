@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pulling from cameras, end to end: a real gst-rtsp-server camera
-# (rtsp_camera) behind Digest and one behind Basic auth with an audio track;
-# ingestd pulls over TCP (interleaved) and UDP. Each recording verifies and
+# (rtsp_camera) behind Digest, one behind Basic auth with an audio track, one
+# over TLS; ingestd pulls over TCP (interleaved), UDP and RTSPS (the camera's
+# certificate checked against rtsp.pull_ca_file and the URL's host). Each recording verifies and
 # starts on keyframes, and keeps the SDP. The camera is killed and started
 # again: the recordings of the first connection are sealed and a second
 # recording begins after the reconnect. Wrong credentials are refused and
@@ -16,6 +17,20 @@ metric() { curl -fsS "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {
 cam_port=$(it_free_port)
 basic_port=$(it_free_port)
 while [ "$basic_port" = "$cam_port" ]; do basic_port=$(it_free_port); done
+tls_port=$(it_free_port)
+while [ "$tls_port" = "$cam_port" ] || [ "$tls_port" = "$basic_port" ]; do tls_port=$(it_free_port); done
+other_port=$(it_free_port)
+while [ "$other_port" = "$cam_port" ] || [ "$other_port" = "$basic_port" ] ||
+    [ "$other_port" = "$tls_port" ]; do other_port=$(it_free_port); done
+# Two camera certificates, both trusted (rtsp.pull_ca_file holds both): one
+# for 127.0.0.1, where its camera is, and one for 127.0.0.9, which the camera
+# at 127.0.0.1 that presents it is not.
+for c in cam:127.0.0.1 other:127.0.0.9; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=${c%%:*}" -addext "subjectAltName=IP:${c#*:}" -keyout "$base/${c%%:*}-key.pem" \
+        -out "$base/${c%%:*}-cert.pem" 2>/dev/null || fail "cannot make a camera certificate"
+done
+cat "$base/cam-cert.pem" "$base/other-cert.pem" >"$base/trusted.pem"
 
 start_camera() { # NAME PORT ARGS...
     local name=$1 port=$2 i
@@ -63,14 +78,22 @@ ctl device add --serial PULL-BASIC --pull "rtsp://basic:b-secret-2@127.0.0.1:$ba
     >/dev/null || fail "device add PULL-BASIC"
 ctl device add --serial PULL-BADPW --pull "rtsp://viewer:wrong@127.0.0.1:$cam_port/cam" \
     >/dev/null || fail "device add PULL-BADPW"
+ctl device add --serial PULL-TLS --pull "rtsps://127.0.0.1:$tls_port/cam" >/dev/null ||
+    fail "device add PULL-TLS"
+# A trusted certificate, but for another address: refused.
+ctl device add --serial PULL-TLS-NAME --pull "rtsps://127.0.0.1:$other_port/cam" >/dev/null ||
+    fail "device add PULL-TLS-NAME"
 ctl device list | grep -q 'PULL-TCP' || fail "device list"
 
 start_camera camera "$cam_port" --user viewer --password cam-secret-1 --auth digest
 start_camera basic "$basic_port" --user basic --password b-secret-2 --auth basic --audio
+start_camera tlscam "$tls_port" --tls-cert "$base/cam-cert.pem" --tls-key "$base/cam-key.pem"
+start_camera othercam "$other_port" --tls-cert "$base/other-cert.pem" --tls-key "$base/other-key.pem"
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
-    --set rtsp.pull_backoff_max_s=2 --set ingest.device_poll_ms=100 --set segment.target_ms=1000
+    --set rtsp.pull_backoff_max_s=2 --set ingest.device_poll_ms=100 --set segment.target_ms=1000 \
+    --set rtsp.pull_ca_file="$base/trusted.pem"
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
 
@@ -78,7 +101,11 @@ note "ingestd pulls: segments arrive from every camera"
 wait_for 40 "PULL-TCP: 2 segments" has_segments PULL-TCP 2
 wait_for 20 "PULL-UDP: 2 segments" has_segments PULL-UDP 2
 wait_for 20 "PULL-BASIC: 2 segments" has_segments PULL-BASIC 2
-[ "$(metric custos_rtsp_pull_sessions)" = 3 ] || fail "pull sessions: $(metric custos_rtsp_pull_sessions)"
+wait_for 20 "PULL-TLS: 2 segments" has_segments PULL-TLS 2
+[ "$(metric custos_rtsp_pull_sessions)" = 4 ] || fail "pull sessions: $(metric custos_rtsp_pull_sessions)"
+grep -q 'pull PULL-TLS-NAME .*TLS: .*certificate verify failed' "$base/ingestd.log" ||
+    fail "PULL-TLS-NAME: no certificate failure logged"
+[ -z "$(recordings PULL-TLS-NAME)" ] || fail "PULL-TLS-NAME recorded from a camera it cannot trust"
 # PULL-BASIC has a video and an audio track: a recording each.
 wait_for 10 "PULL-BASIC: video and audio recordings" has_recordings PULL-BASIC 2
 
@@ -111,7 +138,7 @@ note "ingestd stops: every recording sealed and verified"
 kill -TERM "$pid"
 it_wait_exit "$pid" 30
 [ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS: $(tail -20 "$base/ingestd.log")"
-for s in PULL-TCP PULL-UDP PULL-BASIC; do
+for s in PULL-TCP PULL-UDP PULL-BASIC PULL-TLS; do
     n=$(recordings "$s" | wc -l)
     [ "$(sealed "$s")" = "$n" ] || fail "$s: $(sealed "$s") of $n recordings sealed"
     for rec in $(recordings "$s"); do
@@ -128,6 +155,8 @@ note "each recording keeps where it came from and the camera's SDP"
 metas=$(find "$data/segments" -name meta -exec cat {} +)
 grep -q 'source=rtsp-pull' <<<"$metas" || fail "no source=rtsp-pull in any meta"
 grep -q "url=rtsp://127.0.0.1:$cam_port/cam" <<<"$metas" || fail "no url in meta"
+grep -q "url=rtsps://127.0.0.1:$tls_port/cam" <<<"$metas" || fail "no rtsps url in meta"
+grep -q "tls=yes" <<<"$metas" || fail "no tls=yes in meta"
 grep -q 'cam-secret-1' <<<"$metas" && fail "a password is in a recording's meta"
 grep -q 'sdp_b64=' <<<"$metas" || fail "no SDP in meta"
 grep 'sdp_b64=' <<<"$metas" | head -1 | sed 's/^sdp_b64=//' | base64 -d | grep -q 'sprop-parameter-sets' ||

@@ -3,9 +3,10 @@
  * Serves live H.264 (videotestsrc, x264enc; 1 s GOP) and optionally PCMA
  * audio at rtsp://127.0.0.1:PORT/cam, over TCP and UDP, optionally behind
  * Basic or Digest authentication. Prints "ready" once it listens and runs
- * until killed.
+ * until killed. With --tls-cert and --tls-key it speaks RTSPS only.
  *
  *   rtsp_camera --port P [--user U --password W [--auth basic|digest]] [--audio]
+ *               [--tls-cert PEM --tls-key PEM]
  */
 #include <gst/gst.h>
 #include <gst/rtsp-server/rtsp-server.h>
@@ -16,13 +17,14 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: rtsp_camera --port P [--user U --password W [--auth basic|digest]] "
-                    "[--audio]\n");
+                    "[--audio] [--tls-cert PEM --tls-key PEM]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *port = NULL, *user = NULL, *password = NULL, *auth_kind = "digest";
+    const char *tls_cert = NULL, *tls_key = NULL;
     gboolean audio = FALSE;
     gst_init(&argc, &argv);
     for (int i = 1; i < argc; i++) {
@@ -34,12 +36,16 @@ int main(int argc, char **argv)
             password = argv[++i];
         else if (strcmp(argv[i], "--auth") == 0 && i + 1 < argc)
             auth_kind = argv[++i];
+        else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
+            tls_cert = argv[++i];
+        else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
+            tls_key = argv[++i];
         else if (strcmp(argv[i], "--audio") == 0)
             audio = TRUE;
         else
             usage();
     }
-    if (!port || (user && !password) ||
+    if (!port || (user && !password) || !tls_cert != !tls_key ||
         (strcmp(auth_kind, "basic") != 0 && strcmp(auth_kind, "digest") != 0))
         usage();
 
@@ -60,12 +66,14 @@ int main(int argc, char **argv)
                      "! rtppcmapay name=pay1 pt=8"
                    : "");
     gst_rtsp_media_factory_set_launch(factory, launch);
-    gst_rtsp_media_factory_set_shared(factory, TRUE);
+    /* A pipeline per client, as cameras that start each session with a
+     * keyframe do: every recording then starts on one. */
+    gst_rtsp_media_factory_set_shared(factory, FALSE);
     gst_rtsp_media_factory_set_protocols(factory,
                                          GST_RTSP_LOWER_TRANS_TCP | GST_RTSP_LOWER_TRANS_UDP);
 
+    GstRTSPAuth *auth = user || tls_cert ? gst_rtsp_auth_new() : NULL;
     if (user) {
-        GstRTSPAuth *auth = gst_rtsp_auth_new();
         gst_rtsp_auth_set_supported_methods(auth, strcmp(auth_kind, "basic") == 0
                                                       ? GST_RTSP_AUTH_BASIC
                                                       : GST_RTSP_AUTH_DIGEST);
@@ -79,13 +87,29 @@ int main(int argc, char **argv)
             gst_rtsp_auth_add_digest(auth, user, password, token);
         }
         gst_rtsp_token_unref(token);
+    } else if (auth) { /* TLS without users: anyone may watch */
+        GstRTSPToken *token = gst_rtsp_token_new(GST_RTSP_TOKEN_MEDIA_FACTORY_ROLE, G_TYPE_STRING,
+                                                 "camera-user", NULL);
+        gst_rtsp_auth_set_default_token(auth, token);
+        gst_rtsp_token_unref(token);
+    }
+    if (tls_cert) {
+        GError *error = NULL;
+        GTlsCertificate *cert = g_tls_certificate_new_from_files(tls_cert, tls_key, &error);
+        if (!cert) {
+            fprintf(stderr, "rtsp_camera: %s\n", error->message);
+            return 1;
+        }
+        gst_rtsp_auth_set_tls_certificate(auth, cert);
+        g_object_unref(cert);
+    }
+    if (auth) {
         gst_rtsp_server_set_auth(server, auth);
         g_object_unref(auth);
         gst_rtsp_media_factory_add_role(factory, "camera-user", GST_RTSP_PERM_MEDIA_FACTORY_ACCESS,
                                         G_TYPE_BOOLEAN, TRUE, GST_RTSP_PERM_MEDIA_FACTORY_CONSTRUCT,
                                         G_TYPE_BOOLEAN, TRUE, NULL);
     }
-
     GstRTSPMountPoints *mounts = gst_rtsp_server_get_mount_points(server);
     gst_rtsp_mount_points_add_factory(mounts, "/cam", factory);
     g_object_unref(mounts);
