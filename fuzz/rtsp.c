@@ -5,7 +5,9 @@
  * Every message parsed must lie inside the bytes given, and the same bytes
  * one short of a complete message must parse as "need more". Each request's
  * Authorization header goes through the digest parser and check, as the
- * server does before it knows who is asking.
+ * server does before it knows who is asking; each response's
+ * WWW-Authenticate goes through the challenge parser and each body through
+ * the SDP reader, as the pull client does with a camera's answers.
  */
 #include "ingestd/rtsp.h"
 
@@ -62,6 +64,30 @@ static void check_auth(const rtsp_parsed *m)
         abort(); /* a forged nonce that checks out */
 }
 
+static void check_camera_answer(const rtsp_parsed *m, const uint8_t *buf, size_t len)
+{
+    for (int i = 0; i < m->nheaders; i++) {
+        rtsp_digest d;
+        if (!rtsp_str_ieq(m->headers[i].name, "WWW-Authenticate") ||
+            !rtsp_digest_parse_challenge(m->headers[i].value, &d))
+            continue;
+        if (!d.realm.p || !d.nonce.p)
+            abort();
+        inside(d.realm.p, d.realm.len, buf, len);
+        inside(d.nonce.p, d.nonce.len, buf, len);
+    }
+    if (!m->body_len)
+        return;
+    rtsp_sdp_track tracks[RTSP_TRACKS_MAX];
+    int n = -1;
+    int status = rtsp_sdp_tracks(m->body, m->body_len, tracks, RTSP_TRACKS_MAX, &n);
+    if (n < 0 || n > RTSP_TRACKS_MAX || (status == 200) != (n > 0))
+        abort();
+    for (int i = 0; i < n; i++)
+        if (!memchr(tracks[i].control, '\0', sizeof(tracks[i].control)) || !tracks[i].codec)
+            abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static rtsp_parsed m, whole;
@@ -84,6 +110,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (k == RTSP_REQUEST)
             check_auth(&whole);
+        else if (k == RTSP_RESPONSE)
+            check_camera_answer(&whole, buf, len);
         /* One byte short of a whole message is never a message, nor an
          * error: the reader must simply wait for more. */
         size_t cut = whole.consumed - 1;

@@ -86,6 +86,10 @@ ingest_stream *ingest_stream_new(struct ingest_worker *w, int64_t device_id, con
 bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32_t ssrc,
                          const char *meta);
 
+/** ingest_stream_begin() with the service's pipeline settings and this codec. */
+bool ingest_stream_begin_codec(ingest_stream *st, pipe_codec codec, uint8_t payload_type,
+                               uint32_t clock_rate, uint32_t ssrc, const char *meta);
+
 /** One RTP packet (no SRTP) for the pipeline, which must be begun. */
 pipe_rtp_status ingest_stream_push(ingest_stream *st, const uint8_t *pkt, size_t len,
                                    int64_t now_us);

@@ -109,9 +109,6 @@ typedef struct {
 bool rtsp_track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_track *t,
                      uint32_t ssrc, char *out, size_t cap);
 
-/** Begin @p st's recording of track @p t (its first packet had @p ssrc). */
-bool rtsp_track_begin(ingest_stream *st, const rtsp_sdp_track *t, uint32_t ssrc, const char *meta);
-
 /* ------------------------------------------------------------------ TLS */
 
 typedef struct ssl_ctx_st SSL_CTX;

@@ -441,7 +441,8 @@ static void track_packet(pull_track *t, bool rtcp, const uint8_t *pkt, size_t le
                                 .sdp = p->sdp,
                                 .sdp_len = p->sdp_len};
         if (!rtsp_track_meta(&src, t->index, &t->d, ssrc, meta, sizeof(meta)) ||
-            !rtsp_track_begin(t->st, &t->d, ssrc, meta))
+            !ingest_stream_begin_codec(t->st, t->d.codec, t->d.payload_type, t->d.clock_rate,
+                                       ssrc, meta))
             return;
     }
     ingest_stream_push(t->st, pkt, len, p->last_media_us);

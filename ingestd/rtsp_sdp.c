@@ -1,7 +1,7 @@
 /*
  * What the RTSP server (ANNOUNCE) and the pull client (DESCRIBE) share about
- * a presentation: its tracks from the SDP (parsed by GStreamer's SDP library),
- * the meta each track's recording keeps, and the start of a track's stream.
+ * a presentation: its tracks from the SDP (parsed by GStreamer's SDP library)
+ * and the meta each track's recording keeps.
  */
 #include "rtsp.h"
 
@@ -128,13 +128,4 @@ bool rtsp_track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_trac
     out[n++] = '\n';
     out[n] = '\0';
     return true;
-}
-
-bool rtsp_track_begin(ingest_stream *st, const rtsp_sdp_track *t, uint32_t ssrc, const char *meta)
-{
-    pipe_stream_config pc = st->w->svc->pipe_cfg;
-    pc.codec = t->codec;
-    pc.payload_type = t->payload_type;
-    pc.clock_rate = t->clock_rate;
-    return ingest_stream_begin(st, &pc, ssrc, meta);
 }

@@ -511,7 +511,8 @@ static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *
                                 .sdp = c->sdp,
                                 .sdp_len = c->sdp_len};
         if (!rtsp_track_meta(&src, t->index, &t->d, ssrc, meta, sizeof(meta)) ||
-            !rtsp_track_begin(t->st, &t->d, ssrc, meta)) {
+            !ingest_stream_begin_codec(t->st, t->d.codec, t->d.payload_type, t->d.clock_rate,
+                                       ssrc, meta)) {
             refused(REFUSE_MEDIA);
             return;
         }

@@ -134,6 +134,16 @@ bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32
     return true;
 }
 
+bool ingest_stream_begin_codec(ingest_stream *st, pipe_codec codec, uint8_t payload_type,
+                               uint32_t clock_rate, uint32_t ssrc, const char *meta)
+{
+    pipe_stream_config pc = st->w->svc->pipe_cfg;
+    pc.codec = codec;
+    pc.payload_type = payload_type;
+    pc.clock_rate = clock_rate;
+    return ingest_stream_begin(st, &pc, ssrc, meta);
+}
+
 pipe_rtp_status ingest_stream_push(ingest_stream *st, const uint8_t *pkt, size_t len,
                                    int64_t now_us)
 {

@@ -149,10 +149,43 @@ static void test_check(void)
     CHECK_EQ_INT(rtsp_auth_challenge(&n, p, now, false, ch, 40), 0);
 }
 
+/* What a camera's 401 offers, as the pull client reads it. */
+static void test_challenge(void)
+{
+    rtsp_digest d;
+    CHECK(rtsp_digest_parse_challenge(
+        S("Digest realm=\"cam\", nonce=\"n1\", algorithm=SHA-256, qop=\"auth,auth-int\", "
+          "opaque=\"o2\", stale=true"),
+        &d));
+    CHECK(d.realm.len == 3 && memcmp(d.realm.p, "cam", 3) == 0);
+    CHECK(d.nonce.len == 2 && memcmp(d.nonce.p, "n1", 2) == 0);
+    CHECK(d.opaque.len == 2 && memcmp(d.opaque.p, "o2", 2) == 0);
+    CHECK(d.qop.len == 13 && rtsp_str_ieq(d.algorithm, "SHA-256"));
+    CHECK(rtsp_str_ieq(d.stale, "true"));
+    CHECK(!d.username.p && !d.response.p);
+    /* gst-rtsp-server's form: MD5 implied, no qop. */
+    CHECK(rtsp_digest_parse_challenge(S("Digest realm=\"GStreamer RTSP Server\", nonce=\"x\""), &d));
+    CHECK(!d.algorithm.p && !d.qop.p);
+    CHECK(!rtsp_digest_parse_challenge(S("Digest nonce=\"x\""), &d));      /* no realm */
+    CHECK(!rtsp_digest_parse_challenge(S("Digest realm=\"r\""), &d));      /* no nonce */
+    CHECK(!rtsp_digest_parse_challenge(S("Basic realm=\"r\""), &d));
+    CHECK(!rtsp_digest_parse_challenge(S("Digest realm=\"r\", realm=\"s\", nonce=n"), &d));
+    /* An answer computed from a challenge checks out the way a server checks it. */
+    CHECK(rtsp_digest_parse_challenge(S("Digest realm=\"testrealm@host.com\", "
+                                        "nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\""),
+                                      &d));
+    d.username = S("Mufasa");
+    d.uri = S("/dir/index.html");
+    char hex[65];
+    rtsp_digest_response(RTSP_DIGEST_MD5, &d, "Circle Of Life", "GET", hex);
+    CHECK(strcmp(hex, "670fd8c2df070c60b045671b8b24ff02") == 0); /* RFC 2069 */
+}
+
 int main(void)
 {
     test_rfc7616_vectors();
     test_parse_refusals();
     test_check();
+    test_challenge();
     return test_finish("test_rtsp_auth");
 }
