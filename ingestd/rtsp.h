@@ -105,9 +105,15 @@ typedef struct {
     size_t sdp_len;
 } rtsp_meta_source;
 
-/** The recording meta of track @p index (docs/rtsp.md) into @p out; false if it does not fit. */
-bool rtsp_track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_track *t,
-                     uint32_t ssrc, char *out, size_t cap);
+/**
+ * An RTP or RTCP packet of track @p t (number @p index) into stream @p st.
+ * The first RTP packet begins the recording, its meta (docs/rtsp.md) made
+ * from @p src. False when the packet is refused (malformed, or no recording
+ * could begin).
+ */
+bool rtsp_track_push(ingest_stream *st, const rtsp_meta_source *src, int index,
+                     const rtsp_sdp_track *t, bool rtcp, const uint8_t *p, size_t len,
+                     int64_t now_us);
 
 /* ------------------------------------------------------------------ TLS */
 

@@ -28,9 +28,9 @@ static bool is_token_char(char c)
 
 static rtsp_str *directive(rtsp_digest *d, rtsp_str name)
 {
-    static const char *const names[] = {"username", "realm",  "nonce",  "uri",
-                                        "response", "algorithm", "qop", "nc",
-                                        "cnonce",   "opaque", "stale"};
+    static const char *const names[] = {"username", "realm",     "nonce", "uri",
+                                        "response", "algorithm", "qop",   "nc",
+                                        "cnonce",   "opaque",    "stale"};
     rtsp_str *slots[] = {&d->username, &d->realm,     &d->nonce, &d->uri,
                          &d->response, &d->algorithm, &d->qop,   &d->nc,
                          &d->cnonce,   &d->opaque,    &d->stale};

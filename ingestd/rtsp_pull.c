@@ -421,31 +421,17 @@ static void track_packet(pull_track *t, bool rtcp, const uint8_t *pkt, size_t le
     p->last_media_us = cu_time_us();
     if (p->state != P_PLAYING || !t->st)
         return;
-    if (rtcp) {
-        ingest_stream_rtcp(t->st, pkt, len);
-        return;
-    }
-    uint32_t ssrc;
-    if (!pipe_peek_ssrc(pkt, len, &ssrc))
-        return;
-    if (!t->st->pipe) {
-        static __thread char meta[STORE_META_MAX];
-        rtsp_meta_source src = {.source = "rtsp-pull",
-                                .device_id = p->device_id,
-                                .serial = p->serial,
-                                .url = p->url,
-                                .udp = p->udp,
-                                .tls = p->tls,
-                                .peer = p->peer,
-                                .session = p->session,
-                                .sdp = p->sdp,
-                                .sdp_len = p->sdp_len};
-        if (!rtsp_track_meta(&src, t->index, &t->d, ssrc, meta, sizeof(meta)) ||
-            !ingest_stream_begin_codec(t->st, t->d.codec, t->d.payload_type, t->d.clock_rate,
-                                       ssrc, meta))
-            return;
-    }
-    ingest_stream_push(t->st, pkt, len, p->last_media_us);
+    rtsp_meta_source src = {.source = "rtsp-pull",
+                            .device_id = p->device_id,
+                            .serial = p->serial,
+                            .url = p->url,
+                            .udp = p->udp,
+                            .tls = p->tls,
+                            .peer = p->peer,
+                            .session = p->session,
+                            .sdp = p->sdp,
+                            .sdp_len = p->sdp_len};
+    rtsp_track_push(t->st, &src, t->index, &t->d, rtcp, pkt, len, p->last_media_us);
 }
 
 /* An interleaved frame. False: a bad frame, the connection was closed. */
@@ -589,7 +575,8 @@ static bool on_setup(rtsp_pull *p, const rtsp_parsed *m)
     const rtsp_str *tv = rtsp_header_get(m, "Transport");
     char text[512];
     GstRTSPTransport *tr = NULL;
-    if (ok && tv && str_copy(text, sizeof(text), *tv) && gst_rtsp_transport_new(&tr) == GST_RTSP_OK &&
+    if (ok && tv && str_copy(text, sizeof(text), *tv) &&
+        gst_rtsp_transport_new(&tr) == GST_RTSP_OK &&
         gst_rtsp_transport_parse(text, tr) == GST_RTSP_OK) {
         if (!p->udp && tr->lower_transport == GST_RTSP_LOWER_TRANS_TCP) {
             int lo = tr->interleaved.min >= 0 ? tr->interleaved.min : 2 * t->index;
@@ -721,8 +708,7 @@ static bool on_response(rtsp_pull *p, const rtsp_parsed *m)
             return false;
         }
         return on_describe(p, m);
-    case P_SETUP:
-        return on_setup(p, m);
+    case P_SETUP: return on_setup(p, m);
     case P_PLAY:
         if (m->code != 200) {
             pull_fail(p, "PLAY: %d %.*s", m->code, (int)m->reason.len, m->reason.p);
@@ -730,8 +716,7 @@ static bool on_response(rtsp_pull *p, const rtsp_parsed *m)
         }
         on_play(p);
         return true;
-    default:
-        return true;
+    default: return true;
     }
 }
 
@@ -850,10 +835,11 @@ static SSL *tls_session(rtsp_pull *p, char *why, size_t cap)
         return NULL;
     }
     unsigned char addr[16];
-    bool numeric = inet_pton(AF_INET, p->host, addr) == 1 || inet_pton(AF_INET6, p->host, addr) == 1;
-    bool ok = numeric ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->host) == 1
-                      : SSL_set_tlsext_host_name(ssl, p->host) == 1 &&
-                            SSL_set1_host(ssl, p->host) == 1;
+    bool numeric =
+        inet_pton(AF_INET, p->host, addr) == 1 || inet_pton(AF_INET6, p->host, addr) == 1;
+    bool ok = numeric
+                  ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->host) == 1
+                  : SSL_set_tlsext_host_name(ssl, p->host) == 1 && SSL_set1_host(ssl, p->host) == 1;
     if (!ok) {
         snprintf(why, cap, "cannot check the certificate against %s", p->host);
         SSL_free(ssl);
@@ -1020,7 +1006,9 @@ void rtsp_pull_device(ingest_worker *w, const ctl_device *d)
         return; /* unchanged */
     if (p) {
         CU_LOG(CU_LOG_INFO, "rtsp", "pull %s from %s: stopped (%s)", p->serial, p->url,
-               !d->active ? "device revoked" : !d->pull_url[0] ? "no pull URL" : "URL changed");
+               !d->active        ? "device revoked"
+               : !d->pull_url[0] ? "no pull URL"
+                                 : "URL changed");
         *link = p->next;
         pull_free(p);
     }

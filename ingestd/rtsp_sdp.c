@@ -1,12 +1,11 @@
 /*
- * What the RTSP server (ANNOUNCE) and the pull client (DESCRIBE) share about
- * a presentation: its tracks from the SDP (parsed by GStreamer's SDP library)
- * and the meta each track's recording keeps.
+ * The tracks of a presentation, from its SDP (parsed by GStreamer's SDP
+ * library): what the RTSP server (ANNOUNCE) and the pull client (DESCRIBE)
+ * both read.
  */
 #include "rtsp.h"
 
 #include <gst/sdp/gstsdpmessage.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,28 +103,4 @@ out:
         *n = 0;
     gst_sdp_message_free(sdp);
     return status;
-}
-
-bool rtsp_track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_track *t,
-                     uint32_t ssrc, char *out, size_t cap)
-{
-    int n = snprintf(
-        out, cap,
-        "source=%s\ndevice_id=%lld\ndevice_serial=%s\n%s%s%stransport=%s\ntls=%s\npeer=%s\n"
-        "rtsp_session=%s\ntrack=%d\ncontrol=%s\nmedia=%s\nencoding=%s\ncodec=%s\nssrc=%u\n"
-        "payload_type=%u\nclock_rate=%u\nsdp_b64=",
-        src->source, (long long)src->device_id, src->serial, src->url ? "url=" : "",
-        src->url ? src->url : "", src->url ? "\n" : "", src->udp ? "udp" : "tcp",
-        src->tls ? "yes" : "no", src->peer, src->session, index, t->control, t->media, t->encoding,
-        t->codec == PIPE_CODEC_H264   ? "h264"
-        : t->codec == PIPE_CODEC_H265 ? "h265"
-                                      : "audio",
-        ssrc, t->payload_type, t->clock_rate);
-    if (n < 0 || (size_t)n + 4 * (src->sdp_len / 3 + 1) + 2 > cap)
-        return false;
-    n += EVP_EncodeBlock((unsigned char *)out + n, (const unsigned char *)src->sdp,
-                         (int)src->sdp_len);
-    out[n++] = '\n';
-    out[n] = '\0';
-    return true;
 }

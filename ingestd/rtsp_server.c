@@ -490,34 +490,16 @@ static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *
     c->last_us = cu_time_us();
     if (!t->st || c->state != ST_RECORDING)
         return;
-    if (rtcp) {
-        ingest_stream_rtcp(t->st, p, len);
-        return;
-    }
-    uint32_t ssrc;
-    if (!pipe_peek_ssrc(p, len, &ssrc)) {
-        refused(REFUSE_MEDIA);
-        return;
-    }
-    if (!t->st->pipe) {
-        static __thread char meta[STORE_META_MAX];
-        rtsp_meta_source src = {.source = "rtsp",
-                                .device_id = c->device_id,
-                                .serial = c->serial,
-                                .udp = t->udp,
-                                .tls = c->tls,
-                                .peer = c->peer_text,
-                                .session = c->session,
-                                .sdp = c->sdp,
-                                .sdp_len = c->sdp_len};
-        if (!rtsp_track_meta(&src, t->index, &t->d, ssrc, meta, sizeof(meta)) ||
-            !ingest_stream_begin_codec(t->st, t->d.codec, t->d.payload_type, t->d.clock_rate,
-                                       ssrc, meta)) {
-            refused(REFUSE_MEDIA);
-            return;
-        }
-    }
-    if (ingest_stream_push(t->st, p, len, c->last_us) != PIPE_RTP_OK)
+    rtsp_meta_source src = {.source = "rtsp",
+                            .device_id = c->device_id,
+                            .serial = c->serial,
+                            .udp = t->udp,
+                            .tls = c->tls,
+                            .peer = c->peer_text,
+                            .session = c->session,
+                            .sdp = c->sdp,
+                            .sdp_len = c->sdp_len};
+    if (!rtsp_track_push(t->st, &src, t->index, &t->d, rtcp, p, len, c->last_us))
         refused(REFUSE_MEDIA);
 }
 

@@ -74,9 +74,8 @@ int main(int argc, char **argv)
 
     GstRTSPAuth *auth = user || tls_cert ? gst_rtsp_auth_new() : NULL;
     if (user) {
-        gst_rtsp_auth_set_supported_methods(auth, strcmp(auth_kind, "basic") == 0
-                                                      ? GST_RTSP_AUTH_BASIC
-                                                      : GST_RTSP_AUTH_DIGEST);
+        gst_rtsp_auth_set_supported_methods(
+            auth, strcmp(auth_kind, "basic") == 0 ? GST_RTSP_AUTH_BASIC : GST_RTSP_AUTH_DIGEST);
         GstRTSPToken *token = gst_rtsp_token_new(GST_RTSP_TOKEN_MEDIA_FACTORY_ROLE, G_TYPE_STRING,
                                                  "camera-user", NULL);
         if (strcmp(auth_kind, "basic") == 0) {

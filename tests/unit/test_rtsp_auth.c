@@ -164,10 +164,11 @@ static void test_challenge(void)
     CHECK(rtsp_str_ieq(d.stale, "true"));
     CHECK(!d.username.p && !d.response.p);
     /* gst-rtsp-server's form: MD5 implied, no qop. */
-    CHECK(rtsp_digest_parse_challenge(S("Digest realm=\"GStreamer RTSP Server\", nonce=\"x\""), &d));
+    CHECK(
+        rtsp_digest_parse_challenge(S("Digest realm=\"GStreamer RTSP Server\", nonce=\"x\""), &d));
     CHECK(!d.algorithm.p && !d.qop.p);
-    CHECK(!rtsp_digest_parse_challenge(S("Digest nonce=\"x\""), &d));      /* no realm */
-    CHECK(!rtsp_digest_parse_challenge(S("Digest realm=\"r\""), &d));      /* no nonce */
+    CHECK(!rtsp_digest_parse_challenge(S("Digest nonce=\"x\""), &d)); /* no realm */
+    CHECK(!rtsp_digest_parse_challenge(S("Digest realm=\"r\""), &d)); /* no nonce */
     CHECK(!rtsp_digest_parse_challenge(S("Basic realm=\"r\""), &d));
     CHECK(!rtsp_digest_parse_challenge(S("Digest realm=\"r\", realm=\"s\", nonce=n"), &d));
     /* An answer computed from a challenge checks out the way a server checks it. */
