@@ -20,10 +20,58 @@ typedef struct {
     const char *role;         /* officer, reviewer or admin */
     const char *department;   /* a department's name, or NULL */
     const char *display_name; /* or NULL */
+    const char *password;     /* checked by ctl_password_check and stored hashed; NULL: none */
 } ctl_user_spec;
 
-/** Add a user (without a password: the control plane sets it). */
+/** Add a user; without a password the account cannot log in until one is set. */
 CU_WUR cu_rc ctl_user_add(PGconn *conn, const ctl_user_spec *spec, int64_t *id, cu_err *err);
+
+/* --------------------------------------------------------------- passwords */
+
+#define CTL_PASSWORD_MIN      12
+#define CTL_PASSWORD_MAX      1024
+#define CTL_PASSWORD_HASH_MAX 160 /* the encoded argon2id string, NUL included */
+
+/** The policy of docs/control.md: length, no control characters, not the username, not banned. */
+CU_WUR cu_rc ctl_password_check(const char *username, const char *password, cu_err *err);
+
+/** argon2id of @p password (fresh salt) in its encoded form into @p out. */
+CU_WUR cu_rc ctl_password_hash(const char *password, char out[CTL_PASSWORD_HASH_MAX], cu_err *err);
+
+/** True when @p password matches @p encoded (an argon2id string; NULL never matches). */
+bool ctl_password_verify(const char *encoded, const char *password);
+
+/* ------------------------------------------------------------------- audit */
+
+/** One audit entry's fields (borrowed strings; see docs/control.md). */
+typedef struct {
+    const char *actor;   /* user:<name>, ingestctl:<os user>, anonymous, system */
+    const char *action;  /* user.add, session.login, recording.read ... */
+    const char *object;  /* what it acted on ("" when nothing) */
+    const char *outcome; /* ok, denied, failed */
+    const char *source;  /* client address, or "local" */
+} ctl_audit_entry;
+
+/** The chain hash of entry @p seq at @p at_ms after @p prev (docs/control.md). */
+void ctl_audit_hash(const uint8_t prev[32], int64_t seq, int64_t at_ms, const ctl_audit_entry *e,
+                    uint8_t out[32]);
+
+/** Append @p e in its own transaction; *@p seq_out (may be NULL) gets its number. */
+CU_WUR cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out,
+                              cu_err *err);
+
+/** The same inside the caller's open transaction (committed or rolled back with it). */
+CU_WUR cu_rc ctl_audit_append_in_tx(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out,
+                                    cu_err *err);
+
+typedef struct {
+    int64_t entries;   /* entries that check out, from the first */
+    int64_t first_bad; /* 0 when the whole log checks out */
+    char why[300];     /* what is wrong with first_bad */
+} ctl_audit_report;
+
+/** Recompute the whole chain; CU_OK with first_bad = 0 when intact. */
+CU_WUR cu_rc ctl_audit_verify(PGconn *conn, ctl_audit_report *r, cu_err *err);
 
 /* ----------------------------------------------------------------- devices */
 
@@ -54,11 +102,11 @@ typedef struct {
 } ctl_device;
 
 typedef struct {
-    const char *serial;  /* [A-Za-z0-9._-]{1,64} */
-    const char *officer; /* username to assign it to, or NULL */
-    const char *suite;   /* NULL: aes_cm_128_hmac_sha1_80 */
-    const char *codec;   /* NULL: h264 */
-    int payload_type;    /* 0: 96 for video, 97 for audio */
+    const char *serial;   /* [A-Za-z0-9._-]{1,64} */
+    const char *officer;  /* username to assign it to, or NULL */
+    const char *suite;    /* NULL: aes_cm_128_hmac_sha1_80 */
+    const char *codec;    /* NULL: h264 */
+    int payload_type;     /* 0: 96 for video, 97 for audio */
     const char *pull_url; /* rtsp[s]://[user:pass@]host[:port]/path to pull from, or NULL */
     bool pull_udp;        /* pull with RTP over UDP (default: interleaved in the TCP session) */
 } ctl_device_spec;

@@ -76,16 +76,27 @@ cu_rc ctl_user_add(PGconn *conn, const ctl_user_spec *spec, int64_t *id, cu_err 
                           spec->role);
     if (spec->display_name && strlen(spec->display_name) > 200)
         return cu_err_set(err, CU_ERR_INVALID, "display name longer than 200 characters");
-    const char *params[4] = {spec->username, spec->role, spec->department,
-                             spec->display_name ? spec->display_name : ""};
+    char hash[CTL_PASSWORD_HASH_MAX];
+    cu_rc rc = CU_OK;
+    if (spec->password) {
+        rc = ctl_password_check(spec->username, spec->password, err);
+        if (!rc)
+            rc = ctl_password_hash(spec->password, hash, err);
+        if (rc)
+            return rc;
+    }
+    const char *params[5] = {spec->username, spec->role, spec->department,
+                             spec->display_name ? spec->display_name : "",
+                             spec->password ? hash : NULL};
     PGresult *res =
         PQexecParams(conn,
-                     "INSERT INTO users (username, role, department_id, display_name) "
-                     "SELECT $1, $2, (SELECT id FROM departments WHERE name = $3), $4 "
+                     "INSERT INTO users (username, role, department_id, display_name, "
+                     "password_hash, password_set_at) "
+                     "SELECT $1, $2, (SELECT id FROM departments WHERE name = $3), $4, $5, "
+                     "CASE WHEN $5::text IS NULL THEN NULL ELSE now() END "
                      "WHERE $3::text IS NULL OR EXISTS (SELECT 1 FROM departments WHERE name = $3) "
                      "RETURNING id",
-                     4, NULL, params, NULL, NULL, 0);
-    cu_rc rc = CU_OK;
+                     5, NULL, params, NULL, NULL, 0);
     char why[256];
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         pq_reason(conn, why, sizeof(why));
@@ -151,7 +162,7 @@ static bool pull_url_ok(const char *url)
     size_t n = strlen(url);
     const char *rest = strncmp(url, "rtsp://", 7) == 0    ? url + 7
                        : strncmp(url, "rtsps://", 8) == 0 ? url + 8
-                                                           : NULL;
+                                                          : NULL;
     if (!rest || n > CTL_PULL_URL_MAX || !*rest || *rest == '/')
         return false;
     for (const char *p = url; *p; p++)
@@ -283,8 +294,8 @@ cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *s
                                   pulled ? pull.kek_id : NULL,
                                   pulled ? (const char *)pull.wrapped : NULL,
                                   pulled ? (spec->pull_udp ? "udp" : "tcp") : NULL};
-        int lengths[13] = {0, 0, 0, 0, 0, 0, 0, (int)wrapped_len, 0, (int)rtsp.len, 0,
-                           (int)pull.len, 0};
+        int lengths[13] = {
+            0, 0, 0, 0, 0, 0, 0, (int)wrapped_len, 0, (int)rtsp.len, 0, (int)pull.len, 0};
         int formats[13] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0};
         rc = db_exec(conn, "SAVEPOINT ssrc", err);
         if (rc)
@@ -462,14 +473,13 @@ cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_
     char since_text[24];
     snprintf(since_text, sizeof(since_text), "%lld", (long long)since);
     const char *params[1] = {since_text};
-    PGresult *res =
-        PQexecParams(conn,
-                     "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
-                     "state, version, key_kek_id, encode(key_wrapped, 'hex'), "
-                     "rtsp_kek_id, encode(rtsp_wrapped, 'hex'), "
-                     "pull_kek_id, encode(pull_wrapped, 'hex'), pull_transport "
-                     "FROM devices WHERE version > $1 ORDER BY version",
-                     1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
+                                 "state, version, key_kek_id, encode(key_wrapped, 'hex'), "
+                                 "rtsp_kek_id, encode(rtsp_wrapped, 'hex'), "
+                                 "pull_kek_id, encode(pull_wrapped, 'hex'), pull_transport "
+                                 "FROM devices WHERE version > $1 ORDER BY version",
+                                 1, NULL, params, NULL, NULL, 0);
     cu_rc rc = CU_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char why[256];
@@ -493,15 +503,14 @@ cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_
         d.pull_udp = strcmp(PQgetvalue(res, i, 15), "udp") == 0;
         cu_err kerr;
         size_t ignore;
-        if (d.active &&
-            (unwrap_column(keys, STORE_LABEL_DEVICE_SRTP, d.serial, res, i, 9, 10, d.key,
-                           sizeof(d.key), false, &d.key_len, &kerr) != CU_OK ||
-             unwrap_column(keys, STORE_LABEL_DEVICE_RTSP, d.serial, res, i, 11, 12,
-                           (uint8_t *)d.rtsp_password, sizeof(d.rtsp_password), true, &ignore,
-                           &kerr) != CU_OK ||
-             unwrap_column(keys, STORE_LABEL_DEVICE_PULL, d.serial, res, i, 13, 14,
-                           (uint8_t *)d.pull_url, sizeof(d.pull_url), true, &ignore,
-                           &kerr) != CU_OK)) {
+        if (d.active && (unwrap_column(keys, STORE_LABEL_DEVICE_SRTP, d.serial, res, i, 9, 10,
+                                       d.key, sizeof(d.key), false, &d.key_len, &kerr) != CU_OK ||
+                         unwrap_column(keys, STORE_LABEL_DEVICE_RTSP, d.serial, res, i, 11, 12,
+                                       (uint8_t *)d.rtsp_password, sizeof(d.rtsp_password), true,
+                                       &ignore, &kerr) != CU_OK ||
+                         unwrap_column(keys, STORE_LABEL_DEVICE_PULL, d.serial, res, i, 13, 14,
+                                       (uint8_t *)d.pull_url, sizeof(d.pull_url), true, &ignore,
+                                       &kerr) != CU_OK)) {
             /* An unusable secret: treat the device as revoked rather than
              * accept anything from it. */
             CU_LOG(CU_LOG_ERROR, "devices", "device %s: %s", d.serial, kerr.msg);

@@ -98,33 +98,54 @@ int cmd_department_add(ctl_env *env, int argc, char **argv)
     }
     if (ctl_department_add(db_service_conn(env->db), name, opt_value(opts, 1, "parent"), &id,
                            &err) != CU_OK)
-        return fail(&err);
+        return ctl_audited(env, "department.add", name, &err);
     printf("department %s (id %lld) added\n", name, (long long)id);
-    return 0;
+    return ctl_audited(env, "department.add", name, NULL);
 }
 
 int cmd_user_add(ctl_env *env, int argc, char **argv)
 {
     static const char usage[] =
-        "user add --username U --role officer|reviewer|admin [--department D] [--name N]";
+        "user add --username U --role officer|reviewer|admin [--department D] [--name N] "
+        "[--password-stdin]";
     cmd_opt opts[] = {{"username", false, NULL},
                       {"role", false, NULL},
                       {"department", false, NULL},
-                      {"name", false, NULL}};
+                      {"name", false, NULL},
+                      {"password-stdin", true, NULL}};
     cu_err err;
     int64_t id = 0;
-    if (!parse_opts(argc, argv, opts, 4, NULL, usage) || !opts[0].value || !opts[1].value) {
+    char password[CTL_PASSWORD_MAX + 2] = "";
+    if (!parse_opts(argc, argv, opts, 5, NULL, usage) || !opts[0].value || !opts[1].value) {
         fprintf(stderr, "usage: ingestctl %s\n", usage);
         return 2;
+    }
+    if (opts[4].value) {
+        /* One line; a line longer than the maximum is refused, not cut. */
+        if (!fgets(password, sizeof(password), stdin)) {
+            fprintf(stderr, "ingestctl: --password-stdin: no password on standard input\n");
+            return 2;
+        }
+        size_t n = strcspn(password, "\r\n");
+        if (password[n] == '\0' && n > CTL_PASSWORD_MAX) {
+            OPENSSL_cleanse(password, sizeof(password));
+            fprintf(stderr, "ingestctl: password: at most %d bytes\n", CTL_PASSWORD_MAX);
+            return 2;
+        }
+        password[n] = '\0';
     }
     ctl_user_spec spec = {.username = opts[0].value,
                           .role = opts[1].value,
                           .department = opts[2].value,
-                          .display_name = opts[3].value};
-    if (ctl_user_add(db_service_conn(env->db), &spec, &id, &err) != CU_OK)
-        return fail(&err);
-    printf("user %s (id %lld, %s) added\n", spec.username, (long long)id, spec.role);
-    return 0;
+                          .display_name = opts[3].value,
+                          .password = opts[4].value ? password : NULL};
+    cu_rc rc = ctl_user_add(db_service_conn(env->db), &spec, &id, &err);
+    OPENSSL_cleanse(password, sizeof(password));
+    if (rc != CU_OK)
+        return ctl_audited(env, "user.add", spec.username, &err);
+    printf("user %s (id %lld, %s) added%s\n", spec.username, (long long)id, spec.role,
+           spec.password ? " with a password" : " (no password: cannot log in yet)");
+    return ctl_audited(env, "user.add", spec.username, NULL);
 }
 
 int cmd_user_list(ctl_env *env, int argc, char **argv)
@@ -160,11 +181,10 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
     static const char usage[] =
         "device add --serial S [--officer USER] [--suite SUITE] [--codec C] [--payload-type PT] "
         "[--pull rtsp://... [--pull-udp]] [--count N] [--json]";
-    cmd_opt opts[] = {{"serial", false, NULL},       {"officer", false, NULL},
-                      {"suite", false, NULL},        {"codec", false, NULL},
-                      {"payload-type", false, NULL}, {"json", true, NULL},
-                      {"count", false, NULL},        {"pull", false, NULL},
-                      {"pull-udp", true, NULL}};
+    cmd_opt opts[] = {
+        {"serial", false, NULL}, {"officer", false, NULL},      {"suite", false, NULL},
+        {"codec", false, NULL},  {"payload-type", false, NULL}, {"json", true, NULL},
+        {"count", false, NULL},  {"pull", false, NULL},         {"pull-udp", true, NULL}};
     cu_err err;
     store_keyring *keys = NULL;
     int status = 1;
@@ -209,7 +229,12 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
                                 .pull_udp = opts[8].value != NULL};
         ctl_device d;
         if (ctl_device_add(db_service_conn(env->db), keys, &spec, &d, &err) != CU_OK) {
-            status = fail(&err);
+            status = ctl_audited(env, "device.add", serial, &err);
+            goto out;
+        }
+        status = ctl_audited(env, "device.add", serial, NULL);
+        if (status) {
+            ctl_device_wipe(&d);
             goto out;
         }
         char b64[128], sdp[200], rtsp_url[400] = "", rtsps_url[400] = "";
@@ -321,9 +346,9 @@ int cmd_device_revoke(ctl_env *env, int argc, char **argv)
         return 2;
     }
     if (ctl_device_revoke(db_service_conn(env->db), device, &err) != CU_OK)
-        return fail(&err);
+        return ctl_audited(env, "device.revoke", device, &err);
     printf("device %s revoked\n", device);
-    return 0;
+    return ctl_audited(env, "device.revoke", device, NULL);
 }
 
 int cmd_device_assign(ctl_env *env, int argc, char **argv)
@@ -336,10 +361,12 @@ int cmd_device_assign(ctl_env *env, int argc, char **argv)
         fprintf(stderr, "usage: ingestctl %s\n", usage);
         return 2;
     }
+    char object[200];
+    snprintf(object, sizeof(object), "%s to %s", device, opts[0].value);
     if (ctl_device_assign(db_service_conn(env->db), device, opts[0].value, &err) != CU_OK)
-        return fail(&err);
+        return ctl_audited(env, "device.assign", object, &err);
     printf("device %s assigned to %s\n", device, opts[0].value);
-    return 0;
+    return ctl_audited(env, "device.assign", object, NULL);
 }
 
 /* ----------------------------------------------------------- recordings */

@@ -28,6 +28,16 @@ int cmd_keys_rotate(ctl_env *env, int argc, char **argv);
 int cmd_keys_list(ctl_env *env, int argc, char **argv);
 int cmd_packets(ctl_env *env, int argc, char **argv);
 
+/* cmd_audit.c */
+/**
+ * Record an ingestctl change in the audit log: ok, or failed with
+ * @p failure (printed). Returns the exit status: 0, or 1 when the change or
+ * its audit entry failed.
+ */
+int ctl_audited(ctl_env *env, const char *action, const char *object, const cu_err *failure);
+int cmd_audit_verify(ctl_env *env, int argc, char **argv);
+int cmd_audit_list(ctl_env *env, int argc, char **argv);
+
 /* cmd_devices.c */
 int cmd_department_add(ctl_env *env, int argc, char **argv);
 int cmd_user_add(ctl_env *env, int argc, char **argv);

@@ -39,13 +39,18 @@ static const struct {
     {"device", "assign", cmd_device_assign,
      "device assign ID|SERIAL --officer USER\n      who carries it from now on"},
     {"user", "add", cmd_user_add,
-     "user add --username U --role officer|reviewer|admin [--department D] [--name N]"},
+     "user add --username U --role officer|reviewer|admin [--department D] [--name N]\n"
+     "         [--password-stdin]\n"
+     "      the password (12+ characters, not common) is read from one line of stdin"},
     {"user", "list", cmd_user_list, "user list"},
     {"department", "add", cmd_department_add, "department add NAME [--parent NAME]"},
     {"keys", "rotate", cmd_keys_rotate,
      "keys rotate\n      add a key-encryption key and re-wrap every data and device key"},
     {"keys", "list", cmd_keys_list,
      "keys list\n      key-encryption keys and how many data keys each wraps"},
+    {"audit", "verify", cmd_audit_verify,
+     "audit verify\n      recompute the audit log's hash chain; names the first bad entry"},
+    {"audit", "list", cmd_audit_list, "audit list [--last N]"},
     {"db", "status", cmd_db_status, "db status\n      installation id, database, schema"},
     {"db", "migrate", cmd_db_migrate, "db migrate\n      apply the schema migrations"},
 };
