@@ -73,6 +73,38 @@ typedef struct {
 /** Recompute the whole chain; CU_OK with first_bad = 0 when intact. */
 CU_WUR cu_rc ctl_audit_verify(PGconn *conn, ctl_audit_report *r, cu_err *err);
 
+/* --------------------------------------------------------------------- TLS */
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+/** Where a TLS server's certificate comes from. Strings borrowed. */
+typedef struct {
+    const char *what;                       /* "RTSPS", "HTTPS API": for messages */
+    const char *cert_file, *key_file;       /* the operator's PEM files, or "" for self-signed */
+    const char *cert_setting, *key_setting; /* their settings' names, for messages */
+    const char *host;                       /* the name to certify ("" = this host's name) */
+    const char *data_dir;                   /* self-signed files go in <data_dir>/tls/ */
+    const char *stem;                       /* ... named <stem>-cert.pem, <stem>-key.pem */
+} ctl_tls_spec;
+
+/** A server context (TLS ≥ 1.2) per @p t. Free with SSL_CTX_free. */
+CU_WUR cu_rc ctl_tls_server_context(const ctl_tls_spec *t, SSL_CTX **out, cu_err *err);
+
+/* --------------------------------------------------------------------- API */
+
+/** The HTTPS JSON API (docs/control.md): its own thread, loop and database connection. */
+typedef struct ctl_api ctl_api;
+
+/**
+ * Listen on api.bind:api.port (nothing when api.port is 0: *@p out stays
+ * NULL) and serve /api/v1/ against the database at @p dsn.
+ */
+CU_WUR cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
+                           ctl_api **out, cu_err *err);
+
+/** Stop serving and free. NULL is a no-op. */
+void ctl_api_stop(ctl_api *a);
+
 /* ----------------------------------------------------------------- devices */
 
 #define CTL_SRTP_KEY_MAX      44   /* AEAD_AES_256_GCM: 32-byte key + 12-byte salt */

@@ -158,6 +158,11 @@ typedef struct {
     int64_t rtsp_udp_port_max;                /* rtsp.udp_port_max */
     int64_t rtsp_pull_backoff_max_s;          /* rtsp.pull_backoff_max_s */
     char *rtsp_pull_ca_file;                  /* rtsp.pull_ca_file ("" = system trust) */
+    char *api_bind;                           /* api.bind */
+    int64_t api_port;                         /* api.port (0 = no API) */
+    char *api_cert_file;                      /* api.cert_file ("" = self-signed) */
+    char *api_key_file;                       /* api.key_file */
+    int64_t api_max_body_bytes;               /* api.max_body_bytes */
     int64_t segment_target_ms;      /* segment.target_ms */
     int64_t segment_max_ms;         /* segment.max_ms */
 } cu_config;

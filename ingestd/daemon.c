@@ -119,6 +119,9 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
                               &d.ingest, err);
     if (rc)
         goto out;
+    rc = ctl_api_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), &d.api, err);
+    if (rc)
+        goto out;
     rc = ingest_ops_http_start(&d, err);
     if (rc)
         goto out;
@@ -140,6 +143,7 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
 out:
     cu_metric_set(&ingest_up_metric, 0);
     ingest_ops_http_stop(&d);
+    ctl_api_stop(d.api);
     /* Receivers first: their last segments reach the store, their
      * recordings are sealed; then every segment settles in the store. */
     ingest_service_stop(d.ingest);

@@ -2,6 +2,7 @@
 #ifndef CUSTOS_INGESTD_INTERNAL_H
 #define CUSTOS_INGESTD_INTERNAL_H
 
+#include "control/control.h"
 #include "ingestd.h"
 #include "storage/store.h"
 
@@ -15,6 +16,7 @@ typedef struct ingest_daemon {
     db_service *db;
     store *store;
     ingest_service *ingest;
+    ctl_api *api; /* NULL when api.port is 0 */
     struct evhttp *ops_http;
     int ops_fd; /* listening socket, owned until handed to evhttp */
     struct event *signals[4];

@@ -115,17 +115,6 @@ bool rtsp_track_push(ingest_stream *st, const rtsp_meta_source *src, int index,
                      const rtsp_sdp_track *t, bool rtcp, const uint8_t *p, size_t len,
                      int64_t now_us);
 
-/* ------------------------------------------------------------------ TLS */
-
-typedef struct ssl_ctx_st SSL_CTX;
-
-/**
- * The RTSPS server context: rtsps.cert_file and rtsps.key_file, or a
- * self-signed certificate made once in <data_dir>/tls. Free with SSL_CTX_free.
- */
-CU_WUR cu_rc rtsp_tls_context(const cu_config *cfg, const char *data_dir, SSL_CTX **out,
-                              cu_err *err);
-
 /* --------------------------------------------------------------- server */
 
 /** What the RTSP side shares between workers (locked inside). */

@@ -1263,7 +1263,15 @@ cu_rc rtsp_service_create(const cu_config *cfg, const char *data_dir, rtsp_servi
         goto fail;
     }
     if (cfg->rtsps_port) {
-        rc = rtsp_tls_context(cfg, data_dir, &r->ssl, err);
+        ctl_tls_spec tls = {.what = "RTSPS",
+                            .cert_file = cfg->rtsps_cert_file,
+                            .key_file = cfg->rtsps_key_file,
+                            .cert_setting = "rtsps.cert_file",
+                            .key_setting = "rtsps.key_file",
+                            .host = cfg->rtsp_public_host,
+                            .data_dir = data_dir,
+                            .stem = "rtsps"};
+        rc = ctl_tls_server_context(&tls, &r->ssl, err);
         if (rc)
             goto fail;
     }

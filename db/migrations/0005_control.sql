@@ -3,6 +3,8 @@
 
 ALTER TABLE users
     ADD COLUMN locked_at       timestamptz,
+    -- failures before the last unlock no longer count towards a lock
+    ADD COLUMN unlocked_at     timestamptz,
     ADD COLUMN password_set_at timestamptz;
 
 CREATE TABLE login_attempts (
@@ -14,6 +16,18 @@ CREATE TABLE login_attempts (
     ok       boolean     NOT NULL
 );
 CREATE INDEX login_attempts_user ON login_attempts (user_id, at);
+
+-- Abnormal logins, for admins (and the security department) to see.
+CREATE TABLE security_alerts (
+    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT now(),
+    kind     text        NOT NULL CHECK (kind IN ('failure_burst', 'locked_account_attempt',
+                                                  'privileged_new_source')),
+    username text        NOT NULL CHECK (length(username) <= 200),
+    source   text        NOT NULL CHECK (length(source) <= 100),
+    detail   text        NOT NULL DEFAULT '' CHECK (length(detail) <= 1000)
+);
+CREATE INDEX security_alerts_at ON security_alerts (at);
 
 CREATE TABLE sessions (
     id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -72,7 +72,8 @@ it_free_udp_port() {
 
 # it_start_ingestd LOG ARGS... : start ingestd in the background; sets
 # INGESTD_PID, INGEST_PORT (its SRTP/RTP port on 127.0.0.1, unless ARGS set
-# ingest.udp_port) and RTSP_PORT, RTSPS_PORT (unless ARGS set rtsp.port).
+# ingest.udp_port), RTSP_PORT, RTSPS_PORT (unless ARGS set rtsp.port) and
+# API_PORT (the HTTPS API on 127.0.0.1, unless ARGS set api.port).
 # Does not wait for readiness.
 it_start_ingestd() {
     local log=$1
@@ -92,6 +93,13 @@ it_start_ingestd() {
         RTSPS_PORT=$(it_free_port)
         while [ "$RTSPS_PORT" = "$RTSP_PORT" ]; do RTSPS_PORT=$(it_free_port); done
         extra+=(--set rtsp.bind=127.0.0.1 --set "rtsp.port=$RTSP_PORT" --set "rtsps.port=$RTSPS_PORT")
+        ;;
+    esac
+    case " $* " in
+    *api.port=*) ;;
+    *)
+        API_PORT=$(it_free_port)
+        extra+=(--set api.bind=127.0.0.1 --set "api.port=$API_PORT")
         ;;
     esac
     "$INGESTD" "$@" "${extra[@]}" >"$log" 2>&1 &

@@ -1,13 +1,14 @@
 /*
- * The RTSPS server's TLS context: the operator's certificate and key
- * (rtsps.cert_file, rtsps.key_file), or a self-signed P-256 certificate made
- * once in <data dir>/tls/ (key 0600) and logged with its SHA-256 fingerprint
- * so that recorders can pin it.
+ * TLS server contexts (RTSPS, the HTTPS API): the operator's certificate and
+ * key, or a self-signed P-256 certificate made once in <data dir>/tls/ (key
+ * 0600), naming the host, localhost and 127.0.0.1, and logged with its SHA-256
+ * fingerprint so that clients can pin it. TLS 1.2 or later.
  */
-#include "rtsp.h"
+#include "control.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -60,8 +61,8 @@ static int write_cert(FILE *f, void *x)
 }
 
 /* A self-signed certificate for @p host, valid ten years. */
-static cu_rc make_self_signed(const char *cert_path, const char *key_path, const char *host,
-                              cu_err *err)
+static cu_rc make_self_signed(const char *what, const char *cert_path, const char *key_path,
+                              const char *host, cu_err *err)
 {
     cu_rc rc = CU_OK;
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -69,12 +70,12 @@ static cu_rc make_self_signed(const char *cert_path, const char *key_path, const
     X509_EXTENSION *ext = NULL;
     char san[300];
     if (!key || !x) {
-        rc = cu_err_set(err, CU_ERR_NOMEM, "RTSPS: cannot make a key: %s", ssl_reason());
+        rc = cu_err_set(err, CU_ERR_NOMEM, "%s: cannot make a key: %s", what, ssl_reason());
         goto out;
     }
     uint8_t serial[16];
     if (RAND_bytes(serial, sizeof(serial)) != 1) {
-        rc = cu_err_set(err, CU_ERR_IO, "RTSPS: the random number generator failed");
+        rc = cu_err_set(err, CU_ERR_IO, "%s: the random number generator failed", what);
         goto out;
     }
     serial[0] &= 0x7f;
@@ -89,17 +90,18 @@ static cu_rc make_self_signed(const char *cert_path, const char *key_path, const
     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Custos", -1, -1, 0);
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)host, -1, -1, 0);
     X509_set_issuer_name(x, name);
-    snprintf(san, sizeof(san), "DNS:%s", host);
+    snprintf(san, sizeof(san), "DNS:%s, DNS:localhost, IP:127.0.0.1, IP:::1", host);
     X509V3_CTX v3;
     X509V3_set_ctx_nodb(&v3);
     X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
     ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
     if (!ext || !X509_add_ext(x, ext, -1) || !X509_sign(x, key, EVP_sha256())) {
-        rc = cu_err_set(err, CU_ERR_IO, "RTSPS: cannot sign a certificate: %s", ssl_reason());
+        rc = cu_err_set(err, CU_ERR_IO, "%s: cannot sign a certificate: %s", what, ssl_reason());
         goto out;
     }
     if (!write_pem(key_path, 0600, write_key, key) || !write_pem(cert_path, 0644, write_cert, x))
-        rc = cu_err_set(err, CU_ERR_IO, "RTSPS: cannot write %s: %s", cert_path, strerror(errno));
+        rc =
+            cu_err_set(err, CU_ERR_IO, "%s: cannot write %s: %s", what, cert_path, strerror(errno));
 out:
     X509_EXTENSION_free(ext);
     X509_free(x);
@@ -107,7 +109,7 @@ out:
     return rc;
 }
 
-static void log_fingerprint(SSL_CTX *ctx, const char *path)
+static void log_fingerprint(const char *what, SSL_CTX *ctx, const char *path)
 {
     X509 *x = SSL_CTX_get0_certificate(ctx);
     uint8_t md[32];
@@ -117,54 +119,56 @@ static void log_fingerprint(SSL_CTX *ctx, const char *path)
         return;
     for (unsigned int i = 0; i < n; i++)
         snprintf(hex + 3 * i, 4, "%02X%s", md[i], i + 1 < n ? ":" : "");
-    CU_LOG(CU_LOG_INFO, "rtsp", "RTSPS certificate %s, SHA-256 fingerprint %s", path, hex);
+    CU_LOG(CU_LOG_INFO, "tls", "%s certificate %s, SHA-256 fingerprint %s", what, path, hex);
 }
 
-cu_rc rtsp_tls_context(const cu_config *cfg, const char *data_dir, SSL_CTX **out, cu_err *err)
+cu_rc ctl_tls_server_context(const ctl_tls_spec *t, SSL_CTX **out, cu_err *err)
 {
     char dir[PATH_MAX], cert[PATH_MAX], key[PATH_MAX];
-    const char *cert_path = cfg->rtsps_cert_file, *key_path = cfg->rtsps_key_file;
+    const char *cert_path = t->cert_file, *key_path = t->key_file, *what = t->what;
     cu_rc rc = CU_OK;
     *out = NULL;
     if (!cert_path[0] != !key_path[0])
-        return cu_err_set(err, CU_ERR_INVALID,
-                          "rtsps.cert_file and rtsps.key_file go together: set both or neither");
+        return cu_err_set(err, CU_ERR_INVALID, "%s and %s go together: set both or neither",
+                          t->cert_setting, t->key_setting);
     if (!cert_path[0]) {
         char host[256] = "";
-        if (cfg->rtsp_public_host[0])
-            cu_strlcpy(host, cfg->rtsp_public_host, sizeof(host));
+        if (t->host && t->host[0])
+            cu_strlcpy(host, t->host, sizeof(host));
         else if (gethostname(host, sizeof(host)) != 0 || !host[0])
             cu_strlcpy(host, "localhost", sizeof(host));
         host[sizeof(host) - 1] = '\0';
-        snprintf(dir, sizeof(dir), "%s/tls", data_dir);
-        snprintf(cert, sizeof(cert), "%s/rtsps-cert.pem", dir);
-        snprintf(key, sizeof(key), "%s/rtsps-key.pem", dir);
+        snprintf(dir, sizeof(dir), "%s/tls", t->data_dir);
+        snprintf(cert, sizeof(cert), "%s/%s-cert.pem", dir, t->stem);
+        snprintf(key, sizeof(key), "%s/%s-key.pem", dir, t->stem);
         if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-            return cu_err_set(err, CU_ERR_IO, "RTSPS: cannot create %s: %s", dir, strerror(errno));
+            return cu_err_set(err, CU_ERR_IO, "%s: cannot create %s: %s", what, dir,
+                              strerror(errno));
         if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
-            rc = make_self_signed(cert, key, host, err);
+            rc = make_self_signed(what, cert, key, host, err);
             if (rc)
                 return rc;
-            CU_LOG(CU_LOG_INFO, "rtsp", "RTSPS: made a self-signed certificate for %s", host);
+            CU_LOG(CU_LOG_INFO, "tls", "%s: made a self-signed certificate for %s", what, host);
         }
         cert_path = cert;
         key_path = key;
     }
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx)
-        return cu_err_set(err, CU_ERR_NOMEM, "RTSPS: %s", ssl_reason());
+        return cu_err_set(err, CU_ERR_NOMEM, "%s: %s", what, ssl_reason());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
-        rc = cu_err_set(err, CU_ERR_INVALID, "RTSPS certificate %s: %s", cert_path, ssl_reason());
+        rc =
+            cu_err_set(err, CU_ERR_INVALID, "%s certificate %s: %s", what, cert_path, ssl_reason());
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
-        rc = cu_err_set(err, CU_ERR_INVALID, "RTSPS key %s: %s", key_path, ssl_reason());
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s key %s: %s", what, key_path, ssl_reason());
         goto fail;
     }
-    log_fingerprint(ctx, cert_path);
+    log_fingerprint(what, ctx, cert_path);
     *out = ctx;
     return CU_OK;
 fail:

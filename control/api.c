@@ -1,0 +1,726 @@
+/*
+ * The HTTPS JSON API (docs/control.md, docs/api.yaml): libevent's evhttp
+ * over OpenSSL bufferevents on its own thread and event loop, one
+ * PostgreSQL connection, JSON via jansson. Every request is authenticated
+ * (except login) and authorized by allowed(), the one place that decides;
+ * every login, denial and change is audited.
+ *
+ * So far: sessions (login, who am I, logout), unlocking accounts, security
+ * alerts.
+ */
+#include "control.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <jansson.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOKEN_BYTES        32
+#define TOKEN_CHARS        43    /* base64url of 32 bytes, no padding */
+#define IDLE_TIMEOUT_S     1800  /* 30 minutes */
+#define ABSOLUTE_TIMEOUT_S 43200 /* 12 hours */
+#define SEEN_EVERY_S       60    /* last_seen_at is written at most this often */
+#define STR_(x)            #x
+#define STR(x)             STR_(x)
+#define LOCK_FAILURES      5
+#define LOCK_WINDOW        "15 minutes"
+#define HEADERS_MAX        16384
+
+struct ctl_api {
+    const cu_config *cfg;
+    char *dsn;
+    struct event_base *base;
+    struct evhttp *http;
+    SSL_CTX *ssl;
+    PGconn *db;
+    pthread_t thread;
+    bool running;
+    char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
+};
+
+/* One request as the handlers see it. */
+typedef struct {
+    ctl_api *a;
+    struct evhttp_request *req;
+    char source[INET6_ADDRSTRLEN + 1];
+} request;
+
+/* Who is asking: from a valid session. */
+typedef struct {
+    int64_t session_id, user_id;
+    char username[65];
+    char role[16];
+    char actor[80]; /* "user:<name>" */
+} caller;
+
+/* --------------------------------------------------------------- replies */
+
+static void reply_json(request *r, int status, json_t *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    struct evbuffer *out = evbuffer_new();
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (out && text)
+        evbuffer_add(out, text, strlen(text));
+    free(text);
+    json_decref(body);
+    evhttp_send_reply(r->req, status, NULL, out);
+    if (out)
+        evbuffer_free(out);
+}
+
+static void reply_error(request *r, int status, const char *code, const char *message,
+                        const char *field)
+{
+    json_t *j = json_pack("{s:s, s:s}", "error", code, "message", message);
+    if (j && field)
+        json_object_set_new(j, "field", json_string(field));
+    reply_json(r, status, j);
+}
+
+static void reply_empty(request *r, int status)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Cache-Control", "no-store");
+    evhttp_send_reply(r->req, status, NULL, NULL);
+}
+
+/* ----------------------------------------------------------------- audit */
+
+static void audit(request *r, const char *actor, const char *action, const char *object,
+                  const char *outcome)
+{
+    ctl_audit_entry e = {.actor = actor,
+                         .action = action,
+                         .object = object ? object : "",
+                         .outcome = outcome,
+                         .source = r->source};
+    cu_err err;
+    if (ctl_audit_append(r->a->db, &e, NULL, &err) != CU_OK)
+        CU_LOG(CU_LOG_ERROR, "api", "audit entry not written (%s %s %s): %s", actor, action,
+               outcome, err.msg);
+}
+
+/* -------------------------------------------------------------- database */
+
+static PGresult *query(ctl_api *a, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(a->db, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        CU_LOG(CU_LOG_ERROR, "api", "database: %s", PQerrorMessage(a->db));
+        PQclear(res);
+        if (PQstatus(a->db) != CONNECTION_OK)
+            PQreset(a->db);
+        return NULL;
+    }
+    return res;
+}
+
+static bool exec_ok(ctl_api *a, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = query(a, sql, n, params);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* ------------------------------------------------------------ JSON bodies */
+
+/*
+ * The request's body as a JSON object whose members are all in @p allowed;
+ * NULL after an error reply (413, 400 naming the problem and the field).
+ */
+static json_t *read_object(request *r, const char *const *allowed, size_t n)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(in);
+    if (len > (size_t)r->a->cfg->api_max_body_bytes) {
+        reply_error(r, 413, "body_too_large", "the request body is larger than api.max_body_bytes",
+                    NULL);
+        return NULL;
+    }
+    json_error_t jerr;
+    const char *text = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+    json_t *j = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        reply_error(r, 400, "malformed_json", msg, NULL);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        reply_error(r, 400, "invalid_type", "the body must be a JSON object", NULL);
+        return NULL;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v)
+    {
+        size_t k = 0;
+        while (k < n && strcmp(key, allowed[k]) != 0)
+            k++;
+        if (k == n) {
+            reply_error(r, 400, "unknown_field", "this field is not part of the request", key);
+            json_decref(j);
+            return NULL;
+        }
+    }
+    return j;
+}
+
+/* A required string member of at most @p max bytes; NULL after an error reply. */
+static const char *string_field(request *r, json_t *j, const char *name, size_t max)
+{
+    json_t *v = json_object_get(j, name);
+    if (!v) {
+        reply_error(r, 400, "missing_field", "this field is required", name);
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        reply_error(r, 400, "invalid_type", "this field must be a string", name);
+        return NULL;
+    }
+    if (json_string_length(v) > max || strlen(json_string_value(v)) != json_string_length(v)) {
+        reply_error(r, 400, "invalid_value", "too long, or contains a NUL character", name);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* -------------------------------------------------------------- sessions */
+
+static void token_hash(const char *token, uint8_t out[32])
+{
+    EVP_Digest(token, strlen(token), out, NULL, EVP_sha256(), NULL);
+}
+
+static void hex32(const uint8_t in[32], char out[67])
+{
+    memcpy(out, "\\x", 2);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", in[i]);
+}
+
+/*
+ * The caller of @p r from its bearer token; false after a 401 (no token,
+ * unknown, revoked, idle for IDLE_TIMEOUT_S, older than ABSOLUTE_TIMEOUT_S,
+ * or the account disabled or locked). Expiry is decided at use.
+ */
+static bool authenticate(request *r, caller *who)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0) {
+        reply_error(r, 401, "unauthenticated", "log in first: Authorization: Bearer <token>", NULL);
+        return false;
+    }
+    const char *token = h + 7;
+    if (strlen(token) != TOKEN_CHARS) {
+        reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
+        return false;
+    }
+    uint8_t th[32];
+    char thex[67];
+    token_hash(token, th);
+    hex32(th, thex);
+    const char *params[1] = {thex};
+    PGresult *res = query(
+        r->a,
+        "SELECT s.id, u.id, u.username, u.role, s.revoked_at IS NOT NULL, "
+        "now() - s.last_seen_at > interval '" STR(
+            IDLE_TIMEOUT_S) " seconds', "
+                            "now() - s.created_at > interval '" STR(
+                                ABSOLUTE_TIMEOUT_S) " seconds', "
+                                                    "u.disabled_at IS NOT NULL OR u.locked_at IS "
+                                                    "NOT NULL, "
+                                                    "now() - s.last_seen_at > interval '" STR(
+                                                        SEEN_EVERY_S) " seconds' "
+                                                                      "FROM sessions s JOIN users "
+                                                                      "u ON u.id = s.user_id WHERE "
+                                                                      "s.token_hash = $1::bytea",
+        1, params);
+    if (!res) {
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return false;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
+        return false;
+    }
+    const char *why = NULL;
+    if (*PQgetvalue(res, 0, 4) == 't')
+        why = "the session was ended (logged out or revoked)";
+    else if (*PQgetvalue(res, 0, 5) == 't')
+        why = "the session was idle for more than 30 minutes";
+    else if (*PQgetvalue(res, 0, 6) == 't')
+        why = "the session is older than 12 hours";
+    else if (*PQgetvalue(res, 0, 7) == 't')
+        why = "the account is disabled or locked";
+    if (why) {
+        PQclear(res);
+        reply_error(r, 401, "session_expired", why, NULL);
+        return false;
+    }
+    who->session_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    who->user_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    cu_strlcpy(who->username, PQgetvalue(res, 0, 2), sizeof(who->username));
+    cu_strlcpy(who->role, PQgetvalue(res, 0, 3), sizeof(who->role));
+    snprintf(who->actor, sizeof(who->actor), "user:%s", who->username);
+    bool touch = *PQgetvalue(res, 0, 8) == 't';
+    PQclear(res);
+    if (touch) {
+        char sid[24];
+        snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
+        const char *p[1] = {sid};
+        exec_ok(r->a, "UPDATE sessions SET last_seen_at = now() WHERE id = $1", 1, p);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------- authorization */
+
+typedef enum { ACT_SESSION_SELF, ACT_USER_UNLOCK, ACT_ALERT_LIST } api_action;
+
+/*
+ * The one place that decides whether @p who may do @p action. Handlers ask,
+ * never decide. (Data access rules join here with the recordings API.)
+ */
+static bool allowed(const caller *who, api_action action)
+{
+    bool admin = strcmp(who->role, "admin") == 0;
+    switch (action) {
+    case ACT_SESSION_SELF: return true;
+    case ACT_USER_UNLOCK:
+    case ACT_ALERT_LIST: return admin;
+    }
+    return false;
+}
+
+static bool require(request *r, const caller *who, api_action action, const char *name,
+                    const char *object)
+{
+    if (allowed(who, action))
+        return true;
+    audit(r, who->actor, name, object, "denied");
+    reply_error(r, 403, "forbidden", "your role does not allow this", NULL);
+    return false;
+}
+
+/* --------------------------------------------------------------- handlers */
+
+static void alert(request *r, const char *kind, const char *username, const char *detail)
+{
+    const char *p[4] = {kind, username, r->source, detail};
+    if (!exec_ok(r->a,
+                 "INSERT INTO security_alerts (kind, username, source, detail) "
+                 "VALUES ($1, $2, $3, $4)",
+                 4, p))
+        return;
+    CU_LOG(CU_LOG_WARN, "api", "security alert %s: %s from %s: %s", kind, username, r->source,
+           detail);
+}
+
+static void record_attempt(request *r, const char *user_id, const char *username, bool ok)
+{
+    const char *p[4] = {user_id, username, r->source, ok ? "t" : "f"};
+    exec_ok(r->a,
+            "INSERT INTO login_attempts (user_id, username, source, ok) VALUES ($1, $2, $3, $4)", 4,
+            p);
+}
+
+static const char *const login_fields[] = {"username", "password"};
+
+static void login(request *r)
+{
+    ctl_api *a = r->a;
+    json_t *body = read_object(r, login_fields, 2);
+    if (!body)
+        return;
+    const char *name = string_field(r, body, "username", 64);
+    const char *password = name ? string_field(r, body, "password", CTL_PASSWORD_MAX) : NULL;
+    if (!password) {
+        json_decref(body);
+        return;
+    }
+    char username[65];
+    cu_strlcpy(username, name, sizeof(username));
+    const char *p1[1] = {username};
+    PGresult *res = query(a,
+                          "SELECT id, password_hash, role, locked_at IS NOT NULL, "
+                          "disabled_at IS NOT NULL FROM users WHERE username = $1",
+                          1, p1);
+    if (!res) {
+        json_decref(body);
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return;
+    }
+    bool known = PQntuples(res) == 1;
+    char user_id[24] = "", role[16] = "";
+    char hash[CTL_PASSWORD_HASH_MAX] = "";
+    bool locked = false, disabled = false;
+    if (known) {
+        cu_strlcpy(user_id, PQgetvalue(res, 0, 0), sizeof(user_id));
+        cu_strlcpy(hash, PQgetvalue(res, 0, 1), sizeof(hash));
+        cu_strlcpy(role, PQgetvalue(res, 0, 2), sizeof(role));
+        locked = *PQgetvalue(res, 0, 3) == 't';
+        disabled = *PQgetvalue(res, 0, 4) == 't';
+    }
+    PQclear(res);
+    /* The same work whether or not the user exists, so timing tells nothing. */
+    bool match = ctl_password_verify(hash[0] ? hash : a->dummy_hash, password) && hash[0];
+    OPENSSL_cleanse(hash, sizeof(hash));
+    json_decref(body); /* the password with it */
+    static const char refused[] = "wrong username or password, or the account is locked";
+    if (!known || disabled) {
+        record_attempt(r, known ? user_id : NULL, username, false);
+        audit(r, "anonymous", "session.login", username, "failed");
+        reply_error(r, 401, "invalid_credentials", refused, NULL);
+        return;
+    }
+    if (locked) {
+        record_attempt(r, user_id, username, false);
+        alert(r, "locked_account_attempt", username,
+              match ? "correct password refused: the account is locked" : "wrong password");
+        audit(r, "anonymous", "session.login", username, "denied");
+        reply_error(r, 401, "invalid_credentials", refused, NULL);
+        return;
+    }
+    if (!match) {
+        record_attempt(r, user_id, username, false);
+        audit(r, "anonymous", "session.login", username, "failed");
+        const char *p2[1] = {user_id};
+        PGresult *c = query(a,
+                            "SELECT count(*) FROM login_attempts l JOIN users u ON u.id = "
+                            "l.user_id WHERE l.user_id = $1 AND NOT l.ok AND l.at > "
+                            "greatest(now() - interval '" LOCK_WINDOW "', "
+                            "coalesce(u.unlocked_at, '-infinity'))",
+                            1, p2);
+        long failures = c ? strtol(PQgetvalue(c, 0, 0), NULL, 10) : 0;
+        PQclear(c);
+        if (failures >= LOCK_FAILURES &&
+            exec_ok(a, "UPDATE users SET locked_at = now() WHERE id = $1 AND locked_at IS NULL", 1,
+                    p2)) {
+            char detail[120];
+            snprintf(detail, sizeof(detail),
+                     "%ld failed logins within " LOCK_WINDOW "; account locked", failures);
+            alert(r, "failure_burst", username, detail);
+            audit(r, "system", "user.lock", username, "ok");
+        }
+        reply_error(r, 401, "invalid_credentials", refused, NULL);
+        return;
+    }
+    /* A privileged login from an address this account never logged in from. */
+    if (strcmp(role, "admin") == 0) {
+        const char *p3[2] = {user_id, r->source};
+        PGresult *seen = query(a,
+                               "SELECT count(*) FILTER (WHERE source = $2), count(*) FROM "
+                               "login_attempts WHERE user_id = $1 AND ok",
+                               2, p3);
+        if (seen && strcmp(PQgetvalue(seen, 0, 0), "0") == 0 &&
+            strcmp(PQgetvalue(seen, 0, 1), "0") != 0)
+            alert(r, "privileged_new_source", username, "admin login from a new address");
+        PQclear(seen);
+    }
+    record_attempt(r, user_id, username, true);
+    uint8_t raw[TOKEN_BYTES];
+    char token[TOKEN_CHARS + 4];
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        reply_error(r, 503, "unavailable", "no random bytes for a token", NULL);
+        return;
+    }
+    EVP_EncodeBlock((unsigned char *)token, raw, sizeof(raw)); /* then made base64url */
+    for (char *c = token; *c; c++)
+        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+    token[TOKEN_CHARS] = '\0';
+    OPENSSL_cleanse(raw, sizeof(raw));
+    uint8_t th[32];
+    char thex[67];
+    token_hash(token, th);
+    hex32(th, thex);
+    const char *p4[3] = {thex, user_id, r->source};
+    PGresult *s = query(a,
+                        "INSERT INTO sessions (token_hash, user_id, source) VALUES ($1::bytea, "
+                        "$2, $3) RETURNING to_char((created_at + interval '" STR(
+                            ABSOLUTE_TIMEOUT_S) " seconds') AT TIME ZONE 'UTC', "
+                                                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                        3, p4);
+    if (!s) {
+        OPENSSL_cleanse(token, sizeof(token));
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:s}}", "token", token, "token_type",
+                          "Bearer", "idle_timeout_s", IDLE_TIMEOUT_S, "expires_at",
+                          PQgetvalue(s, 0, 0), "user", "username", username, "role", role);
+    PQclear(s);
+    OPENSSL_cleanse(token, sizeof(token));
+    char actor[80];
+    snprintf(actor, sizeof(actor), "user:%s", username);
+    audit(r, actor, "session.login", username, "ok");
+    reply_json(r, 201, j);
+}
+
+static void whoami(request *r, const caller *who)
+{
+    char sid[24];
+    snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
+    const char *p[1] = {sid};
+    PGresult *res = query(
+        r->a,
+        "SELECT to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+        "to_char((s.created_at + interval '" STR(
+            ABSOLUTE_TIMEOUT_S) " seconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                                "coalesce(d.name, ''), u.display_name FROM sessions s JOIN users "
+                                "u ON u.id = s.user_id LEFT JOIN departments d ON d.id = "
+                                "u.department_id WHERE s.id = $1",
+        1, p);
+    if (!res || PQntuples(res) != 1) {
+        PQclear(res);
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return;
+    }
+    json_t *j = json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:i}", "user", "username",
+                          who->username, "role", who->role, "department", PQgetvalue(res, 0, 2),
+                          "name", PQgetvalue(res, 0, 3), "created_at", PQgetvalue(res, 0, 0),
+                          "expires_at", PQgetvalue(res, 0, 1), "idle_timeout_s", IDLE_TIMEOUT_S);
+    PQclear(res);
+    reply_json(r, 200, j);
+}
+
+static void logout(request *r, const caller *who)
+{
+    char sid[24];
+    snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
+    const char *p[1] = {sid};
+    if (!exec_ok(r->a, "UPDATE sessions SET revoked_at = now() WHERE id = $1", 1, p)) {
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return;
+    }
+    audit(r, who->actor, "session.logout", who->username, "ok");
+    reply_empty(r, 204);
+}
+
+static void unlock(request *r, const caller *who, const char *username)
+{
+    if (!require(r, who, ACT_USER_UNLOCK, "user.unlock", username))
+        return;
+    const char *p[1] = {username};
+    PGresult *res = query(r->a,
+                          "UPDATE users SET locked_at = NULL, unlocked_at = now() "
+                          "WHERE username = $1 RETURNING id",
+                          1, p);
+    if (!res) {
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return;
+    }
+    bool found = PQntuples(res) == 1;
+    PQclear(res);
+    if (!found) {
+        reply_error(r, 404, "not_found", "no such user", NULL);
+        return;
+    }
+    audit(r, who->actor, "user.unlock", username, "ok");
+    reply_json(r, 200, json_pack("{s:s, s:b}", "username", username, "locked", 0));
+}
+
+static void list_alerts(request *r, const caller *who)
+{
+    if (!require(r, who, ACT_ALERT_LIST, "alert.list", ""))
+        return;
+    PGresult *res =
+        query(r->a,
+              "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+              "kind, username, source, detail FROM security_alerts ORDER BY id DESC LIMIT 200",
+              0, NULL);
+    if (!res) {
+        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return;
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id",
+                                        (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10), "at",
+                                        PQgetvalue(res, i, 1), "kind", PQgetvalue(res, i, 2),
+                                        "username", PQgetvalue(res, i, 3), "source",
+                                        PQgetvalue(res, i, 4), "detail", PQgetvalue(res, i, 5)));
+    PQclear(res);
+    audit(r, who->actor, "alert.list", "", "ok");
+    reply_json(r, 200, json_pack("{s:o}", "alerts", arr));
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    request r = {.a = arg, .req = req};
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    cu_strlcpy(r.source, peer ? peer : "?", sizeof(r.source));
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    caller who;
+    if (!path) {
+        reply_error(&r, 400, "bad_request", "no path", NULL);
+        return;
+    }
+    if (strcmp(path, "/api/v1/session") == 0) {
+        if (m == EVHTTP_REQ_POST) {
+            login(&r);
+        } else if (m == EVHTTP_REQ_GET) {
+            if (authenticate(&r, &who) && require(&r, &who, ACT_SESSION_SELF, "session.read", ""))
+                whoami(&r, &who);
+        } else if (m == EVHTTP_REQ_DELETE) {
+            if (authenticate(&r, &who) && require(&r, &who, ACT_SESSION_SELF, "session.logout", ""))
+                logout(&r, &who);
+        } else {
+            reply_error(&r, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
+        }
+        return;
+    }
+    if (strcmp(path, "/api/v1/alerts") == 0) {
+        if (m != EVHTTP_REQ_GET)
+            reply_error(&r, 405, "method_not_allowed", "GET", NULL);
+        else if (authenticate(&r, &who))
+            list_alerts(&r, &who);
+        return;
+    }
+    static const char users[] = "/api/v1/users/";
+    size_t ul = strlen(users), pl = strlen(path);
+    if (strncmp(path, users, ul) == 0 && pl > ul + 7 && strcmp(path + pl - 7, "/unlock") == 0) {
+        char username[65];
+        size_t n = pl - ul - 7;
+        if (n >= sizeof(username)) {
+            reply_error(&r, 404, "not_found", "no such user", NULL);
+            return;
+        }
+        memcpy(username, path + ul, n);
+        username[n] = '\0';
+        if (m != EVHTTP_REQ_POST)
+            reply_error(&r, 405, "method_not_allowed", "POST", NULL);
+        else if (authenticate(&r, &who))
+            unlock(&r, &who, username);
+        return;
+    }
+    reply_error(&r, 404, "not_found", "no such resource", NULL);
+}
+
+/* -------------------------------------------------------------- lifecycle */
+
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    ctl_api *a = arg;
+    SSL *ssl = SSL_new(a->ssl);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        SSL_free(ssl);
+    return bev;
+}
+
+static void *api_main(void *arg)
+{
+    ctl_api *a = arg;
+    pthread_setname_np(pthread_self(), "api");
+    event_base_dispatch(a->base);
+    return NULL;
+}
+
+cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn, ctl_api **out,
+                    cu_err *err)
+{
+    *out = NULL;
+    if (!cfg->api_port)
+        return CU_OK;
+    ctl_api *a = cu_xcalloc(1, sizeof(*a));
+    a->cfg = cfg;
+    a->dsn = cu_xstrdup(dsn);
+    ctl_tls_spec tls = {.what = "HTTPS API",
+                        .cert_file = cfg->api_cert_file,
+                        .key_file = cfg->api_key_file,
+                        .cert_setting = "api.cert_file",
+                        .key_setting = "api.key_file",
+                        .host = "",
+                        .data_dir = data_dir,
+                        .stem = "api"};
+    cu_rc rc = ctl_tls_server_context(&tls, &a->ssl, err);
+    if (rc)
+        goto fail;
+    rc = db_connect(dsn, "custos-api", &a->db, err);
+    if (rc)
+        goto fail;
+    /* A hash to verify unknown users' attempts against (same cost). */
+    rc = ctl_password_hash("no user has this password, it only costs time", a->dummy_hash, err);
+    if (rc)
+        goto fail;
+    a->base = event_base_new();
+    a->http = a->base ? evhttp_new(a->base) : NULL;
+    if (!a->http) {
+        rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create the API's HTTP server");
+        goto fail;
+    }
+    evhttp_set_bevcb(a->http, tls_bev, a);
+    evhttp_set_gencb(a->http, on_request, a);
+    evhttp_set_timeout(a->http, (int)cfg->http_timeout_s);
+    evhttp_set_max_headers_size(a->http, HEADERS_MAX);
+    /* Bodies up to 4x the cap are read and answered 413 in JSON; larger ones
+     * evhttp refuses itself while reading. */
+    evhttp_set_max_body_size(a->http, (ev_ssize_t)cfg->api_max_body_bytes * 4);
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+    if (!evhttp_bind_socket_with_handle(a->http, cfg->api_bind, (ev_uint16_t)cfg->api_port)) {
+        rc = cu_err_set(err, CU_ERR_IO, "api (api.bind, api.port): cannot listen on %s:%lld",
+                        cfg->api_bind, (long long)cfg->api_port);
+        goto fail;
+    }
+    if (pthread_create(&a->thread, NULL, api_main, a) != 0) {
+        rc = cu_err_set(err, CU_ERR_IO, "cannot start the API thread");
+        goto fail;
+    }
+    a->running = true;
+    CU_LOG(CU_LOG_INFO, "api", "HTTPS API on %s:%lld (/api/v1/)", cfg->api_bind,
+           (long long)cfg->api_port);
+    *out = a;
+    return CU_OK;
+fail:
+    ctl_api_stop(a);
+    return rc;
+}
+
+void ctl_api_stop(ctl_api *a)
+{
+    if (!a)
+        return;
+    if (a->running) {
+        event_base_loopexit(a->base, NULL);
+        pthread_join(a->thread, NULL);
+    }
+    if (a->http)
+        evhttp_free(a->http);
+    if (a->base)
+        event_base_free(a->base);
+    SSL_CTX_free(a->ssl);
+    PQfinish(a->db);
+    free(a->dsn);
+    free(a);
+}
