@@ -46,6 +46,7 @@ struct ctl_api {
     struct evhttp *http;
     SSL_CTX *ssl;
     PGconn *db;
+    store_keyring *keys; /* TOTP secrets are wrapped by its KEKs */
     pthread_t thread;
     bool running;
     char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
@@ -344,12 +345,12 @@ static void record_attempt(request *r, const char *user_id, const char *username
             p);
 }
 
-static const char *const login_fields[] = {"username", "password"};
+static const char *const login_fields[] = {"username", "password", "totp"};
 
 static void login(request *r)
 {
     ctl_api *a = r->a;
-    json_t *body = read_object(r, login_fields, 2);
+    json_t *body = read_object(r, login_fields, 3);
     if (!body)
         return;
     const char *name = string_field(r, body, "username", 64);
@@ -358,8 +359,20 @@ static void login(request *r)
         json_decref(body);
         return;
     }
-    char username[65];
+    char username[65], totp[8] = "";
     cu_strlcpy(username, name, sizeof(username));
+    if (json_object_get(body, "totp")) {
+        const char *code = string_field(r, body, "totp", 6);
+        if (code && (strlen(code) != 6 || strspn(code, "0123456789") != 6)) {
+            reply_error(r, 400, "invalid_value", "a TOTP code is 6 digits", "totp");
+            code = NULL;
+        }
+        if (!code) {
+            json_decref(body);
+            return;
+        }
+        cu_strlcpy(totp, code, sizeof(totp));
+    }
     const char *p1[1] = {username};
     PGresult *res = query(a,
                           "SELECT id, password_hash, role, locked_at IS NOT NULL, "
@@ -401,6 +414,27 @@ static void login(request *r)
         reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
+    /* Admins give a TOTP code too; a wrong or replayed one is a failed login. */
+    bool admin = strcmp(role, "admin") == 0;
+    if (match && admin) {
+        cu_err terr;
+        ctl_totp_result t =
+            totp[0] ? ctl_totp_check(a->db, a->keys, username, totp, &terr) : CTL_TOTP_NOT_ENROLLED;
+        if (t == CTL_TOTP_ERROR) {
+            CU_LOG(CU_LOG_ERROR, "api", "TOTP check for %s: %s", username, terr.msg);
+            reply_error(r, 503, "unavailable", "the second factor cannot be checked now", NULL);
+            return;
+        }
+        if (t == CTL_TOTP_NOT_ENROLLED) {
+            audit(r, "anonymous", "session.login", username, "denied");
+            reply_error(r, 401, "mfa_required",
+                        totp[0] ? "no TOTP secret is enrolled: ingestctl user totp"
+                                : "admins log in with a TOTP code too",
+                        "totp");
+            return;
+        }
+        match = t == CTL_TOTP_OK;
+    }
     if (!match) {
         record_attempt(r, user_id, username, false);
         audit(r, "anonymous", "session.login", username, "failed");
@@ -426,7 +460,7 @@ static void login(request *r)
         return;
     }
     /* A privileged login from an address this account never logged in from. */
-    if (strcmp(role, "admin") == 0) {
+    if (admin) {
         const char *p3[2] = {user_id, r->source};
         PGresult *seen = query(a,
                                "SELECT count(*) FILTER (WHERE source = $2), count(*) FROM "
@@ -669,6 +703,9 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     rc = db_connect(dsn, "custos-api", &a->db, err);
     if (rc)
         goto fail;
+    rc = store_keyring_open(data_dir, true, &a->keys, err);
+    if (rc)
+        goto fail;
     /* A hash to verify unknown users' attempts against (same cost). */
     rc = ctl_password_hash("no user has this password, it only costs time", a->dummy_hash, err);
     if (rc)
@@ -721,6 +758,7 @@ void ctl_api_stop(ctl_api *a)
         event_base_free(a->base);
     SSL_CTX_free(a->ssl);
     PQfinish(a->db);
+    store_keyring_close(a->keys);
     free(a->dsn);
     free(a);
 }

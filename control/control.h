@@ -41,6 +41,29 @@ CU_WUR cu_rc ctl_password_hash(const char *password, char out[CTL_PASSWORD_HASH_
 /** True when @p password matches @p encoded (an argon2id string; NULL never matches). */
 bool ctl_password_verify(const char *encoded, const char *password);
 
+/* -------------------------------------------------------------------- TOTP */
+
+#define CTL_TOTP_URI_MAX 256
+
+/**
+ * A fresh TOTP secret for @p username, stored wrapped by the active KEK;
+ * @p uri gets the otpauth:// URI to load into an authenticator (shown once).
+ */
+CU_WUR cu_rc ctl_totp_enroll(PGconn *conn, store_keyring *keys, const char *username,
+                             char uri[CTL_TOTP_URI_MAX], cu_err *err);
+
+typedef enum {
+    CTL_TOTP_OK,
+    CTL_TOTP_NOT_ENROLLED,
+    CTL_TOTP_WRONG,
+    CTL_TOTP_REPLAYED, /* right, but its time step was already used */
+    CTL_TOTP_ERROR,    /* database or key trouble: @p err says */
+} ctl_totp_result;
+
+/** Check @p code (6 digits) for @p username; a code's time step is used once. */
+ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *username,
+                               const char *code, cu_err *err);
+
 /* ------------------------------------------------------------------- audit */
 
 /** One audit entry's fields (borrowed strings; see docs/control.md). */

@@ -103,6 +103,35 @@ int cmd_department_add(ctl_env *env, int argc, char **argv)
     return ctl_audited(env, "department.add", name, NULL);
 }
 
+/* A TOTP secret for @p username; prints the otpauth:// URI once. */
+static int enroll_totp(ctl_env *env, const char *username)
+{
+    store_keyring *keys = NULL;
+    char uri[CTL_TOTP_URI_MAX];
+    cu_err err;
+    cu_rc rc = store_keyring_open(ctl_data_dir(env), true, &keys, &err);
+    if (!rc)
+        rc = ctl_totp_enroll(db_service_conn(env->db), keys, username, uri, &err);
+    store_keyring_close(keys);
+    if (rc)
+        return ctl_audited(env, "user.totp_enroll", username, &err);
+    printf("  totp          %s\n"
+           "                (shown once: load it into the user's authenticator app now)\n",
+           uri);
+    OPENSSL_cleanse(uri, sizeof(uri));
+    return ctl_audited(env, "user.totp_enroll", username, NULL);
+}
+
+int cmd_user_totp(ctl_env *env, int argc, char **argv)
+{
+    const char *username = NULL;
+    if (!parse_opts(argc, argv, NULL, 0, &username, "user totp USERNAME") || !username) {
+        fprintf(stderr, "usage: ingestctl user totp USERNAME\n");
+        return 2;
+    }
+    return enroll_totp(env, username);
+}
+
 int cmd_user_add(ctl_env *env, int argc, char **argv)
 {
     static const char usage[] =
@@ -145,7 +174,11 @@ int cmd_user_add(ctl_env *env, int argc, char **argv)
         return ctl_audited(env, "user.add", spec.username, &err);
     printf("user %s (id %lld, %s) added%s\n", spec.username, (long long)id, spec.role,
            spec.password ? " with a password" : " (no password: cannot log in yet)");
-    return ctl_audited(env, "user.add", spec.username, NULL);
+    int status = ctl_audited(env, "user.add", spec.username, NULL);
+    /* Admins log in with a second factor: their TOTP secret is made now. */
+    if (!status && strcmp(spec.role, "admin") == 0)
+        status = enroll_totp(env, spec.username);
+    return status;
 }
 
 int cmd_user_list(ctl_env *env, int argc, char **argv)

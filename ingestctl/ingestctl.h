@@ -42,6 +42,7 @@ int cmd_audit_list(ctl_env *env, int argc, char **argv);
 int cmd_department_add(ctl_env *env, int argc, char **argv);
 int cmd_user_add(ctl_env *env, int argc, char **argv);
 int cmd_user_list(ctl_env *env, int argc, char **argv);
+int cmd_user_totp(ctl_env *env, int argc, char **argv);
 int cmd_device_add(ctl_env *env, int argc, char **argv);
 int cmd_device_list(ctl_env *env, int argc, char **argv);
 int cmd_device_revoke(ctl_env *env, int argc, char **argv);

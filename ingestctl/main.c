@@ -41,8 +41,12 @@ static const struct {
     {"user", "add", cmd_user_add,
      "user add --username U --role officer|reviewer|admin [--department D] [--name N]\n"
      "         [--password-stdin]\n"
-     "      the password (12+ characters, not common) is read from one line of stdin"},
+     "      the password (12+ characters, not common) is read from one line of stdin;\n"
+     "      an admin also gets a TOTP secret (shown once)"},
     {"user", "list", cmd_user_list, "user list"},
+    {"user", "totp", cmd_user_totp,
+     "user totp USERNAME\n      a new TOTP secret (admins must give a code at login); the old one "
+     "stops working"},
     {"department", "add", cmd_department_add, "department add NAME [--parent NAME]"},
     {"keys", "rotate", cmd_keys_rotate,
      "keys rotate\n      add a key-encryption key and re-wrap every data and device key"},

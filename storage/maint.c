@@ -557,6 +557,10 @@ static const device_secret_kind device_secrets[] = {
      "SELECT id::text, serial, pull_kek_id, pull_wrapped FROM devices "
      "WHERE pull_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
      "UPDATE devices SET pull_kek_id = $2, pull_wrapped = $3 WHERE id = $1"},
+    {STORE_LABEL_USER_TOTP,
+     "SELECT id::text, username, totp_kek_id, totp_wrapped FROM users "
+     "WHERE totp_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
+     "UPDATE users SET totp_kek_id = $2, totp_wrapped = $3 WHERE id = $1"},
 };
 
 /* Re-wrap one kind of device secret, inside the rotation's transaction. */
@@ -606,7 +610,7 @@ out:
     return rc;
 }
 
-/* Every device secret (SRTP keys, RTSP passwords, pull URLs). */
+/* Every device and user secret (SRTP keys, RTSP passwords, pull URLs, TOTP secrets). */
 static cu_rc rotate_device_keys(PGconn *conn, store_keyring *k, store_rotate_report *report,
                                 cu_err *err)
 {

@@ -159,6 +159,7 @@ typedef struct store_keyring store_keyring;
 #define STORE_LABEL_DEVICE_SRTP  "custos-srtp-v1"
 #define STORE_LABEL_DEVICE_RTSP  "custos-rtsp-v1"
 #define STORE_LABEL_DEVICE_PULL  "custos-pull-v1"
+#define STORE_LABEL_USER_TOTP    "custos-totp-v1"
 #define STORE_SECRET_MAX         1024
 #define STORE_SECRET_WRAPPED_MAX (1 + 12 + STORE_SECRET_MAX + 16)
 

@@ -5,7 +5,12 @@ ALTER TABLE users
     ADD COLUMN locked_at       timestamptz,
     -- failures before the last unlock no longer count towards a lock
     ADD COLUMN unlocked_at     timestamptz,
-    ADD COLUMN password_set_at timestamptz;
+    ADD COLUMN password_set_at timestamptz,
+    -- the TOTP secret, only ever stored wrapped by a KEK; the last time step
+    -- used, so that a code is accepted once
+    ADD COLUMN totp_kek_id     text,
+    ADD COLUMN totp_wrapped    bytea,
+    ADD COLUMN totp_last_step  bigint NOT NULL DEFAULT 0;
 
 CREATE TABLE login_attempts (
     id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

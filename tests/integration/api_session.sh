@@ -27,15 +27,22 @@ expect() { # CODE ERROR [FIELD]
     [ -z "${2:-}" ] || [ "$(field error)" = "$2" ] || fail "expected error $2: $(cat "$base/body")"
     [ -z "${3:-}" ] || [ "$(field field)" = "$3" ] || fail "expected field $3: $(cat "$base/body")"
 }
-login() { # USER PASSWORD [curl args...] -> TOKEN
-    local u=$1 p=$2
-    shift 2
-    api POST /api/v1/session "" "{\"username\":\"$u\",\"password\":\"$p\"}" "$@"
+login() { # USER PASSWORD [TOTP [curl args...]] -> TOKEN
+    local u=$1 p=$2 t=${3:-}
+    shift 3 2>/dev/null || shift $#
+    local extra=""
+    [ -n "$t" ] && extra=",\"totp\":\"$t\""
+    api POST /api/v1/session "" "{\"username\":\"$u\",\"password\":\"$p\"$extra}" "$@"
     TOKEN=$(field token)
 }
 
 ctl department add Patrol >/dev/null || fail "department"
-echo 'admin passphrase one' | ctl user add --username ada --role admin --password-stdin >/dev/null
+echo 'admin passphrase one' | ctl user add --username ada --role admin --password-stdin \
+    >"$base/ada.out" || fail "user add ada"
+# The admin's TOTP secret, printed once as an otpauth:// URI.
+totp_secret=$(sed -n 's/.*otpauth:.*secret=\([A-Z2-7]*\).*/\1/p' "$base/ada.out")
+[ -n "$totp_secret" ] || fail "no TOTP URI for an admin: $(cat "$base/ada.out")"
+code() { oathtool --totp -b -N "now ${1:-+ 0} seconds" "$totp_secret"; }
 echo 'officer passphrase two' | ctl user add --username otto --role officer --department Patrol \
     --password-stdin >/dev/null
 echo 'officer passphrase three' | ctl user add --username olga --role officer --password-stdin \
@@ -52,8 +59,19 @@ note "TLS: the certificate verifies for 127.0.0.1; TLS 1.1 is refused"
 curl -sS --cacert "$data/tls/api-cert.pem" --tls-max 1.1 "https://127.0.0.1:$API_PORT/" \
     -o /dev/null 2>/dev/null && fail "a TLS 1.1 connection was accepted"
 
-note "login, who am I, logout"
+note "admins need a TOTP code: missing, wrong and replayed codes are refused"
 login ada 'admin passphrase one'
+expect 401 mfa_required totp
+login ada 'admin passphrase one' 000000
+expect 401 invalid_credentials
+login ada 'admin passphrase one' 12345x
+expect 400 invalid_value totp
+login ada 'wrong passphrase' "$(code)"
+expect 401 invalid_credentials
+
+note "login, who am I, logout"
+first_code=$(code)
+login ada 'admin passphrase one' "$first_code"
 expect 201
 admin=$TOKEN
 [ ${#admin} = 43 ] || fail "token: $admin"
@@ -61,6 +79,8 @@ admin=$TOKEN
 as_custos -c "SELECT count(*) FROM sessions WHERE token_hash = sha256('$admin'::bytea)" |
     grep -qx 1 || fail "the session is not stored by its token's hash"
 grep -rqs -- "$admin" "$data/pg" && fail "the token is stored in the clear"
+login ada 'admin passphrase one' "$first_code"
+expect 401 invalid_credentials # the same code twice
 api GET /api/v1/session "$admin"
 expect 200
 grep -q '"username":"ada"' "$base/body" && grep -q '"role":"admin"' "$base/body" ||
@@ -138,7 +158,7 @@ login otto 'officer passphrase two'
 expect 201
 
 note "abnormal logins raise alerts: a burst, a locked account, an admin from a new address"
-login ada 'admin passphrase one' --interface 127.0.0.2
+login ada 'admin passphrase one' "$(code '+ 30')" --interface 127.0.0.2
 expect 201
 api GET /api/v1/alerts "$admin"
 expect 200
