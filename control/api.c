@@ -2,13 +2,13 @@
  * The HTTPS JSON API (docs/control.md, docs/api.yaml): libevent's evhttp
  * over OpenSSL bufferevents on its own thread and event loop, one
  * PostgreSQL connection, JSON via jansson. Every request is authenticated
- * (except login) and authorized by allowed(), the one place that decides;
+ * (except login) and authorized by api_allowed(), the one place that decides;
  * every login, denial and change is audited.
  *
  * So far: sessions (login, who am I, logout), unlocking accounts, security
  * alerts.
  */
-#include "control.h"
+#include "api_internal.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
@@ -39,37 +39,9 @@
 #define LOCK_WINDOW        "15 minutes"
 #define HEADERS_MAX        16384
 
-struct ctl_api {
-    const cu_config *cfg;
-    char *dsn;
-    struct event_base *base;
-    struct evhttp *http;
-    SSL_CTX *ssl;
-    PGconn *db;
-    store_keyring *keys; /* TOTP secrets are wrapped by its KEKs */
-    pthread_t thread;
-    bool running;
-    char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
-};
-
-/* One request as the handlers see it. */
-typedef struct {
-    ctl_api *a;
-    struct evhttp_request *req;
-    char source[INET6_ADDRSTRLEN + 1];
-} request;
-
-/* Who is asking: from a valid session. */
-typedef struct {
-    int64_t session_id, user_id;
-    char username[65];
-    char role[16];
-    char actor[80]; /* "user:<name>" */
-} caller;
-
 /* --------------------------------------------------------------- replies */
 
-static void reply_json(request *r, int status, json_t *body)
+void api_reply_json(request *r, int status, json_t *body)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     evhttp_add_header(h, "Content-Type", "application/json");
@@ -85,16 +57,16 @@ static void reply_json(request *r, int status, json_t *body)
         evbuffer_free(out);
 }
 
-static void reply_error(request *r, int status, const char *code, const char *message,
-                        const char *field)
+void api_reply_error(request *r, int status, const char *code, const char *message,
+                     const char *field)
 {
     json_t *j = json_pack("{s:s, s:s}", "error", code, "message", message);
     if (j && field)
         json_object_set_new(j, "field", json_string(field));
-    reply_json(r, status, j);
+    api_reply_json(r, status, j);
 }
 
-static void reply_empty(request *r, int status)
+void api_reply_empty(request *r, int status)
 {
     evhttp_add_header(evhttp_request_get_output_headers(r->req), "Cache-Control", "no-store");
     evhttp_send_reply(r->req, status, NULL, NULL);
@@ -102,8 +74,8 @@ static void reply_empty(request *r, int status)
 
 /* ----------------------------------------------------------------- audit */
 
-static void audit(request *r, const char *actor, const char *action, const char *object,
-                  const char *outcome)
+void api_audit(request *r, const char *actor, const char *action, const char *object,
+               const char *outcome)
 {
     ctl_audit_entry e = {.actor = actor,
                          .action = action,
@@ -118,7 +90,7 @@ static void audit(request *r, const char *actor, const char *action, const char 
 
 /* -------------------------------------------------------------- database */
 
-static PGresult *query(ctl_api *a, const char *sql, int n, const char *const *params)
+PGresult *api_query(ctl_api *a, const char *sql, int n, const char *const *params)
 {
     PGresult *res = PQexecParams(a->db, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
@@ -132,9 +104,9 @@ static PGresult *query(ctl_api *a, const char *sql, int n, const char *const *pa
     return res;
 }
 
-static bool exec_ok(ctl_api *a, const char *sql, int n, const char *const *params)
+bool api_exec_ok(ctl_api *a, const char *sql, int n, const char *const *params)
 {
-    PGresult *res = query(a, sql, n, params);
+    PGresult *res = api_query(a, sql, n, params);
     PQclear(res);
     return res != NULL;
 }
@@ -145,13 +117,13 @@ static bool exec_ok(ctl_api *a, const char *sql, int n, const char *const *param
  * The request's body as a JSON object whose members are all in @p allowed;
  * NULL after an error reply (413, 400 naming the problem and the field).
  */
-static json_t *read_object(request *r, const char *const *allowed, size_t n)
+json_t *api_read_object(request *r, const char *const *allowed, size_t n)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
     size_t len = evbuffer_get_length(in);
     if (len > (size_t)r->a->cfg->api_max_body_bytes) {
-        reply_error(r, 413, "body_too_large", "the request body is larger than api.max_body_bytes",
-                    NULL);
+        api_reply_error(r, 413, "body_too_large",
+                        "the request body is larger than api.max_body_bytes", NULL);
         return NULL;
     }
     json_error_t jerr;
@@ -161,12 +133,12 @@ static json_t *read_object(request *r, const char *const *allowed, size_t n)
         char msg[300];
         snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
                  jerr.column, jerr.text);
-        reply_error(r, 400, "malformed_json", msg, NULL);
+        api_reply_error(r, 400, "malformed_json", msg, NULL);
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        reply_error(r, 400, "invalid_type", "the body must be a JSON object", NULL);
+        api_reply_error(r, 400, "invalid_type", "the body must be a JSON object", NULL);
         return NULL;
     }
     const char *key;
@@ -177,7 +149,7 @@ static json_t *read_object(request *r, const char *const *allowed, size_t n)
         while (k < n && strcmp(key, allowed[k]) != 0)
             k++;
         if (k == n) {
-            reply_error(r, 400, "unknown_field", "this field is not part of the request", key);
+            api_reply_error(r, 400, "unknown_field", "this field is not part of the request", key);
             json_decref(j);
             return NULL;
         }
@@ -186,19 +158,19 @@ static json_t *read_object(request *r, const char *const *allowed, size_t n)
 }
 
 /* A required string member of at most @p max bytes; NULL after an error reply. */
-static const char *string_field(request *r, json_t *j, const char *name, size_t max)
+const char *api_string_field(request *r, json_t *j, const char *name, size_t max)
 {
     json_t *v = json_object_get(j, name);
     if (!v) {
-        reply_error(r, 400, "missing_field", "this field is required", name);
+        api_reply_error(r, 400, "missing_field", "this field is required", name);
         return NULL;
     }
     if (!json_is_string(v)) {
-        reply_error(r, 400, "invalid_type", "this field must be a string", name);
+        api_reply_error(r, 400, "invalid_type", "this field must be a string", name);
         return NULL;
     }
     if (json_string_length(v) > max || strlen(json_string_value(v)) != json_string_length(v)) {
-        reply_error(r, 400, "invalid_value", "too long, or contains a NUL character", name);
+        api_reply_error(r, 400, "invalid_value", "too long, or contains a NUL character", name);
         return NULL;
     }
     return json_string_value(v);
@@ -223,16 +195,17 @@ static void hex32(const uint8_t in[32], char out[67])
  * unknown, revoked, idle for IDLE_TIMEOUT_S, older than ABSOLUTE_TIMEOUT_S,
  * or the account disabled or locked). Expiry is decided at use.
  */
-static bool authenticate(request *r, caller *who)
+bool api_authenticate(request *r, caller *who)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
     if (!h || strncmp(h, "Bearer ", 7) != 0) {
-        reply_error(r, 401, "unauthenticated", "log in first: Authorization: Bearer <token>", NULL);
+        api_reply_error(r, 401, "unauthenticated", "log in first: Authorization: Bearer <token>",
+                        NULL);
         return false;
     }
     const char *token = h + 7;
     if (strlen(token) != TOKEN_CHARS) {
-        reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
+        api_reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
         return false;
     }
     uint8_t th[32];
@@ -240,7 +213,7 @@ static bool authenticate(request *r, caller *who)
     token_hash(token, th);
     hex32(th, thex);
     const char *params[1] = {thex};
-    PGresult *res = query(
+    PGresult *res = api_query(
         r->a,
         "SELECT s.id, u.id, u.username, u.role, s.revoked_at IS NOT NULL, "
         "now() - s.last_seen_at > interval '" STR(
@@ -256,12 +229,12 @@ static bool authenticate(request *r, caller *who)
                                                                       "s.token_hash = $1::bytea",
         1, params);
     if (!res) {
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return false;
     }
     if (PQntuples(res) != 1) {
         PQclear(res);
-        reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
+        api_reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
         return false;
     }
     const char *why = NULL;
@@ -275,7 +248,7 @@ static bool authenticate(request *r, caller *who)
         why = "the account is disabled or locked";
     if (why) {
         PQclear(res);
-        reply_error(r, 401, "session_expired", why, NULL);
+        api_reply_error(r, 401, "session_expired", why, NULL);
         return false;
     }
     who->session_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -289,37 +262,39 @@ static bool authenticate(request *r, caller *who)
         char sid[24];
         snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
         const char *p[1] = {sid};
-        exec_ok(r->a, "UPDATE sessions SET last_seen_at = now() WHERE id = $1", 1, p);
+        api_exec_ok(r->a, "UPDATE sessions SET last_seen_at = now() WHERE id = $1", 1, p);
     }
     return true;
 }
 
 /* ---------------------------------------------------------- authorization */
 
-typedef enum { ACT_SESSION_SELF, ACT_USER_UNLOCK, ACT_ALERT_LIST } api_action;
-
 /*
  * The one place that decides whether @p who may do @p action. Handlers ask,
- * never decide. (Data access rules join here with the recordings API.)
+ * never decide. Which rows of data a caller reads is decided in the same
+ * spirit by one SQL predicate, may_read_recording() (migration 0006).
  */
-static bool allowed(const caller *who, api_action action)
+bool api_allowed(const caller *who, api_action action)
 {
     bool admin = strcmp(who->role, "admin") == 0;
     switch (action) {
-    case ACT_SESSION_SELF: return true;
+    case ACT_SESSION_SELF:
+    case ACT_REQUEST_CREATE:
+    case ACT_RECORDINGS_LIST: return true;
     case ACT_USER_UNLOCK:
-    case ACT_ALERT_LIST: return admin;
+    case ACT_ALERT_LIST:
+    case ACT_GRANT_REVOKE: return admin;
     }
     return false;
 }
 
-static bool require(request *r, const caller *who, api_action action, const char *name,
-                    const char *object)
+bool api_require(request *r, const caller *who, api_action action, const char *name,
+                 const char *object)
 {
-    if (allowed(who, action))
+    if (api_allowed(who, action))
         return true;
-    audit(r, who->actor, name, object, "denied");
-    reply_error(r, 403, "forbidden", "your role does not allow this", NULL);
+    api_audit(r, who->actor, name, object, "denied");
+    api_reply_error(r, 403, "forbidden", "your role does not allow this", NULL);
     return false;
 }
 
@@ -328,10 +303,10 @@ static bool require(request *r, const caller *who, api_action action, const char
 static void alert(request *r, const char *kind, const char *username, const char *detail)
 {
     const char *p[4] = {kind, username, r->source, detail};
-    if (!exec_ok(r->a,
-                 "INSERT INTO security_alerts (kind, username, source, detail) "
-                 "VALUES ($1, $2, $3, $4)",
-                 4, p))
+    if (!api_exec_ok(r->a,
+                     "INSERT INTO security_alerts (kind, username, source, detail) "
+                     "VALUES ($1, $2, $3, $4)",
+                     4, p))
         return;
     CU_LOG(CU_LOG_WARN, "api", "security alert %s: %s from %s: %s", kind, username, r->source,
            detail);
@@ -340,9 +315,9 @@ static void alert(request *r, const char *kind, const char *username, const char
 static void record_attempt(request *r, const char *user_id, const char *username, bool ok)
 {
     const char *p[4] = {user_id, username, r->source, ok ? "t" : "f"};
-    exec_ok(r->a,
-            "INSERT INTO login_attempts (user_id, username, source, ok) VALUES ($1, $2, $3, $4)", 4,
-            p);
+    api_exec_ok(
+        r->a, "INSERT INTO login_attempts (user_id, username, source, ok) VALUES ($1, $2, $3, $4)",
+        4, p);
 }
 
 static const char *const login_fields[] = {"username", "password", "totp"};
@@ -350,11 +325,11 @@ static const char *const login_fields[] = {"username", "password", "totp"};
 static void login(request *r)
 {
     ctl_api *a = r->a;
-    json_t *body = read_object(r, login_fields, 3);
+    json_t *body = api_read_object(r, login_fields, 3);
     if (!body)
         return;
-    const char *name = string_field(r, body, "username", 64);
-    const char *password = name ? string_field(r, body, "password", CTL_PASSWORD_MAX) : NULL;
+    const char *name = api_string_field(r, body, "username", 64);
+    const char *password = name ? api_string_field(r, body, "password", CTL_PASSWORD_MAX) : NULL;
     if (!password) {
         json_decref(body);
         return;
@@ -362,9 +337,9 @@ static void login(request *r)
     char username[65], totp[8] = "";
     cu_strlcpy(username, name, sizeof(username));
     if (json_object_get(body, "totp")) {
-        const char *code = string_field(r, body, "totp", 6);
+        const char *code = api_string_field(r, body, "totp", 6);
         if (code && (strlen(code) != 6 || strspn(code, "0123456789") != 6)) {
-            reply_error(r, 400, "invalid_value", "a TOTP code is 6 digits", "totp");
+            api_reply_error(r, 400, "invalid_value", "a TOTP code is 6 digits", "totp");
             code = NULL;
         }
         if (!code) {
@@ -374,13 +349,13 @@ static void login(request *r)
         cu_strlcpy(totp, code, sizeof(totp));
     }
     const char *p1[1] = {username};
-    PGresult *res = query(a,
-                          "SELECT id, password_hash, role, locked_at IS NOT NULL, "
-                          "disabled_at IS NOT NULL FROM users WHERE username = $1",
-                          1, p1);
+    PGresult *res = api_query(a,
+                              "SELECT id, password_hash, role, locked_at IS NOT NULL, "
+                              "disabled_at IS NOT NULL FROM users WHERE username = $1",
+                              1, p1);
     if (!res) {
         json_decref(body);
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return;
     }
     bool known = PQntuples(res) == 1;
@@ -402,16 +377,16 @@ static void login(request *r)
     static const char refused[] = "wrong username or password, or the account is locked";
     if (!known || disabled) {
         record_attempt(r, known ? user_id : NULL, username, false);
-        audit(r, "anonymous", "session.login", username, "failed");
-        reply_error(r, 401, "invalid_credentials", refused, NULL);
+        api_audit(r, "anonymous", "session.login", username, "failed");
+        api_reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
     if (locked) {
         record_attempt(r, user_id, username, false);
         alert(r, "locked_account_attempt", username,
               match ? "correct password refused: the account is locked" : "wrong password");
-        audit(r, "anonymous", "session.login", username, "denied");
-        reply_error(r, 401, "invalid_credentials", refused, NULL);
+        api_audit(r, "anonymous", "session.login", username, "denied");
+        api_reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
     /* Admins give a TOTP code too; a wrong or replayed one is a failed login. */
@@ -422,50 +397,50 @@ static void login(request *r)
             totp[0] ? ctl_totp_check(a->db, a->keys, username, totp, &terr) : CTL_TOTP_NOT_ENROLLED;
         if (t == CTL_TOTP_ERROR) {
             CU_LOG(CU_LOG_ERROR, "api", "TOTP check for %s: %s", username, terr.msg);
-            reply_error(r, 503, "unavailable", "the second factor cannot be checked now", NULL);
+            api_reply_error(r, 503, "unavailable", "the second factor cannot be checked now", NULL);
             return;
         }
         if (t == CTL_TOTP_NOT_ENROLLED) {
-            audit(r, "anonymous", "session.login", username, "denied");
-            reply_error(r, 401, "mfa_required",
-                        totp[0] ? "no TOTP secret is enrolled: ingestctl user totp"
-                                : "admins log in with a TOTP code too",
-                        "totp");
+            api_audit(r, "anonymous", "session.login", username, "denied");
+            api_reply_error(r, 401, "mfa_required",
+                            totp[0] ? "no TOTP secret is enrolled: ingestctl user totp"
+                                    : "admins log in with a TOTP code too",
+                            "totp");
             return;
         }
         match = t == CTL_TOTP_OK;
     }
     if (!match) {
         record_attempt(r, user_id, username, false);
-        audit(r, "anonymous", "session.login", username, "failed");
+        api_audit(r, "anonymous", "session.login", username, "failed");
         const char *p2[1] = {user_id};
-        PGresult *c = query(a,
-                            "SELECT count(*) FROM login_attempts l JOIN users u ON u.id = "
-                            "l.user_id WHERE l.user_id = $1 AND NOT l.ok AND l.at > "
-                            "greatest(now() - interval '" LOCK_WINDOW "', "
-                            "coalesce(u.unlocked_at, '-infinity'))",
-                            1, p2);
+        PGresult *c = api_query(a,
+                                "SELECT count(*) FROM login_attempts l JOIN users u ON u.id = "
+                                "l.user_id WHERE l.user_id = $1 AND NOT l.ok AND l.at > "
+                                "greatest(now() - interval '" LOCK_WINDOW "', "
+                                "coalesce(u.unlocked_at, '-infinity'))",
+                                1, p2);
         long failures = c ? strtol(PQgetvalue(c, 0, 0), NULL, 10) : 0;
         PQclear(c);
         if (failures >= LOCK_FAILURES &&
-            exec_ok(a, "UPDATE users SET locked_at = now() WHERE id = $1 AND locked_at IS NULL", 1,
-                    p2)) {
+            api_exec_ok(a, "UPDATE users SET locked_at = now() WHERE id = $1 AND locked_at IS NULL",
+                        1, p2)) {
             char detail[120];
             snprintf(detail, sizeof(detail),
                      "%ld failed logins within " LOCK_WINDOW "; account locked", failures);
             alert(r, "failure_burst", username, detail);
-            audit(r, "system", "user.lock", username, "ok");
+            api_audit(r, "system", "user.lock", username, "ok");
         }
-        reply_error(r, 401, "invalid_credentials", refused, NULL);
+        api_reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
     /* A privileged login from an address this account never logged in from. */
     if (admin) {
         const char *p3[2] = {user_id, r->source};
-        PGresult *seen = query(a,
-                               "SELECT count(*) FILTER (WHERE source = $2), count(*) FROM "
-                               "login_attempts WHERE user_id = $1 AND ok",
-                               2, p3);
+        PGresult *seen = api_query(a,
+                                   "SELECT count(*) FILTER (WHERE source = $2), count(*) FROM "
+                                   "login_attempts WHERE user_id = $1 AND ok",
+                                   2, p3);
         if (seen && strcmp(PQgetvalue(seen, 0, 0), "0") == 0 &&
             strcmp(PQgetvalue(seen, 0, 1), "0") != 0)
             alert(r, "privileged_new_source", username, "admin login from a new address");
@@ -475,7 +450,7 @@ static void login(request *r)
     uint8_t raw[TOKEN_BYTES];
     char token[TOKEN_CHARS + 4];
     if (RAND_bytes(raw, sizeof(raw)) != 1) {
-        reply_error(r, 503, "unavailable", "no random bytes for a token", NULL);
+        api_reply_error(r, 503, "unavailable", "no random bytes for a token", NULL);
         return;
     }
     EVP_EncodeBlock((unsigned char *)token, raw, sizeof(raw)); /* then made base64url */
@@ -488,15 +463,15 @@ static void login(request *r)
     token_hash(token, th);
     hex32(th, thex);
     const char *p4[3] = {thex, user_id, r->source};
-    PGresult *s = query(a,
-                        "INSERT INTO sessions (token_hash, user_id, source) VALUES ($1::bytea, "
-                        "$2, $3) RETURNING to_char((created_at + interval '" STR(
-                            ABSOLUTE_TIMEOUT_S) " seconds') AT TIME ZONE 'UTC', "
-                                                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-                        3, p4);
+    PGresult *s = api_query(a,
+                            "INSERT INTO sessions (token_hash, user_id, source) VALUES ($1::bytea, "
+                            "$2, $3) RETURNING to_char((created_at + interval '" STR(
+                                ABSOLUTE_TIMEOUT_S) " seconds') AT TIME ZONE 'UTC', "
+                                                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                            3, p4);
     if (!s) {
         OPENSSL_cleanse(token, sizeof(token));
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return;
     }
     json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:s}}", "token", token, "token_type",
@@ -506,8 +481,8 @@ static void login(request *r)
     OPENSSL_cleanse(token, sizeof(token));
     char actor[80];
     snprintf(actor, sizeof(actor), "user:%s", username);
-    audit(r, actor, "session.login", username, "ok");
-    reply_json(r, 201, j);
+    api_audit(r, actor, "session.login", username, "ok");
+    api_reply_json(r, 201, j);
 }
 
 static void whoami(request *r, const caller *who)
@@ -515,7 +490,7 @@ static void whoami(request *r, const caller *who)
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[1] = {sid};
-    PGresult *res = query(
+    PGresult *res = api_query(
         r->a,
         "SELECT to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
         "to_char((s.created_at + interval '" STR(
@@ -526,7 +501,7 @@ static void whoami(request *r, const caller *who)
         1, p);
     if (!res || PQntuples(res) != 1) {
         PQclear(res);
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return;
     }
     json_t *j = json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:i}", "user", "username",
@@ -534,7 +509,7 @@ static void whoami(request *r, const caller *who)
                           "name", PQgetvalue(res, 0, 3), "created_at", PQgetvalue(res, 0, 0),
                           "expires_at", PQgetvalue(res, 0, 1), "idle_timeout_s", IDLE_TIMEOUT_S);
     PQclear(res);
-    reply_json(r, 200, j);
+    api_reply_json(r, 200, j);
 }
 
 static void logout(request *r, const caller *who)
@@ -542,48 +517,48 @@ static void logout(request *r, const caller *who)
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[1] = {sid};
-    if (!exec_ok(r->a, "UPDATE sessions SET revoked_at = now() WHERE id = $1", 1, p)) {
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+    if (!api_exec_ok(r->a, "UPDATE sessions SET revoked_at = now() WHERE id = $1", 1, p)) {
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return;
     }
-    audit(r, who->actor, "session.logout", who->username, "ok");
-    reply_empty(r, 204);
+    api_audit(r, who->actor, "session.logout", who->username, "ok");
+    api_reply_empty(r, 204);
 }
 
 static void unlock(request *r, const caller *who, const char *username)
 {
-    if (!require(r, who, ACT_USER_UNLOCK, "user.unlock", username))
+    if (!api_require(r, who, ACT_USER_UNLOCK, "user.unlock", username))
         return;
     const char *p[1] = {username};
-    PGresult *res = query(r->a,
-                          "UPDATE users SET locked_at = NULL, unlocked_at = now() "
-                          "WHERE username = $1 RETURNING id",
-                          1, p);
+    PGresult *res = api_query(r->a,
+                              "UPDATE users SET locked_at = NULL, unlocked_at = now() "
+                              "WHERE username = $1 RETURNING id",
+                              1, p);
     if (!res) {
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return;
     }
     bool found = PQntuples(res) == 1;
     PQclear(res);
     if (!found) {
-        reply_error(r, 404, "not_found", "no such user", NULL);
+        api_reply_error(r, 404, "not_found", "no such user", NULL);
         return;
     }
-    audit(r, who->actor, "user.unlock", username, "ok");
-    reply_json(r, 200, json_pack("{s:s, s:b}", "username", username, "locked", 0));
+    api_audit(r, who->actor, "user.unlock", username, "ok");
+    api_reply_json(r, 200, json_pack("{s:s, s:b}", "username", username, "locked", 0));
 }
 
 static void list_alerts(request *r, const caller *who)
 {
-    if (!require(r, who, ACT_ALERT_LIST, "alert.list", ""))
+    if (!api_require(r, who, ACT_ALERT_LIST, "alert.list", ""))
         return;
     PGresult *res =
-        query(r->a,
-              "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-              "kind, username, source, detail FROM security_alerts ORDER BY id DESC LIMIT 200",
-              0, NULL);
+        api_query(r->a,
+                  "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+                  "kind, username, source, detail FROM security_alerts ORDER BY id DESC LIMIT 200",
+                  0, NULL);
     if (!res) {
-        reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return;
     }
     json_t *arr = json_array();
@@ -595,8 +570,8 @@ static void list_alerts(request *r, const caller *who)
                                         "username", PQgetvalue(res, i, 3), "source",
                                         PQgetvalue(res, i, 4), "detail", PQgetvalue(res, i, 5)));
     PQclear(res);
-    audit(r, who->actor, "alert.list", "", "ok");
-    reply_json(r, 200, json_pack("{s:o}", "alerts", arr));
+    api_audit(r, who->actor, "alert.list", "", "ok");
+    api_reply_json(r, 200, json_pack("{s:o}", "alerts", arr));
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -613,27 +588,29 @@ static void on_request(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     caller who;
     if (!path) {
-        reply_error(&r, 400, "bad_request", "no path", NULL);
+        api_reply_error(&r, 400, "bad_request", "no path", NULL);
         return;
     }
     if (strcmp(path, "/api/v1/session") == 0) {
         if (m == EVHTTP_REQ_POST) {
             login(&r);
         } else if (m == EVHTTP_REQ_GET) {
-            if (authenticate(&r, &who) && require(&r, &who, ACT_SESSION_SELF, "session.read", ""))
+            if (api_authenticate(&r, &who) &&
+                api_require(&r, &who, ACT_SESSION_SELF, "session.read", ""))
                 whoami(&r, &who);
         } else if (m == EVHTTP_REQ_DELETE) {
-            if (authenticate(&r, &who) && require(&r, &who, ACT_SESSION_SELF, "session.logout", ""))
+            if (api_authenticate(&r, &who) &&
+                api_require(&r, &who, ACT_SESSION_SELF, "session.logout", ""))
                 logout(&r, &who);
         } else {
-            reply_error(&r, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
+            api_reply_error(&r, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
         }
         return;
     }
     if (strcmp(path, "/api/v1/alerts") == 0) {
         if (m != EVHTTP_REQ_GET)
-            reply_error(&r, 405, "method_not_allowed", "GET", NULL);
-        else if (authenticate(&r, &who))
+            api_reply_error(&r, 405, "method_not_allowed", "GET", NULL);
+        else if (api_authenticate(&r, &who))
             list_alerts(&r, &who);
         return;
     }
@@ -643,18 +620,19 @@ static void on_request(struct evhttp_request *req, void *arg)
         char username[65];
         size_t n = pl - ul - 7;
         if (n >= sizeof(username)) {
-            reply_error(&r, 404, "not_found", "no such user", NULL);
+            api_reply_error(&r, 404, "not_found", "no such user", NULL);
             return;
         }
         memcpy(username, path + ul, n);
         username[n] = '\0';
         if (m != EVHTTP_REQ_POST)
-            reply_error(&r, 405, "method_not_allowed", "POST", NULL);
-        else if (authenticate(&r, &who))
+            api_reply_error(&r, 405, "method_not_allowed", "POST", NULL);
+        else if (api_authenticate(&r, &who))
             unlock(&r, &who, username);
         return;
     }
-    reply_error(&r, 404, "not_found", "no such resource", NULL);
+    if (!api_access_route(&r, path, m))
+        api_reply_error(&r, 404, "not_found", "no such resource", NULL);
 }
 
 /* -------------------------------------------------------------- lifecycle */

@@ -479,3 +479,61 @@ int cmd_recordings(ctl_env *env, int argc, char **argv)
     PQclear(res);
     return 0;
 }
+
+/* ------------------------------------------------------ approval capacities */
+
+/* Run @p sql with $1 = first, $2 = second; exactly one row must change. */
+static int change_one(ctl_env *env, const char *sql, const char *first, const char *second,
+                      const char *action, const char *what)
+{
+    PGconn *conn = db_service_conn(env->db);
+    const char *params[2] = {first, second};
+    PGresult *res = PQexecParams(conn, sql, second ? 2 : 1, NULL, params, NULL, NULL, 0);
+    cu_err err;
+    char object[300];
+    snprintf(object, sizeof(object), "%s%s%s", first, second ? " " : "", second ? second : "");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        cu_err_set(&err, CU_ERR_DB, "%s", PQerrorMessage(conn));
+        PQclear(res);
+        return ctl_audited(env, action, object, &err);
+    }
+    bool one = strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    if (!one) {
+        cu_err_set(&err, CU_ERR_NOTFOUND, "%s", what);
+        return ctl_audited(env, action, object, &err);
+    }
+    return ctl_audited(env, action, object, NULL);
+}
+
+int cmd_department_head(ctl_env *env, int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: ingestctl department head DEPARTMENT USERNAME\n");
+        return 2;
+    }
+    int rc = change_one(env,
+                        "UPDATE departments SET head_user_id = (SELECT id FROM users WHERE "
+                        "username = $2) WHERE name = $1 AND EXISTS (SELECT 1 FROM users WHERE "
+                        "username = $2)",
+                        argv[1], argv[2], "department.head", "no such department or user");
+    if (!rc)
+        printf("%s heads %s\n", argv[2], argv[1]);
+    return rc;
+}
+
+int cmd_permission_group_add(ctl_env *env, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: ingestctl permission-group add USERNAME\n");
+        return 2;
+    }
+    int rc = change_one(env,
+                        "INSERT INTO permission_group_members (user_id) SELECT id FROM users "
+                        "WHERE username = $1 ON CONFLICT DO NOTHING",
+                        argv[1], NULL, "permission_group.add",
+                        "no such user, or already in the permission group");
+    if (!rc)
+        printf("%s is in the permission group\n", argv[1]);
+    return rc;
+}

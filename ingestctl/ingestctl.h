@@ -40,6 +40,8 @@ int cmd_audit_list(ctl_env *env, int argc, char **argv);
 
 /* cmd_devices.c */
 int cmd_department_add(ctl_env *env, int argc, char **argv);
+int cmd_department_head(ctl_env *env, int argc, char **argv);
+int cmd_permission_group_add(ctl_env *env, int argc, char **argv);
 int cmd_user_add(ctl_env *env, int argc, char **argv);
 int cmd_user_list(ctl_env *env, int argc, char **argv);
 int cmd_user_totp(ctl_env *env, int argc, char **argv);

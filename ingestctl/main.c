@@ -48,6 +48,11 @@ static const struct {
      "user totp USERNAME\n      a new TOTP secret (admins must give a code at login); the old one "
      "stops working"},
     {"department", "add", cmd_department_add, "department add NAME [--parent NAME]"},
+    {"department", "head", cmd_department_head,
+     "department head NAME USERNAME\n      who decides its permission requests first"},
+    {"permission-group", "add", cmd_permission_group_add,
+     "permission-group add USERNAME\n      a member of the group that decides permission "
+     "requests finally"},
     {"keys", "rotate", cmd_keys_rotate,
      "keys rotate\n      add a key-encryption key and re-wrap every data and device key"},
     {"keys", "list", cmd_keys_list,

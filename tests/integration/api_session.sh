@@ -5,37 +5,11 @@
 # too) and an admin's unlock; security alerts; every bad input answered 4xx
 # in JSON naming the problem; everything audited, the chain intact.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/api_lib.sh"
 
 base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
-as_custos() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=custos dbname=custos" "$@"; }
-field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$base/body"; }
-
-# api METHOD PATH [TOKEN [BODY [curl args...]]]: sets CODE, the body in $base/body.
-api() {
-    local method=$1 path=$2 token=${3:-} body=${4:-}
-    shift 4 2>/dev/null || shift $#
-    local args=(-sS --cacert "$data/tls/api-cert.pem" -o "$base/body" -w '%{http_code}' -X "$method")
-    [ -n "$token" ] && args+=(-H "Authorization: Bearer $token")
-    [ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-    CODE=$(curl "${args[@]}" "$@" "https://127.0.0.1:$API_PORT$path") || CODE="curl-failed"
-    case "$CODE" in 5*) fail "$method $path answered $CODE: $(cat "$base/body")" ;; esac
-}
-expect() { # CODE ERROR [FIELD]
-    [ "$CODE" = "$1" ] || fail "expected $1, got $CODE: $(cat "$base/body")"
-    [ -z "${2:-}" ] || [ "$(field error)" = "$2" ] || fail "expected error $2: $(cat "$base/body")"
-    [ -z "${3:-}" ] || [ "$(field field)" = "$3" ] || fail "expected field $3: $(cat "$base/body")"
-}
-login() { # USER PASSWORD [TOTP [curl args...]] -> TOKEN
-    local u=$1 p=$2 t=${3:-}
-    shift 3 2>/dev/null || shift $#
-    local extra=""
-    [ -n "$t" ] && extra=",\"totp\":\"$t\""
-    api POST /api/v1/session "" "{\"username\":\"$u\",\"password\":\"$p\"$extra}" "$@"
-    TOKEN=$(field token)
-}
-
 ctl department add Patrol >/dev/null || fail "department"
 echo 'admin passphrase one' | ctl user add --username ada --role admin --password-stdin \
     >"$base/ada.out" || fail "user add ada"
@@ -53,7 +27,7 @@ port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port"
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
-for _ in $(seq 1 50); do [ -s "$data/tls/api-cert.pem" ] && break; sleep 0.1; done
+api_wait_cert
 
 note "TLS: the certificate verifies for 127.0.0.1; TLS 1.1 is refused"
 curl -sS --cacert "$data/tls/api-cert.pem" --tls-max 1.1 "https://127.0.0.1:$API_PORT/" \

@@ -1,0 +1,89 @@
+/*
+ * Private to the HTTPS API (control/api*.c): the server, a request and its
+ * caller, and the helpers every handler uses. Handlers reply exactly once
+ * (api_reply_* or an error from a helper that returns false/NULL).
+ */
+#ifndef CUSTOS_API_INTERNAL_H
+#define CUSTOS_API_INTERNAL_H
+
+#include "control.h"
+
+#include <arpa/inet.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+
+struct ctl_api {
+    const cu_config *cfg;
+    char *dsn;
+    struct event_base *base;
+    struct evhttp *http;
+    SSL_CTX *ssl;
+    PGconn *db;
+    store_keyring *keys; /* TOTP secrets are wrapped by its KEKs */
+    pthread_t thread;
+    bool running;
+    char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
+};
+
+/* One request as the handlers see it. */
+typedef struct {
+    ctl_api *a;
+    struct evhttp_request *req;
+    char source[INET6_ADDRSTRLEN + 1];
+} request;
+
+/* Who is asking: from a valid session. */
+typedef struct {
+    int64_t session_id, user_id;
+    char username[65];
+    char role[16];
+    char actor[80]; /* "user:<name>" */
+} caller;
+
+/* What a caller asks to do: api_allowed() decides, the one place that does. */
+typedef enum {
+    ACT_SESSION_SELF,    /* their own session */
+    ACT_USER_UNLOCK,     /* admin */
+    ACT_ALERT_LIST,      /* admin */
+    ACT_REQUEST_CREATE,  /* anyone, for themselves */
+    ACT_GRANT_REVOKE,    /* admin */
+    ACT_RECORDINGS_LIST, /* anyone: the rows are filtered by may_read_recording() */
+} api_action;
+
+void api_reply_json(request *r, int status, json_t *body); /* takes @p body */
+void api_reply_error(request *r, int status, const char *code, const char *message,
+                     const char *field);
+void api_reply_empty(request *r, int status);
+
+/** An audit entry with the request's source; a failure to write it is logged. */
+void api_audit(request *r, const char *actor, const char *action, const char *object,
+               const char *outcome);
+
+/** A statement with text parameters; NULL (logged) on a database error. */
+PGresult *api_query(ctl_api *a, const char *sql, int n, const char *const *params);
+bool api_exec_ok(ctl_api *a, const char *sql, int n, const char *const *params);
+
+/** The body as an object with only @p allowed members; NULL after a 4xx reply. */
+json_t *api_read_object(request *r, const char *const *allowed, size_t n);
+
+/** A required string member of at most @p max bytes; NULL after a 4xx reply. */
+const char *api_string_field(request *r, json_t *j, const char *name, size_t max);
+
+/** The caller from the bearer token; false after a 401 (or 503). */
+bool api_authenticate(request *r, caller *who);
+
+/** Whether @p who may do @p action (role- and membership-level; data rows go
+ * through may_read_recording() in SQL). */
+bool api_allowed(const caller *who, api_action action);
+
+/** api_allowed(), or a 403 and a "denied" audit entry. */
+bool api_require(request *r, const caller *who, api_action action, const char *name,
+                 const char *object);
+
+/* api_access.c: permission workflow, grants, notices, recordings. Each
+ * returns false when @p path is not one of its resources. */
+bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m);
+
+#endif /* CUSTOS_API_INTERNAL_H */

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Rules 1 and 4 over real HTTPS: a permission request goes to the department
+# head, then to the permission group, and becomes a grant valid only inside
+# its window; illegal transitions are 409 with the current state; a revoked
+# grant leaves its holder a notice first. Who sees which recordings: an
+# officer their own, a reviewer by grant the recordings of their scope's
+# departments (below included), an admin all; anything else is 404. The
+# grant's window is checked at its exact boundary.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/api_lib.sh"
+
+base=$(it_tmpdir)
+data="$base/var"
+ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
+user() { # NAME ROLE [DEPARTMENT]
+    echo "passphrase of $1 ok" | ctl user add --username "$1" --role "$2" \
+        ${3:+--department "$3"} --password-stdin >"$base/$1.out" || fail "user add $1"
+}
+json_ids() { grep -o '"id":"[0-9a-f-]*"' "$base/body" | sed 's/"id":"\(.*\)"/\1/' | sort; }
+
+ctl department add North >/dev/null
+ctl department add North-East --parent North >/dev/null
+ctl department add South >/dev/null
+user hank officer North       # head of North
+user sue officer South        # head of South
+user gina officer             # permission group
+user rita reviewer South      # asks to review North
+user olive officer North
+user ned officer North-East
+user oscar officer South
+user ada admin
+ctl department head North hank >/dev/null || fail "department head"
+ctl department head South sue >/dev/null || fail "department head"
+ctl permission-group add gina >/dev/null || fail "permission-group add"
+ctl permission-group add nobody >/dev/null 2>&1 && fail "added an unknown user to the group"
+secret=$(sed -n 's/.*otpauth:.*secret=\([A-Z2-7]*\).*/\1/p' "$base/ada.out")
+
+port=$(it_free_port)
+it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port"
+pid=$INGESTD_PID
+it_wait_healthy "$port" "$pid" "$base/ingestd.log"
+api_wait_cert
+
+# Recordings as the store indexes them: one per officer.
+for o in olive ned oscar rita; do
+    as_custos -c "INSERT INTO recordings (id, key_id, opened_at, officer_id) SELECT
+        gen_random_uuid(), decode(md5(random()::text), 'hex'), now(), id FROM users
+        WHERE username = '$o'" || fail "recording for $o"
+done
+rec_of() { as_custos -c "SELECT r.id FROM recordings r JOIN users u ON u.id = r.officer_id WHERE u.username = '$1'"; }
+
+for u in hank sue gina rita olive ned oscar; do
+    login "$u" "passphrase of $u ok"
+    expect 201
+    eval "tok_$u=\$TOKEN"
+done
+login ada "passphrase of ada ok" "$(oathtool --totp -b "$secret")"
+expect 201
+tok_ada=$TOKEN
+
+note "an officer sees only their own recordings; others' are 404"
+api GET /api/v1/recordings "$tok_olive"
+expect 200
+[ "$(json_ids)" = "$(rec_of olive)" ] || fail "olive sees: $(cat "$base/body")"
+api GET "/api/v1/recordings/$(rec_of oscar)" "$tok_olive"
+expect 404 not_found
+api GET "/api/v1/recordings/$(rec_of olive)" "$tok_olive"
+expect 200
+api GET /api/v1/recordings/00000000-0000-0000-0000-000000000000 "$tok_olive"
+expect 404 not_found
+api GET /api/v1/recordings/not-a-uuid "$tok_olive"
+expect 404 not_found
+api GET "/api/v1/recordings?page=0" "$tok_olive"
+expect 400 invalid_value page
+
+note "a reviewer without a grant sees only their own"
+api GET /api/v1/recordings "$tok_rita"
+expect 200
+[ "$(json_ids)" = "$(rec_of rita)" ] || fail "rita sees: $(cat "$base/body")"
+
+note "request -> head's preliminary approval -> group's final approval -> grant"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+later=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+api POST /api/v1/permission-requests "$tok_rita" \
+    "{\"permission\":\"reviewer\",\"department\":\"North\",\"reason\":\"case 17 review\",\"valid_from\":\"$now\",\"valid_until\":\"$later\"}"
+expect 201
+req=$(grep -o '"id":[0-9]*' "$base/body" | cut -d: -f2)
+[ "$(field state)" = submitted ] || fail "$(cat "$base/body")"
+for bad in '"permission":"god"|permission' '"department":"Nowhere"|department' \
+    '"valid_from":"2026-02-30T00:00:00Z"|valid_from' '"valid_until":"2020-01-01T00:00:00Z"|valid_until' \
+    '"reason":""|reason'; do
+    body="{\"permission\":\"reviewer\",\"department\":\"North\",\"reason\":\"r\",\"valid_from\":\"$now\",\"valid_until\":\"$later\"}"
+    key=${bad%%:*}
+    body=$(sed "s/$key:\"[^\"]*\"/${bad%|*}/" <<<"$body")
+    api POST /api/v1/permission-requests "$tok_rita" "$body"
+    expect 400 "" "${bad#*|}"
+done
+api POST /api/v1/permission-requests "$tok_rita" '{"permission":"reviewer","extra":1}'
+expect 400 unknown_field extra
+
+api POST "/api/v1/permission-requests/$req/final" "$tok_gina" '{"approve":true}'
+expect 409 conflict
+[ "$(field state)" = submitted ] || fail "409 without the state: $(cat "$base/body")"
+api POST "/api/v1/permission-requests/$req/preliminary" "$tok_sue" '{"approve":true}'
+expect 403 forbidden # not North's head
+api POST "/api/v1/permission-requests/$req/preliminary" "$tok_rita" '{"approve":true}'
+expect 403 forbidden # not on your own request
+api POST "/api/v1/permission-requests/$req/preliminary" "$tok_hank" '{"approve":"yes"}'
+expect 400 invalid_type approve
+api POST "/api/v1/permission-requests/$req/preliminary" "$tok_hank" '{"approve":true,"note":"ok"}'
+expect 200
+[ "$(field state)" = preliminary_approved ] || fail "$(cat "$base/body")"
+api POST "/api/v1/permission-requests/$req/preliminary" "$tok_hank" '{"approve":false}'
+expect 409 conflict
+[ "$(field state)" = preliminary_approved ] || fail "$(cat "$base/body")"
+api POST "/api/v1/permission-requests/$req/final" "$tok_hank" '{"approve":true}'
+expect 403 forbidden # not in the permission group
+api GET /api/v1/recordings "$tok_rita"
+[ "$(json_ids)" = "$(rec_of rita)" ] || fail "access before the final approval"
+api POST "/api/v1/permission-requests/$req/final" "$tok_gina" '{"approve":true}'
+expect 200
+[ "$(field state)" = granted ] || fail "$(cat "$base/body")"
+api POST "/api/v1/permission-requests/$req/final" "$tok_gina" '{"approve":true}'
+expect 409 conflict
+api POST /api/v1/permission-requests/999999/final "$tok_gina" '{"approve":true}'
+expect 404 not_found
+
+note "the reviewer now sees North and the department below it, not South"
+api GET /api/v1/recordings "$tok_rita"
+expect 200
+[ "$(json_ids)" = "$(printf '%s\n' "$(rec_of rita)" "$(rec_of olive)" "$(rec_of ned)" | sort)" ] ||
+    fail "rita sees: $(cat "$base/body")"
+api GET "/api/v1/recordings/$(rec_of ned)" "$tok_rita"
+expect 200
+api GET "/api/v1/recordings/$(rec_of oscar)" "$tok_rita"
+expect 404 not_found
+api GET /api/v1/notices "$tok_rita"
+grep -q 'granted' "$base/body" || fail "no notice of the decision: $(cat "$base/body")"
+
+note "an admin sees everything"
+api GET /api/v1/recordings "$tok_ada"
+[ "$(grep -o '"id":"' "$base/body" | wc -l)" = 4 ] || fail "ada sees: $(cat "$base/body")"
+
+note "the window, at its exact boundary (checked at use, in the database)"
+grant=$(as_custos -c "SELECT id FROM grants WHERE request_id = $req")
+until_ts=$(as_custos -c "SELECT valid_until FROM grants WHERE id = $grant")
+from_ts=$(as_custos -c "SELECT valid_from FROM grants WHERE id = $grant")
+may() { as_custos -c "SELECT may_read_recording((SELECT id FROM users WHERE username = 'rita'), '$(rec_of olive)', $1)"; }
+[ "$(may "'$until_ts'::timestamptz - interval '1 microsecond'")" = t ] || fail "not valid just before its end"
+[ "$(may "'$until_ts'::timestamptz")" = f ] || fail "still valid at its end"
+[ "$(may "'$from_ts'::timestamptz")" = t ] || fail "not valid at its start"
+[ "$(may "'$from_ts'::timestamptz - interval '1 microsecond'")" = f ] || fail "valid before its start"
+# And over HTTPS: a grant whose window has passed stops working, with no job run.
+as_custos -c "UPDATE grants SET valid_until = now() - interval '1 second' WHERE id = $grant"
+api GET "/api/v1/recordings/$(rec_of olive)" "$tok_rita"
+expect 404 not_found
+as_custos -c "UPDATE grants SET valid_until = now() + interval '1 hour' WHERE id = $grant"
+api GET "/api/v1/recordings/$(rec_of olive)" "$tok_rita"
+expect 200
+
+note "an admin revokes directly; the holder's notice comes first"
+api POST "/api/v1/grants/$grant/revoke" "$tok_hank" '{"reason":"x"}'
+expect 403 forbidden
+api POST "/api/v1/grants/$grant/revoke" "$tok_ada" '{"reason":"case closed"}'
+expect 200
+api POST "/api/v1/grants/$grant/revoke" "$tok_ada" '{"reason":"again"}'
+expect 409 conflict
+[ "$(as_custos -c "SELECT n.at <= g.revoked_at FROM notices n JOIN grants g ON g.id = n.grant_id WHERE g.id = $grant")" = t ] ||
+    fail "the notice did not come first"
+api GET /api/v1/notices "$tok_rita"
+grep -q 'case closed' "$base/body" || fail "no revocation notice: $(cat "$base/body")"
+api GET "/api/v1/recordings/$(rec_of olive)" "$tok_rita"
+expect 404 not_found
+api GET /api/v1/grants "$tok_rita"
+grep -q '"status":"revoked"' "$base/body" || fail "$(cat "$base/body")"
+
+note "reads and denials are audited; the chain is intact"
+ctl audit list --last 500 >"$base/audit"
+grep -q "user:rita .*recording.read .*denied .*$(rec_of oscar)" "$base/audit" || fail "no denied read"
+grep -q "user:rita .*recording.read .*ok" "$base/audit" || fail "no read"
+grep -q "user:gina .*permission.final .*ok" "$base/audit" || fail "no final decision"
+grep -q "user:sue .*permission.preliminary .*denied" "$base/audit" || fail "no denied decision"
+grep -q "user:ada .*grant.revoke .*ok" "$base/audit" || fail "no revocation"
+ctl audit verify >/dev/null || fail "$(ctl audit verify)"
+
+kill -TERM "$pid"
+it_wait_exit "$pid" 15
+[ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS"
+echo "api_access: ok"
