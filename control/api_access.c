@@ -534,7 +534,7 @@ static void list_recordings(request *r, const caller *who)
     const char *p[3] = {uid, offset, limit};
     PGresult *res = api_query(r->a,
                               "SELECT " RECORDING_COLUMNS RECORDING_JOINS
-                              "WHERE may_read_recording($1, r.id, now()) "
+                              "WHERE r.id IN (SELECT id FROM visible_recordings($1, now())) "
                               "ORDER BY r.opened_at DESC, r.id LIMIT $3 OFFSET $2",
                               3, p);
     if (db_unavailable(r, res))

@@ -157,8 +157,12 @@ cu_rc ctl_audit_append_in_tx(PGconn *conn, const ctl_audit_entry *e, int64_t *se
 cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out, cu_err *err)
 {
     cu_rc rc = db_exec(conn, "BEGIN", err);
-    if (rc)
+    if (!rc && e->relaxed)
+        rc = db_exec(conn, "SET LOCAL synchronous_commit = off", err);
+    if (rc) {
+        rollback(conn);
         return rc;
+    }
     rc = ctl_audit_append_in_tx(conn, e, seq_out, err);
     if (rc) {
         rollback(conn);

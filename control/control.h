@@ -73,6 +73,11 @@ typedef struct {
     const char *object;  /* what it acted on ("" when nothing) */
     const char *outcome; /* ok, denied, failed */
     const char *source;  /* client address, or "local" */
+    /* A read: committed without waiting for the WAL flush (durable within
+     * PostgreSQL's wal_writer_delay; a crash can lose the last fraction of
+     * a second of such entries, never break the chain). Logins, denials and
+     * changes always wait. */
+    bool relaxed;
 } ctl_audit_entry;
 
 /** The chain hash of entry @p seq at @p at_ms after @p prev (docs/control.md). */

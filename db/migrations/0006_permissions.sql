@@ -76,19 +76,26 @@ RETURNS TABLE (department_id bigint) LANGUAGE sql STABLE AS $$
     SELECT id FROM scope
 $$;
 
--- Rule 4, the one place: may user @p p_user read recording @p p_rec at
--- @p p_at? Admins: everything. Everyone: their own recordings (they were
--- the officer). Reviewers by grant: recordings of officers in their scope.
+-- Rule 4, the one place: the recordings user @p p_user may read at @p p_at.
+-- Admins: everything. Everyone: their own recordings (they were the
+-- officer). Reviewers by grant: recordings of officers in their scope. A
+-- disabled or locked account reads nothing. Simple enough for the planner
+-- to inline into the queries that use it.
+CREATE FUNCTION visible_recordings(p_user bigint, p_at timestamptz)
+RETURNS TABLE (id uuid) LANGUAGE sql STABLE AS $$
+    SELECT r.id FROM recordings r, users u
+    WHERE u.id = p_user AND u.disabled_at IS NULL AND u.locked_at IS NULL
+      AND (u.role = 'admin'
+           OR r.officer_id = p_user
+           OR r.officer_id IN (SELECT o.id FROM users o
+                               WHERE o.department_id IN (SELECT department_id
+                                                         FROM review_scope(p_user, p_at))))
+$$;
+
+-- The same rule for one recording.
 CREATE FUNCTION may_read_recording(p_user bigint, p_rec uuid, p_at timestamptz)
 RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM users u, recordings r
-        WHERE u.id = p_user AND u.disabled_at IS NULL AND u.locked_at IS NULL AND r.id = p_rec
-          AND (u.role = 'admin'
-               OR r.officer_id = p_user
-               OR EXISTS (SELECT 1 FROM users o
-                          WHERE o.id = r.officer_id
-                            AND o.department_id IN (SELECT department_id
-                                                    FROM review_scope(p_user, p_at))))
-    )
+    SELECT EXISTS (SELECT 1 FROM visible_recordings(p_user, p_at) v WHERE v.id = p_rec)
 $$;
+
+CREATE INDEX recordings_opened ON recordings (opened_at);
