@@ -133,14 +133,32 @@ void rtsp_service_free(rtsp_service *r);
 /** A device was added or changed (control thread); @p d is borrowed. */
 void rtsp_service_device(rtsp_service *r, const ctl_device *d);
 
-/**
- * A free UDP port pair from rtsp.udp_port_min..max, bound on rtsp.bind:
- * returns the RTP port (even; RTCP is +1) and both sockets, or 0.
- */
-int rtsp_udp_pair_open(rtsp_service *r, int *rtp_fd, int *rtcp_fd);
+/** A track's UDP port pair (RTP on an even port, RTCP on the next), and its watchers. */
+typedef struct {
+    int port; /* the RTP port; 0 when not open */
+    int rtp_fd, rtcp_fd;
+    struct event *rtp_ev, *rtcp_ev;
+} rtsp_udp_pair;
 
-/** Give back a pair (its sockets closed by the caller). */
-void rtsp_udp_pair_close(rtsp_service *r, int port);
+/** Nothing open (fds -1). */
+void rtsp_udp_pair_init(rtsp_udp_pair *u);
+
+/** A free pair from rtsp.udp_port_min..max, bound on rtsp.bind. False if none. */
+bool rtsp_udp_pair_open(rtsp_service *r, rtsp_udp_pair *u);
+
+/** Call @p cb(fd, EV_READ, @p arg) whenever either socket is readable. */
+bool rtsp_udp_pair_watch(rtsp_udp_pair *u, struct event_base *base, event_callback_fn cb,
+                         void *arg);
+
+/** Close both sockets and give the ports back. Safe on a pair never opened. */
+void rtsp_udp_pair_close(rtsp_service *r, rtsp_udp_pair *u);
+
+/**
+ * One datagram from @p fd into @p buf (PIPE_RTP_MAX + 1 bytes): its length,
+ * or -1 when nothing is left. *@p usable says whether it came from @p host's
+ * address and is an RTP/RTCP size (8..PIPE_RTP_MAX bytes).
+ */
+ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, uint8_t *buf, bool *usable);
 
 /** Listen on the RTSP and RTSPS ports in worker @p w (before its thread starts). */
 CU_WUR cu_rc rtsp_worker_start(ingest_worker *w, rtsp_service *r, cu_err *err);

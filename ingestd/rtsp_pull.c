@@ -73,9 +73,7 @@ typedef struct {
     char url[RTSP_MAX_URI + 1]; /* its SETUP URL */
     bool setup;
     uint8_t rtp_channel, rtcp_channel; /* interleaved */
-    int udp_port;                      /* ours (RTCP +1); 0 over TCP */
-    int rtp_fd, rtcp_fd;
-    struct event *rtp_ev, *rtcp_ev;
+    rtsp_udp_pair udp_ports;           /* ours over UDP; port 0 over TCP */
     ingest_stream *st;
 } pull_track;
 
@@ -141,19 +139,7 @@ static void track_close(pull_track *t)
         ingest_stream_release(t->st);
         t->st = NULL;
     }
-    if (t->rtp_ev)
-        event_free(t->rtp_ev);
-    if (t->rtcp_ev)
-        event_free(t->rtcp_ev);
-    t->rtp_ev = t->rtcp_ev = NULL;
-    if (t->rtp_fd >= 0)
-        close(t->rtp_fd);
-    if (t->rtcp_fd >= 0)
-        close(t->rtcp_fd);
-    t->rtp_fd = t->rtcp_fd = -1;
-    if (t->udp_port)
-        rtsp_udp_pair_close(t->p->w->svc->rtsp, t->udp_port);
-    t->udp_port = 0;
+    rtsp_udp_pair_close(t->p->w->svc->rtsp, &t->udp_ports);
     t->setup = false;
 }
 
@@ -392,13 +378,12 @@ static bool setup_next_track(rtsp_pull *p)
     pull_track *t = &p->tracks[p->setup_next];
     char transport[160];
     if (p->udp) {
-        t->udp_port = rtsp_udp_pair_open(p->w->svc->rtsp, &t->rtp_fd, &t->rtcp_fd);
-        if (!t->udp_port) {
+        if (!rtsp_udp_pair_open(p->w->svc->rtsp, &t->udp_ports)) {
             pull_fail(p, "no free UDP port pair in rtsp.udp_port_min..max");
             return false;
         }
         snprintf(transport, sizeof(transport), "Transport: RTP/AVP;unicast;client_port=%d-%d\r\n",
-                 t->udp_port, t->udp_port + 1);
+                 t->udp_ports.port, t->udp_ports.port + 1);
     } else {
         snprintf(transport, sizeof(transport),
                  "Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d\r\n", 2 * t->index,
@@ -439,7 +424,8 @@ static bool on_frame(rtsp_pull *p, uint8_t channel, const uint8_t *data, size_t 
 {
     for (int i = 0; i < p->ntracks; i++) {
         pull_track *t = &p->tracks[i];
-        if (!t->setup || t->udp_port || (channel != t->rtp_channel && channel != t->rtcp_channel))
+        if (!t->setup || t->udp_ports.port ||
+            (channel != t->rtp_channel && channel != t->rtcp_channel))
             continue;
         bool rtcp = channel == t->rtcp_channel;
         if (len < (rtcp ? 8u : 12u) || (!rtcp && len > PIPE_RTP_MAX)) {
@@ -452,19 +438,6 @@ static bool on_frame(rtsp_pull *p, uint8_t channel, const uint8_t *data, size_t 
     return true; /* a channel we did not set up: ignored */
 }
 
-static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-    return false;
-}
-
 static void on_udp(evutil_socket_t fd, short what, void *arg)
 {
     pull_track *t = arg;
@@ -474,18 +447,12 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
     if (!t->p->bev || getpeername(bufferevent_getfd(t->p->bev), (struct sockaddr *)&camera, &cl))
         return;
     uint8_t buf[PIPE_RTP_MAX + 1];
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage from;
-        socklen_t fl = sizeof(from);
-        ssize_t n =
-            recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl);
-        if (n < 0)
-            return;
-        /* Only the camera's address; a datagram from anyone else is dropped. */
-        if (!same_host(&from, &camera) || (size_t)n > PIPE_RTP_MAX || n < 8)
-            continue;
-        track_packet(t, fd == t->rtcp_fd, buf, (size_t)n);
-    }
+    bool usable;
+    ssize_t n;
+    /* Only from the camera's address; anything else is dropped. */
+    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &camera, buf, &usable)) >= 0; i++)
+        if (usable)
+            track_packet(t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n);
 }
 
 /* ----------------------------------------------------------- responses */
@@ -526,7 +493,7 @@ static bool on_describe(rtsp_pull *p, const rtsp_parsed *m)
         t->p = p;
         t->index = i;
         t->d = found[i];
-        t->rtp_fd = t->rtcp_fd = -1;
+        rtsp_udp_pair_init(&t->udp_ports);
         if (!control_url(p, t->d.control, t->url, sizeof(t->url))) {
             pull_fail(p, "track %d: control URL too long", i);
             return false;
@@ -585,11 +552,7 @@ static bool on_setup(rtsp_pull *p, const rtsp_parsed *m)
             t->rtp_channel = (uint8_t)lo;
             t->rtcp_channel = (uint8_t)hi;
         } else if (p->udp && tr->lower_transport == GST_RTSP_LOWER_TRANS_UDP) {
-            struct event_base *base = p->w->base;
-            t->rtp_ev = event_new(base, t->rtp_fd, EV_READ | EV_PERSIST, on_udp, t);
-            t->rtcp_ev = event_new(base, t->rtcp_fd, EV_READ | EV_PERSIST, on_udp, t);
-            ok = t->rtp_ev && t->rtcp_ev && event_add(t->rtp_ev, NULL) == 0 &&
-                 event_add(t->rtcp_ev, NULL) == 0;
+            ok = rtsp_udp_pair_watch(&t->udp_ports, p->w->base, on_udp, t);
         } else {
             ok = false;
         }

@@ -278,34 +278,75 @@ static bool bind_udp(const cu_config *cfg, int port, int *fd_out)
     return true;
 }
 
-int rtsp_udp_pair_open(rtsp_service *r, int *rtp_fd, int *rtcp_fd)
+void rtsp_udp_pair_init(rtsp_udp_pair *u)
+{
+    *u = (rtsp_udp_pair){.rtp_fd = -1, .rtcp_fd = -1};
+}
+
+bool rtsp_udp_pair_open(rtsp_service *r, rtsp_udp_pair *u)
 {
     int port = 0;
-    *rtp_fd = *rtcp_fd = -1;
+    rtsp_udp_pair_init(u);
     /* A pair another program holds is skipped (and left marked). */
-    for (int attempt = 0; attempt < 16 && *rtcp_fd < 0; attempt++) {
-        if (*rtp_fd >= 0)
-            close(*rtp_fd);
-        *rtp_fd = -1;
+    for (int attempt = 0; attempt < 16 && u->rtcp_fd < 0; attempt++) {
+        if (u->rtp_fd >= 0)
+            close(u->rtp_fd);
+        u->rtp_fd = -1;
         port = udp_pair_take(r);
         if (!port)
             break;
-        if (bind_udp(r->cfg, port, rtp_fd))
-            bind_udp(r->cfg, port + 1, rtcp_fd);
+        if (bind_udp(r->cfg, port, &u->rtp_fd))
+            bind_udp(r->cfg, port + 1, &u->rtcp_fd);
     }
-    if (port && *rtcp_fd >= 0)
-        return port;
-    if (*rtp_fd >= 0)
-        close(*rtp_fd);
-    *rtp_fd = -1;
+    if (port && u->rtcp_fd >= 0) {
+        u->port = port;
+        return true;
+    }
+    if (u->rtp_fd >= 0)
+        close(u->rtp_fd);
+    u->rtp_fd = -1;
     if (port)
         udp_pair_put(r, port);
-    return 0;
+    return false;
 }
 
-void rtsp_udp_pair_close(rtsp_service *r, int port)
+bool rtsp_udp_pair_watch(rtsp_udp_pair *u, struct event_base *base, event_callback_fn cb, void *arg)
 {
-    udp_pair_put(r, port);
+    u->rtp_ev = event_new(base, u->rtp_fd, EV_READ | EV_PERSIST, cb, arg);
+    u->rtcp_ev = event_new(base, u->rtcp_fd, EV_READ | EV_PERSIST, cb, arg);
+    return u->rtp_ev && u->rtcp_ev && event_add(u->rtp_ev, NULL) == 0 &&
+           event_add(u->rtcp_ev, NULL) == 0;
+}
+
+void rtsp_udp_pair_close(rtsp_service *r, rtsp_udp_pair *u)
+{
+    if (u->rtp_ev)
+        event_free(u->rtp_ev);
+    if (u->rtcp_ev)
+        event_free(u->rtcp_ev);
+    if (u->rtp_fd >= 0)
+        close(u->rtp_fd);
+    if (u->rtcp_fd >= 0)
+        close(u->rtcp_fd);
+    if (u->port)
+        udp_pair_put(r, u->port);
+    rtsp_udp_pair_init(u);
+}
+
+ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, uint8_t *buf, bool *usable)
+{
+    struct sockaddr_storage from;
+    socklen_t fl = sizeof(from);
+    ssize_t n = recvfrom(fd, buf, PIPE_RTP_MAX + 1, MSG_DONTWAIT | MSG_TRUNC,
+                         (struct sockaddr *)&from, &fl);
+    if (n < 0)
+        return -1;
+    uint8_t a[16], b[16];
+    int fa, fb;
+    addr_key((struct sockaddr *)&from, a, &fa);
+    addr_key((const struct sockaddr *)host, b, &fb);
+    *usable = fa == fb && memcmp(a, b, 16) == 0 && n >= 8 && (size_t)n <= PIPE_RTP_MAX;
+    return n;
 }
 
 /* ------------------------------------------------------------ connections */
@@ -322,10 +363,8 @@ typedef struct {
     bool setup;
     bool udp;
     uint8_t rtp_channel, rtcp_channel; /* interleaved */
-    int udp_port;                      /* server RTP port (RTCP is +1) */
-    int rtp_fd, rtcp_fd;
-    struct event *rtp_ev, *rtcp_ev;
-    struct sockaddr_storage client; /* UDP: datagrams accepted only from its address */
+    rtsp_udp_pair udp_ports;           /* UDP: ours, where the publisher sends */
+    struct sockaddr_storage client;    /* UDP: datagrams accepted only from its address */
     ingest_stream *st;
 } rtsp_track;
 
@@ -429,19 +468,7 @@ static void track_stop(rtsp_track *t)
         ingest_stream_release(t->st);
         t->st = NULL;
     }
-    if (t->rtp_ev)
-        event_free(t->rtp_ev);
-    if (t->rtcp_ev)
-        event_free(t->rtcp_ev);
-    t->rtp_ev = t->rtcp_ev = NULL;
-    if (t->rtp_fd > 0)
-        close(t->rtp_fd);
-    if (t->rtcp_fd > 0)
-        close(t->rtcp_fd);
-    t->rtp_fd = t->rtcp_fd = -1;
-    if (t->udp_port)
-        udp_pair_put(t->conn->rw->r, t->udp_port);
-    t->udp_port = 0;
+    rtsp_udp_pair_close(t->conn->rw->r, &t->udp_ports);
     t->setup = false;
 }
 
@@ -530,22 +557,13 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
     rtsp_conn *c = t->conn;
     (void)what;
     uint8_t buf[PIPE_RTP_MAX + 1];
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage from;
-        socklen_t fl = sizeof(from);
-        ssize_t n =
-            recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl);
-        if (n < 0)
-            return;
-        uint8_t a[16], b[16];
-        int fa, fb;
-        addr_key((struct sockaddr *)&from, a, &fa);
-        addr_key((struct sockaddr *)&t->client, b, &fb);
-        if (fa != fb || memcmp(a, b, 16) != 0 || (size_t)n > PIPE_RTP_MAX || n < 8) {
-            refused(REFUSE_MEDIA);
-            continue;
-        }
-        track_packet(c, t, fd == t->rtcp_fd, buf, (size_t)n);
+    bool usable;
+    ssize_t n;
+    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->client, buf, &usable)) >= 0; i++) {
+        if (usable)
+            track_packet(c, t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n);
+        else
+            refused(REFUSE_MEDIA); /* from another address, or not an RTP size */
     }
 }
 
@@ -667,7 +685,7 @@ static int announce_tracks(rtsp_conn *c, const uint8_t *body, size_t len)
         memset(t, 0, sizeof(*t));
         t->conn = c;
         t->index = i;
-        t->rtp_fd = t->rtcp_fd = -1;
+        rtsp_udp_pair_init(&t->udp_ports);
         t->d = found[i];
         if (strncmp(t->d.control, "rtsp://", 7) == 0 ||
             strncmp(t->d.control, "rtsps://", 8) == 0) { /* absolute: keep its path */
@@ -774,13 +792,9 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
             }
         } else if (tr->lower_transport == GST_RTSP_LOWER_TRANS_UDP && tr->client_port.min > 0 &&
                    !(tr->destination && tr->destination[0])) {
-            int rtp_fd, rtcp_fd;
-            int port = rtsp_udp_pair_open(c->rw->r, &rtp_fd, &rtcp_fd);
-            if (port) {
+            if (rtsp_udp_pair_open(c->rw->r, &t->udp_ports)) {
+                int port = t->udp_ports.port;
                 t->udp = true;
-                t->udp_port = port;
-                t->rtp_fd = rtp_fd;
-                t->rtcp_fd = rtcp_fd;
                 t->client = c->peer;
                 int cmax = tr->client_port.max > 0 ? tr->client_port.max : tr->client_port.min + 1;
                 snprintf(answer, cap,
@@ -854,11 +868,7 @@ static void do_setup(rtsp_conn *c, request *q)
         return;
     }
     if (t->udp) {
-        struct event_base *base = c->rw->w->base;
-        t->rtp_ev = event_new(base, t->rtp_fd, EV_READ | EV_PERSIST, on_udp, t);
-        t->rtcp_ev = event_new(base, t->rtcp_fd, EV_READ | EV_PERSIST, on_udp, t);
-        if (!t->rtp_ev || !t->rtcp_ev || event_add(t->rtp_ev, NULL) ||
-            event_add(t->rtcp_ev, NULL)) {
+        if (!rtsp_udp_pair_watch(&t->udp_ports, c->rw->w->base, on_udp, t)) {
             track_stop(t);
             reply(c, 500, q->cseq, NULL, NULL, 0);
             return;
