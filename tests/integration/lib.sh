@@ -3,14 +3,30 @@
 # stopping ingestd, and cleanup that runs however the test ends.
 set -u
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+    echo "FAIL: $*" >&2
+    IT_FAILED=1
+    exit 1
+}
 note() { echo "-- $*"; }
 
 IT_DIRS=()
 IT_PIDS=()
 
 it_cleanup() {
-    local pid dir rc=$?
+    local pid dir log rc=$?
+    # A failure says what it was (fail); anything else that ends the test
+    # early says its status and what the daemons logged last.
+    if [ "$rc" -ne 0 ] && [ -z "${IT_FAILED:-}" ]; then
+        echo "test ended with status $rc (no FAIL line: a signal or an unchecked error)" >&2
+        for dir in "${IT_DIRS[@]}"; do
+            for log in "$dir"/*.log; do
+                [ -f "$log" ] || continue
+                echo "--- last lines of $log" >&2
+                tail -15 "$log" >&2
+            done
+        done
+    fi
     for pid in "${IT_PIDS[@]}"; do
         kill -KILL "$pid" 2>/dev/null
     done
