@@ -81,7 +81,7 @@ void api_audit(request *r, const char *actor, const char *action, const char *ob
 {
     /* Reads that succeeded need not wait for the disk; everything else does. */
     static const char *const reads[] = {"recording.list", "recording.read", "permission.list",
-                                        "grant.list", "alert.list"};
+                                        "grant.list",     "alert.list",     "form.read"};
     bool relaxed = false;
     for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]) && !strcmp(outcome, "ok"); i++)
         relaxed |= strcmp(action, reads[i]) == 0;

@@ -45,7 +45,7 @@ static bool parse_id(const char *s, size_t n, char out[24])
  * as milliseconds since the epoch, in text for a query. False if malformed
  * or not a real date.
  */
-static bool parse_time(const char *s, char out[24])
+bool api_parse_time(const char *s, char out[24])
 {
     int y, mo, d, h, mi, sec, n = 0;
     if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
@@ -89,7 +89,7 @@ static bool parse_time(const char *s, char out[24])
     return true;
 }
 
-static bool db_unavailable(request *r, PGresult *res)
+bool api_db_unavailable(request *r, PGresult *res)
 {
     if (res)
         return false;
@@ -126,11 +126,11 @@ static void create_request(request *r, const caller *who)
         api_reply_error(r, 400, "invalid_value", "a reason is required", "reason");
         goto out;
     }
-    if (!parse_time(from, from_ms)) {
+    if (!api_parse_time(from, from_ms)) {
         api_reply_error(r, 400, "invalid_value", "an RFC 3339 time", "valid_from");
         goto out;
     }
-    if (!parse_time(until, until_ms)) {
+    if (!api_parse_time(until, until_ms)) {
         api_reply_error(r, 400, "invalid_value", "an RFC 3339 time", "valid_until");
         goto out;
     }
@@ -165,7 +165,7 @@ static void create_request(request *r, const caller *who)
         "WHERE d.name = $3 AND ($7::bigint IS NULL OR EXISTS (SELECT 1 FROM grants g WHERE "
         "g.id = $7::bigint AND g.user_id = $1 AND g.revoked_at IS NULL)) RETURNING id",
         8, p);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         goto out;
     if (PQntuples(res) != 1) {
         PQclear(res);
@@ -219,7 +219,7 @@ static void list_requests(request *r, const caller *who)
         "q.requester_id = $1 OR d.head_user_id = $1 OR EXISTS (SELECT 1 FROM "
         "permission_group_members m WHERE m.user_id = $1) ORDER BY q.id DESC LIMIT 500",
         2, p);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         return;
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
@@ -266,7 +266,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
         "EXISTS (SELECT 1 FROM permission_group_members m WHERE m.user_id = $2) "
         "FROM permission_requests q JOIN departments d ON d.id = q.department_id WHERE q.id = $1",
         2, p1);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         goto out;
     if (PQntuples(res) != 1) {
         PQclear(res);
@@ -338,7 +338,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
         }
         /* Someone else moved it meanwhile, or it was never in the state this needs. */
         res = api_query(r->a, "SELECT state FROM permission_requests WHERE id = $1", 1, p1);
-        if (!db_unavailable(r, res)) {
+        if (!api_db_unavailable(r, res)) {
             json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
                                   final ? "a final decision needs a preliminary approval first"
                                         : "the preliminary decision was already made",
@@ -375,7 +375,7 @@ static void list_grants(request *r, const caller *who)
         "FROM grants g JOIN users u ON u.id = g.user_id JOIN departments d ON d.id = "
         "g.department_id WHERE $2 = 'admin' OR g.user_id = $1 ORDER BY g.id DESC LIMIT 500",
         2, p);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         return;
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
@@ -468,7 +468,7 @@ static void list_notices(request *r, const caller *who)
                   "coalesce(grant_id, 0) FROM notices WHERE user_id = $1 ORDER BY id DESC "
                   "LIMIT 200",
                   1, p);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         return;
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
@@ -537,7 +537,7 @@ static void list_recordings(request *r, const caller *who)
                               "WHERE r.id IN (SELECT id FROM visible_recordings($1, now())) "
                               "ORDER BY r.opened_at DESC, r.id LIMIT $3 OFFSET $2",
                               3, p);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         return;
     json_t *arr = json_array();
     int n = PQntuples(res);
@@ -552,7 +552,7 @@ static void list_recordings(request *r, const caller *who)
                              "per_page", PAGE_SIZE, "has_more", n > PAGE_SIZE));
 }
 
-static bool uuid_ok(const char *s)
+bool api_uuid_ok(const char *s)
 {
     if (strlen(s) != 36)
         return false;
@@ -568,7 +568,7 @@ static void get_recording(request *r, const caller *who, const char *id)
 {
     char object[64];
     snprintf(object, sizeof(object), "recording %s", id);
-    if (!uuid_ok(id)) {
+    if (!api_uuid_ok(id)) {
         api_reply_error(r, 404, "not_found", "no such recording", NULL);
         return;
     }
@@ -580,7 +580,7 @@ static void get_recording(request *r, const caller *who, const char *id)
                   "SELECT " RECORDING_COLUMNS
                   ", may_read_recording($1, r.id, now()) " RECORDING_JOINS "WHERE r.id = $2::uuid",
                   2, p);
-    if (db_unavailable(r, res))
+    if (api_db_unavailable(r, res))
         return;
     bool visible = PQntuples(res) == 1 && *PQgetvalue(res, 0, 8) == 't';
     if (!visible) {
@@ -666,6 +666,13 @@ bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m)
             method_not_allowed(r, "GET");
         else if (api_authenticate(r, &who))
             list_recordings(r, &who);
+        return true;
+    }
+    if (match_id(path, "/api/v1/recordings/", "/form", id)) {
+        if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_PUT)
+            method_not_allowed(r, "GET or PUT");
+        else if (api_authenticate(r, &who))
+            api_form(r, &who, id, m == EVHTTP_REQ_PUT);
         return true;
     }
     if (match_id(path, "/api/v1/recordings/", "", id) && id[0]) {

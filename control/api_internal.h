@@ -86,4 +86,17 @@ bool api_require(request *r, const caller *who, api_action action, const char *n
  * returns false when @p path is not one of its resources. */
 bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m);
 
+/** An RFC 3339 time as milliseconds since the epoch (text); false if malformed or unreal. */
+bool api_parse_time(const char *s, char out[24]);
+
+/** 8-4-4-4-12 hexadecimal. */
+bool api_uuid_ok(const char *s);
+
+/** True (after a 503) when @p res is NULL: the database failed. */
+bool api_db_unavailable(request *r, PGresult *res);
+
+/* api_forms.c: GET (latest, or ?version=N) or PUT (a new version) of
+ * recording @p id's enforcement record form. */
+void api_form(request *r, const caller *who, const char *id, bool put);
+
 #endif /* CUSTOS_API_INTERNAL_H */

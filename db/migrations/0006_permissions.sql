@@ -99,3 +99,26 @@ RETURNS boolean LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE INDEX recordings_opened ON recordings (opened_at);
+
+-- Enforcement record forms (docs/control.md): each edit is a new version;
+-- nothing is overwritten.
+CREATE TABLE record_forms (
+    recording_id uuid        NOT NULL REFERENCES recordings (id),
+    version      integer     NOT NULL CHECK (version > 0),
+    case_number  text        NOT NULL CHECK (case_number ~ '^[A-Za-z0-9/_.-]{1,40}$'),
+    location     text        NOT NULL CHECK (length(location) BETWEEN 1 AND 200),
+    occurred_at  timestamptz NOT NULL,
+    parties      text[]      NOT NULL CHECK (cardinality(parties) <= 50),
+    summary      text        NOT NULL CHECK (length(summary) BETWEEN 1 AND 5000),
+    edited_by    bigint      NOT NULL REFERENCES users (id),
+    edited_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (recording_id, version)
+);
+
+-- Who may edit a recording's form: its officer, and admins (reviewers read it).
+CREATE FUNCTION may_edit_form(p_user bigint, p_rec uuid) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM users u, recordings r
+        WHERE u.id = p_user AND u.disabled_at IS NULL AND u.locked_at IS NULL AND r.id = p_rec
+          AND (u.role = 'admin' OR r.officer_id = p_user))
+$$;

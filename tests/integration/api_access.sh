@@ -141,6 +141,45 @@ note "an admin sees everything"
 api GET /api/v1/recordings "$tok_ada"
 [ "$(grep -o '"id":"' "$base/body" | wc -l)" = 4 ] || fail "ada sees: $(cat "$base/body")"
 
+note "enforcement record forms: validated field by field, every edit a new version"
+form="/api/v1/recordings/$(rec_of olive)/form"
+good='{"case_number":"2026/0117","location":"Market St 4","occurred_at":"2026-11-28T09:15:00Z","parties":["A. Jones","B. \"Bo\" Smith"],"summary":"traffic stop"}'
+api PUT "$form" "$tok_olive" "$good"
+expect 200
+grep -q '"version":1' "$base/body" || fail "$(cat "$base/body")"
+api PUT "$form" "$tok_olive" "${good/traffic stop/traffic stop, warning given}"
+expect 200
+grep -q '"version":2' "$base/body" || fail "$(cat "$base/body")"
+api GET "$form" "$tok_rita"
+expect 200
+grep -q '"version":2' "$base/body" && grep -q 'warning given' "$base/body" &&
+    grep -q '"versions":2' "$base/body" && grep -qF 'B. \"Bo\" Smith' "$base/body" ||
+    fail "$(cat "$base/body")"
+api GET "$form?version=1" "$tok_rita"
+expect 200
+grep -q '"summary":"traffic stop"' "$base/body" || fail "$(cat "$base/body")"
+api GET "$form?version=3" "$tok_rita"
+expect 404 not_found
+api PUT "$form" "$tok_rita" "$good"
+expect 403 forbidden # reviewers read forms; the officer and admins edit them
+api GET "$form" "$tok_oscar"
+expect 404 not_found
+api PUT "$form" "$tok_oscar" "$good"
+expect 404 not_found
+api PUT "$form" "$tok_olive" "${good/2026\/0117/no spaces allowed}"
+expect 400 invalid_value case_number
+api PUT "$form" "$tok_olive" "${good/\"B. \\\"Bo\\\" Smith\"/7}"
+expect 400 invalid_type "parties[1]"
+api PUT "$form" "$tok_olive" "${good/2026-11-28T09:15:00Z/yesterday}"
+expect 400 invalid_value occurred_at
+api PUT "$form" "$tok_olive" '{"case_number":"1","location":"x","occurred_at":"2026-11-28T09:15:00Z","summary":"s"}'
+expect 400 missing_field parties
+api PUT "$form" "$tok_olive" '{"case_number":"1","location":"x","occurred_at":"2026-11-28T09:15:00Z","summary":"s","parties":[],"mood":"ok"}'
+expect 400 unknown_field mood
+api PUT "$form" "$tok_ada" "$good"
+expect 200
+grep -q '"version":3' "$base/body" || fail "$(cat "$base/body")"
+
 note "the window, at its exact boundary (checked at use, in the database)"
 grant=$(as_custos -c "SELECT id FROM grants WHERE request_id = $req")
 until_ts=$(as_custos -c "SELECT valid_until FROM grants WHERE id = $grant")
@@ -181,6 +220,8 @@ grep -q "user:rita .*recording.read .*ok" "$base/audit" || fail "no read"
 grep -q "user:gina .*permission.final .*ok" "$base/audit" || fail "no final decision"
 grep -q "user:sue .*permission.preliminary .*denied" "$base/audit" || fail "no denied decision"
 grep -q "user:ada .*grant.revoke .*ok" "$base/audit" || fail "no revocation"
+grep -q "user:olive .*form.edit .*ok .*version 2" "$base/audit" || fail "no form edit"
+grep -q "user:rita .*form.edit .*denied" "$base/audit" || fail "no denied form edit"
 ctl audit verify >/dev/null || fail "$(ctl audit verify)"
 
 kill -TERM "$pid"

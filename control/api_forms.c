@@ -1,0 +1,222 @@
+/*
+ * Enforcement record forms (docs/control.md): a structured form attached to
+ * a recording — case number, location, time, parties, summary — validated
+ * field by field (an error names the field, parties[i] included), every
+ * edit a new version. Whoever may read the recording may read its form
+ * (visible_recordings); its officer and admins may edit (may_edit_form).
+ */
+#include "api_internal.h"
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PARTIES_MAX 50
+#define TS_FORMAT   "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
+
+static const char *const form_fields[] = {"case_number", "location", "occurred_at", "parties",
+                                          "summary"};
+
+static bool case_number_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 40)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              strchr("/_.-", *p)))
+            return false;
+    return true;
+}
+
+/* The parties as a PostgreSQL text[] literal into @p out; false after a 400. */
+static bool parties_literal(request *r, json_t *arr, char *out, size_t cap)
+{
+    if (!json_is_array(arr)) {
+        api_reply_error(r, 400, "invalid_type", "an array of names", "parties");
+        return false;
+    }
+    if (json_array_size(arr) > PARTIES_MAX) {
+        api_reply_error(r, 400, "invalid_value", "at most 50 parties", "parties");
+        return false;
+    }
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *v = json_array_get(arr, i);
+        char field[32];
+        snprintf(field, sizeof(field), "parties[%zu]", i);
+        if (!json_is_string(v)) {
+            api_reply_error(r, 400, "invalid_type", "a name (string)", field);
+            return false;
+        }
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (n < 1 || n > 200 || strlen(s) != n) {
+            api_reply_error(r, 400, "invalid_value", "1 to 200 characters", field);
+            return false;
+        }
+        if (i)
+            out[len++] = ',';
+        out[len++] = '"';
+        for (const char *p = s; *p; p++) {
+            if (len + 4 >= cap)
+                return false; /* cannot happen: 50 x 200 x 2 fits */
+            if (*p == '"' || *p == '\\')
+                out[len++] = '\\';
+            out[len++] = *p;
+        }
+        out[len++] = '"';
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return true;
+}
+
+static void put_form(request *r, const caller *who, const char *id, const char *uid,
+                     const char *object)
+{
+    const char *p1[2] = {uid, id};
+    PGresult *res = api_query(r->a,
+                              "SELECT may_read_recording($1, $2::uuid, now()), "
+                              "may_edit_form($1, $2::uuid)",
+                              2, p1);
+    if (api_db_unavailable(r, res))
+        return;
+    bool readable = *PQgetvalue(res, 0, 0) == 't', editable = *PQgetvalue(res, 0, 1) == 't';
+    PQclear(res);
+    if (!readable || !editable) {
+        api_audit(r, who->actor, "form.edit", object, "denied");
+        if (readable)
+            api_reply_error(r, 403, "forbidden", "only the recording's officer or an admin edits",
+                            NULL);
+        else
+            api_reply_error(r, 404, "not_found", "no such recording", NULL);
+        return;
+    }
+    json_t *body = api_read_object(r, form_fields, 5);
+    if (!body)
+        return;
+    static char parties[PARTIES_MAX * 410 + 8];
+    char at_ms[24];
+    const char *cn = api_string_field(r, body, "case_number", 40);
+    const char *loc = cn ? api_string_field(r, body, "location", 200) : NULL;
+    const char *at = loc ? api_string_field(r, body, "occurred_at", 40) : NULL;
+    const char *summary = at ? api_string_field(r, body, "summary", 5000) : NULL;
+    if (!summary)
+        goto out;
+    if (!case_number_ok(cn)) {
+        api_reply_error(r, 400, "invalid_value", "1 to 40 of A-Z a-z 0-9 / _ . -", "case_number");
+        goto out;
+    }
+    if (!loc[0]) {
+        api_reply_error(r, 400, "invalid_value", "1 to 200 characters", "location");
+        goto out;
+    }
+    if (!api_parse_time(at, at_ms)) {
+        api_reply_error(r, 400, "invalid_value", "an RFC 3339 time", "occurred_at");
+        goto out;
+    }
+    if (!summary[0]) {
+        api_reply_error(r, 400, "invalid_value", "1 to 5000 characters", "summary");
+        goto out;
+    }
+    json_t *pa = json_object_get(body, "parties");
+    if (!pa) {
+        api_reply_error(r, 400, "missing_field", "this field is required", "parties");
+        goto out;
+    }
+    if (!parties_literal(r, pa, parties, sizeof(parties)))
+        goto out;
+    const char *p2[7] = {id, cn, loc, at_ms, parties, summary, uid};
+    res = api_query(r->a,
+                    "INSERT INTO record_forms (recording_id, version, case_number, location, "
+                    "occurred_at, parties, summary, edited_by) SELECT $1::uuid, coalesce(max("
+                    "version), 0) + 1, $2, $3, 'epoch'::timestamptz + $4::bigint * interval "
+                    "'1 ms', $5::text[], $6, $7 FROM record_forms WHERE recording_id = $1::uuid "
+                    "RETURNING version",
+                    7, p2);
+    if (api_db_unavailable(r, res))
+        goto out;
+    int version = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    char what[96];
+    snprintf(what, sizeof(what), "%s version %d", object, version);
+    api_audit(r, who->actor, "form.edit", what, "ok");
+    api_reply_json(r, 200, json_pack("{s:s, s:i}", "recording", id, "version", version));
+out:
+    json_decref(body);
+}
+
+static void get_form(request *r, const caller *who, const char *id, const char *uid,
+                     const char *object)
+{
+    long version = 0;
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    if (q) {
+        struct evkeyvalq params;
+        if (evhttp_parse_query_str(q, &params) != 0) {
+            api_reply_error(r, 400, "invalid_value", "a malformed query string", NULL);
+            return;
+        }
+        const char *v = evhttp_find_header(&params, "version");
+        char *end = NULL;
+        if (v)
+            version = strtol(v, &end, 10);
+        bool bad = v && (!*v || *end || version < 1 || version > 1000000000);
+        evhttp_clear_headers(&params);
+        if (bad) {
+            api_reply_error(r, 400, "invalid_value", "a version number from 1", "version");
+            return;
+        }
+    }
+    char vtext[24];
+    snprintf(vtext, sizeof(vtext), "%ld", version);
+    const char *p[3] = {uid, id, vtext};
+    PGresult *res = api_query(
+        r->a,
+        "SELECT f.version, f.case_number, f.location, to_char(f.occurred_at AT TIME ZONE "
+        "'UTC', " TS_FORMAT "), array_to_json(f.parties)::text, f.summary, u.username, "
+        "to_char(f.edited_at AT TIME ZONE 'UTC', " TS_FORMAT "), (SELECT max(version) FROM "
+        "record_forms WHERE recording_id = $2::uuid) FROM record_forms f JOIN users u ON u.id = "
+        "f.edited_by WHERE f.recording_id = $2::uuid AND may_read_recording($1, $2::uuid, now()) "
+        "AND f.version = CASE WHEN $3::int > 0 THEN $3::int ELSE (SELECT max(version) FROM "
+        "record_forms WHERE recording_id = $2::uuid) END",
+        3, p);
+    if (api_db_unavailable(r, res))
+        return;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        api_audit(r, who->actor, "form.read", object, "denied");
+        api_reply_error(r, 404, "not_found", "no such recording, form or version", NULL);
+        return;
+    }
+    json_t *parties = json_loads(PQgetvalue(res, 0, 4), 0, NULL);
+    json_t *j =
+        json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "recording", id, "version",
+                  atoi(PQgetvalue(res, 0, 0)), "versions", atoi(PQgetvalue(res, 0, 8)),
+                  "case_number", PQgetvalue(res, 0, 1), "location", PQgetvalue(res, 0, 2),
+                  "occurred_at", PQgetvalue(res, 0, 3), "parties", parties ? parties : json_array(),
+                  "summary", PQgetvalue(res, 0, 5), "edited_by", PQgetvalue(res, 0, 6), "edited_at",
+                  PQgetvalue(res, 0, 7));
+    PQclear(res);
+    api_audit(r, who->actor, "form.read", object, "ok");
+    api_reply_json(r, 200, j);
+}
+
+void api_form(request *r, const caller *who, const char *id, bool put)
+{
+    char object[64], uid[24];
+    snprintf(object, sizeof(object), "form of recording %s", id);
+    if (!api_uuid_ok(id)) {
+        api_reply_error(r, 404, "not_found", "no such recording", NULL);
+        return;
+    }
+    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    if (put)
+        put_form(r, who, id, uid, object);
+    else
+        get_form(r, who, id, uid, object);
+}
