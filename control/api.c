@@ -31,7 +31,6 @@
 #include <string.h>
 
 #define TOKEN_BYTES        32
-#define TOKEN_CHARS        43    /* base64url of 32 bytes, no padding */
 #define IDLE_TIMEOUT_S     1800  /* 30 minutes */
 #define ABSOLUTE_TIMEOUT_S 43200 /* 12 hours */
 #define SEEN_EVERY_S       60    /* last_seen_at is written at most this often */
@@ -187,16 +186,27 @@ const char *api_string_field(request *r, json_t *j, const char *name, size_t max
 
 /* -------------------------------------------------------------- sessions */
 
-static void token_hash(const char *token, uint8_t out[32])
+void api_token_hash_hex(const char *token, char hash_hex[67])
 {
-    EVP_Digest(token, strlen(token), out, NULL, EVP_sha256(), NULL);
+    uint8_t h[32];
+    EVP_Digest(token, strlen(token), h, NULL, EVP_sha256(), NULL);
+    memcpy(hash_hex, "\\x", 2);
+    for (int i = 0; i < 32; i++)
+        snprintf(hash_hex + 2 + 2 * i, 3, "%02x", h[i]);
 }
 
-static void hex32(const uint8_t in[32], char out[67])
+bool api_new_token(char token[48], char hash_hex[67])
 {
-    memcpy(out, "\\x", 2);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 + 2 * i, 3, "%02x", in[i]);
+    uint8_t raw[TOKEN_BYTES];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return false;
+    EVP_EncodeBlock((unsigned char *)token, raw, sizeof(raw)); /* then made base64url */
+    for (char *c = token; *c; c++)
+        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+    token[API_TOKEN_CHARS] = '\0';
+    OPENSSL_cleanse(raw, sizeof(raw));
+    api_token_hash_hex(token, hash_hex);
+    return true;
 }
 
 /*
@@ -213,14 +223,12 @@ bool api_authenticate(request *r, caller *who)
         return false;
     }
     const char *token = h + 7;
-    if (strlen(token) != TOKEN_CHARS) {
+    if (strlen(token) != API_TOKEN_CHARS) {
         api_reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
         return false;
     }
-    uint8_t th[32];
     char thex[67];
-    token_hash(token, th);
-    hex32(th, thex);
+    api_token_hash_hex(token, thex);
     const char *params[1] = {thex};
     PGresult *res = api_query(
         r->a,
@@ -292,7 +300,9 @@ bool api_allowed(const caller *who, api_action action)
     case ACT_RECORDINGS_LIST: return true;
     case ACT_USER_UNLOCK:
     case ACT_ALERT_LIST:
-    case ACT_GRANT_REVOKE: return admin;
+    case ACT_GRANT_REVOKE:
+    case ACT_SHARE_APPROVE:
+    case ACT_SHARE_REVOKE_ANY: return admin;
     }
     return false;
 }
@@ -456,21 +466,11 @@ static void login(request *r)
         PQclear(seen);
     }
     record_attempt(r, user_id, username, true);
-    uint8_t raw[TOKEN_BYTES];
-    char token[TOKEN_CHARS + 4];
-    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    char token[48], thex[67];
+    if (!api_new_token(token, thex)) {
         api_reply_error(r, 503, "unavailable", "no random bytes for a token", NULL);
         return;
     }
-    EVP_EncodeBlock((unsigned char *)token, raw, sizeof(raw)); /* then made base64url */
-    for (char *c = token; *c; c++)
-        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
-    token[TOKEN_CHARS] = '\0';
-    OPENSSL_cleanse(raw, sizeof(raw));
-    uint8_t th[32];
-    char thex[67];
-    token_hash(token, th);
-    hex32(th, thex);
     const char *p4[3] = {thex, user_id, r->source};
     PGresult *s = api_query(a,
                             "INSERT INTO sessions (token_hash, user_id, source) VALUES ($1::bytea, "
@@ -640,7 +640,7 @@ static void on_request(struct evhttp_request *req, void *arg)
             unlock(&r, &who, username);
         return;
     }
-    if (!api_access_route(&r, path, m))
+    if (!api_access_route(&r, path, m) && !api_shares_route(&r, path, m))
         api_reply_error(&r, 404, "not_found", "no such resource", NULL);
 }
 

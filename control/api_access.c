@@ -28,8 +28,9 @@
 #define PAGE_SIZE 50
 #define TS_FORMAT "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 
-static bool parse_id(const char *s, size_t n, char out[24])
+bool api_parse_id(const char *s, char out[24])
 {
+    size_t n = strlen(s);
     if (n == 0 || n > 18)
         return false;
     for (size_t i = 0; i < n; i++)
@@ -599,7 +600,7 @@ static void get_recording(request *r, const caller *who, const char *id)
 /* ---------------------------------------------------------------- routing */
 
 /* "/prefix/{id}/suffix": the id into @p id (at most 63 bytes). */
-static bool match_id(const char *path, const char *prefix, const char *suffix, char id[64])
+bool api_match_id(const char *path, const char *prefix, const char *suffix, char id[64])
 {
     size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(path);
     if (n <= pl + sl || strncmp(path, prefix, pl) != 0 || strcmp(path + n - sl, suffix) != 0)
@@ -628,11 +629,11 @@ bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m)
             m == EVHTTP_REQ_POST ? create_request(r, &who) : list_requests(r, &who);
         return true;
     }
-    bool pre = match_id(path, "/api/v1/permission-requests/", "/preliminary", id);
-    if (pre || match_id(path, "/api/v1/permission-requests/", "/final", id)) {
+    bool pre = api_match_id(path, "/api/v1/permission-requests/", "/preliminary", id);
+    if (pre || api_match_id(path, "/api/v1/permission-requests/", "/final", id)) {
         if (m != EVHTTP_REQ_POST)
             method_not_allowed(r, "POST");
-        else if (!parse_id(id, strlen(id), num))
+        else if (!api_parse_id(id, num))
             api_reply_error(r, 404, "not_found", "no such permission request", NULL);
         else if (api_authenticate(r, &who))
             decide(r, &who, num, !pre);
@@ -645,10 +646,10 @@ bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m)
             list_grants(r, &who);
         return true;
     }
-    if (match_id(path, "/api/v1/grants/", "/revoke", id)) {
+    if (api_match_id(path, "/api/v1/grants/", "/revoke", id)) {
         if (m != EVHTTP_REQ_POST)
             method_not_allowed(r, "POST");
-        else if (!parse_id(id, strlen(id), num))
+        else if (!api_parse_id(id, num))
             api_reply_error(r, 404, "not_found", "no such grant", NULL);
         else if (api_authenticate(r, &who))
             revoke_grant(r, &who, num);
@@ -668,14 +669,14 @@ bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m)
             list_recordings(r, &who);
         return true;
     }
-    if (match_id(path, "/api/v1/recordings/", "/form", id)) {
+    if (api_match_id(path, "/api/v1/recordings/", "/form", id)) {
         if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_PUT)
             method_not_allowed(r, "GET or PUT");
         else if (api_authenticate(r, &who))
             api_form(r, &who, id, m == EVHTTP_REQ_PUT);
         return true;
     }
-    if (match_id(path, "/api/v1/recordings/", "", id) && id[0]) {
+    if (api_match_id(path, "/api/v1/recordings/", "", id) && id[0]) {
         if (m != EVHTTP_REQ_GET)
             method_not_allowed(r, "GET");
         else if (api_authenticate(r, &who))

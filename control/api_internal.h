@@ -44,13 +44,29 @@ typedef struct {
 
 /* What a caller asks to do: api_allowed() decides, the one place that does. */
 typedef enum {
-    ACT_SESSION_SELF,    /* their own session */
-    ACT_USER_UNLOCK,     /* admin */
-    ACT_ALERT_LIST,      /* admin */
-    ACT_REQUEST_CREATE,  /* anyone, for themselves */
-    ACT_GRANT_REVOKE,    /* admin */
-    ACT_RECORDINGS_LIST, /* anyone: the rows are filtered by may_read_recording() */
+    ACT_SESSION_SELF,     /* their own session */
+    ACT_USER_UNLOCK,      /* admin */
+    ACT_ALERT_LIST,       /* admin */
+    ACT_REQUEST_CREATE,   /* anyone, for themselves */
+    ACT_GRANT_REVOKE,     /* admin */
+    ACT_RECORDINGS_LIST,  /* anyone: the rows are filtered by visible_recordings() */
+    ACT_SHARE_APPROVE,    /* admin (or, by membership, the permission group) */
+    ACT_SHARE_REVOKE_ANY, /* admin (a requester revokes their own) */
 } api_action;
+
+#define API_TOKEN_CHARS 43 /* base64url of 32 random bytes */
+
+/** A fresh token (API_TOKEN_CHARS + NUL) and its SHA-256 as a bytea literal (\x + 64 hex). */
+bool api_new_token(char token[48], char hash_hex[67]);
+
+/** The SHA-256 of @p token as a bytea literal. */
+void api_token_hash_hex(const char *token, char hash_hex[67]);
+
+/** "/prefix/{id}/suffix": @p id (at most 63 bytes, no '/') out of @p path. */
+bool api_match_id(const char *path, const char *prefix, const char *suffix, char id[64]);
+
+/** A decimal id of 1 to 18 digits, copied to @p out. */
+bool api_parse_id(const char *s, char out[24]);
 
 void api_reply_json(request *r, int status, json_t *body); /* takes @p body */
 void api_reply_error(request *r, int status, const char *code, const char *message,
@@ -94,6 +110,9 @@ bool api_uuid_ok(const char *s);
 
 /** True (after a 503) when @p res is NULL: the database failed. */
 bool api_db_unavailable(request *r, PGresult *res);
+
+/* api_shares.c: external sharing; false when @p path is not one of its resources. */
+bool api_shares_route(request *r, const char *path, enum evhttp_cmd_type m);
 
 /* api_forms.c: GET (latest, or ?version=N) or PUT (a new version) of
  * recording @p id's enforcement record form. */

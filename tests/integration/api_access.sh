@@ -197,6 +197,62 @@ as_custos -c "UPDATE grants SET valid_until = now() + interval '1 hour' WHERE id
 api GET "/api/v1/recordings/$(rec_of olive)" "$tok_rita"
 expect 200
 
+note "external sharing: request, approval by an admin or the group, a link without an account"
+tomorrow=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
+share_body() { # RECORDING... -> a share request for them
+    local ids="" r
+    for r in "$@"; do ids+="${ids:+,}\"$r\""; done
+    echo "{\"recipient\":\"Prosecutor's Office\",\"recordings\":[$ids],\"reason\":\"case 17\",\"expires_at\":\"$tomorrow\"}"
+}
+api POST /api/v1/shares "$tok_rita" "$(share_body "$(rec_of olive)" "$(rec_of oscar)")"
+expect 404 not_found "recordings[1]" # not one rita may read
+api POST /api/v1/shares "$tok_rita" "$(share_body "$(rec_of olive)" not-a-uuid)"
+expect 400 invalid_value "recordings[1]"
+api POST /api/v1/shares "$tok_rita" "$(share_body "$(rec_of olive)" | sed "s/$tomorrow/2020-01-01T00:00:00Z/")"
+expect 400 invalid_value expires_at
+api POST /api/v1/shares "$tok_rita" "$(share_body "$(rec_of olive)" | sed "s/$tomorrow/$(date -u -d '+200 days' +%Y-%m-%dT%H:%M:%SZ)/")"
+expect 400 invalid_value expires_at
+api POST /api/v1/shares "$tok_rita" "$(share_body "$(rec_of olive)" "$(rec_of ned)")"
+expect 201
+share=$(grep -o '"id":[0-9]*' "$base/body" | cut -d: -f2)
+api POST "/api/v1/shares/$share/decide" "$tok_rita" '{"approve":true}'
+expect 403 forbidden # not your own
+api POST "/api/v1/shares/$share/decide" "$tok_hank" '{"approve":true}'
+expect 403 forbidden # neither admin nor permission group
+api POST "/api/v1/shares/$share/decide" "$tok_gina" '{"approve":true}'
+expect 200
+link=$(field link)
+[ -n "$link" ] || fail "no link: $(cat "$base/body")"
+api POST "/api/v1/shares/$share/decide" "$tok_gina" '{"approve":false}'
+expect 409 conflict
+[ "$(field state)" = approved ] || fail "$(cat "$base/body")"
+api GET "$link" # no account
+expect 200
+[ "$(json_ids)" = "$(printf '%s\n' "$(rec_of olive)" "$(rec_of ned)" | sort)" ] ||
+    fail "the link shows: $(cat "$base/body")"
+api GET "/api/v1/shared/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+expect 404 not_found
+api POST "/api/v1/shares/$share/revoke" "$tok_olive" ''
+expect 403 forbidden
+api POST "/api/v1/shares/$share/revoke" "$tok_rita" ''
+expect 200
+api GET "$link"
+expect 404 not_found
+# An approved share stops working when it expires, with no job run.
+api POST /api/v1/shares "$tok_rita" "$(share_body "$(rec_of ned)")"
+share2=$(grep -o '"id":[0-9]*' "$base/body" | cut -d: -f2)
+api POST "/api/v1/shares/$share2/decide" "$tok_ada" '{"approve":true}'
+expect 200
+link2=$(field link)
+api GET "$link2"
+expect 200
+as_custos -c "UPDATE shares SET expires_at = now() - interval '1 second' WHERE id = $share2"
+api GET "$link2"
+expect 404 not_found
+api GET /api/v1/shares "$tok_rita"
+grep -q '"state":"expired"' "$base/body" && grep -q '"state":"revoked"' "$base/body" ||
+    fail "$(cat "$base/body")"
+
 note "an admin revokes directly; the holder's notice comes first"
 api POST "/api/v1/grants/$grant/revoke" "$tok_hank" '{"reason":"x"}'
 expect 403 forbidden
@@ -222,6 +278,10 @@ grep -q "user:sue .*permission.preliminary .*denied" "$base/audit" || fail "no d
 grep -q "user:ada .*grant.revoke .*ok" "$base/audit" || fail "no revocation"
 grep -q "user:olive .*form.edit .*ok .*version 2" "$base/audit" || fail "no form edit"
 grep -q "user:rita .*form.edit .*denied" "$base/audit" || fail "no denied form edit"
+grep -q "share:$share .*share.use .*ok" "$base/audit" || fail "no share use"
+grep -q "anonymous .*share.use .*denied" "$base/audit" || fail "no refused share use"
+grep -q "user:gina .*share.decide .*ok" "$base/audit" || fail "no share approval"
+grep -q "user:hank .*share.decide .*denied" "$base/audit" || fail "no denied share approval"
 ctl audit verify >/dev/null || fail "$(ctl audit verify)"
 
 kill -TERM "$pid"

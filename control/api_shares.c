@@ -1,0 +1,366 @@
+/*
+ * External sharing (docs/control.md):
+ *
+ *   POST /api/v1/shares                 ask: recipient, recordings, reason, expiry
+ *   GET  /api/v1/shares                 yours (all for admins and the permission group)
+ *   POST /api/v1/shares/{id}/decide     an admin or the permission group, never the requester;
+ *                                       approval answers the link, once
+ *   POST /api/v1/shares/{id}/revoke     the requester or an admin
+ *   GET  /api/v1/shared/{token}         the recipient, without an account
+ *
+ * The requester must be able to read every recording asked for. A link
+ * works while approved, not revoked and not expired (checked at use); each
+ * use, and each refused use, is audited.
+ */
+#include "api_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHARE_RECORDINGS_MAX 100
+#define SHARE_DAYS_MAX       90
+#define TS_FORMAT            "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
+#define STR_(x)              #x
+#define STR(x)               STR_(x)
+
+static const char *const share_fields[] = {"recipient", "recordings", "reason", "expires_at"};
+
+/* The recordings as a uuid[] literal; false after a 400 naming recordings[i]. */
+static bool recordings_literal(request *r, json_t *arr, char *out, size_t cap)
+{
+    if (!json_is_array(arr) || json_array_size(arr) == 0) {
+        api_reply_error(r, 400, json_is_array(arr) ? "invalid_value" : "invalid_type",
+                        "a non-empty array of recording ids", "recordings");
+        return false;
+    }
+    if (json_array_size(arr) > SHARE_RECORDINGS_MAX) {
+        api_reply_error(r, 400, "invalid_value", "at most 100 recordings", "recordings");
+        return false;
+    }
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *v = json_array_get(arr, i);
+        char field[32];
+        snprintf(field, sizeof(field), "recordings[%zu]", i);
+        if (!json_is_string(v) || !api_uuid_ok(json_string_value(v))) {
+            api_reply_error(r, 400, json_is_string(v) ? "invalid_value" : "invalid_type",
+                            "a recording id", field);
+            return false;
+        }
+        if (len + 40 >= cap)
+            return false;
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "", json_string_value(v));
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return true;
+}
+
+static void create_share(request *r, const caller *who)
+{
+    json_t *body = api_read_object(r, share_fields, 4);
+    if (!body)
+        return;
+    static char recs[SHARE_RECORDINGS_MAX * 40 + 8];
+    char exp_ms[24], uid[24];
+    const char *recipient = api_string_field(r, body, "recipient", 200);
+    const char *reason = recipient ? api_string_field(r, body, "reason", 2000) : NULL;
+    const char *expires = reason ? api_string_field(r, body, "expires_at", 40) : NULL;
+    if (!expires)
+        goto out;
+    if (!recipient[0] || !reason[0]) {
+        api_reply_error(r, 400, "invalid_value", "required", recipient[0] ? "reason" : "recipient");
+        goto out;
+    }
+    json_t *arr = json_object_get(body, "recordings");
+    if (!arr) {
+        api_reply_error(r, 400, "missing_field", "this field is required", "recordings");
+        goto out;
+    }
+    if (!recordings_literal(r, arr, recs, sizeof(recs)))
+        goto out;
+    if (!api_parse_time(expires, exp_ms)) {
+        api_reply_error(r, 400, "invalid_value", "an RFC 3339 time", "expires_at");
+        goto out;
+    }
+    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    /* Every recording must be one the requester may read (the first that is not, named). */
+    const char *p1[2] = {uid, recs};
+    PGresult *res = api_query(r->a,
+                              "SELECT i - 1 FROM unnest($2::uuid[]) WITH ORDINALITY AS t(id, i) "
+                              "WHERE NOT may_read_recording($1, t.id, now()) ORDER BY i LIMIT 1",
+                              2, p1);
+    if (api_db_unavailable(r, res))
+        goto out;
+    if (PQntuples(res) == 1) {
+        char field[32];
+        snprintf(field, sizeof(field), "recordings[%s]", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        api_audit(r, who->actor, "share.request", "", "denied");
+        api_reply_error(r, 404, "not_found", "no such recording", field);
+        goto out;
+    }
+    PQclear(res);
+    const char *p2[5] = {uid, recipient, reason, exp_ms, recs};
+    res = api_query(
+        r->a,
+        "WITH s AS (INSERT INTO shares (requester_id, recipient, reason, expires_at) SELECT $1, "
+        "$2, $3, 'epoch'::timestamptz + $4::bigint * interval '1 ms' WHERE 'epoch'::timestamptz "
+        "+ $4::bigint * interval '1 ms' BETWEEN now() AND now() + interval '" STR(
+            SHARE_DAYS_MAX) " days' RETURNING id), r AS (INSERT INTO share_recordings SELECT "
+                            "s.id, t.id FROM s, (SELECT DISTINCT unnest($5::uuid[]) AS id) t) "
+                            "SELECT id FROM s",
+        5, p2);
+    if (api_db_unavailable(r, res))
+        goto out;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        api_reply_error(r, 400, "invalid_value", "in the future, at most 90 days ahead",
+                        "expires_at");
+        goto out;
+    }
+    char object[48];
+    snprintf(object, sizeof(object), "share %s", PQgetvalue(res, 0, 0));
+    json_t *j = json_pack("{s:I, s:s}", "id", (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10),
+                          "state", "requested");
+    PQclear(res);
+    api_audit(r, who->actor, "share.request", object, "ok");
+    api_reply_json(r, 201, j);
+out:
+    json_decref(body);
+}
+
+static void list_shares(request *r, const caller *who)
+{
+    char uid[24];
+    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *p[2] = {uid, who->role};
+    PGresult *res = api_query(
+        r->a,
+        "SELECT s.id, u.username, s.recipient, s.reason, to_char(s.expires_at AT TIME ZONE "
+        "'UTC', " TS_FORMAT "), CASE WHEN s.state = 'approved' AND now() >= s.expires_at THEN "
+        "'expired' ELSE s.state END, (SELECT count(*) FROM share_recordings x WHERE x.share_id = "
+        "s.id) FROM shares s JOIN users u ON u.id = s.requester_id WHERE $2 = 'admin' OR "
+        "s.requester_id = $1 OR EXISTS (SELECT 1 FROM permission_group_members m WHERE "
+        "m.user_id = $1) ORDER BY s.id DESC LIMIT 500",
+        2, p);
+    if (api_db_unavailable(r, res))
+        return;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I}", "id",
+                                             (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10),
+                                             "requester", PQgetvalue(res, i, 1), "recipient",
+                                             PQgetvalue(res, i, 2), "reason", PQgetvalue(res, i, 3),
+                                             "expires_at", PQgetvalue(res, i, 4), "state",
+                                             PQgetvalue(res, i, 5), "recordings",
+                                             (json_int_t)strtoll(PQgetvalue(res, i, 6), NULL, 10)));
+    PQclear(res);
+    api_audit(r, who->actor, "share.list", "", "ok");
+    api_reply_json(r, 200, json_pack("{s:o}", "shares", arr));
+}
+
+static const char *const decide_fields[] = {"approve", "note"};
+
+static void decide_share(request *r, const caller *who, const char *id)
+{
+    char object[48], uid[24];
+    snprintf(object, sizeof(object), "share %s", id);
+    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    json_t *body = api_read_object(r, decide_fields, 2);
+    if (!body)
+        return;
+    json_t *approve = json_object_get(body, "approve"), *note = json_object_get(body, "note");
+    if (!approve || !json_is_boolean(approve)) {
+        api_reply_error(r, 400, approve ? "invalid_type" : "missing_field", "true or false",
+                        "approve");
+        goto out;
+    }
+    if (note && (!json_is_string(note) || json_string_length(note) > 2000)) {
+        api_reply_error(r, 400, "invalid_type", "a string of at most 2000 bytes", "note");
+        goto out;
+    }
+    const char *p1[2] = {id, uid};
+    PGresult *res = api_query(r->a,
+                              "SELECT s.state, s.requester_id = $2, EXISTS (SELECT 1 FROM "
+                              "permission_group_members m WHERE m.user_id = $2) FROM shares s "
+                              "WHERE s.id = $1",
+                              2, p1);
+    if (api_db_unavailable(r, res))
+        goto out;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        api_reply_error(r, 404, "not_found", "no such share", NULL);
+        goto out;
+    }
+    bool own = *PQgetvalue(res, 0, 1) == 't', member = *PQgetvalue(res, 0, 2) == 't';
+    PQclear(res);
+    bool approver = member || api_allowed(who, ACT_SHARE_APPROVE);
+    if (own || !approver) {
+        api_audit(r, who->actor, "share.decide", object, "denied");
+        api_reply_error(r, 403, "forbidden",
+                        own ? "nobody approves their own share"
+                            : "only an admin or the permission group approves shares",
+                        NULL);
+        goto out;
+    }
+    bool yes = json_is_true(approve);
+    char token[48] = "", thex[67] = "";
+    if (yes && !api_new_token(token, thex)) {
+        api_reply_error(r, 503, "unavailable", "no random bytes for a link", NULL);
+        goto out;
+    }
+    const char *p2[5] = {id, uid, yes ? "approved" : "rejected", yes ? thex : NULL,
+                         note ? json_string_value(note) : NULL};
+    res = api_query(r->a,
+                    "UPDATE shares SET state = $3, approver_id = $2, decided_at = now(), "
+                    "token_hash = $4::bytea, note = $5 WHERE id = $1 AND state = 'requested' "
+                    "RETURNING state",
+                    5, p2);
+    if (api_db_unavailable(r, res))
+        goto out;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        res = api_query(r->a, "SELECT state FROM shares WHERE id = $1", 1, p1);
+        if (!api_db_unavailable(r, res)) {
+            json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
+                                  "the share was already decided", "state",
+                                  PQntuples(res) ? PQgetvalue(res, 0, 0) : "?");
+            PQclear(res);
+            api_audit(r, who->actor, "share.decide", object, "failed");
+            api_reply_json(r, 409, j);
+        }
+        goto out;
+    }
+    PQclear(res);
+    api_audit(r, who->actor, "share.decide", object, "ok");
+    json_t *j = json_pack("{s:s, s:s}", "id", id, "state", yes ? "approved" : "rejected");
+    if (yes) {
+        char link[80];
+        snprintf(link, sizeof(link), "/api/v1/shared/%s", token);
+        json_object_set_new(j, "link", json_string(link)); /* shown here only */
+    }
+    api_reply_json(r, 200, j);
+out:
+    json_decref(body);
+}
+
+static void revoke_share(request *r, const caller *who, const char *id)
+{
+    char object[48], uid[24];
+    snprintf(object, sizeof(object), "share %s", id);
+    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *p[3] = {id, uid, api_allowed(who, ACT_SHARE_REVOKE_ANY) ? "t" : "f"};
+    PGresult *res = api_query(r->a,
+                              "UPDATE shares SET state = 'revoked', revoked_at = now(), "
+                              "revoked_by = $2 WHERE id = $1 AND state IN ('requested', "
+                              "'approved') AND (requester_id = $2 OR $3::bool) RETURNING id",
+                              3, p);
+    if (api_db_unavailable(r, res))
+        return;
+    bool done = PQntuples(res) == 1;
+    PQclear(res);
+    if (done) {
+        api_audit(r, who->actor, "share.revoke", object, "ok");
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "state", "revoked"));
+        return;
+    }
+    const char *p1[1] = {id};
+    res = api_query(r->a, "SELECT state, requester_id FROM shares WHERE id = $1", 1, p1);
+    if (api_db_unavailable(r, res))
+        return;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        api_reply_error(r, 404, "not_found", "no such share", NULL);
+        return;
+    }
+    bool mine = strcmp(PQgetvalue(res, 0, 1), uid) == 0;
+    if (!mine && !api_allowed(who, ACT_SHARE_REVOKE_ANY)) {
+        PQclear(res);
+        api_audit(r, who->actor, "share.revoke", object, "denied");
+        api_reply_error(r, 403, "forbidden", "only the requester or an admin revokes a share",
+                        NULL);
+        return;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
+                          "the share is no longer live", "state", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    api_reply_json(r, 409, j);
+}
+
+/* The recipient's side: no account, only the link's token. */
+static void use_share(request *r, const char *token)
+{
+    char thex[67];
+    api_token_hash_hex(token, thex);
+    const char *p[1] = {thex};
+    PGresult *res = api_query(
+        r->a,
+        "SELECT s.id, s.recipient, r.id::text, to_char(r.opened_at AT TIME ZONE 'UTC', " TS_FORMAT
+        "), r.state, coalesce(r.segment_count, 0), to_char(s.expires_at AT TIME ZONE "
+        "'UTC', " TS_FORMAT
+        ") FROM shares s JOIN share_recordings x ON x.share_id = s.id JOIN recordings r "
+        "ON r.id = x.recording_id WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "
+        "now() < s.expires_at ORDER BY r.opened_at",
+        1, p);
+    if (api_db_unavailable(r, res))
+        return;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        api_audit(r, "anonymous", "share.use", "", "denied");
+        api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked", NULL);
+        return;
+    }
+    char actor[48], object[48];
+    snprintf(actor, sizeof(actor), "share:%s", PQgetvalue(res, 0, 0));
+    snprintf(object, sizeof(object), "share %s", PQgetvalue(res, 0, 0));
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "id", PQgetvalue(res, i, 2),
+                                             "opened_at", PQgetvalue(res, i, 3), "state",
+                                             PQgetvalue(res, i, 4), "segments",
+                                             (json_int_t)strtoll(PQgetvalue(res, i, 5), NULL, 10)));
+    json_t *j = json_pack("{s:s, s:s, s:o}", "recipient", PQgetvalue(res, 0, 1), "expires_at",
+                          PQgetvalue(res, 0, 6), "recordings", arr);
+    PQclear(res);
+    api_audit(r, actor, "share.use", object, "ok");
+    api_reply_json(r, 200, j);
+}
+
+bool api_shares_route(request *r, const char *path, enum evhttp_cmd_type m)
+{
+    caller who;
+    char id[64], num[24];
+    static const char shared[] = "/api/v1/shared/";
+    if (strncmp(path, shared, sizeof(shared) - 1) == 0) {
+        const char *token = path + sizeof(shared) - 1;
+        if (m != EVHTTP_REQ_GET)
+            api_reply_error(r, 405, "method_not_allowed", "GET", NULL);
+        else if (strlen(token) != API_TOKEN_CHARS)
+            api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked",
+                            NULL);
+        else
+            use_share(r, token);
+        return true;
+    }
+    if (strcmp(path, "/api/v1/shares") == 0) {
+        if (m != EVHTTP_REQ_POST && m != EVHTTP_REQ_GET)
+            api_reply_error(r, 405, "method_not_allowed", "POST or GET", NULL);
+        else if (api_authenticate(r, &who))
+            m == EVHTTP_REQ_POST ? create_share(r, &who) : list_shares(r, &who);
+        return true;
+    }
+    bool decide = api_match_id(path, "/api/v1/shares/", "/decide", id);
+    if (decide || api_match_id(path, "/api/v1/shares/", "/revoke", id)) {
+        if (m != EVHTTP_REQ_POST)
+            api_reply_error(r, 405, "method_not_allowed", "POST", NULL);
+        else if (!api_parse_id(id, num))
+            api_reply_error(r, 404, "not_found", "no such share", NULL);
+        else if (api_authenticate(r, &who))
+            decide ? decide_share(r, &who, num) : revoke_share(r, &who, num);
+        return true;
+    }
+    return false;
+}
