@@ -11,6 +11,7 @@
 #include "api_internal.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -29,6 +30,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOKEN_BYTES        32
 #define IDLE_TIMEOUT_S     1800  /* 30 minutes */
@@ -98,7 +100,7 @@ void api_audit(request *r, const char *actor, const char *action, const char *ob
 
 /* -------------------------------------------------------------- database */
 
-PGresult *api_query(ctl_api *a, const char *sql, int n, const char *const *params)
+PGresult *api_query(api_worker *a, const char *sql, int n, const char *const *params)
 {
     PGresult *res = PQexecParams(a->db, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
@@ -112,7 +114,32 @@ PGresult *api_query(ctl_api *a, const char *sql, int n, const char *const *param
     return res;
 }
 
-bool api_exec_ok(ctl_api *a, const char *sql, int n, const char *const *params)
+PGresult *api_query_prepared(api_worker *a, const char *name, const char *sql, int n,
+                             const char *const *params)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGresult *res = PQexecPrepared(a->db, name, n, params, NULL, NULL, 0);
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+            return res;
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        bool unprepared = state && strcmp(state, "26000") == 0; /* a new connection */
+        PQclear(res);
+        if (!unprepared || attempt)
+            break;
+        res = PQprepare(a->db, name, sql, n, NULL);
+        st = PQresultStatus(res);
+        PQclear(res);
+        if (st != PGRES_COMMAND_OK)
+            break;
+    }
+    CU_LOG(CU_LOG_ERROR, "api", "database (%s): %s", name, PQerrorMessage(a->db));
+    if (PQstatus(a->db) != CONNECTION_OK)
+        PQreset(a->db);
+    return NULL;
+}
+
+bool api_exec_ok(api_worker *a, const char *sql, int n, const char *const *params)
 {
     PGresult *res = api_query(a, sql, n, params);
     PQclear(res);
@@ -230,8 +257,8 @@ bool api_authenticate(request *r, caller *who)
     char thex[67];
     api_token_hash_hex(token, thex);
     const char *params[1] = {thex};
-    PGresult *res = api_query(
-        r->a,
+    PGresult *res = api_query_prepared(
+        r->a, "authenticate",
         "SELECT s.id, u.id, u.username, u.role, s.revoked_at IS NOT NULL, "
         "now() - s.last_seen_at > interval '" STR(
             IDLE_TIMEOUT_S) " seconds', "
@@ -343,7 +370,7 @@ static const char *const login_fields[] = {"username", "password", "totp"};
 
 static void login(request *r)
 {
-    ctl_api *a = r->a;
+    api_worker *a = r->a;
     json_t *body = api_read_object(r, login_fields, 3);
     if (!body)
         return;
@@ -648,8 +675,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
-    ctl_api *a = arg;
-    SSL *ssl = SSL_new(a->ssl);
+    api_worker *w = arg;
+    SSL *ssl = SSL_new(w->ssl);
     if (!ssl)
         return NULL;
     struct bufferevent *bev = bufferevent_openssl_socket_new(
@@ -661,10 +688,84 @@ static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 
 static void *api_main(void *arg)
 {
-    ctl_api *a = arg;
-    pthread_setname_np(pthread_self(), "api");
-    event_base_dispatch(a->base);
+    api_worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "api-%d", w->index);
+    pthread_setname_np(pthread_self(), name);
+    event_base_dispatch(w->base);
     return NULL;
+}
+
+/* A listening socket on api.bind:api.port that every worker binds (SO_REUSEPORT). */
+static cu_rc listen_shared(const cu_config *cfg, int *fd_out, cu_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(cfg->api_bind, ':')) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)cfg->api_port);
+        inet_pton(AF_INET6, cfg->api_bind, &a6->sin6_addr);
+        sl = sizeof(*a6);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)cfg->api_port);
+        inet_pton(AF_INET, cfg->api_bind, &a4->sin_addr);
+        sl = sizeof(*a4);
+    }
+    int one = 1;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        /* accepted connections inherit it: a response's TLS records go out at
+         * once instead of waiting for the client's delayed ACK */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return cu_err_set(err, CU_ERR_IO, "api (api.bind, api.port): cannot listen on %s:%lld: %s",
+                          cfg->api_bind, (long long)cfg->api_port, strerror(e));
+    }
+    *fd_out = fd;
+    return CU_OK;
+}
+
+static cu_rc worker_start(api_worker *w, const cu_config *cfg, const char *data_dir,
+                          const char *dsn, const char *dummy_hash, cu_err *err)
+{
+    w->cfg = cfg;
+    cu_strlcpy(w->dummy_hash, dummy_hash, sizeof(w->dummy_hash));
+    cu_rc rc = db_connect(dsn, "custos-api", &w->db, err);
+    if (rc)
+        return rc;
+    rc = store_keyring_open(data_dir, true, &w->keys, err);
+    if (rc)
+        return rc;
+    w->base = event_base_new();
+    w->http = w->base ? evhttp_new(w->base) : NULL;
+    if (!w->http)
+        return cu_err_set(err, CU_ERR_NOMEM, "cannot create the API's HTTP server");
+    evhttp_set_bevcb(w->http, tls_bev, w);
+    evhttp_set_gencb(w->http, on_request, w);
+    evhttp_set_timeout(w->http, (int)cfg->http_timeout_s);
+    evhttp_set_max_headers_size(w->http, HEADERS_MAX);
+    /* Bodies up to 4x the cap are read and answered 413 in JSON; larger ones
+     * evhttp refuses itself while reading. */
+    evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->api_max_body_bytes * 4);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+    int fd = -1;
+    rc = listen_shared(cfg, &fd, err);
+    if (rc)
+        return rc;
+    if (!evhttp_accept_socket_with_handle(w->http, fd)) {
+        close(fd);
+        return cu_err_set(err, CU_ERR_NOMEM, "cannot serve the API socket");
+    }
+    return CU_OK;
 }
 
 cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn, ctl_api **out,
@@ -674,8 +775,7 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     if (!cfg->api_port)
         return CU_OK;
     ctl_api *a = cu_xcalloc(1, sizeof(*a));
-    a->cfg = cfg;
-    a->dsn = cu_xstrdup(dsn);
+    char dummy[CTL_PASSWORD_HASH_MAX];
     ctl_tls_spec tls = {.what = "HTTPS API",
                         .cert_file = cfg->api_cert_file,
                         .key_file = cfg->api_key_file,
@@ -687,49 +787,29 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     cu_rc rc = ctl_tls_server_context(&tls, &a->ssl, err);
     if (rc)
         goto fail;
-    rc = db_connect(dsn, "custos-api", &a->db, err);
-    if (rc)
-        goto fail;
-    rc = store_keyring_open(data_dir, true, &a->keys, err);
-    if (rc)
-        goto fail;
     /* A hash to verify unknown users' attempts against (same cost). */
-    rc = ctl_password_hash("no user has this password, it only costs time", a->dummy_hash, err);
+    rc = ctl_password_hash("no user has this password, it only costs time", dummy, err);
     if (rc)
         goto fail;
-    a->base = event_base_new();
-    a->http = a->base ? evhttp_new(a->base) : NULL;
-    if (!a->http) {
-        rc = cu_err_set(err, CU_ERR_NOMEM, "cannot create the API's HTTP server");
-        goto fail;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    a->nworkers = cfg->api_workers ? (int)cfg->api_workers : cpus > 0 ? (int)cpus : 1;
+    a->workers = cu_xcalloc((size_t)a->nworkers, sizeof(api_worker));
+    for (int i = 0; i < a->nworkers; i++) {
+        a->workers[i].index = i;
+        a->workers[i].ssl = a->ssl;
+        rc = worker_start(&a->workers[i], cfg, data_dir, dsn, dummy, err);
+        if (rc)
+            goto fail;
     }
-    evhttp_set_bevcb(a->http, tls_bev, a);
-    evhttp_set_gencb(a->http, on_request, a);
-    evhttp_set_timeout(a->http, (int)cfg->http_timeout_s);
-    evhttp_set_max_headers_size(a->http, HEADERS_MAX);
-    /* Bodies up to 4x the cap are read and answered 413 in JSON; larger ones
-     * evhttp refuses itself while reading. */
-    evhttp_set_max_body_size(a->http, (ev_ssize_t)cfg->api_max_body_bytes * 4);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
-    struct evhttp_bound_socket *bound =
-        evhttp_bind_socket_with_handle(a->http, cfg->api_bind, (ev_uint16_t)cfg->api_port);
-    if (!bound) {
-        rc = cu_err_set(err, CU_ERR_IO, "api (api.bind, api.port): cannot listen on %s:%lld",
-                        cfg->api_bind, (long long)cfg->api_port);
-        goto fail;
+    for (int i = 0; i < a->nworkers; i++) {
+        if (pthread_create(&a->workers[i].thread, NULL, api_main, &a->workers[i]) != 0) {
+            rc = cu_err_set(err, CU_ERR_IO, "cannot start API thread %d", i);
+            goto fail;
+        }
+        a->workers[i].running = true;
     }
-    /* Accepted connections inherit it: a response's TLS records go out at
-     * once instead of waiting for the client's delayed ACK. */
-    int one = 1;
-    setsockopt(evhttp_bound_socket_get_fd(bound), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (pthread_create(&a->thread, NULL, api_main, a) != 0) {
-        rc = cu_err_set(err, CU_ERR_IO, "cannot start the API thread");
-        goto fail;
-    }
-    a->running = true;
-    CU_LOG(CU_LOG_INFO, "api", "HTTPS API on %s:%lld (/api/v1/)", cfg->api_bind,
-           (long long)cfg->api_port);
+    CU_LOG(CU_LOG_INFO, "api", "HTTPS API on %s:%lld (/api/v1/) with %d thread(s)", cfg->api_bind,
+           (long long)cfg->api_port, a->nworkers);
     *out = a;
     return CU_OK;
 fail:
@@ -741,17 +821,20 @@ void ctl_api_stop(ctl_api *a)
 {
     if (!a)
         return;
-    if (a->running) {
-        event_base_loopexit(a->base, NULL);
-        pthread_join(a->thread, NULL);
+    for (int i = 0; i < a->nworkers; i++) {
+        api_worker *w = &a->workers[i];
+        if (w->running) {
+            event_base_loopexit(w->base, NULL);
+            pthread_join(w->thread, NULL);
+        }
+        if (w->http)
+            evhttp_free(w->http);
+        if (w->base)
+            event_base_free(w->base);
+        PQfinish(w->db);
+        store_keyring_close(w->keys);
     }
-    if (a->http)
-        evhttp_free(a->http);
-    if (a->base)
-        event_base_free(a->base);
+    free(a->workers);
     SSL_CTX_free(a->ssl);
-    PQfinish(a->db);
-    store_keyring_close(a->keys);
-    free(a->dsn);
     free(a);
 }

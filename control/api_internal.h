@@ -14,22 +14,33 @@
 #include <limits.h>
 #include <pthread.h>
 
-struct ctl_api {
+/*
+ * One API thread: its own event loop, HTTP server on the shared port
+ * (SO_REUSEPORT: the kernel spreads connections), database connection and
+ * keyring. Everything a handler touches is its thread's.
+ */
+typedef struct api_worker {
     const cu_config *cfg;
-    char *dsn;
+    int index;
     struct event_base *base;
     struct evhttp *http;
-    SSL_CTX *ssl;
+    SSL_CTX *ssl; /* the service's, shared (SSL_new is thread-safe) */
     PGconn *db;
     store_keyring *keys; /* TOTP secrets are wrapped by its KEKs */
     pthread_t thread;
     bool running;
     char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
+} api_worker;
+
+struct ctl_api {
+    SSL_CTX *ssl;
+    api_worker *workers;
+    int nworkers;
 };
 
 /* One request as the handlers see it. */
 typedef struct {
-    ctl_api *a;
+    api_worker *a;
     struct evhttp_request *req;
     char source[INET6_ADDRSTRLEN + 1];
 } request;
@@ -78,8 +89,12 @@ void api_audit(request *r, const char *actor, const char *action, const char *ob
                const char *outcome);
 
 /** A statement with text parameters; NULL (logged) on a database error. */
-PGresult *api_query(ctl_api *a, const char *sql, int n, const char *const *params);
-bool api_exec_ok(ctl_api *a, const char *sql, int n, const char *const *params);
+PGresult *api_query(api_worker *a, const char *sql, int n, const char *const *params);
+bool api_exec_ok(api_worker *a, const char *sql, int n, const char *const *params);
+
+/** api_query() of a statement prepared once per connection under @p name (planned once). */
+PGresult *api_query_prepared(api_worker *a, const char *name, const char *sql, int n,
+                             const char *const *params);
 
 /** The body as an object with only @p allowed members; NULL after a 4xx reply. */
 json_t *api_read_object(request *r, const char *const *allowed, size_t n);

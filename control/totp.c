@@ -76,7 +76,7 @@ ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *us
     const char *params[1] = {username};
     PGresult *res = PQexecParams(conn,
                                  "SELECT totp_kek_id, totp_wrapped, totp_last_step FROM users "
-                                 "WHERE username = $1 AND totp_wrapped IS NOT NULL FOR UPDATE",
+                                 "WHERE username = $1 AND totp_wrapped IS NOT NULL",
                                  1, NULL, params, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         cu_err_set(err, CU_ERR_DB, "TOTP: %s", PQerrorMessage(conn));
@@ -115,14 +115,21 @@ ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *us
     int64_t step = (int64_t)now / STEP_S + pos;
     if (step <= last)
         return CTL_TOTP_REPLAYED;
+    /* Claim the step atomically: of two logins racing with one code, one wins. */
     char step_text[24];
     snprintf(step_text, sizeof(step_text), "%lld", (long long)step);
     const char *p2[2] = {username, step_text};
-    res = PQexecParams(conn, "UPDATE users SET totp_last_step = $2 WHERE username = $1", 2, NULL,
-                       p2, NULL, NULL, 0);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok)
+    res = PQexecParams(conn,
+                       "UPDATE users SET totp_last_step = $2 WHERE username = $1 AND "
+                       "totp_last_step < $2::bigint",
+                       2, NULL, p2, NULL, NULL, 0);
+    ctl_totp_result out = CTL_TOTP_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         cu_err_set(err, CU_ERR_DB, "TOTP: %s", PQerrorMessage(conn));
+        out = CTL_TOTP_ERROR;
+    } else if (strcmp(PQcmdTuples(res), "1") != 0) {
+        out = CTL_TOTP_REPLAYED;
+    }
     PQclear(res);
-    return ok ? CTL_TOTP_OK : CTL_TOTP_ERROR;
+    return out;
 }

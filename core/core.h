@@ -163,6 +163,7 @@ typedef struct {
     char *api_cert_file;                      /* api.cert_file ("" = self-signed) */
     char *api_key_file;                       /* api.key_file */
     int64_t api_max_body_bytes;               /* api.max_body_bytes */
+    int64_t api_workers;                      /* api.workers (0 = one per CPU) */
     int64_t segment_target_ms;      /* segment.target_ms */
     int64_t segment_max_ms;         /* segment.max_ms */
 } cu_config;
