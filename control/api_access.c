@@ -510,24 +510,8 @@ static void list_recordings(request *r, const caller *who)
     if (!api_require(r, who, ACT_RECORDINGS_LIST, "recording.list", ""))
         return;
     long page = 1;
-    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    if (q) {
-        struct evkeyvalq params;
-        if (evhttp_parse_query_str(q, &params) != 0) {
-            api_reply_error(r, 400, "invalid_value", "a malformed query string", NULL);
-            return;
-        }
-        const char *v = evhttp_find_header(&params, "page");
-        char *end = NULL;
-        if (v)
-            page = strtol(v, &end, 10);
-        bool bad = v && (!*v || *end || page < 1 || page > 1000000);
-        evhttp_clear_headers(&params);
-        if (bad) {
-            api_reply_error(r, 400, "invalid_value", "a page number from 1", "page");
-            return;
-        }
-    }
+    if (!api_query_number(r, "page", 1000000, &page))
+        return;
     char uid[24], offset[24], limit[24];
     snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
     snprintf(offset, sizeof(offset), "%ld", (page - 1) * PAGE_SIZE);
@@ -597,6 +581,34 @@ static void get_recording(request *r, const caller *who, const char *id)
     PQclear(res);
     api_audit(r, who->actor, "recording.read", object, "ok");
     api_reply_json(r, 200, j);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+bool api_query_number(request *r, const char *name, long max, long *out)
+{
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    if (!q)
+        return true;
+    struct evkeyvalq params;
+    if (evhttp_parse_query_str(q, &params) != 0) {
+        api_reply_error(r, 400, "invalid_value", "a malformed query string", NULL);
+        return false;
+    }
+    const char *v = evhttp_find_header(&params, name);
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : 0;
+    bool bad = v && (!*v || *end || n < 1 || n > max);
+    evhttp_clear_headers(&params);
+    if (bad) {
+        char why[64];
+        snprintf(why, sizeof(why), "a number from 1 to %ld", max);
+        api_reply_error(r, 400, "invalid_value", why, name);
+        return false;
+    }
+    if (v)
+        *out = n;
+    return true;
 }
 
 /* ---------------------------------------------------------------- routing */

@@ -154,24 +154,8 @@ static void get_form(request *r, const caller *who, const char *id, const char *
                      const char *object)
 {
     long version = 0;
-    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    if (q) {
-        struct evkeyvalq params;
-        if (evhttp_parse_query_str(q, &params) != 0) {
-            api_reply_error(r, 400, "invalid_value", "a malformed query string", NULL);
-            return;
-        }
-        const char *v = evhttp_find_header(&params, "version");
-        char *end = NULL;
-        if (v)
-            version = strtol(v, &end, 10);
-        bool bad = v && (!*v || *end || version < 1 || version > 1000000000);
-        evhttp_clear_headers(&params);
-        if (bad) {
-            api_reply_error(r, 400, "invalid_value", "a version number from 1", "version");
-            return;
-        }
-    }
+    if (!api_query_number(r, "version", 1000000000, &version))
+        return;
     char vtext[24];
     snprintf(vtext, sizeof(vtext), "%ld", version);
     const char *p[3] = {uid, id, vtext};

@@ -76,6 +76,10 @@ void api_token_hash_hex(const char *token, char hash_hex[67]);
 /** "/prefix/{id}/suffix": @p id (at most 63 bytes, no '/') out of @p path. */
 bool api_match_id(const char *path, const char *prefix, const char *suffix, char id[64]);
 
+/** Query parameter @p name as a number in 1..@p max into *@p out (left alone when absent);
+ * false after a 400 naming it. */
+bool api_query_number(request *r, const char *name, long max, long *out);
+
 /** A decimal id of 1 to 18 digits, copied to @p out. */
 bool api_parse_id(const char *s, char out[24]);
 
