@@ -59,32 +59,44 @@ it_tmpdir() {
     echo "$d"
 }
 
-# A loopback TCP port nothing listens on.
+# Ports for the tests come from one sequence shared by every test running on
+# the machine (a counter file under a lock), below the kernel's ephemeral
+# range, so two tests running in parallel never pick the same port, and a
+# port is skipped when something already uses it.
+IT_PORT_LOCK=/tmp/custos-it-ports.lock
+IT_PORT_NEXT=/tmp/custos-it-ports.next
+
+# it_port_in_use PORT: a TCP listener, or a bound UDP socket, has it.
+it_port_in_use() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    awk 'NR > 1 {print $2}' /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 2>/dev/null |
+        grep -qi ":$hex\$"
+}
+
+# A loopback port (TCP and UDP) nothing uses, never handed to another test.
 it_free_port() {
-    local p i
-    for i in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
+    local lock n p i
+    exec {lock}>>"$IT_PORT_LOCK"
+    flock "$lock"
+    n=$(cat "$IT_PORT_NEXT" 2>/dev/null || echo $((RANDOM % 12000)))
+    case "$n" in '' | *[!0-9]*) n=0 ;; esac
+    for i in $(seq 1 500); do
+        n=$(((n + 1) % 12000))
+        p=$((20000 + n))
+        it_port_in_use "$p" && continue
+        echo "$n" >"$IT_PORT_NEXT"
+        exec {lock}>&-
+        echo "$p"
+        return 0
     done
+    exec {lock}>&-
     fail "no free port found"
 }
 
-# A loopback UDP port nothing is bound to (per /proc/net/udp{,6}).
-it_free_udp_port() {
-    local p i
-    for i in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! awk 'NR > 1 {print $2}' /proc/net/udp /proc/net/udp6 2>/dev/null |
-            grep -qi ":$(printf '%04X' "$p")\$"; then
-            echo "$p"
-            return 0
-        fi
-    done
-    fail "no free UDP port found"
-}
+# The same, for a UDP port.
+it_free_udp_port() { it_free_port; }
 
 # it_start_ingestd LOG ARGS... : start ingestd in the background; sets
 # INGESTD_PID, INGEST_PORT (its SRTP/RTP port on 127.0.0.1, unless ARGS set
