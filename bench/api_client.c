@@ -82,7 +82,7 @@ static int one_request(SSL *ssl, client *c, char *buf)
         if (!end && have >= BUF - 1)
             return -1;
     }
-    int status = atoi(buf + 9);
+    int status = (int)strtol(buf + 9, NULL, 10); /* "HTTP/1.1 200" */
     const char *cl = strcasestr(buf, "\r\nContent-Length:");
     size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
     size_t total = (size_t)(end + 4 - buf) + body;
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
     const char *token = NULL, *cacert = NULL, *path = "/api/v1/recordings";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--port"))
-            port = atoi(argv[i + 1]);
+            port = (int)strtol(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--token"))
             token = argv[i + 1];
         else if (!strcmp(argv[i], "--cacert"))
@@ -142,11 +142,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--path"))
             path = argv[i + 1];
         else if (!strcmp(argv[i], "--clients"))
-            clients = atoi(argv[i + 1]);
+            clients = (int)strtol(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--seconds"))
-            seconds = atof(argv[i + 1]);
+            seconds = strtod(argv[i + 1], NULL);
     }
-    if (!port || !token || !cacert || clients < 1 || clients > 64 || seconds <= 0) {
+    if (port < 1 || port > 65535 || !token || !cacert || clients < 1 || clients > 64 ||
+        seconds <= 0) {
         fprintf(stderr, "usage: api_client --port P --token T --cacert PEM [--path P] "
                         "[--clients N] [--seconds S]\n");
         return 2;

@@ -585,6 +585,56 @@ static void get_recording(request *r, const caller *who, const char *id)
 
 /* ---------------------------------------------------------------- helpers */
 
+bool api_string_array(request *r, json_t *arr, const char *field, size_t min, size_t max,
+                      bool (*valid)(const char *s, size_t n), const char *what, char *out,
+                      size_t cap)
+{
+    if (!json_is_array(arr)) {
+        api_reply_error(r, 400, "invalid_type", "an array of strings", field);
+        return false;
+    }
+    if (json_array_size(arr) < min || json_array_size(arr) > max) {
+        char why[64];
+        snprintf(why, sizeof(why), "from %zu to %zu items", min, max);
+        api_reply_error(r, 400, "invalid_value", why, field);
+        return false;
+    }
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *v = json_array_get(arr, i);
+        char item[64];
+        snprintf(item, sizeof(item), "%s[%zu]", field, i);
+        if (!json_is_string(v)) {
+            api_reply_error(r, 400, "invalid_type", "a string", item);
+            return false;
+        }
+        const char *str = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (strlen(str) != n || !valid(str, n)) {
+            api_reply_error(r, 400, "invalid_value", what, item);
+            return false;
+        }
+        /* Quoted, with " and \ escaped: at most 2n + 3 bytes. */
+        if (len + 2 * n + 4 >= cap) {
+            api_reply_error(r, 413, "body_too_large", "too many or too long items", field);
+            return false;
+        }
+        if (i)
+            out[len++] = ',';
+        out[len++] = '"';
+        for (const char *c = str; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                out[len++] = '\\';
+            out[len++] = *c;
+        }
+        out[len++] = '"';
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return true;
+}
+
 bool api_query_number(request *r, const char *name, long max, long *out)
 {
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));

@@ -31,48 +31,10 @@ static bool case_number_ok(const char *s)
     return true;
 }
 
-/* The parties as a PostgreSQL text[] literal into @p out; false after a 400. */
-static bool parties_literal(request *r, json_t *arr, char *out, size_t cap)
+static bool party_ok(const char *s, size_t n)
 {
-    if (!json_is_array(arr)) {
-        api_reply_error(r, 400, "invalid_type", "an array of names", "parties");
-        return false;
-    }
-    if (json_array_size(arr) > PARTIES_MAX) {
-        api_reply_error(r, 400, "invalid_value", "at most 50 parties", "parties");
-        return false;
-    }
-    size_t len = 0;
-    out[len++] = '{';
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        json_t *v = json_array_get(arr, i);
-        char field[32];
-        snprintf(field, sizeof(field), "parties[%zu]", i);
-        if (!json_is_string(v)) {
-            api_reply_error(r, 400, "invalid_type", "a name (string)", field);
-            return false;
-        }
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
-        if (n < 1 || n > 200 || strlen(s) != n) {
-            api_reply_error(r, 400, "invalid_value", "1 to 200 characters", field);
-            return false;
-        }
-        if (i)
-            out[len++] = ',';
-        out[len++] = '"';
-        for (const char *p = s; *p; p++) {
-            if (len + 4 >= cap)
-                return false; /* cannot happen: 50 x 200 x 2 fits */
-            if (*p == '"' || *p == '\\')
-                out[len++] = '\\';
-            out[len++] = *p;
-        }
-        out[len++] = '"';
-    }
-    out[len++] = '}';
-    out[len] = '\0';
-    return true;
+    (void)s;
+    return n >= 1 && n <= 200;
 }
 
 static void put_form(request *r, const caller *who, const char *id, const char *uid,
@@ -99,7 +61,7 @@ static void put_form(request *r, const caller *who, const char *id, const char *
     json_t *body = api_read_object(r, form_fields, 5);
     if (!body)
         return;
-    static char parties[PARTIES_MAX * 410 + 8];
+    static __thread char parties[PARTIES_MAX * 410 + 8]; /* per API thread */
     char at_ms[24];
     const char *cn = api_string_field(r, body, "case_number", 40);
     const char *loc = cn ? api_string_field(r, body, "location", 200) : NULL;
@@ -128,7 +90,8 @@ static void put_form(request *r, const caller *who, const char *id, const char *
         api_reply_error(r, 400, "missing_field", "this field is required", "parties");
         goto out;
     }
-    if (!parties_literal(r, pa, parties, sizeof(parties)))
+    if (!api_string_array(r, pa, "parties", 0, PARTIES_MAX, party_ok, "1 to 200 characters",
+                          parties, sizeof(parties)))
         goto out;
     const char *p2[7] = {id, cn, loc, at_ms, parties, summary, uid};
     res = api_query(r->a,
@@ -140,7 +103,7 @@ static void put_form(request *r, const caller *who, const char *id, const char *
                     7, p2);
     if (api_db_unavailable(r, res))
         goto out;
-    int version = atoi(PQgetvalue(res, 0, 0));
+    int version = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     char what[96];
     snprintf(what, sizeof(what), "%s version %d", object, version);
@@ -178,13 +141,13 @@ static void get_form(request *r, const caller *who, const char *id, const char *
         return;
     }
     json_t *parties = json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-    json_t *j =
-        json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "recording", id, "version",
-                  atoi(PQgetvalue(res, 0, 0)), "versions", atoi(PQgetvalue(res, 0, 8)),
-                  "case_number", PQgetvalue(res, 0, 1), "location", PQgetvalue(res, 0, 2),
-                  "occurred_at", PQgetvalue(res, 0, 3), "parties", parties ? parties : json_array(),
-                  "summary", PQgetvalue(res, 0, 5), "edited_by", PQgetvalue(res, 0, 6), "edited_at",
-                  PQgetvalue(res, 0, 7));
+    json_t *j = json_pack("{s:s, s:i, s:i, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "recording", id,
+                          "version", (int)strtol(PQgetvalue(res, 0, 0), NULL, 10), "versions",
+                          (int)strtol(PQgetvalue(res, 0, 8), NULL, 10), "case_number",
+                          PQgetvalue(res, 0, 1), "location", PQgetvalue(res, 0, 2), "occurred_at",
+                          PQgetvalue(res, 0, 3), "parties", parties ? parties : json_array(),
+                          "summary", PQgetvalue(res, 0, 5), "edited_by", PQgetvalue(res, 0, 6),
+                          "edited_at", PQgetvalue(res, 0, 7));
     PQclear(res);
     api_audit(r, who->actor, "form.read", object, "ok");
     api_reply_json(r, 200, j);

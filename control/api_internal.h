@@ -80,6 +80,16 @@ bool api_match_id(const char *path, const char *prefix, const char *suffix, char
  * false after a 400 naming it. */
 bool api_query_number(request *r, const char *name, long max, long *out);
 
+/**
+ * JSON array @p arr (request member @p field) of @p min..@p max strings,
+ * each accepted by @p valid, as a PostgreSQL array literal into @p out; false
+ * after a 400 naming the member or the item (field[i]; @p what says what an
+ * item must be).
+ */
+bool api_string_array(request *r, json_t *arr, const char *field, size_t min, size_t max,
+                      bool (*valid)(const char *s, size_t n), const char *what, char *out,
+                      size_t cap);
+
 /** A decimal id of 1 to 18 digits, copied to @p out. */
 bool api_parse_id(const char *s, char out[24]);
 

@@ -26,36 +26,10 @@
 
 static const char *const share_fields[] = {"recipient", "recordings", "reason", "expires_at"};
 
-/* The recordings as a uuid[] literal; false after a 400 naming recordings[i]. */
-static bool recordings_literal(request *r, json_t *arr, char *out, size_t cap)
+static bool recording_id_ok(const char *s, size_t n)
 {
-    if (!json_is_array(arr) || json_array_size(arr) == 0) {
-        api_reply_error(r, 400, json_is_array(arr) ? "invalid_value" : "invalid_type",
-                        "a non-empty array of recording ids", "recordings");
-        return false;
-    }
-    if (json_array_size(arr) > SHARE_RECORDINGS_MAX) {
-        api_reply_error(r, 400, "invalid_value", "at most 100 recordings", "recordings");
-        return false;
-    }
-    size_t len = 0;
-    out[len++] = '{';
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        json_t *v = json_array_get(arr, i);
-        char field[32];
-        snprintf(field, sizeof(field), "recordings[%zu]", i);
-        if (!json_is_string(v) || !api_uuid_ok(json_string_value(v))) {
-            api_reply_error(r, 400, json_is_string(v) ? "invalid_value" : "invalid_type",
-                            "a recording id", field);
-            return false;
-        }
-        if (len + 40 >= cap)
-            return false;
-        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "", json_string_value(v));
-    }
-    out[len++] = '}';
-    out[len] = '\0';
-    return true;
+    (void)n;
+    return api_uuid_ok(s);
 }
 
 static void create_share(request *r, const caller *who)
@@ -63,7 +37,7 @@ static void create_share(request *r, const caller *who)
     json_t *body = api_read_object(r, share_fields, 4);
     if (!body)
         return;
-    static char recs[SHARE_RECORDINGS_MAX * 40 + 8];
+    static __thread char recs[SHARE_RECORDINGS_MAX * 80 + 8]; /* per API thread */
     char exp_ms[24], uid[24];
     const char *recipient = api_string_field(r, body, "recipient", 200);
     const char *reason = recipient ? api_string_field(r, body, "reason", 2000) : NULL;
@@ -79,7 +53,8 @@ static void create_share(request *r, const caller *who)
         api_reply_error(r, 400, "missing_field", "this field is required", "recordings");
         goto out;
     }
-    if (!recordings_literal(r, arr, recs, sizeof(recs)))
+    if (!api_string_array(r, arr, "recordings", 1, SHARE_RECORDINGS_MAX, recording_id_ok,
+                          "a recording id", recs, sizeof(recs)))
         goto out;
     if (!api_parse_time(expires, exp_ms)) {
         api_reply_error(r, 400, "invalid_value", "an RFC 3339 time", "expires_at");

@@ -115,6 +115,21 @@ bool rtsp_track_push(ingest_stream *st, const rtsp_meta_source *src, int index,
                      const rtsp_sdp_track *t, bool rtcp, const uint8_t *p, size_t len,
                      int64_t now_us);
 
+/* ------------------------------------------------------- connection input */
+
+struct evbuffer;
+
+typedef enum {
+    RTSP_IN_EMPTY,
+    RTSP_IN_MESSAGE,       /* a request or response starts here (rtsp_parse it) */
+    RTSP_IN_FRAME_PARTIAL, /* a $-interleaved frame, not all here yet */
+    RTSP_IN_FRAME,         /* a whole frame: drain 4 + *len bytes once handled */
+} rtsp_in_kind;
+
+/** What starts a connection's input @p in; for a whole frame, its channel and payload. */
+rtsp_in_kind rtsp_in_peek(struct evbuffer *in, uint8_t *channel, const uint8_t **payload,
+                          size_t *len);
+
 /* --------------------------------------------------------------- server */
 
 /** What the RTSP side shares between workers (locked inside). */

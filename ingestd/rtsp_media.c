@@ -1,10 +1,13 @@
 /*
- * A track's packets into its stream, for the RTSP server and the pull client
- * alike: RTCP to the stream, RTP to the pipeline, the recording begun at the
- * first RTP packet with a meta saying where it came from.
+ * What the RTSP server and the pull client share on the media path: what a
+ * connection's input starts with (a message or a $-interleaved frame), and a
+ * track's packets into its stream (RTCP to the stream, RTP to the pipeline,
+ * the recording begun at the first RTP packet with a meta saying where it
+ * came from).
  */
 #include "rtsp.h"
 
+#include <event2/buffer.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 
@@ -50,4 +53,23 @@ bool rtsp_track_push(ingest_stream *st, const rtsp_meta_source *src, int index,
             return false;
     }
     return ingest_stream_push(st, p, len, now_us) == PIPE_RTP_OK;
+}
+
+rtsp_in_kind rtsp_in_peek(struct evbuffer *in, uint8_t *channel, const uint8_t **payload,
+                          size_t *len)
+{
+    size_t have = evbuffer_get_length(in);
+    uint8_t head[4];
+    if (have == 0)
+        return RTSP_IN_EMPTY;
+    evbuffer_copyout(in, head, have < 4 ? have : 4);
+    if (head[0] != '$')
+        return RTSP_IN_MESSAGE;
+    size_t flen = have >= 4 ? (size_t)head[2] << 8 | head[3] : 0;
+    if (have < 4 || have < 4 + flen)
+        return RTSP_IN_FRAME_PARTIAL;
+    *channel = head[1];
+    *payload = evbuffer_pullup(in, (ev_ssize_t)(4 + flen)) + 4;
+    *len = flen;
+    return RTSP_IN_FRAME;
 }

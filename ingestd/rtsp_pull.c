@@ -75,6 +75,7 @@ typedef struct {
     uint8_t rtp_channel, rtcp_channel; /* interleaved */
     rtsp_udp_pair udp_ports;           /* ours over UDP; port 0 over TCP */
     ingest_stream *st;
+    rtsp_meta_source src; /* where its recordings come from, set with the stream */
 } pull_track;
 
 struct rtsp_pull {
@@ -88,8 +89,9 @@ struct rtsp_pull {
     char url[RTSP_MAX_URI + 1]; /* without credentials: what requests name */
     char host[256];
     int port;
-    char *user, *password; /* NULL without credentials; wiped when freed */
-    char peer[300];        /* host:port, for log lines and meta */
+    char *user, *password;          /* NULL without credentials; wiped when freed */
+    char peer[300];                 /* host:port, for log lines and meta */
+    struct sockaddr_storage camera; /* its address once connected: UDP media only from it */
     /* the connection */
     pull_state state;
     struct bufferevent *bev;
@@ -399,28 +401,18 @@ static bool start_play(rtsp_pull *p)
 
 /* ------------------------------------------------------------- media */
 
-static void track_packet(pull_track *t, bool rtcp, const uint8_t *pkt, size_t len)
+static void track_packet(pull_track *t, bool rtcp, const uint8_t *pkt, size_t len, int64_t now_us)
 {
     rtsp_pull *p = t->p;
     cu_metric_inc(&pull_packets_metric);
-    p->last_media_us = cu_time_us();
+    p->last_media_us = now_us;
     if (p->state != P_PLAYING || !t->st)
         return;
-    rtsp_meta_source src = {.source = "rtsp-pull",
-                            .device_id = p->device_id,
-                            .serial = p->serial,
-                            .url = p->url,
-                            .udp = p->udp,
-                            .tls = p->tls,
-                            .peer = p->peer,
-                            .session = p->session,
-                            .sdp = p->sdp,
-                            .sdp_len = p->sdp_len};
-    rtsp_track_push(t->st, &src, t->index, &t->d, rtcp, pkt, len, p->last_media_us);
+    rtsp_track_push(t->st, &t->src, t->index, &t->d, rtcp, pkt, len, now_us);
 }
 
 /* An interleaved frame. False: a bad frame, the connection was closed. */
-static bool on_frame(rtsp_pull *p, uint8_t channel, const uint8_t *data, size_t len)
+static bool on_frame(rtsp_pull *p, uint8_t channel, const uint8_t *data, size_t len, int64_t now_us)
 {
     for (int i = 0; i < p->ntracks; i++) {
         pull_track *t = &p->tracks[i];
@@ -432,7 +424,7 @@ static bool on_frame(rtsp_pull *p, uint8_t channel, const uint8_t *data, size_t 
             pull_fail(p, "interleaved frame of %zu bytes on channel %u", len, channel);
             return false;
         }
-        track_packet(t, rtcp, data, len);
+        track_packet(t, rtcp, data, len, now_us);
         return true;
     }
     return true; /* a channel we did not set up: ignored */
@@ -442,17 +434,14 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
 {
     pull_track *t = arg;
     (void)what;
-    struct sockaddr_storage camera;
-    socklen_t cl = sizeof(camera);
-    if (!t->p->bev || getpeername(bufferevent_getfd(t->p->bev), (struct sockaddr *)&camera, &cl))
-        return;
     uint8_t buf[PIPE_RTP_MAX + 1];
     bool usable;
     ssize_t n;
+    int64_t now_us = cu_time_us();
     /* Only from the camera's address; anything else is dropped. */
-    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &camera, buf, &usable)) >= 0; i++)
+    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->p->camera, buf, &usable)) >= 0; i++)
         if (usable)
-            track_packet(t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n);
+            track_packet(t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n, now_us);
 }
 
 /* ----------------------------------------------------------- responses */
@@ -524,9 +513,12 @@ static bool take_session(rtsp_pull *p, const rtsp_parsed *m)
     p->session_timeout_s = 60;
     for (size_t k = id; k + 8 <= s->len; k++)
         if (rtsp_str_ieq((rtsp_str){s->p + k, 8}, "timeout=")) {
-            int v = atoi(s->p + k + 8 < s->p + s->len ? s->p + k + 8 : "0");
-            if (v >= 5 && v <= 3600)
-                p->session_timeout_s = v;
+            size_t start = k + 8, end = start;
+            while (end < s->len && s->p[end] >= '0' && s->p[end] <= '9')
+                end++;
+            uint64_t v;
+            if (rtsp_str_uint((rtsp_str){s->p + start, end - start}, &v) && v >= 5 && v <= 3600)
+                p->session_timeout_s = (int)v;
         }
     return true;
 }
@@ -589,6 +581,16 @@ static void on_play(rtsp_pull *p)
         char label[128];
         snprintf(label, sizeof(label), "pull %s track %d", p->serial, t->index);
         t->st = ingest_stream_new(p->w, p->device_id, label);
+        t->src = (rtsp_meta_source){.source = "rtsp-pull",
+                                    .device_id = p->device_id,
+                                    .serial = p->serial,
+                                    .url = p->url,
+                                    .udp = p->udp,
+                                    .tls = p->tls,
+                                    .peer = p->peer,
+                                    .session = p->session,
+                                    .sdp = p->sdp,
+                                    .sdp_len = p->sdp_len};
         recorded++;
     }
     p->state = P_PLAYING;
@@ -703,22 +705,21 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     rtsp_limits lim = {.max_header_bytes = (size_t)cfg->rtsp_max_header_bytes,
                        .max_body_bytes = RTSP_SDP_MAX};
+    int64_t now_us = cu_time_us();
     for (;;) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
+        uint8_t channel;
+        const uint8_t *frame;
+        size_t flen;
+        rtsp_in_kind kind = rtsp_in_peek(in, &channel, &frame, &flen);
+        if (kind == RTSP_IN_EMPTY || kind == RTSP_IN_FRAME_PARTIAL)
             return;
-        uint8_t head[4];
-        evbuffer_copyout(in, head, len < 4 ? len : 4);
-        if (head[0] == '$') {
-            size_t flen = len >= 4 ? (size_t)head[2] << 8 | head[3] : 0;
-            if (len < 4 || len < 4 + flen)
-                return;
-            const uint8_t *f = evbuffer_pullup(in, (ev_ssize_t)(4 + flen));
-            if (!on_frame(p, head[1], f + 4, flen))
+        if (kind == RTSP_IN_FRAME) {
+            if (!on_frame(p, channel, frame, flen, now_us))
                 return;
             evbuffer_drain(in, 4 + flen);
             continue;
         }
+        size_t len = evbuffer_get_length(in);
         size_t cap = lim.max_header_bytes + lim.max_body_bytes;
         size_t n = len < cap ? len : cap;
         const uint8_t *buf = evbuffer_pullup(in, (ev_ssize_t)n);
@@ -746,7 +747,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
-        setsockopt(bufferevent_getfd(p->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        evutil_socket_t fd = bufferevent_getfd(p->bev);
+        socklen_t cl = sizeof(p->camera);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (getpeername(fd, (struct sockaddr *)&p->camera, &cl) != 0)
+            memset(&p->camera, 0, sizeof(p->camera)); /* matches no datagram */
         request(p, P_OPTIONS, "OPTIONS", p->url, NULL);
         return;
     }

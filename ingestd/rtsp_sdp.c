@@ -64,12 +64,13 @@ int rtsp_sdp_tracks(const uint8_t *sdp_text, size_t len, rtsp_sdp_track *out, in
         const char *media = gst_sdp_media_get_media(m);
         const char *fmt = gst_sdp_media_formats_len(m) ? gst_sdp_media_get_format(m, 0) : NULL;
         const char *proto = gst_sdp_media_get_proto(m);
-        if (!media || !fmt || !proto || strcmp(proto, "RTP/AVP") != 0)
-            continue;
-        int pt = atoi(fmt);
+        uint64_t pt;
+        if (!media || !fmt || !proto || strcmp(proto, "RTP/AVP") != 0 ||
+            !rtsp_str_uint((rtsp_str){fmt, strlen(fmt)}, &pt) || pt > 127)
+            continue; /* not RTP, or a format that is not a payload type number */
         char encoding[32] = "";
         unsigned clock = 0;
-        if (pt < 0 || pt > 127 || !payload_format(m, pt, encoding, &clock))
+        if (!payload_format(m, (int)pt, encoding, &clock))
             continue;
         pipe_codec codec = codec_of(media, encoding);
         if (!codec || clock < 1000 || clock > 192000)

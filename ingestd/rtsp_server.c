@@ -361,11 +361,11 @@ typedef struct {
     int index;
     rtsp_sdp_track d; /* its control is relative, or an absolute URL's path */
     bool setup;
-    bool udp;
     uint8_t rtp_channel, rtcp_channel; /* interleaved */
-    rtsp_udp_pair udp_ports;           /* UDP: ours, where the publisher sends */
+    rtsp_udp_pair udp_ports;           /* over UDP (port != 0): ours, where the publisher sends */
     struct sockaddr_storage client;    /* UDP: datagrams accepted only from its address */
     ingest_stream *st;
+    rtsp_meta_source src; /* where its recordings come from, set with the stream */
 } rtsp_track;
 
 struct rtsp_conn {
@@ -510,32 +510,25 @@ static void conn_free(rtsp_conn *c)
     free(c);
 }
 
-/* One RTP or RTCP packet for track @p t (interleaved or UDP). */
-static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *p, size_t len)
+/* One RTP or RTCP packet for track @p t (interleaved or UDP), received at @p now_us. */
+static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *p, size_t len,
+                         int64_t now_us)
 {
     cu_metric_inc(&frames_metric);
-    c->last_us = cu_time_us();
+    c->last_us = now_us;
     if (!t->st || c->state != ST_RECORDING)
         return;
-    rtsp_meta_source src = {.source = "rtsp",
-                            .device_id = c->device_id,
-                            .serial = c->serial,
-                            .udp = t->udp,
-                            .tls = c->tls,
-                            .peer = c->peer_text,
-                            .session = c->session,
-                            .sdp = c->sdp,
-                            .sdp_len = c->sdp_len};
-    if (!rtsp_track_push(t->st, &src, t->index, &t->d, rtcp, p, len, c->last_us))
+    if (!rtsp_track_push(t->st, &t->src, t->index, &t->d, rtcp, p, len, now_us))
         refused(REFUSE_MEDIA);
 }
 
 /* An interleaved frame. False: a bad frame, the connection must close. */
-static bool on_frame(rtsp_conn *c, uint8_t channel, const uint8_t *p, size_t len)
+static bool on_frame(rtsp_conn *c, uint8_t channel, const uint8_t *p, size_t len, int64_t now_us)
 {
     for (int i = 0; i < c->ntracks; i++) {
         rtsp_track *t = &c->tracks[i];
-        if (!t->setup || t->udp || (channel != t->rtp_channel && channel != t->rtcp_channel))
+        if (!t->setup || t->udp_ports.port ||
+            (channel != t->rtp_channel && channel != t->rtcp_channel))
             continue;
         bool rtcp = channel == t->rtcp_channel;
         if (len < (rtcp ? 8u : 12u) || (!rtcp && len > PIPE_RTP_MAX)) {
@@ -544,7 +537,7 @@ static bool on_frame(rtsp_conn *c, uint8_t channel, const uint8_t *p, size_t len
                    c->peer_text, len, channel);
             return false;
         }
-        track_packet(c, t, rtcp, p, len);
+        track_packet(c, t, rtcp, p, len, now_us);
         return true;
     }
     refused(REFUSE_MEDIA); /* a channel nothing was set up on: ignored */
@@ -559,9 +552,10 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
     uint8_t buf[PIPE_RTP_MAX + 1];
     bool usable;
     ssize_t n;
+    int64_t now_us = cu_time_us();
     for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->client, buf, &usable)) >= 0; i++) {
         if (usable)
-            track_packet(c, t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n);
+            track_packet(c, t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n, now_us);
         else
             refused(REFUSE_MEDIA); /* from another address, or not an RTP size */
     }
@@ -777,14 +771,14 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
             if (lo < 0) { /* none asked: the next free pair */
                 lo = 0;
                 for (int k = 0; k < c->ntracks; k++)
-                    if (c->tracks[k].setup && !c->tracks[k].udp && c->tracks[k].rtp_channel >= lo)
+                    if (c->tracks[k].setup && !c->tracks[k].udp_ports.port &&
+                        c->tracks[k].rtp_channel >= lo)
                         lo = c->tracks[k].rtp_channel + 2;
                 hi = lo + 1;
             }
             if (hi < 0)
                 hi = lo + 1;
             if (lo <= 254 && hi <= 255 && lo != hi) {
-                t->udp = false;
                 t->rtp_channel = (uint8_t)lo;
                 t->rtcp_channel = (uint8_t)hi;
                 snprintf(answer, cap, "RTP/AVP/TCP;unicast;interleaved=%d-%d;mode=record", lo, hi);
@@ -794,7 +788,6 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
                    !(tr->destination && tr->destination[0])) {
             if (rtsp_udp_pair_open(c->rw->r, &t->udp_ports)) {
                 int port = t->udp_ports.port;
-                t->udp = true;
                 t->client = c->peer;
                 int cmax = tr->client_port.max > 0 ? tr->client_port.max : tr->client_port.min + 1;
                 snprintf(answer, cap,
@@ -867,7 +860,7 @@ static void do_setup(rtsp_conn *c, request *q)
         reply(c, 461, q->cseq, NULL, NULL, 0);
         return;
     }
-    if (t->udp) {
+    if (t->udp_ports.port) {
         if (!rtsp_udp_pair_watch(&t->udp_ports, c->rw->w->base, on_udp, t)) {
             track_stop(t);
             reply(c, 500, q->cseq, NULL, NULL, 0);
@@ -887,6 +880,15 @@ static void do_setup(rtsp_conn *c, request *q)
     char label[128];
     snprintf(label, sizeof(label), "rtsp %s track %d", c->serial, t->index);
     t->st = ingest_stream_new(c->rw->w, c->device_id, label);
+    t->src = (rtsp_meta_source){.source = "rtsp",
+                                .device_id = c->device_id,
+                                .serial = c->serial,
+                                .udp = t->udp_ports.port != 0,
+                                .tls = c->tls,
+                                .peer = c->peer_text,
+                                .session = c->session,
+                                .sdp = c->sdp,
+                                .sdp_len = c->sdp_len};
     t->setup = true;
     c->state = ST_READY;
     snprintf(extra, sizeof(extra), "Transport: %s\r\n", transport);
@@ -1035,23 +1037,22 @@ static void on_read(struct bufferevent *bev, void *arg)
     int64_t now = cu_time_us();
     c->last_us = now;
     while (!c->closing) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0) {
+        uint8_t channel;
+        const uint8_t *frame;
+        size_t flen;
+        rtsp_in_kind kind = rtsp_in_peek(in, &channel, &frame, &flen);
+        if (kind == RTSP_IN_EMPTY) {
             c->partial_since_us = 0;
             c->scanned = 0;
             return;
         }
-        uint8_t head[4];
-        evbuffer_copyout(in, head, len < 4 ? len : 4);
-        if (head[0] == '$') {
-            size_t flen = len >= 4 ? (size_t)head[2] << 8 | head[3] : 0;
-            if (len < 4 || len < 4 + flen) {
-                if (!c->partial_since_us)
-                    c->partial_since_us = now;
-                return;
-            }
-            const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)(4 + flen));
-            bool ok = on_frame(c, head[1], p + 4, flen);
+        if (kind == RTSP_IN_FRAME_PARTIAL) {
+            if (!c->partial_since_us)
+                c->partial_since_us = now;
+            return;
+        }
+        if (kind == RTSP_IN_FRAME) {
+            bool ok = on_frame(c, channel, frame, flen, now);
             evbuffer_drain(in, 4 + flen);
             c->partial_since_us = 0;
             c->scanned = 0;
@@ -1061,6 +1062,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             continue;
         }
+        size_t len = evbuffer_get_length(in);
         size_t n = len < lim.max_header_bytes + lim.max_body_bytes
                        ? len
                        : lim.max_header_bytes + lim.max_body_bytes;

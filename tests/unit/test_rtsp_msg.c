@@ -119,16 +119,16 @@ static void test_refusals(void)
                "Content-Length");
 
     /* 65 headers */
-    char many[4096] = "OPTIONS * RTSP/1.0\r\n";
+    char many[4096];
+    size_t used = (size_t)snprintf(many, sizeof(many), "OPTIONS * RTSP/1.0\r\n");
     for (int i = 0; i < 65; i++)
-        strcat(many, "X-A: b\r\n");
-    strcat(many, "\r\n");
+        used += (size_t)snprintf(many + used, sizeof(many) - used, "X-A: b\r\n");
+    snprintf(many + used, sizeof(many) - used, "\r\n");
     expect_bad(many, 400, "too many headers");
 
     /* A header block that never ends within the cap. */
     static char big[20000];
-    strcpy(big, "OPTIONS * RTSP/1.0\r\nX-Pad: ");
-    size_t n = strlen(big);
+    size_t n = (size_t)snprintf(big, sizeof(big), "OPTIONS * RTSP/1.0\r\nX-Pad: ");
     memset(big + n, 'a', sizeof(big) - n - 1);
     static rtsp_parsed m;
     CHECK_EQ_INT(rtsp_parse((const uint8_t *)big, 16383, &lim, &m), RTSP_NEED_MORE);
@@ -136,10 +136,9 @@ static void test_refusals(void)
     CHECK_STR_CONTAINS(m.why, "header too large");
     /* A URI over the cap. */
     static char longuri[4000];
-    strcpy(longuri, "OPTIONS rtsp://h/");
-    n = strlen(longuri);
+    n = (size_t)snprintf(longuri, sizeof(longuri), "OPTIONS rtsp://h/");
     memset(longuri + n, 'u', 2100);
-    strcpy(longuri + n + 2100, " RTSP/1.0\r\n\r\n");
+    snprintf(longuri + n + 2100, sizeof(longuri) - n - 2100, " RTSP/1.0\r\n\r\n");
     expect_bad(longuri, 400, "URI too long");
 }
 
