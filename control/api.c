@@ -1,9 +1,10 @@
 /*
  * The HTTPS JSON API (docs/control.md, docs/api.yaml): libevent's evhttp
- * over OpenSSL bufferevents on its own thread and event loop, one
- * PostgreSQL connection, JSON via jansson. Every request is authenticated
- * (except login) and authorized by api_allowed(), the one place that decides;
- * every login, denial and change is audited.
+ * over OpenSSL bufferevents on one I/O thread; handlers on api.workers
+ * threads, each with its own PostgreSQL connection (api_internal.h); JSON via
+ * jansson. Every request is authenticated (except login) and authorized by
+ * api_allowed(), the one place that decides; every login, read, denial and
+ * change is audited before its answer leaves.
  *
  * So far: sessions (login, who am I, logout), unlocking accounts, security
  * alerts.
@@ -30,12 +31,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define TOKEN_BYTES        32
+/* The session timeouts as replies state them; session_check() (migration 0008) enforces them. */
 #define IDLE_TIMEOUT_S     1800  /* 30 minutes */
 #define ABSOLUTE_TIMEOUT_S 43200 /* 12 hours */
-#define SEEN_EVERY_S       60    /* last_seen_at is written at most this often */
 #define STR_(x)            #x
 #define STR(x)             STR_(x)
 #define LOCK_FAILURES      5
@@ -44,20 +46,22 @@
 
 /* --------------------------------------------------------------- replies */
 
+/* Handlers reply once; a second reply (a bug) is dropped and logged. */
+static bool reply_once(request *r)
+{
+    if (!r->status)
+        return true;
+    CU_LOG(CU_LOG_ERROR, "api", "a second reply to %s was dropped", r->path ? r->path : "?");
+    return false;
+}
+
 void api_reply_json(request *r, int status, json_t *body)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    struct evbuffer *out = evbuffer_new();
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    if (out && text)
-        evbuffer_add(out, text, strlen(text));
-    free(text);
+    if (reply_once(r)) {
+        r->status = status;
+        r->reply = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    }
     json_decref(body);
-    evhttp_send_reply(r->req, status, NULL, out);
-    if (out)
-        evbuffer_free(out);
 }
 
 void api_reply_error(request *r, int status, const char *code, const char *message,
@@ -71,13 +75,13 @@ void api_reply_error(request *r, int status, const char *code, const char *messa
 
 void api_reply_empty(request *r, int status)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Cache-Control", "no-store");
-    evhttp_send_reply(r->req, status, NULL, NULL);
+    if (reply_once(r))
+        r->status = status;
 }
 
 /* ----------------------------------------------------------------- audit */
 
-void api_audit(request *r, const char *actor, const char *action, const char *object,
+bool api_audit(request *r, const char *actor, const char *action, const char *object,
                const char *outcome)
 {
     /* Reads that succeeded need not wait for the disk; everything else does. */
@@ -93,9 +97,22 @@ void api_audit(request *r, const char *actor, const char *action, const char *ob
                          .source = r->source,
                          .relaxed = relaxed};
     cu_err err;
-    if (ctl_audit_append(r->a->db, &e, NULL, &err) != CU_OK)
-        CU_LOG(CU_LOG_ERROR, "api", "audit entry not written (%s %s %s): %s", actor, action,
-               outcome, err.msg);
+    if (ctl_audit_group_append(r->a->audit, r->a->db, &e, &err) == CU_OK)
+        return true;
+    CU_LOG(CU_LOG_ERROR, "api", "audit entry not written (%s %s %s): %s", actor, action, outcome,
+           err.msg);
+    if (PQstatus(r->a->db) != CONNECTION_OK)
+        PQreset(r->a->db);
+    return false;
+}
+
+bool api_audit_or_503(request *r, const char *actor, const char *action, const char *object,
+                      const char *outcome)
+{
+    if (api_audit(r, actor, action, object, outcome))
+        return true;
+    api_reply_error(r, 503, "unavailable", "the audit log cannot be written; try again", NULL);
+    return false;
 }
 
 /* -------------------------------------------------------------- database */
@@ -154,16 +171,14 @@ bool api_exec_ok(api_worker *a, const char *sql, int n, const char *const *param
  */
 json_t *api_read_object(request *r, const char *const *allowed, size_t n)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(in);
+    size_t len = r->body_len;
     if (len > (size_t)r->a->cfg->api_max_body_bytes) {
         api_reply_error(r, 413, "body_too_large",
                         "the request body is larger than api.max_body_bytes", NULL);
         return NULL;
     }
     json_error_t jerr;
-    const char *text = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
-    json_t *j = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *j = json_loadb(r->body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!j) {
         char msg[300];
         snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line,
@@ -236,14 +251,9 @@ bool api_new_token(char token[48], char hash_hex[67])
     return true;
 }
 
-/*
- * The caller of @p r from its bearer token; false after a 401 (no token,
- * unknown, revoked, idle for IDLE_TIMEOUT_S, older than ABSOLUTE_TIMEOUT_S,
- * or the account disabled or locked). Expiry is decided at use.
- */
-bool api_authenticate(request *r, caller *who)
+bool api_bearer_hash(request *r, char hash_hex[67])
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
+    const char *h = r->authorization;
     if (!h || strncmp(h, "Bearer ", 7) != 0) {
         api_reply_error(r, 401, "unauthenticated", "log in first: Authorization: Bearer <token>",
                         NULL);
@@ -254,45 +264,35 @@ bool api_authenticate(request *r, caller *who)
         api_reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
         return false;
     }
+    api_token_hash_hex(token, hash_hex);
+    return true;
+}
+
+/*
+ * The caller of @p r from its bearer token; false after a 401 (no token,
+ * unknown, revoked, idle for 30 minutes, older than 12 hours, or the account
+ * disabled or locked: session_check() in migration 0008 decides, at use).
+ */
+bool api_authenticate(request *r, caller *who)
+{
     char thex[67];
-    api_token_hash_hex(token, thex);
+    if (!api_bearer_hash(r, thex))
+        return false;
     const char *params[1] = {thex};
-    PGresult *res = api_query_prepared(
-        r->a, "authenticate",
-        "SELECT s.id, u.id, u.username, u.role, s.revoked_at IS NOT NULL, "
-        "now() - s.last_seen_at > interval '" STR(
-            IDLE_TIMEOUT_S) " seconds', "
-                            "now() - s.created_at > interval '" STR(
-                                ABSOLUTE_TIMEOUT_S) " seconds', "
-                                                    "u.disabled_at IS NOT NULL OR u.locked_at IS "
-                                                    "NOT NULL, "
-                                                    "now() - s.last_seen_at > interval '" STR(
-                                                        SEEN_EVERY_S) " seconds' "
-                                                                      "FROM sessions s JOIN users "
-                                                                      "u ON u.id = s.user_id WHERE "
-                                                                      "s.token_hash = $1::bytea",
-        1, params);
+    PGresult *res = api_query_prepared(r->a, "session_check",
+                                       "SELECT session_id, user_id, username, role, refused, "
+                                       "refused_why FROM session_check($1::bytea)",
+                                       1, params);
     if (!res) {
         api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return false;
     }
-    if (PQntuples(res) != 1) {
+    if (PQntuples(res) != 1 || !PQgetisnull(res, 0, 4)) {
+        bool known = PQntuples(res) == 1;
+        api_reply_error(r, 401, known ? PQgetvalue(res, 0, 4) : "invalid_token",
+                        known ? PQgetvalue(res, 0, 5) : "the token is not one this server issued",
+                        NULL);
         PQclear(res);
-        api_reply_error(r, 401, "invalid_token", "the token is not one this server issued", NULL);
-        return false;
-    }
-    const char *why = NULL;
-    if (*PQgetvalue(res, 0, 4) == 't')
-        why = "the session was ended (logged out or revoked)";
-    else if (*PQgetvalue(res, 0, 5) == 't')
-        why = "the session was idle for more than 30 minutes";
-    else if (*PQgetvalue(res, 0, 6) == 't')
-        why = "the session is older than 12 hours";
-    else if (*PQgetvalue(res, 0, 7) == 't')
-        why = "the account is disabled or locked";
-    if (why) {
-        PQclear(res);
-        api_reply_error(r, 401, "session_expired", why, NULL);
         return false;
     }
     who->session_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -300,14 +300,7 @@ bool api_authenticate(request *r, caller *who)
     cu_strlcpy(who->username, PQgetvalue(res, 0, 2), sizeof(who->username));
     cu_strlcpy(who->role, PQgetvalue(res, 0, 3), sizeof(who->role));
     snprintf(who->actor, sizeof(who->actor), "user:%s", who->username);
-    bool touch = *PQgetvalue(res, 0, 8) == 't';
     PQclear(res);
-    if (touch) {
-        char sid[24];
-        snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
-        const char *p[1] = {sid};
-        api_exec_ok(r->a, "UPDATE sessions SET last_seen_at = now() WHERE id = $1", 1, p);
-    }
     return true;
 }
 
@@ -323,8 +316,7 @@ bool api_allowed(const caller *who, api_action action)
     bool admin = strcmp(who->role, "admin") == 0;
     switch (action) {
     case ACT_SESSION_SELF:
-    case ACT_REQUEST_CREATE:
-    case ACT_RECORDINGS_LIST: return true;
+    case ACT_REQUEST_CREATE: return true;
     case ACT_USER_UNLOCK:
     case ACT_ALERT_LIST:
     case ACT_GRANT_REVOKE:
@@ -606,48 +598,46 @@ static void list_alerts(request *r, const caller *who)
                                         "username", PQgetvalue(res, i, 3), "source",
                                         PQgetvalue(res, i, 4), "detail", PQgetvalue(res, i, 5)));
     PQclear(res);
-    api_audit(r, who->actor, "alert.list", "", "ok");
+    if (!api_audit_or_503(r, who->actor, "alert.list", "", "ok")) {
+        json_decref(arr);
+        return;
+    }
     api_reply_json(r, 200, json_pack("{s:o}", "alerts", arr));
 }
 
 /* ---------------------------------------------------------------- routing */
 
-static void on_request(struct evhttp_request *req, void *arg)
+/* Route @p rq to its handler (on a handler thread). */
+static void handle(request *rq)
 {
-    request r = {.a = arg, .req = req};
-    char *peer = NULL;
-    ev_uint16_t port = 0;
-    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
-    cu_strlcpy(r.source, peer ? peer : "?", sizeof(r.source));
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    const char *path = rq->path;
+    enum evhttp_cmd_type m = rq->method;
     caller who;
     if (!path) {
-        api_reply_error(&r, 400, "bad_request", "no path", NULL);
+        api_reply_error(rq, 400, "bad_request", "no path", NULL);
         return;
     }
     if (strcmp(path, "/api/v1/session") == 0) {
         if (m == EVHTTP_REQ_POST) {
-            login(&r);
+            login(rq);
         } else if (m == EVHTTP_REQ_GET) {
-            if (api_authenticate(&r, &who) &&
-                api_require(&r, &who, ACT_SESSION_SELF, "session.read", ""))
-                whoami(&r, &who);
+            if (api_authenticate(rq, &who) &&
+                api_require(rq, &who, ACT_SESSION_SELF, "session.read", ""))
+                whoami(rq, &who);
         } else if (m == EVHTTP_REQ_DELETE) {
-            if (api_authenticate(&r, &who) &&
-                api_require(&r, &who, ACT_SESSION_SELF, "session.logout", ""))
-                logout(&r, &who);
+            if (api_authenticate(rq, &who) &&
+                api_require(rq, &who, ACT_SESSION_SELF, "session.logout", ""))
+                logout(rq, &who);
         } else {
-            api_reply_error(&r, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
+            api_reply_error(rq, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
         }
         return;
     }
     if (strcmp(path, "/api/v1/alerts") == 0) {
         if (m != EVHTTP_REQ_GET)
-            api_reply_error(&r, 405, "method_not_allowed", "GET", NULL);
-        else if (api_authenticate(&r, &who))
-            list_alerts(&r, &who);
+            api_reply_error(rq, 405, "method_not_allowed", "GET", NULL);
+        else if (api_authenticate(rq, &who))
+            list_alerts(rq, &who);
         return;
     }
     static const char users[] = "/api/v1/users/";
@@ -656,27 +646,213 @@ static void on_request(struct evhttp_request *req, void *arg)
         char username[65];
         size_t n = pl - ul - 7;
         if (n >= sizeof(username)) {
-            api_reply_error(&r, 404, "not_found", "no such user", NULL);
+            api_reply_error(rq, 404, "not_found", "no such user", NULL);
             return;
         }
         memcpy(username, path + ul, n);
         username[n] = '\0';
         if (m != EVHTTP_REQ_POST)
-            api_reply_error(&r, 405, "method_not_allowed", "POST", NULL);
-        else if (api_authenticate(&r, &who))
-            unlock(&r, &who, username);
+            api_reply_error(rq, 405, "method_not_allowed", "POST", NULL);
+        else if (api_authenticate(rq, &who))
+            unlock(rq, &who, username);
         return;
     }
-    if (!api_access_route(&r, path, m) && !api_shares_route(&r, path, m))
-        api_reply_error(&r, 404, "not_found", "no such resource", NULL);
+    if (!api_access_route(rq, path, m) && !api_shares_route(rq, path, m))
+        api_reply_error(rq, 404, "not_found", "no such resource", NULL);
 }
 
 /* -------------------------------------------------------------- lifecycle */
 
-static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+#define QUEUE_MAX 4096 /* requests waiting for a handler; beyond, 503 at once */
+
+struct ctl_api {
+    const cu_config *cfg;
+    const char *dsn;
+    SSL_CTX *ssl;
+    ctl_audit_group *audit;
+    /* the I/O thread's */
+    struct event_base *base;
+    struct evhttp *http;
+    struct event *replies_ev; /* replies_fd readable: replies are waiting */
+    int replies_fd;           /* eventfd */
+    api_reads *reads; /* GET /api/v1/recordings */
+    pthread_t io_thread;
+    bool io_running;
+    /* the handlers', under mu */
+    api_worker *workers;
+    int nworkers;
+    pthread_mutex_t mu;
+    pthread_cond_t queued;
+    request *queue, **queue_tail; /* waiting for a handler */
+    size_t queue_len;
+    request *replies, **replies_tail; /* answered, waiting for the I/O thread */
+    bool stopping;
+};
+
+static void request_free(request *r)
+{
+    free(r->path);
+    free(r->query);
+    free(r->authorization);
+    free(r->body);
+    free(r->reply);
+    free(r);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? cu_xstrdup(s) : NULL;
+}
+
+/* A copy of what handlers may read of @p req (I/O thread). */
+static request *request_copy(struct evhttp_request *req)
+{
+    request *r = cu_xcalloc(1, sizeof(*r));
+    r->req = req;
+    r->method = evhttp_request_get_command(req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    r->path = dup_or_null(uri ? evhttp_uri_get_path(uri) : NULL);
+    r->query = dup_or_null(uri ? evhttp_uri_get_query(uri) : NULL);
+    r->authorization =
+        dup_or_null(evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"));
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    r->body_len = evbuffer_get_length(in); /* at most evhttp's max body size */
+    r->body = cu_xmalloc(r->body_len + 1);
+    evbuffer_copyout(in, r->body, r->body_len);
+    r->body[r->body_len] = '\0';
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    cu_strlcpy(r->source, peer ? peer : "?", sizeof(r->source));
+    return r;
+}
+
+static void free_text(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* If the client has gone, evhttp frees the request instead of sending. */
+void api_send_reply(request *r)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    struct evbuffer *out = NULL;
+    if (r->reply) {
+        evhttp_add_header(h, "Content-Type", "application/json");
+        out = evbuffer_new();
+        if (out && evbuffer_add_reference(out, r->reply, strlen(r->reply), free_text, NULL) == 0)
+            r->reply = NULL; /* the buffer frees it once written */
+    }
+    evhttp_send_reply(r->req, r->status, NULL, out);
+    if (out)
+        evbuffer_free(out);
+    request_free(r);
+}
+
+/* evhttp's callback (I/O thread): queue the request for a handler. */
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    ctl_api *api = arg;
+    request *r = request_copy(req);
+    if (r->method == EVHTTP_REQ_GET && r->path && strcmp(r->path, "/api/v1/recordings") == 0) {
+        api_reads_list(api->reads, r);
+        return;
+    }
+    pthread_mutex_lock(&api->mu);
+    bool full = api->queue_len >= QUEUE_MAX;
+    if (!full) {
+        *api->queue_tail = r;
+        api->queue_tail = &r->next;
+        api->queue_len++;
+        pthread_cond_signal(&api->queued);
+    }
+    pthread_mutex_unlock(&api->mu);
+    if (full) {
+        r->status = 503;
+        r->reply = cu_xstrdup("{\"error\":\"busy\",\"message\":\"too many requests are "
+                              "waiting; try again\"}");
+        api_send_reply(r);
+    }
+}
+
+/* Handlers have answered (I/O thread): send every waiting reply. */
+static void on_replies(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    ctl_api *api = arg;
+    uint64_t n;
+    if (read(fd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: another wake-up already took them */
+    }
+    pthread_mutex_lock(&api->mu);
+    request *r = api->replies;
+    api->replies = NULL;
+    api->replies_tail = &api->replies;
+    pthread_mutex_unlock(&api->mu);
+    while (r) {
+        request *next = r->next;
+        api_send_reply(r);
+        r = next;
+    }
+}
+
+static void *io_main(void *arg)
+{
+    ctl_api *api = arg;
+    pthread_setname_np(pthread_self(), "api-io");
+    event_base_dispatch(api->base);
+    return NULL;
+}
+
+/* A handler thread: take a request, run it, hand the reply back. */
+static void *handler_main(void *arg)
 {
     api_worker *w = arg;
-    SSL *ssl = SSL_new(w->ssl);
+    ctl_api *api = w->api;
+    char name[16];
+    snprintf(name, sizeof(name), "api-%d", w->index);
+    pthread_setname_np(pthread_self(), name);
+    pthread_mutex_lock(&api->mu);
+    for (;;) {
+        while (!api->queue && !api->stopping)
+            pthread_cond_wait(&api->queued, &api->mu);
+        request *r = api->queue;
+        if (!r)
+            break; /* stopping, and nothing left */
+        api->queue = r->next;
+        if (!api->queue)
+            api->queue_tail = &api->queue;
+        api->queue_len--;
+        pthread_mutex_unlock(&api->mu);
+        r->a = w;
+        r->next = NULL;
+        handle(r);
+        if (!r->status) {
+            CU_LOG(CU_LOG_ERROR, "api", "no reply to %s", r->path ? r->path : "?");
+            api_reply_error(r, 500, "internal", "the server did not answer this request", NULL);
+        }
+        pthread_mutex_lock(&api->mu);
+        bool wake = !api->replies;
+        *api->replies_tail = r;
+        api->replies_tail = &r->next;
+        if (wake) {
+            uint64_t one = 1;
+            if (write(api->replies_fd, &one, sizeof(one)) < 0) {
+                /* the counter cannot overflow at one per batch */
+            }
+        }
+    }
+    pthread_mutex_unlock(&api->mu);
+    return NULL;
+}
+
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    ctl_api *api = arg;
+    SSL *ssl = SSL_new(api->ssl);
     if (!ssl)
         return NULL;
     struct bufferevent *bev = bufferevent_openssl_socket_new(
@@ -686,17 +862,7 @@ static struct bufferevent *tls_bev(struct event_base *base, void *arg)
     return bev;
 }
 
-static void *api_main(void *arg)
-{
-    api_worker *w = arg;
-    char name[16];
-    snprintf(name, sizeof(name), "api-%d", w->index);
-    pthread_setname_np(pthread_self(), name);
-    event_base_dispatch(w->base);
-    return NULL;
-}
-
-/* A listening socket on api.bind:api.port that every worker binds (SO_REUSEPORT). */
+/* The listening socket on api.bind:api.port. */
 static cu_rc listen_shared(const cu_config *cfg, int *fd_out, cu_err *err)
 {
     struct sockaddr_storage ss;
@@ -718,7 +884,6 @@ static cu_rc listen_shared(const cu_config *cfg, int *fd_out, cu_err *err)
     int one = 1;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         /* accepted connections inherit it: a response's TLS records go out at
          * once instead of waiting for the client's delayed ACK */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
@@ -733,35 +898,45 @@ static cu_rc listen_shared(const cu_config *cfg, int *fd_out, cu_err *err)
     return CU_OK;
 }
 
-static cu_rc worker_start(api_worker *w, const cu_config *cfg, const char *data_dir,
-                          const char *dsn, const char *dummy_hash, cu_err *err)
+static cu_rc worker_start(api_worker *w, const char *data_dir, const char *dsn,
+                          const char *dummy_hash, cu_err *err)
 {
-    w->cfg = cfg;
     cu_strlcpy(w->dummy_hash, dummy_hash, sizeof(w->dummy_hash));
     cu_rc rc = db_connect(dsn, "custos-api", &w->db, err);
     if (rc)
         return rc;
-    rc = store_keyring_open(data_dir, true, &w->keys, err);
-    if (rc)
-        return rc;
-    w->base = event_base_new();
-    w->http = w->base ? evhttp_new(w->base) : NULL;
-    if (!w->http)
+    return store_keyring_open(data_dir, true, &w->keys, err);
+}
+
+/* The event loop, evhttp on the listening socket, and the replies' eventfd. */
+static cu_rc io_start(ctl_api *api, cu_err *err)
+{
+    const cu_config *cfg = api->cfg;
+    api->base = event_base_new();
+    api->http = api->base ? evhttp_new(api->base) : NULL;
+    api->replies_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!api->http || api->replies_fd < 0)
         return cu_err_set(err, CU_ERR_NOMEM, "cannot create the API's HTTP server");
-    evhttp_set_bevcb(w->http, tls_bev, w);
-    evhttp_set_gencb(w->http, on_request, w);
-    evhttp_set_timeout(w->http, (int)cfg->http_timeout_s);
-    evhttp_set_max_headers_size(w->http, HEADERS_MAX);
+    api->replies_ev = event_new(api->base, api->replies_fd, EV_READ | EV_PERSIST, on_replies, api);
+    if (!api->replies_ev || event_add(api->replies_ev, NULL) != 0)
+        return cu_err_set(err, CU_ERR_NOMEM, "cannot create the API's HTTP server");
+    evhttp_set_bevcb(api->http, tls_bev, api);
+    evhttp_set_gencb(api->http, on_request, api);
+    evhttp_set_timeout(api->http, (int)cfg->http_timeout_s);
+    evhttp_set_max_headers_size(api->http, HEADERS_MAX);
     /* Bodies up to 4x the cap are read and answered 413 in JSON; larger ones
      * evhttp refuses itself while reading. */
-    evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->api_max_body_bytes * 4);
-    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(api->http, (ev_ssize_t)cfg->api_max_body_bytes * 4);
+    evhttp_set_allowed_methods(api->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                              EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
     int fd = -1;
+    cu_rc rc = api_reads_new(api->base, api->dsn, &api->reads, err);
+    if (rc)
+        return rc;
     rc = listen_shared(cfg, &fd, err);
     if (rc)
         return rc;
-    if (!evhttp_accept_socket_with_handle(w->http, fd)) {
+    if (!evhttp_accept_socket_with_handle(api->http, fd)) {
         close(fd);
         return cu_err_set(err, CU_ERR_NOMEM, "cannot serve the API socket");
     }
@@ -775,6 +950,14 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     if (!cfg->api_port)
         return CU_OK;
     ctl_api *a = cu_xcalloc(1, sizeof(*a));
+    a->cfg = cfg;
+    a->dsn = dsn;
+    a->audit = ctl_audit_group_new();
+    a->replies_fd = -1;
+    a->queue_tail = &a->queue;
+    a->replies_tail = &a->replies;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->queued, NULL);
     char dummy[CTL_PASSWORD_HASH_MAX];
     ctl_tls_spec tls = {.what = "HTTPS API",
                         .cert_file = cfg->api_cert_file,
@@ -791,25 +974,36 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     rc = ctl_password_hash("no user has this password, it only costs time", dummy, err);
     if (rc)
         goto fail;
+    rc = io_start(a, err);
+    if (rc)
+        goto fail;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    a->nworkers = cfg->api_workers ? (int)cfg->api_workers : cpus > 0 ? (int)cpus : 1;
+    a->nworkers = cfg->api_workers ? (int)cfg->api_workers : cpus > 0 ? 2 * (int)cpus : 2;
     a->workers = cu_xcalloc((size_t)a->nworkers, sizeof(api_worker));
     for (int i = 0; i < a->nworkers; i++) {
-        a->workers[i].index = i;
-        a->workers[i].ssl = a->ssl;
-        rc = worker_start(&a->workers[i], cfg, data_dir, dsn, dummy, err);
+        api_worker *w = &a->workers[i];
+        w->api = a;
+        w->cfg = cfg;
+        w->index = i;
+        w->audit = a->audit;
+        rc = worker_start(w, data_dir, dsn, dummy, err);
         if (rc)
             goto fail;
     }
     for (int i = 0; i < a->nworkers; i++) {
-        if (pthread_create(&a->workers[i].thread, NULL, api_main, &a->workers[i]) != 0) {
+        if (pthread_create(&a->workers[i].thread, NULL, handler_main, &a->workers[i]) != 0) {
             rc = cu_err_set(err, CU_ERR_IO, "cannot start API thread %d", i);
             goto fail;
         }
         a->workers[i].running = true;
     }
-    CU_LOG(CU_LOG_INFO, "api", "HTTPS API on %s:%lld (/api/v1/) with %d thread(s)", cfg->api_bind,
-           (long long)cfg->api_port, a->nworkers);
+    if (pthread_create(&a->io_thread, NULL, io_main, a) != 0) {
+        rc = cu_err_set(err, CU_ERR_IO, "cannot start the API's I/O thread");
+        goto fail;
+    }
+    a->io_running = true;
+    CU_LOG(CU_LOG_INFO, "api", "HTTPS API on %s:%lld (/api/v1/) with %d handler thread(s)",
+           cfg->api_bind, (long long)cfg->api_port, a->nworkers);
     *out = a;
     return CU_OK;
 fail:
@@ -817,24 +1011,51 @@ fail:
     return rc;
 }
 
+static void free_list(request *r)
+{
+    while (r) {
+        request *next = r->next;
+        request_free(r);
+        r = next;
+    }
+}
+
 void ctl_api_stop(ctl_api *a)
 {
     if (!a)
         return;
+    /* No new requests, then the handlers finish what is queued; replies
+     * left unsent go with evhttp's connections. */
+    if (a->io_running) {
+        event_base_loopexit(a->base, NULL);
+        pthread_join(a->io_thread, NULL);
+    }
+    pthread_mutex_lock(&a->mu);
+    a->stopping = true;
+    pthread_cond_broadcast(&a->queued);
+    pthread_mutex_unlock(&a->mu);
     for (int i = 0; i < a->nworkers; i++) {
         api_worker *w = &a->workers[i];
-        if (w->running) {
-            event_base_loopexit(w->base, NULL);
+        if (w->running)
             pthread_join(w->thread, NULL);
-        }
-        if (w->http)
-            evhttp_free(w->http);
-        if (w->base)
-            event_base_free(w->base);
         PQfinish(w->db);
         store_keyring_close(w->keys);
     }
+    free_list(a->queue);
+    free_list(a->replies);
+    api_reads_free(a->reads);
+    if (a->replies_ev)
+        event_free(a->replies_ev);
+    if (a->http)
+        evhttp_free(a->http);
+    if (a->base)
+        event_base_free(a->base);
+    if (a->replies_fd >= 0)
+        close(a->replies_fd);
     free(a->workers);
+    ctl_audit_group_free(a->audit);
+    pthread_cond_destroy(&a->queued);
+    pthread_mutex_destroy(&a->mu);
     SSL_CTX_free(a->ssl);
     free(a);
 }

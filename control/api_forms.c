@@ -149,7 +149,10 @@ static void get_form(request *r, const caller *who, const char *id, const char *
                           "summary", PQgetvalue(res, 0, 5), "edited_by", PQgetvalue(res, 0, 6),
                           "edited_at", PQgetvalue(res, 0, 7));
     PQclear(res);
-    api_audit(r, who->actor, "form.read", object, "ok");
+    if (!api_audit_or_503(r, who->actor, "form.read", object, "ok")) {
+        json_decref(j);
+        return;
+    }
     api_reply_json(r, 200, j);
 }
 

@@ -15,34 +15,44 @@
 #include <pthread.h>
 
 /*
- * One API thread: its own event loop, HTTP server on the shared port
- * (SO_REUSEPORT: the kernel spreads connections), database connection and
- * keyring. Everything a handler touches is its thread's.
+ * The API runs on two kinds of thread (docs/control.md, "Threads"): one I/O
+ * thread with the event loop, evhttp and TLS, which copies each request
+ * into a request and queues it; and api.workers handler threads, each with
+ * its own database connection, which take requests off the queue, run the
+ * handler (blocking on PostgreSQL is fine there) and hand the reply back to
+ * the I/O thread to send. A slow query holds one handler, never the loop.
  */
+/* One handler thread. Everything a handler touches is its thread's. */
 typedef struct api_worker {
+    ctl_api *api;
     const cu_config *cfg;
     int index;
-    struct event_base *base;
-    struct evhttp *http;
-    SSL_CTX *ssl; /* the service's, shared (SSL_new is thread-safe) */
     PGconn *db;
     store_keyring *keys; /* TOTP secrets are wrapped by its KEKs */
+    ctl_audit_group *audit; /* the service's, shared: one group commit for all threads */
     pthread_t thread;
     bool running;
     char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
 } api_worker;
 
-struct ctl_api {
-    SSL_CTX *ssl;
-    api_worker *workers;
-    int nworkers;
-};
-
-/* One request as the handlers see it. */
-typedef struct {
-    api_worker *a;
-    struct evhttp_request *req;
+/*
+ * One request as the handlers see it: copies of what they may read (made
+ * on the I/O thread, so a handler never touches evhttp), and the reply
+ * they set exactly once (api_reply_*). Owned by the queue it is on.
+ */
+typedef struct request {
+    api_worker *a;               /* the handler running it */
+    struct evhttp_request *req;  /* the I/O thread's only */
+    enum evhttp_cmd_type method;
+    char *path;                  /* NULL when the URI had none */
+    char *query;                 /* NULL when none */
+    char *authorization;         /* the header, NULL when absent */
+    char *body;                  /* NUL-terminated copy, body_len bytes */
+    size_t body_len;
     char source[INET6_ADDRSTRLEN + 1];
+    int status;                  /* the reply: 0 until a handler sets it */
+    char *reply;                 /* JSON text (malloc) or NULL for an empty body */
+    struct request *next;
 } request;
 
 /* Who is asking: from a valid session. */
@@ -60,7 +70,6 @@ typedef enum {
     ACT_ALERT_LIST,       /* admin */
     ACT_REQUEST_CREATE,   /* anyone, for themselves */
     ACT_GRANT_REVOKE,     /* admin */
-    ACT_RECORDINGS_LIST,  /* anyone: the rows are filtered by visible_recordings() */
     ACT_SHARE_APPROVE,    /* admin (or, by membership, the permission group) */
     ACT_SHARE_REVOKE_ANY, /* admin (a requester revokes their own) */
 } api_action;
@@ -98,9 +107,17 @@ void api_reply_error(request *r, int status, const char *code, const char *messa
                      const char *field);
 void api_reply_empty(request *r, int status);
 
-/** An audit entry with the request's source; a failure to write it is logged. */
-void api_audit(request *r, const char *actor, const char *action, const char *object,
+/**
+ * An audit entry with the request's source, committed before it returns;
+ * false (logged) if it could not be written: a handler that is about to
+ * hand out data then answers 503 instead (api_audit_or_503).
+ */
+bool api_audit(request *r, const char *actor, const char *action, const char *object,
                const char *outcome);
+
+/** api_audit(), or a 503 when the entry could not be written. */
+bool api_audit_or_503(request *r, const char *actor, const char *action, const char *object,
+                      const char *outcome);
 
 /** A statement with text parameters; NULL (logged) on a database error. */
 PGresult *api_query(api_worker *a, const char *sql, int n, const char *const *params);
@@ -116,6 +133,10 @@ json_t *api_read_object(request *r, const char *const *allowed, size_t n);
 /** A required string member of at most @p max bytes; NULL after a 4xx reply. */
 const char *api_string_field(request *r, json_t *j, const char *name, size_t max);
 
+/** The SHA-256 of the request's bearer token (a bytea literal); false after a 401 when
+ * there is none or it cannot be one this server issued. */
+bool api_bearer_hash(request *r, char hash_hex[67]);
+
 /** The caller from the bearer token; false after a 401 (or 503). */
 bool api_authenticate(request *r, caller *who);
 
@@ -126,6 +147,25 @@ bool api_allowed(const caller *who, api_action action);
 /** api_allowed(), or a 403 and a "denied" audit entry. */
 bool api_require(request *r, const caller *who, api_action action, const char *name,
                  const char *object);
+
+/*
+ * api_read.c: the read path, GET /api/v1/recordings answered on the I/O
+ * thread over a pipelined connection (docs/control.md, "Read path"). Every
+ * authenticated user may list; which rows they get is reader_scope()'s
+ * decision, in the same statement.
+ */
+typedef struct api_reads api_reads;
+
+/** Connect to @p dsn for @p base's thread; *@p out is the caller's (api_reads_free). */
+CU_WUR cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out,
+                           cu_err *err);
+void api_reads_free(api_reads *rd); /* in-flight requests are answered 503 */
+
+/** Answer @p r (taken: replied and freed, now or once its statement commits). */
+void api_reads_list(api_reads *rd, request *r);
+
+/** Send @p r's reply and free it (I/O thread only). */
+void api_send_reply(request *r);
 
 /* api_access.c: permission workflow, grants, notices, recordings. Each
  * returns false when @p path is not one of its resources. */

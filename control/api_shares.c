@@ -133,7 +133,10 @@ static void list_shares(request *r, const caller *who)
                                              PQgetvalue(res, i, 5), "recordings",
                                              (json_int_t)strtoll(PQgetvalue(res, i, 6), NULL, 10)));
     PQclear(res);
-    api_audit(r, who->actor, "share.list", "", "ok");
+    if (!api_audit_or_503(r, who->actor, "share.list", "", "ok")) {
+        json_decref(arr);
+        return;
+    }
     api_reply_json(r, 200, json_pack("{s:o}", "shares", arr));
 }
 
@@ -300,7 +303,10 @@ static void use_share(request *r, const char *token)
     json_t *j = json_pack("{s:s, s:s, s:o}", "recipient", PQgetvalue(res, 0, 1), "expires_at",
                           PQgetvalue(res, 0, 6), "recordings", arr);
     PQclear(res);
-    api_audit(r, actor, "share.use", object, "ok");
+    if (!api_audit_or_503(r, actor, "share.use", object, "ok")) {
+        json_decref(j);
+        return;
+    }
     api_reply_json(r, 200, j);
 }
 

@@ -1,17 +1,19 @@
 /*
  * The audit log (docs/control.md): append-only, each entry SHA-256-chained
- * to the previous one. Appends serialize on an advisory lock; verification
- * recomputes the chain from the rows alone.
+ * to the previous one. Appends are one call of audit_append() (migration
+ * 0008), which serializes on an advisory lock; threads of one process that
+ * append at once share a call (group commit). Verification recomputes the
+ * chain from the rows alone, in C, independently of the SQL that wrote it.
  */
 #include "control.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define AUDIT_LOCK_KEY 7263840001LL /* pg_advisory_xact_lock: one appender at a time */
 #define GENESIS_LABEL  "custos-audit-v1:"
 #define FETCH_ROWS     5000
 
@@ -88,87 +90,200 @@ static void rollback(PGconn *conn)
     PQclear(PQexec(conn, "ROLLBACK"));
 }
 
-static bool valid_outcome(const char *o)
+/* Characters (not bytes) of UTF-8 @p s, as the table's CHECKs count them. */
+static size_t chars(const char *s)
 {
-    return strcmp(o, "ok") == 0 || strcmp(o, "denied") == 0 || strcmp(o, "failed") == 0;
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* What audit_log's CHECKs accept, tested before an entry joins a batch so
+ * that one bad entry cannot fail the others. */
+static bool entry_ok(const ctl_audit_entry *e)
+{
+    const char *o = e->outcome ? e->outcome : "";
+    return e->actor && chars(e->actor) >= 1 && chars(e->actor) <= 200 && e->action &&
+           chars(e->action) >= 1 && chars(e->action) <= 100 &&
+           (!e->object || chars(e->object) <= 1000) && (!e->source || chars(e->source) <= 100) &&
+           (strcmp(o, "ok") == 0 || strcmp(o, "denied") == 0 || strcmp(o, "failed") == 0);
+}
+
+enum { F_ACTOR, F_ACTION, F_OBJECT, F_OUTCOME, F_SOURCE };
+
+static const char *field_of(const ctl_audit_entry *e, int f)
+{
+    switch (f) {
+    case F_ACTOR: return e->actor;
+    case F_ACTION: return e->action;
+    case F_OBJECT: return e->object ? e->object : "";
+    case F_OUTCOME: return e->outcome;
+    default: return e->source ? e->source : "";
+    }
+}
+
+const char ctl_audit_append_sql[] =
+    "SELECT audit_append($1, $2, $3, $4, $5), set_config('synchronous_commit', $6, true)";
+
+cu_rc ctl_audit_batch_build(ctl_audit_batch *b, const ctl_audit_entry *const *e, size_t n,
+                            cu_err *err)
+{
+    bool relaxed = true;
+    cu_rc rc = n ? CU_OK : cu_err_set(err, CU_ERR_INVALID, "audit: no entries");
+    for (int f = 0; f < CTL_AUDIT_FIELDS; f++)
+        cu_buf_init(&b->arrays[f], CTL_AUDIT_BATCH_MAX * 2100);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!entry_ok(e[i]))
+            rc = cu_err_set(err, CU_ERR_INVALID,
+                            "audit: an entry without actor, action or outcome, or too long");
+        relaxed &= e[i]->relaxed;
+        for (int f = 0; f < CTL_AUDIT_FIELDS && !rc; f++)
+            if (db_array_add(&b->arrays[f], field_of(e[i], f)) != CU_OK)
+                rc = cu_err_set(err, CU_ERR_INVALID, "audit: entries too long");
+    }
+    for (int f = 0; f < CTL_AUDIT_FIELDS && !rc; f++) {
+        if (db_array_end(&b->arrays[f]) != CU_OK)
+            rc = cu_err_set(err, CU_ERR_INVALID, "audit: entries too long");
+        b->params[f] = b->arrays[f].data;
+    }
+    /* set_config(..., true) lasts to the end of the statement's own
+     * transaction: it decides how this commit waits, and nothing after. */
+    b->params[CTL_AUDIT_FIELDS] = relaxed ? "off" : "on";
+    if (rc)
+        ctl_audit_batch_free(b);
+    return rc;
+}
+
+void ctl_audit_batch_free(ctl_audit_batch *b)
+{
+    for (int f = 0; f < CTL_AUDIT_FIELDS; f++)
+        cu_buf_free(&b->arrays[f]);
+}
+
+/*
+ * One call of audit_append() (migration 0008) for @p e[0..n). Outside a
+ * transaction it is one statement and one commit, which waits for the WAL
+ * flush unless every entry is relaxed.
+ */
+static cu_rc append_entries(PGconn *conn, const ctl_audit_entry *const *e, size_t n, bool in_tx,
+                            int64_t *seq_out, cu_err *err)
+{
+    ctl_audit_batch b;
+    cu_rc rc = ctl_audit_batch_build(&b, e, n, err);
+    if (rc)
+        return rc;
+    PGresult *res = PQexecParams(conn,
+                                 in_tx ? "SELECT audit_append($1, $2, $3, $4, $5)"
+                                       : ctl_audit_append_sql,
+                                 in_tx ? CTL_AUDIT_FIELDS : CTL_AUDIT_FIELDS + 1, NULL, b.params,
+                                 NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        rc = cu_err_set(err, CU_ERR_DB, "audit: %s", PQerrorMessage(conn));
+    else if (seq_out)
+        *seq_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    ctl_audit_batch_free(&b);
+    return rc;
 }
 
 cu_rc ctl_audit_append_in_tx(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out, cu_err *err)
 {
-    if (!e->actor[0] || !e->action[0] || !valid_outcome(e->outcome))
-        return cu_err_set(err, CU_ERR_INVALID, "audit: entry without actor, action or outcome");
-    cu_rc rc;
-    PGresult *res = PQexec(conn, "SELECT pg_advisory_xact_lock(7263840001)");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = cu_err_set(err, CU_ERR_DB, "audit: %s", PQerrorMessage(conn));
-        PQclear(res);
-        return rc;
-    }
-    PQclear(res);
-    res = PQexec(conn, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = cu_err_set(err, CU_ERR_DB, "audit: %s", PQerrorMessage(conn));
-        PQclear(res);
-        return rc;
-    }
-    uint8_t prev[32], hash[32];
-    int64_t seq = 1;
-    if (PQntuples(res) == 1) {
-        seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10) + 1;
-        if (!unhex32(PQgetvalue(res, 0, 1), prev)) {
-            PQclear(res);
-            return cu_err_set(err, CU_ERR_DB, "audit: the last entry's hash cannot be read");
-        }
-        PQclear(res);
-    } else {
-        PQclear(res);
-        rc = genesis(conn, prev, err);
-        if (rc)
-            return rc;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    ctl_audit_hash(prev, seq, at_ms, e, hash);
-    char seq_text[24], at_text[24];
-    snprintf(seq_text, sizeof(seq_text), "%lld", (long long)seq);
-    snprintf(at_text, sizeof(at_text), "%lld", (long long)at_ms);
-    const char *params[9] = {seq_text,          at_text,    e->actor,  e->action,
-                             e->object,         e->outcome, e->source, (const char *)prev,
-                             (const char *)hash};
-    int lengths[9] = {0, 0, 0, 0, 0, 0, 0, 32, 32};
-    int formats[9] = {0, 0, 0, 0, 0, 0, 0, 1, 1};
-    res = PQexecParams(conn,
-                       "INSERT INTO audit_log (seq, at, actor, action, object, outcome, source, "
-                       "prev_hash, hash) VALUES ($1, 'epoch'::timestamptz + $2::bigint * "
-                       "interval '1 millisecond', $3, $4, $5, $6, $7, $8, $9)",
-                       9, NULL, params, lengths, formats, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        rc = cu_err_set(err, CU_ERR_DB, "audit: %s", PQerrorMessage(conn));
-        PQclear(res);
-        return rc;
-    }
-    PQclear(res);
-    if (seq_out)
-        *seq_out = seq;
-    return CU_OK;
+    return append_entries(conn, &e, 1, true, seq_out, err);
 }
 
 cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out, cu_err *err)
 {
-    cu_rc rc = db_exec(conn, "BEGIN", err);
-    if (!rc && e->relaxed)
-        rc = db_exec(conn, "SET LOCAL synchronous_commit = off", err);
-    if (rc) {
-        rollback(conn);
-        return rc;
+    return append_entries(conn, &e, 1, false, seq_out, err);
+}
+
+/* ------------------------------------------------------------ group commit */
+
+/* One thread's entry, on its stack until it is written. */
+typedef struct audit_waiter {
+    const ctl_audit_entry *e;
+    struct audit_waiter *next;
+    bool done;
+    cu_rc rc;
+    char why[sizeof(((cu_err *)0)->msg)];
+} audit_waiter;
+
+struct ctl_audit_group {
+    pthread_mutex_t mu;
+    pthread_cond_t written;
+    audit_waiter *head, **tail; /* queued, not taken by a writer yet */
+    bool writing;               /* a thread is writing a batch */
+};
+
+ctl_audit_group *ctl_audit_group_new(void)
+{
+    ctl_audit_group *g = cu_xcalloc(1, sizeof(*g));
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->written, NULL);
+    g->tail = &g->head;
+    return g;
+}
+
+void ctl_audit_group_free(ctl_audit_group *g)
+{
+    if (!g)
+        return;
+    pthread_cond_destroy(&g->written);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+/* Take up to CTL_AUDIT_BATCH_MAX queued entries (under the lock). */
+static size_t take_batch(ctl_audit_group *g, audit_waiter **batch)
+{
+    size_t n = 0;
+    while (g->head && n < CTL_AUDIT_BATCH_MAX) {
+        batch[n++] = g->head;
+        g->head = g->head->next;
     }
-    rc = ctl_audit_append_in_tx(conn, e, seq_out, err);
-    if (rc) {
-        rollback(conn);
-        return rc;
+    if (!g->head)
+        g->tail = &g->head;
+    return n;
+}
+
+cu_rc ctl_audit_group_append(ctl_audit_group *g, PGconn *conn, const ctl_audit_entry *e,
+                             cu_err *err)
+{
+    audit_waiter me = {.e = e};
+    if (!entry_ok(e))
+        return cu_err_set(err, CU_ERR_INVALID,
+                          "audit: an entry without actor, action or outcome, or too long");
+    pthread_mutex_lock(&g->mu);
+    *g->tail = &me;
+    g->tail = &me.next;
+    while (!me.done) {
+        if (g->writing) {
+            pthread_cond_wait(&g->written, &g->mu);
+            continue;
+        }
+        /* Nobody is writing: this thread writes what is queued, its own
+         * entry included unless the queue is longer than a batch. */
+        audit_waiter *batch[CTL_AUDIT_BATCH_MAX];
+        const ctl_audit_entry *entries[CTL_AUDIT_BATCH_MAX];
+        size_t n = take_batch(g, batch);
+        g->writing = true;
+        pthread_mutex_unlock(&g->mu);
+        for (size_t i = 0; i < n; i++)
+            entries[i] = batch[i]->e;
+        cu_err batch_err;
+        cu_rc rc = append_entries(conn, entries, n, false, NULL, &batch_err);
+        pthread_mutex_lock(&g->mu);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->rc = rc;
+            if (rc)
+                cu_strlcpy(batch[i]->why, batch_err.msg, sizeof(batch[i]->why));
+            batch[i]->done = true;
+        }
+        g->writing = false;
+        pthread_cond_broadcast(&g->written);
     }
-    return db_exec(conn, "COMMIT", err);
+    pthread_mutex_unlock(&g->mu);
+    return me.rc ? cu_err_set(err, me.rc, "%s", me.why) : CU_OK;
 }
 
 /* Check one row against the chain so far; false (with the reason) if it breaks it. */

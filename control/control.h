@@ -92,6 +92,43 @@ CU_WUR cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *s
 CU_WUR cu_rc ctl_audit_append_in_tx(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out,
                                     cu_err *err);
 
+#define CTL_AUDIT_BATCH_MAX 64 /* entries one statement appends at most */
+#define CTL_AUDIT_FIELDS    5  /* actor, action, object, outcome, source */
+
+/**
+ * The parameters of ctl_audit_append_sql for a batch, for callers that send
+ * the statement themselves (a pipelined connection): five text arrays and
+ * the commit's synchronous_commit ("off" only when every entry is relaxed).
+ * The statement is its own transaction; entries are appended in order.
+ */
+typedef struct {
+    cu_buf arrays[CTL_AUDIT_FIELDS];
+    const char *params[CTL_AUDIT_FIELDS + 1];
+} ctl_audit_batch;
+
+extern const char ctl_audit_append_sql[]; /* 6 text parameters; one row: the first seq */
+
+/** Check and encode @p e[0..n) (1..CTL_AUDIT_BATCH_MAX); free with ctl_audit_batch_free. */
+CU_WUR cu_rc ctl_audit_batch_build(ctl_audit_batch *b, const ctl_audit_entry *const *e, size_t n,
+                                   cu_err *err);
+void ctl_audit_batch_free(ctl_audit_batch *b);
+
+/**
+ * Group commit for the threads of one process (the API's): a thread that
+ * appends while another is writing waits, and the next writer takes every
+ * waiting entry into one statement and one commit. Thread-safe; each thread
+ * passes its own connection.
+ */
+typedef struct ctl_audit_group ctl_audit_group;
+
+ctl_audit_group *ctl_audit_group_new(void);
+void ctl_audit_group_free(ctl_audit_group *g); /* no thread may be appending */
+
+/** Append @p e (borrowed until return) through @p g; returns once it is
+ * committed (relaxed entries: without waiting for the flush) or failed. */
+CU_WUR cu_rc ctl_audit_group_append(ctl_audit_group *g, PGconn *conn, const ctl_audit_entry *e,
+                                    cu_err *err);
+
 typedef struct {
     int64_t entries;   /* entries that check out, from the first */
     int64_t first_bad; /* 0 when the whole log checks out */

@@ -40,6 +40,24 @@ cu_rc db_connect(const char *dsn, const char *app_name, PGconn **out, cu_err *er
     return CU_OK;
 }
 
+cu_rc db_array_add(cu_buf *b, const char *item)
+{
+    cu_rc rc = cu_buf_append(b, b->len ? ",\"" : "{\"", 2);
+    for (const char *run = item; !rc && *run;) {
+        size_t n = strcspn(run, "\"\\");
+        rc = cu_buf_append(b, run, n);
+        if (!rc && run[n])
+            rc = cu_buf_append(b, run[n] == '"' ? "\\\"" : "\\\\", 2);
+        run += n + (run[n] != '\0');
+    }
+    return rc ? rc : cu_buf_append(b, "\"", 1);
+}
+
+cu_rc db_array_end(cu_buf *b)
+{
+    return b->len ? cu_buf_append(b, "}", 1) : cu_buf_append(b, "{}", 2);
+}
+
 cu_rc db_exec(PGconn *conn, const char *sql, cu_err *err)
 {
     PGresult *res = PQexec(conn, sql);

@@ -80,6 +80,15 @@ CU_WUR cu_rc db_connect(const char *dsn, const char *app_name, PGconn **out, cu_
  */
 CU_WUR cu_rc db_exec(PGconn *conn, const char *sql, cu_err *err);
 
+/**
+ * Add @p item to the PostgreSQL array literal in @p b ("{" before the
+ * first item, "," between, each quoted with " and \ escaped); close it
+ * with db_array_end(). Fails (CU_ERR_NOMEM) when @p b would exceed its cap.
+ */
+CU_WUR cu_rc db_array_add(cu_buf *b, const char *item);
+/** "}" after the last item, or "{}" for none. */
+CU_WUR cu_rc db_array_end(cu_buf *b);
+
 /* ------------------------------------------------------------- migrations */
 
 /** One versioned schema change. */

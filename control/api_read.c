@@ -1,0 +1,581 @@
+/*
+ * The read path (docs/control.md, "Read path"): GET /api/v1/recordings is
+ * answered by the I/O thread itself, without a handler thread, over
+ * non-blocking PostgreSQL connections in pipeline mode.
+ *
+ * A request is one statement on one of READ_PIPES connections (in turn):
+ * the session checked (session_check) and the page of what its user may
+ * read (recordings_page, rule 4's one function). A page that may be shown
+ * then waits for its audit entry: entries of the pages that finished while
+ * the previous append was running go together in one audit_append() call on
+ * a connection of their own, and each page leaves once that statement has
+ * committed. So the two reading backends run side by side on both CPUs and
+ * never wait on the audit chain's lock, and under load many reads share one
+ * append. Results come back in binary and are written as JSON here.
+ *
+ * Everything here runs on the I/O thread.
+ */
+#include "api_internal.h"
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PAGE_SIZE     50
+#define PAGE_MAX      1000000
+#define INFLIGHT_MAX  256     /* sent and not answered; beyond, 503 at once */
+#define JSON_MAX      1048576 /* a page is ~9 KiB */
+#define PG_EPOCH_US   946684800000000LL /* 2000-01-01 in Unix microseconds */
+#define READ_PIPES    2       /* connections that read pages, used in turn */
+#define PAGE_SQL_NAME "recordings_list"
+
+/*
+ * $1 token hash, $2 offset, $3 limit, $4 the audit entry's object, $5 its
+ * source. The session's row comes first when refused (nothing is audited
+ * then). The CTEs run in this order: the session, the whole page, then the
+ * audit entry, so that the audit chain's lock is held only for the commit
+ * and two connections reading side by side hardly ever wait on it.
+ */
+static const char page_sql[] =
+    "WITH s AS MATERIALIZED (SELECT * FROM session_check($1::bytea)), "
+    "page AS MATERIALIZED ("
+    "  SELECT s.refused, s.refused_why, s.username, p.id, p.device, p.officer, p.department, "
+    "         p.opened_at, p.sealed_at, p.state, p.segments "
+    "  FROM s LEFT JOIN LATERAL recordings_page(s.user_id, now(), $2::integer, $3::integer) p "
+    "       ON s.refused IS NULL), "
+    "logged AS MATERIALIZED ("
+    "  SELECT audit_append(ARRAY['user:' || s.username], ARRAY['recording.list'], "
+    "                      ARRAY[$4::text], ARRAY['ok'], ARRAY[$5::text]), "
+    "         set_config('synchronous_commit', 'off', true) " /* a read (docs/control.md) */
+    "  FROM s WHERE s.refused IS NULL AND (SELECT count(*) FROM page) >= 0) "
+    "SELECT * FROM page WHERE (SELECT count(*) FROM logged) >= 0 "
+    "ORDER BY opened_at DESC, id DESC";
+
+enum { C_REFUSED, C_WHY, C_USERNAME, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED,
+       C_STATE, C_SEGMENTS };
+
+/* One request: from its page statement to its reply. */
+typedef struct read_job {
+    request *r;
+    long page;
+    char actor[80];        /* user:<name>, for the audit entry */
+    struct read_job *next; /* in the audit queue or batch */
+} read_job;
+
+/* One statement sent down a pipeline; its results arrive in this order: its
+ * own, a NULL, then the Sync's (the commit). */
+typedef struct sent {
+    read_job *jobs; /* a page: its request; an append: the batch */
+    bool append;
+    enum { WANT_RESULT, WANT_END, WANT_SYNC } stage;
+    PGresult *res;
+    struct sent *next;
+} sent;
+
+typedef struct pipeline {
+    api_reads *rd;
+    const char *prepare_name, *prepare_sql; /* NULL: nothing to prepare */
+    PGconn *conn;                           /* NULL while down: reconnected when next used */
+    struct event *readable;
+    struct event *writable; /* armed while libpq has unsent bytes */
+    sent *head, **tail;     /* oldest first */
+    int inflight;
+} pipeline;
+
+struct api_reads {
+    struct event_base *base;
+    char *dsn;
+    pipeline pages[READ_PIPES];
+    unsigned next_page;
+    pipeline audit;
+    read_job *waiting, **waiting_tail; /* pages shown once audited, not yet sent */
+    bool appending;                    /* an append is in flight */
+};
+
+static void drop_connection(pipeline *p);
+static void append_waiting(api_reads *rd);
+
+/* ------------------------------------------------------------------ JSON */
+
+static void put(cu_buf *b, const char *s, size_t n)
+{
+    if (cu_buf_append(b, s, n) != CU_OK) {
+        /* past JSON_MAX: the reply is checked for truncation by its caller */
+    }
+}
+
+static void put_str(cu_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(b, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', (char)c, 0, 0, 0, 0};
+        if (c < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            put(b, esc, 6);
+        } else {
+            put(b, esc, 2);
+        }
+    }
+    put(b, s + run, n - run);
+    put(b, "\"", 1);
+}
+
+static int64_t be64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
+/* A binary timestamptz as RFC 3339 UTC with milliseconds (to_char's .MS: truncated). */
+static void put_time(cu_buf *b, const char *v)
+{
+    int64_t us = be64(v) + PG_EPOCH_US;
+    int64_t ms = us >= 0 ? us / 1000 : -((-us + 999) / 1000);
+    time_t secs = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char text[40];
+    int n = snprintf(text, sizeof(text), "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, (int)(ms - (int64_t)secs * 1000));
+    put(b, text, (size_t)n);
+}
+
+static void put_uuid(cu_buf *b, const char *v)
+{
+    static const char hex[] = "0123456789abcdef";
+    char text[38];
+    size_t n = 0;
+    text[n++] = '"';
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            text[n++] = '-';
+        text[n++] = hex[(unsigned char)v[i] >> 4];
+        text[n++] = hex[(unsigned char)v[i] & 15];
+    }
+    text[n++] = '"';
+    put(b, text, n);
+}
+
+/* A text column as a JSON string ("" for NULL). */
+static void put_text_col(cu_buf *b, PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        put(b, "\"\"", 2);
+    else
+        put_str(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+/* The reply to @p job from its page's (binary) rows; true when it is a page
+ * to show (200), which must be audited before it leaves. */
+static bool answer(read_job *job, PGresult *res)
+{
+    request *r = job->r;
+    int rows = res ? PQntuples(res) : 0;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_SEGMENTS + 1 ||
+        rows < 1 || PQgetisnull(res, 0, C_USERNAME) == PQgetisnull(res, 0, C_WHY)) {
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        return false;
+    }
+    if (!PQgetisnull(res, 0, C_REFUSED)) {
+        char code[64], why[200];
+        snprintf(code, sizeof(code), "%.*s", PQgetlength(res, 0, C_REFUSED),
+                 PQgetvalue(res, 0, C_REFUSED));
+        snprintf(why, sizeof(why), "%.*s", PQgetlength(res, 0, C_WHY), PQgetvalue(res, 0, C_WHY));
+        api_reply_error(r, 401, code, why, NULL);
+        return false;
+    }
+    snprintf(job->actor, sizeof(job->actor), "user:%.*s", PQgetlength(res, 0, C_USERNAME),
+             PQgetvalue(res, 0, C_USERNAME));
+    cu_buf b;
+    cu_buf_init(&b, JSON_MAX);
+    put(&b, "{\"recordings\":[", 15);
+    int listed = 0;
+    for (int i = 0; i < rows && listed < PAGE_SIZE; i++) {
+        if (PQgetisnull(res, i, C_ID))
+            continue; /* the row of an empty page */
+        if (PQgetlength(res, i, C_ID) != 16 || PQgetlength(res, i, C_OPENED) != 8 ||
+            PQgetlength(res, i, C_SEGMENTS) > 8)
+            continue; /* cannot happen with this statement's types */
+        if (listed++)
+            put(&b, ",", 1);
+        put(&b, "{\"id\":", 6);
+        put_uuid(&b, PQgetvalue(res, i, C_ID));
+        put(&b, ",\"device\":", 10);
+        put_text_col(&b, res, i, C_DEVICE);
+        put(&b, ",\"officer\":", 11);
+        put_text_col(&b, res, i, C_OFFICER);
+        put(&b, ",\"department\":", 14);
+        put_text_col(&b, res, i, C_DEPARTMENT);
+        put(&b, ",\"opened_at\":", 13);
+        put_time(&b, PQgetvalue(res, i, C_OPENED));
+        if (!PQgetisnull(res, i, C_SEALED) && PQgetlength(res, i, C_SEALED) == 8) {
+            put(&b, ",\"sealed_at\":", 13);
+            put_time(&b, PQgetvalue(res, i, C_SEALED));
+        }
+        put(&b, ",\"state\":", 9);
+        put_text_col(&b, res, i, C_STATE);
+        char num[48];
+        int n = snprintf(num, sizeof(num), ",\"segments\":%lld}",
+                         PQgetisnull(res, i, C_SEGMENTS)
+                             ? 0LL
+                             : (long long)be64(PQgetvalue(res, i, C_SEGMENTS)));
+        put(&b, num, (size_t)n);
+    }
+    int more = 0;
+    for (int i = 0; i < rows; i++)
+        more += !PQgetisnull(res, i, C_ID);
+    char tail[96];
+    int n = snprintf(tail, sizeof(tail), "],\"page\":%ld,\"per_page\":%d,\"has_more\":%s}",
+                     job->page, PAGE_SIZE, more > PAGE_SIZE ? "true" : "false");
+    put(&b, tail, (size_t)n);
+    if (b.len < 2 || b.data[b.len - 1] != '}') {
+        cu_buf_free(&b);
+        api_reply_error(r, 500, "internal", "the page is too large to send", NULL);
+        return false;
+    }
+    r->status = 200;
+    r->reply = b.data; /* the request owns it now */
+    return true;
+}
+
+/* ---------------------------------------------------------------- audit */
+
+static void reply_unavailable(request *r, const char *why)
+{
+    free(r->reply);
+    r->reply = NULL;
+    r->status = 0;
+    api_reply_error(r, 503, "unavailable", why, NULL);
+}
+
+/* A page statement has committed: refusals and failures leave now; a page
+ * to show waits for its audit entry. */
+static void page_done(api_reads *rd, read_job *job, PGresult *res)
+{
+    (void)rd;
+    answer(job, res);
+    api_send_reply(job->r);
+    free(job);
+}
+
+/* An append has committed (@p ok) or failed: its pages leave, or 503. */
+static void append_done(api_reads *rd, read_job *batch, bool ok)
+{
+    rd->appending = false;
+    while (batch) {
+        read_job *next = batch->next;
+        if (!ok)
+            reply_unavailable(batch->r, "the audit log cannot be written; try again");
+        api_send_reply(batch->r);
+        free(batch);
+        batch = next;
+    }
+    append_waiting(rd);
+}
+
+/* ------------------------------------------------------------- pipeline */
+
+static void statement_done(pipeline *p, sent *st, PGresult *res)
+{
+    p->head = st->next;
+    if (!p->head)
+        p->tail = &p->head;
+    p->inflight--;
+    if (st->append) {
+        bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+        if (res && !ok)
+            CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", PQresultErrorMessage(res));
+        append_done(p->rd, st->jobs, ok);
+    } else {
+        page_done(p->rd, st->jobs, res);
+    }
+    PQclear(res);
+    free(st);
+}
+
+/* Results that have arrived, in order; false when the connection broke. */
+static bool collect(pipeline *p)
+{
+    while (p->head && !PQisBusy(p->conn)) {
+        sent *st = p->head;
+        PGresult *res = PQgetResult(p->conn);
+        switch (st->stage) {
+        case WANT_RESULT:
+            if (!res)
+                return false; /* out of step with the pipeline */
+            st->res = res;
+            st->stage = WANT_END;
+            if (PQresultStatus(res) != PGRES_TUPLES_OK)
+                CU_LOG(CU_LOG_ERROR, "api", "read path: %s", PQresultErrorMessage(res));
+            break;
+        case WANT_END:
+            if (res) {
+                PQclear(res);
+                return false;
+            }
+            st->stage = WANT_SYNC;
+            break;
+        case WANT_SYNC: {
+            bool synced = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+            PQclear(res);
+            if (!synced)
+                return false;
+            res = st->res;
+            st->res = NULL;
+            statement_done(p, st, res); /* committed */
+            break;
+        }
+        }
+    }
+    return true;
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pipeline *p = arg;
+    if (!PQconsumeInput(p->conn) || !collect(p)) {
+        CU_LOG(CU_LOG_ERROR, "api", "read path: the database connection failed: %s",
+               PQerrorMessage(p->conn));
+        drop_connection(p);
+    }
+}
+
+static void flush(pipeline *p)
+{
+    int rc = PQflush(p->conn);
+    if (rc < 0)
+        drop_connection(p);
+    else if (rc == 1)
+        event_add(p->writable, NULL); /* the rest when the socket takes it */
+    else
+        event_del(p->writable);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush(arg);
+}
+
+/* Fail everything in flight (503) and forget the connection. */
+static void drop_connection(pipeline *p)
+{
+    while (p->head) {
+        sent *st = p->head;
+        PGresult *res = st->res;
+        st->res = NULL;
+        PQclear(res);
+        statement_done(p, st, NULL);
+    }
+    if (p->readable)
+        event_free(p->readable);
+    if (p->writable)
+        event_free(p->writable);
+    p->readable = p->writable = NULL;
+    PQfinish(p->conn);
+    p->conn = NULL;
+}
+
+/* Connect (blocking: a local socket, at start and after a failure), prepare,
+ * enter pipeline mode. */
+static cu_rc connect_pipeline(pipeline *p, cu_err *err)
+{
+    api_reads *rd = p->rd;
+    cu_rc rc = db_connect(rd->dsn, "custos-api-reads", &p->conn, err);
+    if (rc)
+        return rc;
+    /* The statements' plans do not depend on their parameters (a page walks
+     * an index whoever asks): planned once, not at each request. */
+    rc = db_exec(p->conn, "SET plan_cache_mode = force_generic_plan", err);
+    if (rc)
+        goto fail;
+    if (p->prepare_name) {
+        PGresult *res = PQprepare(p->conn, p->prepare_name, p->prepare_sql, 0, NULL);
+        bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!prepared) {
+            rc = cu_err_set(err, CU_ERR_DB, "read path: %s", PQerrorMessage(p->conn));
+            goto fail;
+        }
+    }
+    if (PQsetnonblocking(p->conn, 1) != 0 || PQenterPipelineMode(p->conn) != 1) {
+        rc = cu_err_set(err, CU_ERR_DB, "read path: no pipeline mode: %s",
+                        PQerrorMessage(p->conn));
+        goto fail;
+    }
+    p->readable = event_new(rd->base, PQsocket(p->conn), EV_READ | EV_PERSIST, on_readable, p);
+    p->writable = event_new(rd->base, PQsocket(p->conn), EV_WRITE, on_writable, p);
+    if (!p->readable || !p->writable || event_add(p->readable, NULL) != 0) {
+        rc = cu_err_set(err, CU_ERR_NOMEM, "read path: cannot watch the database connection");
+        goto fail;
+    }
+    return CU_OK;
+fail:
+    drop_connection(p);
+    return rc;
+}
+
+/* Queue statement @p st on @p p after its parameters were sent. */
+static void sent_push(pipeline *p, sent *st)
+{
+    *p->tail = st;
+    p->tail = &st->next;
+    p->inflight++;
+    flush(p);
+}
+
+/* Send the audit entries of every page waiting for one, in one append,
+ * unless an append is already running (its pages then wait for the next). */
+static void append_waiting(api_reads *rd)
+{
+    if (rd->appending || !rd->waiting)
+        return;
+    read_job *batch = rd->waiting, **end = &rd->waiting;
+    const ctl_audit_entry *entries[CTL_AUDIT_BATCH_MAX];
+    ctl_audit_entry e[CTL_AUDIT_BATCH_MAX];
+    char objects[CTL_AUDIT_BATCH_MAX][32];
+    size_t n = 0;
+    for (read_job *j = batch; j && n < CTL_AUDIT_BATCH_MAX; j = j->next, n++) {
+        snprintf(objects[n], sizeof(objects[n]), "page %ld", j->page);
+        e[n] = (ctl_audit_entry){.actor = j->actor,
+                                 .action = "recording.list",
+                                 .object = objects[n],
+                                 .outcome = "ok",
+                                 .source = j->r->source,
+                                 .relaxed = true}; /* a read (docs/control.md) */
+        entries[n] = &e[n];
+        end = &j->next;
+    }
+    rd->waiting = *end; /* the rest, beyond a batch, go next time */
+    *end = NULL;
+    if (!rd->waiting)
+        rd->waiting_tail = &rd->waiting;
+    pipeline *p = &rd->audit;
+    cu_err err;
+    ctl_audit_batch b;
+    cu_rc rc = ctl_audit_batch_build(&b, entries, n, &err);
+    bool built = rc == CU_OK;
+    if (!rc && !p->conn)
+        rc = connect_pipeline(p, &err);
+    if (!rc && (!PQsendQueryParams(p->conn, ctl_audit_append_sql, CTL_AUDIT_FIELDS + 1, NULL,
+                                   b.params, NULL, NULL, 0) ||
+                !PQpipelineSync(p->conn)))
+        rc = cu_err_set(&err, CU_ERR_DB, "%s", PQerrorMessage(p->conn));
+    if (built)
+        ctl_audit_batch_free(&b);
+    if (rc) {
+        CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", err.msg);
+        if (p->conn && rc == CU_ERR_DB)
+            drop_connection(p);
+        append_done(rd, batch, false);
+        return;
+    }
+    sent *st = cu_xcalloc(1, sizeof(*st));
+    st->jobs = batch;
+    st->append = true;
+    rd->appending = true;
+    sent_push(p, st);
+}
+
+/* ------------------------------------------------------------ interface */
+
+cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, cu_err *err)
+{
+    api_reads *rd = cu_xcalloc(1, sizeof(*rd));
+    rd->base = base;
+    rd->dsn = cu_xstrdup(dsn);
+    rd->waiting_tail = &rd->waiting;
+    cu_rc rc = CU_OK;
+    for (int i = 0; i < READ_PIPES + 1; i++) {
+        pipeline *p = i < READ_PIPES ? &rd->pages[i] : &rd->audit;
+        p->rd = rd;
+        p->tail = &p->head;
+        if (i < READ_PIPES) {
+            p->prepare_name = PAGE_SQL_NAME;
+            p->prepare_sql = page_sql;
+        }
+        if (!rc)
+            rc = connect_pipeline(p, err);
+    }
+    if (rc) {
+        api_reads_free(rd);
+        return rc;
+    }
+    *out = rd;
+    return CU_OK;
+}
+
+void api_reads_free(api_reads *rd)
+{
+    if (!rd)
+        return;
+    for (int i = 0; i < READ_PIPES; i++)
+        drop_connection(&rd->pages[i]);
+    /* pages waiting for an append that will not come: 503 */
+    read_job *waiting = rd->waiting;
+    rd->waiting = NULL;
+    rd->appending = true; /* nothing new is sent from here */
+    drop_connection(&rd->audit);
+    append_done(rd, waiting, false);
+    free(rd->dsn);
+    free(rd);
+}
+
+void api_reads_list(api_reads *rd, request *r)
+{
+    long page = 1;
+    char thex[67];
+    if (!api_query_number(r, "page", PAGE_MAX, &page) || !api_bearer_hash(r, thex)) {
+        api_send_reply(r);
+        return;
+    }
+    pipeline *p = &rd->pages[rd->next_page++ % READ_PIPES];
+    if (p->inflight >= INFLIGHT_MAX) {
+        api_reply_error(r, 503, "busy", "too many requests are waiting; try again", NULL);
+        api_send_reply(r);
+        return;
+    }
+    cu_err err;
+    if (!p->conn && connect_pipeline(p, &err) != CU_OK) {
+        CU_LOG(CU_LOG_ERROR, "api", "read path: %s", err.msg);
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_send_reply(r);
+        return;
+    }
+    char offset[24], limit[24], object[32];
+    snprintf(offset, sizeof(offset), "%ld", (page - 1) * PAGE_SIZE);
+    snprintf(limit, sizeof(limit), "%d", PAGE_SIZE + 1);
+    snprintf(object, sizeof(object), "page %ld", page);
+    const char *params[5] = {thex, offset, limit, object, r->source};
+    if (!PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 5, params, NULL, NULL, 1) ||
+        !PQpipelineSync(p->conn)) {
+        CU_LOG(CU_LOG_ERROR, "api", "read path: %s", PQerrorMessage(p->conn));
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_send_reply(r);
+        drop_connection(p);
+        return;
+    }
+    read_job *job = cu_xcalloc(1, sizeof(*job));
+    job->r = r;
+    job->page = page;
+    sent *st = cu_xcalloc(1, sizeof(*st));
+    st->jobs = job;
+    sent_push(p, st);
+}
