@@ -4,14 +4,13 @@
  * non-blocking PostgreSQL connections in pipeline mode.
  *
  * A request is one statement on one of READ_PIPES connections (in turn):
- * the session checked (session_check) and the page of what its user may
- * read (recordings_page, rule 4's one function). A page that may be shown
- * then waits for its audit entry: entries of the pages that finished while
- * the previous append was running go together in one audit_append() call on
- * a connection of their own, and each page leaves once that statement has
- * committed. So the two reading backends run side by side on both CPUs and
- * never wait on the audit chain's lock, and under load many reads share one
- * append. Results come back in binary and are written as JSON here.
+ * the session checked (session_row), the page of what its user may read
+ * (recordings_page, rule 4's one function) and the read appended to the
+ * audit log (audit_append), in one transaction whose commit (its Sync) is
+ * seen before the page leaves. One statement per request keeps round trips,
+ * and so wake-ups, to the minimum; the connections run side by side on the
+ * CPUs, and requests from every client share them. Results come back in
+ * binary and are written as JSON here.
  *
  * Everything here runs on the I/O thread.
  */
@@ -21,7 +20,6 @@
 #include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define PAGE_SIZE     50
 #define PAGE_MAX      1000000
@@ -39,12 +37,15 @@
  * and two connections reading side by side hardly ever wait on it.
  */
 static const char page_sql[] =
-    "WITH s AS MATERIALIZED (SELECT * FROM session_check($1::bytea)), "
+    "WITH s AS MATERIALIZED (SELECT * FROM session_row($1::bytea)), "
     "page AS MATERIALIZED ("
-    "  SELECT s.refused, s.refused_why, s.username, p.id, p.device, p.officer, p.department, "
+    "  SELECT s.refused, s.refused_why, p.id, p.device, p.officer, p.department, "
     "         p.opened_at, p.sealed_at, p.state, p.segments "
     "  FROM s LEFT JOIN LATERAL recordings_page(s.user_id, now(), $2::integer, $3::integer) p "
     "       ON s.refused IS NULL), "
+    "touched AS (UPDATE sessions SET last_seen_at = now() " /* at most once a minute */
+    "            WHERE id = (SELECT session_id FROM s WHERE s.refused IS NULL AND s.stale) "
+    "            RETURNING id), "
     "logged AS MATERIALIZED ("
     "  SELECT audit_append(ARRAY['user:' || s.username], ARRAY['recording.list'], "
     "                      ARRAY[$4::text], ARRAY['ok'], ARRAY[$5::text]), "
@@ -53,22 +54,19 @@ static const char page_sql[] =
     "SELECT * FROM page WHERE (SELECT count(*) FROM logged) >= 0 "
     "ORDER BY opened_at DESC, id DESC";
 
-enum { C_REFUSED, C_WHY, C_USERNAME, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED,
+enum { C_REFUSED, C_WHY, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED,
        C_STATE, C_SEGMENTS };
 
-/* One request: from its page statement to its reply. */
+/* One request, from its statement to its reply. */
 typedef struct read_job {
     request *r;
     long page;
-    char actor[80];        /* user:<name>, for the audit entry */
-    struct read_job *next; /* in the audit queue or batch */
 } read_job;
 
 /* One statement sent down a pipeline; its results arrive in this order: its
  * own, a NULL, then the Sync's (the commit). */
 typedef struct sent {
-    read_job *jobs; /* a page: its request; an append: the batch */
-    bool append;
+    read_job *job;
     enum { WANT_RESULT, WANT_END, WANT_SYNC } stage;
     PGresult *res;
     struct sent *next;
@@ -76,7 +74,7 @@ typedef struct sent {
 
 typedef struct pipeline {
     api_reads *rd;
-    const char *prepare_name, *prepare_sql; /* NULL: nothing to prepare */
+    const char *prepare_name, *prepare_sql;
     PGconn *conn;                           /* NULL while down: reconnected when next used */
     struct event *readable;
     struct event *writable; /* armed while libpq has unsent bytes */
@@ -89,13 +87,9 @@ struct api_reads {
     char *dsn;
     pipeline pages[READ_PIPES];
     unsigned next_page;
-    pipeline audit;
-    read_job *waiting, **waiting_tail; /* pages shown once audited, not yet sent */
-    bool appending;                    /* an append is in flight */
 };
 
 static void drop_connection(pipeline *p);
-static void append_waiting(api_reads *rd);
 
 /* ------------------------------------------------------------------ JSON */
 
@@ -139,19 +133,47 @@ static int64_t be64(const char *p)
     return (int64_t)v;
 }
 
-/* A binary timestamptz as RFC 3339 UTC with milliseconds (to_char's .MS: truncated). */
+static char *digits(char *p, int64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + width;
+}
+
+/* A binary timestamptz as RFC 3339 UTC with milliseconds, truncated as
+ * to_char's .MS does. The civil date from the day number: H. Hinnant's
+ * days-to-civil algorithm, proleptic Gregorian. */
 static void put_time(cu_buf *b, const char *v)
 {
-    int64_t us = be64(v) + PG_EPOCH_US;
-    int64_t ms = us >= 0 ? us / 1000 : -((-us + 999) / 1000);
-    time_t secs = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char text[40];
-    int n = snprintf(text, sizeof(text), "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(ms - (int64_t)secs * 1000));
-    put(b, text, (size_t)n);
+    int64_t ms = (be64(v) + PG_EPOCH_US) / 1000;
+    if (ms < 0 || ms > 253402300799999LL) { /* before 1970 or after 9999: not ours */
+        put(b, "null", 4);
+        return;
+    }
+    int64_t days = ms / 86400000, in_day = ms % 86400000;
+    int64_t z = days + 719468, era = z / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+    int64_t day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+    int64_t year = yoe + era * 400 + (month <= 2);
+    char text[32], *p = text;
+    *p++ = '"';
+    p = digits(p, year, 4);
+    *p++ = '-';
+    p = digits(p, month, 2);
+    *p++ = '-';
+    p = digits(p, day, 2);
+    *p++ = 'T';
+    p = digits(p, in_day / 3600000, 2);
+    *p++ = ':';
+    p = digits(p, in_day / 60000 % 60, 2);
+    *p++ = ':';
+    p = digits(p, in_day / 1000 % 60, 2);
+    *p++ = '.';
+    p = digits(p, in_day % 1000, 3);
+    *p++ = 'Z';
+    *p++ = '"';
+    put(b, text, (size_t)(p - text));
 }
 
 static void put_uuid(cu_buf *b, const char *v)
@@ -186,7 +208,7 @@ static bool answer(read_job *job, PGresult *res)
     request *r = job->r;
     int rows = res ? PQntuples(res) : 0;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_SEGMENTS + 1 ||
-        rows < 1 || PQgetisnull(res, 0, C_USERNAME) == PQgetisnull(res, 0, C_WHY)) {
+        rows < 1) {
         api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return false;
     }
@@ -198,8 +220,6 @@ static bool answer(read_job *job, PGresult *res)
         api_reply_error(r, 401, code, why, NULL);
         return false;
     }
-    snprintf(job->actor, sizeof(job->actor), "user:%.*s", PQgetlength(res, 0, C_USERNAME),
-             PQgetvalue(res, 0, C_USERNAME));
     cu_buf b;
     cu_buf_init(&b, JSON_MAX);
     put(&b, "{\"recordings\":[", 15);
@@ -252,41 +272,6 @@ static bool answer(read_job *job, PGresult *res)
     return true;
 }
 
-/* ---------------------------------------------------------------- audit */
-
-static void reply_unavailable(request *r, const char *why)
-{
-    free(r->reply);
-    r->reply = NULL;
-    r->status = 0;
-    api_reply_error(r, 503, "unavailable", why, NULL);
-}
-
-/* A page statement has committed: refusals and failures leave now; a page
- * to show waits for its audit entry. */
-static void page_done(api_reads *rd, read_job *job, PGresult *res)
-{
-    (void)rd;
-    answer(job, res);
-    api_send_reply(job->r);
-    free(job);
-}
-
-/* An append has committed (@p ok) or failed: its pages leave, or 503. */
-static void append_done(api_reads *rd, read_job *batch, bool ok)
-{
-    rd->appending = false;
-    while (batch) {
-        read_job *next = batch->next;
-        if (!ok)
-            reply_unavailable(batch->r, "the audit log cannot be written; try again");
-        api_send_reply(batch->r);
-        free(batch);
-        batch = next;
-    }
-    append_waiting(rd);
-}
-
 /* ------------------------------------------------------------- pipeline */
 
 static void statement_done(pipeline *p, sent *st, PGresult *res)
@@ -295,15 +280,10 @@ static void statement_done(pipeline *p, sent *st, PGresult *res)
     if (!p->head)
         p->tail = &p->head;
     p->inflight--;
-    if (st->append) {
-        bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
-        if (res && !ok)
-            CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", PQresultErrorMessage(res));
-        append_done(p->rd, st->jobs, ok);
-    } else {
-        page_done(p->rd, st->jobs, res);
-    }
+    answer(st->job, res); /* committed, or failed (503) */
+    api_send_reply(st->job->r);
     PQclear(res);
+    free(st->job);
     free(st);
 }
 
@@ -406,14 +386,12 @@ static cu_rc connect_pipeline(pipeline *p, cu_err *err)
     rc = db_exec(p->conn, "SET plan_cache_mode = force_generic_plan", err);
     if (rc)
         goto fail;
-    if (p->prepare_name) {
-        PGresult *res = PQprepare(p->conn, p->prepare_name, p->prepare_sql, 0, NULL);
-        bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
-        PQclear(res);
-        if (!prepared) {
-            rc = cu_err_set(err, CU_ERR_DB, "read path: %s", PQerrorMessage(p->conn));
-            goto fail;
-        }
+    PGresult *res = PQprepare(p->conn, p->prepare_name, p->prepare_sql, 0, NULL);
+    bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!prepared) {
+        rc = cu_err_set(err, CU_ERR_DB, "read path: %s", PQerrorMessage(p->conn));
+        goto fail;
     }
     if (PQsetnonblocking(p->conn, 1) != 0 || PQenterPipelineMode(p->conn) != 1) {
         rc = cu_err_set(err, CU_ERR_DB, "read path: no pipeline mode: %s",
@@ -441,59 +419,6 @@ static void sent_push(pipeline *p, sent *st)
     flush(p);
 }
 
-/* Send the audit entries of every page waiting for one, in one append,
- * unless an append is already running (its pages then wait for the next). */
-static void append_waiting(api_reads *rd)
-{
-    if (rd->appending || !rd->waiting)
-        return;
-    read_job *batch = rd->waiting, **end = &rd->waiting;
-    const ctl_audit_entry *entries[CTL_AUDIT_BATCH_MAX];
-    ctl_audit_entry e[CTL_AUDIT_BATCH_MAX];
-    char objects[CTL_AUDIT_BATCH_MAX][32];
-    size_t n = 0;
-    for (read_job *j = batch; j && n < CTL_AUDIT_BATCH_MAX; j = j->next, n++) {
-        snprintf(objects[n], sizeof(objects[n]), "page %ld", j->page);
-        e[n] = (ctl_audit_entry){.actor = j->actor,
-                                 .action = "recording.list",
-                                 .object = objects[n],
-                                 .outcome = "ok",
-                                 .source = j->r->source,
-                                 .relaxed = true}; /* a read (docs/control.md) */
-        entries[n] = &e[n];
-        end = &j->next;
-    }
-    rd->waiting = *end; /* the rest, beyond a batch, go next time */
-    *end = NULL;
-    if (!rd->waiting)
-        rd->waiting_tail = &rd->waiting;
-    pipeline *p = &rd->audit;
-    cu_err err;
-    ctl_audit_batch b;
-    cu_rc rc = ctl_audit_batch_build(&b, entries, n, &err);
-    bool built = rc == CU_OK;
-    if (!rc && !p->conn)
-        rc = connect_pipeline(p, &err);
-    if (!rc && (!PQsendQueryParams(p->conn, ctl_audit_append_sql, CTL_AUDIT_FIELDS + 1, NULL,
-                                   b.params, NULL, NULL, 0) ||
-                !PQpipelineSync(p->conn)))
-        rc = cu_err_set(&err, CU_ERR_DB, "%s", PQerrorMessage(p->conn));
-    if (built)
-        ctl_audit_batch_free(&b);
-    if (rc) {
-        CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", err.msg);
-        if (p->conn && rc == CU_ERR_DB)
-            drop_connection(p);
-        append_done(rd, batch, false);
-        return;
-    }
-    sent *st = cu_xcalloc(1, sizeof(*st));
-    st->jobs = batch;
-    st->append = true;
-    rd->appending = true;
-    sent_push(p, st);
-}
-
 /* ------------------------------------------------------------ interface */
 
 cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, cu_err *err)
@@ -501,16 +426,13 @@ cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, c
     api_reads *rd = cu_xcalloc(1, sizeof(*rd));
     rd->base = base;
     rd->dsn = cu_xstrdup(dsn);
-    rd->waiting_tail = &rd->waiting;
     cu_rc rc = CU_OK;
-    for (int i = 0; i < READ_PIPES + 1; i++) {
-        pipeline *p = i < READ_PIPES ? &rd->pages[i] : &rd->audit;
+    for (int i = 0; i < READ_PIPES; i++) {
+        pipeline *p = &rd->pages[i];
         p->rd = rd;
         p->tail = &p->head;
-        if (i < READ_PIPES) {
-            p->prepare_name = PAGE_SQL_NAME;
-            p->prepare_sql = page_sql;
-        }
+        p->prepare_name = PAGE_SQL_NAME;
+        p->prepare_sql = page_sql;
         if (!rc)
             rc = connect_pipeline(p, err);
     }
@@ -527,13 +449,7 @@ void api_reads_free(api_reads *rd)
     if (!rd)
         return;
     for (int i = 0; i < READ_PIPES; i++)
-        drop_connection(&rd->pages[i]);
-    /* pages waiting for an append that will not come: 503 */
-    read_job *waiting = rd->waiting;
-    rd->waiting = NULL;
-    rd->appending = true; /* nothing new is sent from here */
-    drop_connection(&rd->audit);
-    append_done(rd, waiting, false);
+        drop_connection(&rd->pages[i]); /* in flight: 503 */
     free(rd->dsn);
     free(rd);
 }
@@ -576,6 +492,6 @@ void api_reads_list(api_reads *rd, request *r)
     job->r = r;
     job->page = page;
     sent *st = cu_xcalloc(1, sizeof(*st));
-    st->jobs = job;
+    st->job = job;
     sent_push(p, st);
 }

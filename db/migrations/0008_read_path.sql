@@ -14,38 +14,26 @@ CREATE INDEX recordings_opened ON recordings (opened_at, id);
 -- which holds the user themself and every officer of a department in the
 -- scope of a grant valid at @p p_at (valid_from inclusive, valid_until
 -- exclusive, not revoked), departments below included. A disabled or locked
--- account reads nothing. PL/pgSQL so that its plans are kept per connection.
-CREATE FUNCTION reader_scope(p_user bigint, p_at timestamptz,
-                             OUT everything boolean, OUT officers bigint[])
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_role text;
-BEGIN
-    SELECT u.role INTO v_role FROM users u
-    WHERE u.id = p_user AND u.disabled_at IS NULL AND u.locked_at IS NULL;
-    everything := coalesce(v_role = 'admin', false);
-    IF v_role IS NULL OR everything THEN
-        officers := '{}';
-        RETURN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM grants g
+-- account gets no row: it reads nothing. A single SELECT, so the planner
+-- inlines it into the statements that use it.
+CREATE FUNCTION reader_scope(p_user bigint, p_at timestamptz)
+RETURNS TABLE (everything boolean, officers bigint[]) LANGUAGE sql STABLE AS $$
+    SELECT u.role = 'admin',
+           CASE WHEN u.role = 'admin' THEN '{}'::bigint[] ELSE array(
+               WITH RECURSIVE scope(id) AS (
+                   SELECT g.department_id FROM grants g
                    WHERE g.user_id = p_user AND g.revoked_at IS NULL
-                     AND g.valid_from <= p_at AND p_at < g.valid_until) THEN
-        officers := ARRAY[p_user];
-        RETURN;
-    END IF;
-    officers := array(
-        WITH RECURSIVE scope(id) AS (
-            SELECT g.department_id FROM grants g
-            WHERE g.user_id = p_user AND g.revoked_at IS NULL
-              AND g.valid_from <= p_at AND p_at < g.valid_until
-            UNION
-            SELECT d.id FROM departments d JOIN scope s ON d.parent_id = s.id)
-        SELECT p_user
-        UNION
-        SELECT o.id FROM users o WHERE o.department_id IN (SELECT id FROM scope));
-END
+                     AND g.valid_from <= p_at AND p_at < g.valid_until
+                   UNION
+                   SELECT d.id FROM departments d JOIN scope s ON d.parent_id = s.id)
+               SELECT p_user
+               UNION
+               SELECT o.id FROM users o WHERE o.department_id = ANY (array(SELECT id FROM scope)))
+           END
+    FROM users u WHERE u.id = p_user AND u.disabled_at IS NULL AND u.locked_at IS NULL
 $$;
+
+CREATE INDEX users_department ON users (department_id);
 
 -- The recordings @p p_user may read at @p p_at (for sets; reads of one
 -- recording use may_read_recording, pages recordings_page).
@@ -67,20 +55,16 @@ DROP FUNCTION review_scope(bigint, timestamptz);
 -- p_offset + 1 .. p_offset + p_limit. Admins walk recordings_opened; others
 -- walk recordings_officer once per officer in scope (at most p_offset +
 -- p_limit rows each) when there are few of them, or sort the officers'
--- recordings when there are many. Only the rows of the page are looked up
--- (by key, so that a generic plan cannot turn them into scans of whole
--- tables). A single SELECT, so the planner inlines it into the caller's
--- statement.
+-- recordings when there are many. Only the rows of the page are joined.
+-- The caller orders the rows (opened_at, id descending). A single SELECT, so
+-- the planner inlines it into the caller's statement.
 CREATE FUNCTION recordings_page(p_user bigint, p_at timestamptz, p_offset integer,
                                 p_limit integer)
 RETURNS TABLE (id uuid, device text, officer text, department text, opened_at timestamptz,
                sealed_at timestamptz, state text, segments bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT r.id, (SELECT dv.serial FROM devices dv WHERE dv.id = r.device_id),
-           (SELECT o.username FROM users o WHERE o.id = r.officer_id),
-           (SELECT od.name FROM users o JOIN departments od ON od.id = o.department_id
-            WHERE o.id = r.officer_id),
-           r.opened_at, r.sealed_at, r.state, r.segment_count
+    SELECT r.id, dv.serial, o.username, od.name, r.opened_at, r.sealed_at, r.state,
+           r.segment_count
     FROM (SELECT v.* FROM reader_scope(p_user, p_at) s
           CROSS JOIN LATERAL (
               (SELECT a.* FROM recordings a WHERE s.everything
@@ -96,7 +80,9 @@ LANGUAGE sql STABLE AS $$
                WHERE cardinality(s.officers) > 64 AND c.officer_id = ANY (s.officers)
                ORDER BY c.opened_at DESC, c.id DESC LIMIT p_offset + p_limit)) v
           ORDER BY v.opened_at DESC, v.id DESC LIMIT p_limit OFFSET p_offset) r
-    ORDER BY r.opened_at DESC, r.id DESC
+    LEFT JOIN devices dv ON dv.id = r.device_id
+    LEFT JOIN users o ON o.id = r.officer_id
+    LEFT JOIN departments od ON od.id = o.department_id
 $$;
 
 -- One field of an entry as hashed: its UTF-8 length (4 bytes, big-endian),
@@ -156,41 +142,48 @@ $$;
 -- The session behind a bearer token (its SHA-256), as every request checks
 -- it: refused (a code and why) when unknown, ended, idle for 30 minutes,
 -- older than 12 hours, or when the account is disabled or locked; expiry is
--- decided here, at use. last_seen_at is written at most once a minute.
+-- decided here, at use. Always one row. stale: last_seen_at is more than a
+-- minute old, and whoever accepts the session writes it (session_check, or
+-- the read path's audit statement). A single SELECT, so it is inlined.
+CREATE FUNCTION session_row(p_token_hash bytea)
+RETURNS TABLE (session_id bigint, user_id bigint, username text, role text, refused text,
+               refused_why text, stale boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT ss.id, ss.user_id, u.username, u.role,
+           CASE WHEN ss.id IS NULL THEN 'invalid_token'
+                WHEN ss.revoked_at IS NOT NULL
+                  OR now() - ss.last_seen_at > interval '30 minutes'
+                  OR now() - ss.created_at > interval '12 hours'
+                  OR u.disabled_at IS NOT NULL OR u.locked_at IS NOT NULL THEN 'session_expired'
+           END,
+           CASE WHEN ss.id IS NULL THEN 'the token is not one this server issued'
+                WHEN ss.revoked_at IS NOT NULL THEN 'the session was ended (logged out or revoked)'
+                WHEN now() - ss.last_seen_at > interval '30 minutes'
+                    THEN 'the session was idle for more than 30 minutes'
+                WHEN now() - ss.created_at > interval '12 hours'
+                    THEN 'the session is older than 12 hours'
+                WHEN u.disabled_at IS NOT NULL OR u.locked_at IS NOT NULL
+                    THEN 'the account is disabled or locked'
+           END,
+           now() - ss.last_seen_at > interval '60 seconds'
+    FROM (SELECT p_token_hash AS token_hash) t
+    LEFT JOIN sessions ss ON ss.token_hash = t.token_hash
+    LEFT JOIN users u ON u.id = ss.user_id
+$$;
+
+-- session_row, and last_seen_at written when it is accepted and stale.
 CREATE FUNCTION session_check(p_token_hash bytea, OUT session_id bigint, OUT user_id bigint,
                               OUT username text, OUT role text, OUT refused text,
                               OUT refused_why text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    s record;
+    v_stale boolean;
 BEGIN
-    SELECT ss.id, ss.user_id, u.username, u.role,
-           ss.revoked_at IS NOT NULL AS ended,
-           now() - ss.last_seen_at > interval '30 minutes' AS idle,
-           now() - ss.created_at > interval '12 hours' AS old,
-           u.disabled_at IS NOT NULL OR u.locked_at IS NOT NULL AS barred,
-           now() - ss.last_seen_at > interval '60 seconds' AS stale
-    INTO s FROM sessions ss JOIN users u ON u.id = ss.user_id
-    WHERE ss.token_hash = p_token_hash;
-    IF NOT FOUND THEN
-        refused := 'invalid_token';
-        refused_why := 'the token is not one this server issued';
-        RETURN;
+    SELECT s.session_id, s.user_id, s.username, s.role, s.refused, s.refused_why, s.stale
+    INTO session_id, user_id, username, role, refused, refused_why, v_stale
+    FROM session_row(p_token_hash) s;
+    IF refused IS NULL AND v_stale THEN
+        UPDATE sessions SET last_seen_at = now() WHERE id = session_id;
     END IF;
-    refused_why := CASE WHEN s.ended THEN 'the session was ended (logged out or revoked)'
-                        WHEN s.idle THEN 'the session was idle for more than 30 minutes'
-                        WHEN s.old THEN 'the session is older than 12 hours'
-                        WHEN s.barred THEN 'the account is disabled or locked' END;
-    IF refused_why IS NOT NULL THEN
-        refused := 'session_expired';
-        RETURN;
-    END IF;
-    IF s.stale THEN
-        UPDATE sessions SET last_seen_at = now() WHERE id = s.id;
-    END IF;
-    session_id := s.id;
-    user_id := s.user_id;
-    username := s.username;
-    role := s.role;
 END
 $$;
