@@ -3,14 +3,18 @@
  * answered by the I/O thread itself, without a handler thread, over
  * non-blocking PostgreSQL connections in pipeline mode.
  *
- * A request is one statement on one of READ_PIPES connections (in turn):
- * the session checked (session_row), the page of what its user may read
- * (recordings_page, rule 4's one function) and the read appended to the
- * audit log (audit_append), in one transaction whose commit (its Sync) is
- * seen before the page leaves. One statement per request keeps round trips,
- * and so wake-ups, to the minimum; the connections run side by side on the
- * CPUs, and requests from every client share them. Results come back in
- * binary and are written as JSON here.
+ * A request is one read-only statement on one of READ_PIPES connections (in
+ * turn): the session checked (session_row) and the page of what its user
+ * may read (recordings_page, rule 4's one function). A page that is shown
+ * leaves with its audit entry queued here; the audit connection appends
+ * every queued entry in one audit_append() call and one commit (group
+ * commit), one call at a time, so that under load many reads share one
+ * write. Entries stay queued until their append has committed (a failed
+ * append is retried); while an append is failing, or too many entries
+ * wait, new reads are refused (503): nothing is shown that cannot be
+ * logged. What a stop of the process can lose is the queue, a few
+ * milliseconds of reads (docs/control.md). Results come back in binary and
+ * are written as JSON here.
  *
  * Everything here runs on the I/O thread.
  */
@@ -18,6 +22,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,33 +33,30 @@
 #define PG_EPOCH_US   946684800000000LL /* 2000-01-01 in Unix microseconds */
 #define READ_PIPES    2       /* connections that read pages, used in turn */
 #define PAGE_SQL_NAME "recordings_list"
+#define BACKLOG_MAX   4096 /* audit entries waiting; beyond, reads are refused */
+#define RETRY_MS      200  /* after a failed append */
+#define GATHER_MS     5    /* entries wait this long to share an append... */
+#define GATHER_MAX    32   /* ...unless this many are queued */
 
 /*
- * $1 token hash, $2 offset, $3 limit, $4 the audit entry's object, $5 its
- * source. The session's row comes first when refused (nothing is audited
- * then). The CTEs run in this order: the session, the whole page, then the
- * audit entry, so that the audit chain's lock is held only for the commit
- * and two connections reading side by side hardly ever wait on it.
+ * $1 token hash, $2 offset, $3 limit. One row with refused set when the
+ * session is refused, else the page (one row without an id when empty),
+ * each row with the username for the audit entry. Read-only but for
+ * last_seen_at, written at most once a minute.
  */
 static const char page_sql[] =
     "WITH s AS MATERIALIZED (SELECT * FROM session_row($1::bytea)), "
-    "page AS MATERIALIZED ("
-    "  SELECT s.refused, s.refused_why, p.id, p.device, p.officer, p.department, "
-    "         p.opened_at, p.sealed_at, p.state, p.segments "
-    "  FROM s LEFT JOIN LATERAL recordings_page(s.user_id, now(), $2::integer, $3::integer) p "
-    "       ON s.refused IS NULL), "
-    "touched AS (UPDATE sessions SET last_seen_at = now() " /* at most once a minute */
+    "touched AS (UPDATE sessions SET last_seen_at = now() "
     "            WHERE id = (SELECT session_id FROM s WHERE s.refused IS NULL AND s.stale) "
-    "            RETURNING id), "
-    "logged AS MATERIALIZED ("
-    "  SELECT audit_append(ARRAY['user:' || s.username], ARRAY['recording.list'], "
-    "                      ARRAY[$4::text], ARRAY['ok'], ARRAY[$5::text]), "
-    "         set_config('synchronous_commit', 'off', true) " /* a read (docs/control.md) */
-    "  FROM s WHERE s.refused IS NULL AND (SELECT count(*) FROM page) >= 0) "
-    "SELECT * FROM page WHERE (SELECT count(*) FROM logged) >= 0 "
-    "ORDER BY opened_at DESC, id DESC";
+    "            RETURNING id) "
+    "SELECT s.refused, s.refused_why, s.username, p.id, p.device, p.officer, p.department, "
+    "       p.opened_at, p.sealed_at, p.state, p.segments "
+    "FROM s LEFT JOIN LATERAL recordings_page(s.user_id, now(), $2::integer, $3::integer) p "
+    "     ON s.refused IS NULL "
+    "WHERE (SELECT count(*) FROM touched) >= 0 "
+    "ORDER BY p.opened_at DESC, p.id DESC";
 
-enum { C_REFUSED, C_WHY, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED,
+enum { C_REFUSED, C_WHY, C_USERNAME, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED,
        C_STATE, C_SEGMENTS };
 
 /* One request, from its statement to its reply. */
@@ -63,10 +65,19 @@ typedef struct read_job {
     long page;
 } read_job;
 
+/* A shown page's audit entry, queued until its append has committed. */
+typedef struct audit_item {
+    char actor[80]; /* user:<name> */
+    char object[32];
+    char source[INET6_ADDRSTRLEN + 1];
+    struct audit_item *next;
+} audit_item;
+
 /* One statement sent down a pipeline; its results arrive in this order: its
  * own, a NULL, then the Sync's (the commit). */
 typedef struct sent {
-    read_job *job;
+    read_job *job;      /* a page */
+    audit_item *append; /* or an append: its batch */
     enum { WANT_RESULT, WANT_END, WANT_SYNC } stage;
     PGresult *res;
     struct sent *next;
@@ -74,7 +85,7 @@ typedef struct sent {
 
 typedef struct pipeline {
     api_reads *rd;
-    const char *prepare_name, *prepare_sql;
+    const char *prepare_name, *prepare_sql; /* NULL: nothing to prepare */
     PGconn *conn;                           /* NULL while down: reconnected when next used */
     struct event *readable;
     struct event *writable; /* armed while libpq has unsent bytes */
@@ -87,9 +98,16 @@ struct api_reads {
     char *dsn;
     pipeline pages[READ_PIPES];
     unsigned next_page;
+    pipeline audit;
+    audit_item *queued, **queued_tail; /* not sent yet, oldest first */
+    size_t backlog;                     /* queued + in flight */
+    bool appending;                     /* an append is in flight */
+    bool failing;                       /* the last append failed: reads are refused */
+    struct event *timer;                /* the next append: gathered, or retried */
 };
 
 static void drop_connection(pipeline *p);
+static void append_queued(api_reads *rd);
 
 /* ------------------------------------------------------------------ JSON */
 
@@ -274,16 +292,89 @@ static bool answer(read_job *job, PGresult *res)
 
 /* ------------------------------------------------------------- pipeline */
 
+/* Queue the audit entry of @p job's page (shown: its reply is 200). */
+static void queue_entry(api_reads *rd, read_job *job, PGresult *res)
+{
+    audit_item *it = cu_xcalloc(1, sizeof(*it));
+    snprintf(it->actor, sizeof(it->actor), "user:%.*s", PQgetlength(res, 0, C_USERNAME),
+             PQgetvalue(res, 0, C_USERNAME));
+    snprintf(it->object, sizeof(it->object), "page %ld", job->page);
+    cu_strlcpy(it->source, job->r->source, sizeof(it->source));
+    *rd->queued_tail = it;
+    rd->queued_tail = &it->next;
+    rd->backlog++;
+}
+
+/* Entries wait up to GATHER_MS for others to share their append, unless
+ * GATHER_MAX are queued; one append runs at a time. */
+static void schedule_append(api_reads *rd)
+{
+    if (!rd->queued || rd->appending || rd->failing)
+        return; /* a failure's retry is already timed */
+    if (rd->backlog >= GATHER_MAX) {
+        event_del(rd->timer);
+        append_queued(rd);
+    } else if (!evtimer_pending(rd->timer, NULL)) {
+        struct timeval tv = {0, GATHER_MS * 1000};
+        evtimer_add(rd->timer, &tv);
+    }
+}
+
+/* An append has finished: its entries are kept (committed) or go back to
+ * the front of the queue, and reads are refused until one succeeds. */
+static void append_done(api_reads *rd, audit_item *batch, bool ok)
+{
+    rd->appending = false;
+    rd->failing = !ok;
+    if (ok) {
+        while (batch) {
+            audit_item *next = batch->next;
+            free(batch);
+            rd->backlog--;
+            batch = next;
+        }
+        schedule_append(rd);
+        return;
+    }
+    audit_item **end = &batch;
+    while (*end)
+        end = &(*end)->next;
+    *end = rd->queued;
+    if (!rd->queued)
+        rd->queued_tail = end;
+    rd->queued = batch;
+    struct timeval tv = {0, RETRY_MS * 1000};
+    evtimer_add(rd->timer, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    append_queued(arg);
+}
+
 static void statement_done(pipeline *p, sent *st, PGresult *res)
 {
     p->head = st->next;
     if (!p->head)
         p->tail = &p->head;
     p->inflight--;
-    answer(st->job, res); /* committed, or failed (503) */
-    api_send_reply(st->job->r);
+    if (st->append) {
+        bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+        if (res && !ok)
+            CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", PQresultErrorMessage(res));
+        append_done(p->rd, st->append, ok);
+    } else {
+        api_reads *rd = p->rd;
+        if (answer(st->job, res)) {
+            queue_entry(rd, st->job, res);
+            schedule_append(rd);
+        }
+        api_send_reply(st->job->r);
+        free(st->job);
+    }
     PQclear(res);
-    free(st->job);
     free(st);
 }
 
@@ -386,12 +477,14 @@ static cu_rc connect_pipeline(pipeline *p, cu_err *err)
     rc = db_exec(p->conn, "SET plan_cache_mode = force_generic_plan", err);
     if (rc)
         goto fail;
-    PGresult *res = PQprepare(p->conn, p->prepare_name, p->prepare_sql, 0, NULL);
-    bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
-    PQclear(res);
-    if (!prepared) {
-        rc = cu_err_set(err, CU_ERR_DB, "read path: %s", PQerrorMessage(p->conn));
-        goto fail;
+    if (p->prepare_name) {
+        PGresult *res = PQprepare(p->conn, p->prepare_name, p->prepare_sql, 0, NULL);
+        bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!prepared) {
+            rc = cu_err_set(err, CU_ERR_DB, "read path: %s", PQerrorMessage(p->conn));
+            goto fail;
+        }
     }
     if (PQsetnonblocking(p->conn, 1) != 0 || PQenterPipelineMode(p->conn) != 1) {
         rc = cu_err_set(err, CU_ERR_DB, "read path: no pipeline mode: %s",
@@ -419,6 +512,76 @@ static void sent_push(pipeline *p, sent *st)
     flush(p);
 }
 
+/* Send every queued entry (up to a batch) in one append, unless one is in
+ * flight (they then go with the next). */
+static void append_queued(api_reads *rd)
+{
+    if (rd->appending || !rd->queued)
+        return;
+    const ctl_audit_entry *entries[CTL_AUDIT_BATCH_MAX];
+    ctl_audit_entry e[CTL_AUDIT_BATCH_MAX];
+    audit_item *batch = rd->queued, **end = &rd->queued;
+    size_t n = 0;
+    for (audit_item *it = batch; it && n < CTL_AUDIT_BATCH_MAX; it = it->next, n++) {
+        e[n] = (ctl_audit_entry){.actor = it->actor,
+                                 .action = "recording.list",
+                                 .object = it->object,
+                                 .outcome = "ok",
+                                 .source = it->source,
+                                 .relaxed = true}; /* a read (docs/control.md) */
+        entries[n] = &e[n];
+        end = &it->next;
+    }
+    rd->queued = *end;
+    *end = NULL;
+    if (!rd->queued)
+        rd->queued_tail = &rd->queued;
+    rd->appending = true;
+    pipeline *p = &rd->audit;
+    cu_err err;
+    ctl_audit_batch b;
+    cu_rc rc = ctl_audit_batch_build(&b, entries, n, &err);
+    bool built = rc == CU_OK;
+    if (!rc && !p->conn)
+        rc = connect_pipeline(p, &err);
+    if (!rc && (!PQsendQueryParams(p->conn, ctl_audit_append_sql, CTL_AUDIT_FIELDS + 1, NULL,
+                                   b.params, NULL, NULL, 0) ||
+                !PQpipelineSync(p->conn))) {
+        rc = cu_err_set(&err, CU_ERR_DB, "%s", PQerrorMessage(p->conn));
+        drop_connection(p);
+    }
+    if (built)
+        ctl_audit_batch_free(&b);
+    if (rc) {
+        CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", err.msg);
+        append_done(rd, batch, false);
+        return;
+    }
+    sent *st = cu_xcalloc(1, sizeof(*st));
+    st->append = batch;
+    sent_push(p, st);
+}
+
+/* At a stop: wait for the append in flight, then write what is queued,
+ * blocking, so that no entry of a page already shown is left behind. */
+static void drain_audit(api_reads *rd)
+{
+    pipeline *p = &rd->audit;
+    for (int attempt = 0; attempt < 3 && rd->backlog; attempt++) {
+        event_del(rd->timer);
+        append_queued(rd); /* (re)connects; sends unless one is in flight */
+        while (p->conn && p->head) {
+            struct pollfd pfd = {.fd = PQsocket(p->conn), .events = POLLIN};
+            if (PQflush(p->conn) < 0 || poll(&pfd, 1, 5000) != 1 || !PQconsumeInput(p->conn) ||
+                !collect(p))
+                drop_connection(p); /* its batch goes back to the queue */
+        }
+    }
+    if (rd->backlog)
+        CU_LOG(CU_LOG_ERROR, "api", "read path: %zu audit entries of reads could not be written",
+               rd->backlog);
+}
+
 /* ------------------------------------------------------------ interface */
 
 cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, cu_err *err)
@@ -426,13 +589,17 @@ cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, c
     api_reads *rd = cu_xcalloc(1, sizeof(*rd));
     rd->base = base;
     rd->dsn = cu_xstrdup(dsn);
-    cu_rc rc = CU_OK;
-    for (int i = 0; i < READ_PIPES; i++) {
-        pipeline *p = &rd->pages[i];
+    rd->queued_tail = &rd->queued;
+    rd->timer = evtimer_new(base, on_timer, rd);
+    cu_rc rc = rd->timer ? CU_OK : cu_err_set(err, CU_ERR_NOMEM, "read path: no timer");
+    for (int i = 0; i < READ_PIPES + 1; i++) {
+        pipeline *p = i < READ_PIPES ? &rd->pages[i] : &rd->audit;
         p->rd = rd;
         p->tail = &p->head;
-        p->prepare_name = PAGE_SQL_NAME;
-        p->prepare_sql = page_sql;
+        if (i < READ_PIPES) {
+            p->prepare_name = PAGE_SQL_NAME;
+            p->prepare_sql = page_sql;
+        }
         if (!rc)
             rc = connect_pipeline(p, err);
     }
@@ -450,6 +617,16 @@ void api_reads_free(api_reads *rd)
         return;
     for (int i = 0; i < READ_PIPES; i++)
         drop_connection(&rd->pages[i]); /* in flight: 503 */
+    drain_audit(rd);
+    rd->appending = true; /* nothing more is sent */
+    drop_connection(&rd->audit);
+    while (rd->queued) {
+        audit_item *next = rd->queued->next;
+        free(rd->queued);
+        rd->queued = next;
+    }
+    if (rd->timer)
+        event_free(rd->timer);
     free(rd->dsn);
     free(rd);
 }
@@ -459,6 +636,12 @@ void api_reads_list(api_reads *rd, request *r)
     long page = 1;
     char thex[67];
     if (!api_query_number(r, "page", PAGE_MAX, &page) || !api_bearer_hash(r, thex)) {
+        api_send_reply(r);
+        return;
+    }
+    if (rd->failing || rd->backlog >= BACKLOG_MAX) {
+        /* nothing is shown that cannot be logged */
+        api_reply_error(r, 503, "unavailable", "the audit log cannot be written; try again", NULL);
         api_send_reply(r);
         return;
     }
@@ -475,12 +658,11 @@ void api_reads_list(api_reads *rd, request *r)
         api_send_reply(r);
         return;
     }
-    char offset[24], limit[24], object[32];
+    char offset[24], limit[24];
     snprintf(offset, sizeof(offset), "%ld", (page - 1) * PAGE_SIZE);
     snprintf(limit, sizeof(limit), "%d", PAGE_SIZE + 1);
-    snprintf(object, sizeof(object), "page %ld", page);
-    const char *params[5] = {thex, offset, limit, object, r->source};
-    if (!PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 5, params, NULL, NULL, 1) ||
+    const char *params[3] = {thex, offset, limit};
+    if (!PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 3, params, NULL, NULL, 1) ||
         !PQpipelineSync(p->conn)) {
         CU_LOG(CU_LOG_ERROR, "api", "read path: %s", PQerrorMessage(p->conn));
         api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
