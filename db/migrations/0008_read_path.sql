@@ -65,7 +65,8 @@ RETURNS TABLE (id uuid, device text, officer text, department text, opened_at ti
 LANGUAGE sql STABLE AS $$
     SELECT r.id, dv.serial, o.username, od.name, r.opened_at, r.sealed_at, r.state,
            r.segment_count
-    FROM (SELECT v.* FROM reader_scope(p_user, p_at) s
+    -- OFFSET 0: the scope is computed once, not once per branch that reads it
+    FROM (SELECT v.* FROM (SELECT * FROM reader_scope(p_user, p_at) OFFSET 0) s
           CROSS JOIN LATERAL (
               (SELECT a.* FROM recordings a WHERE s.everything
                ORDER BY a.opened_at DESC, a.id DESC LIMIT p_offset + p_limit)
