@@ -32,38 +32,59 @@
 #define JSON_MAX      1048576 /* a page is ~9 KiB */
 #define PG_EPOCH_US   946684800000000LL /* 2000-01-01 in Unix microseconds */
 #define READ_PIPES    2       /* connections that read pages, used in turn */
-#define PAGE_SQL_NAME "recordings_list"
-#define BACKLOG_MAX   4096 /* audit entries waiting; beyond, reads are refused */
-#define RETRY_MS      200  /* after a failed append */
-#define GATHER_MS     5    /* entries wait this long to share an append... */
-#define GATHER_MAX    32   /* ...unless this many are queued */
+#define SESSION_SQL_NAME "read_session"
+#define PAGE_SQL_NAME    "read_page"
+#define BACKLOG_MAX      4096 /* audit entries waiting; beyond, reads are refused */
+#define RETRY_MS         200  /* after a failed append */
+#define GATHER_MS        5    /* entries wait this long to share an append... */
+#define GATHER_MAX       32   /* ...unless this many are queued */
+#define CACHE_SLOTS      1024 /* pages kept, by (user, page number) */
+#define CACHE_TTL_US     60000000LL /* a kept page is recomputed at least this often */
 
-/*
- * $1 token hash, $2 offset, $3 limit. One row with refused set when the
- * session is refused, else the page (one row without an id when empty),
- * each row with the username for the audit entry. Read-only but for
- * last_seen_at, written at most once a minute.
- */
-static const char page_sql[] =
+/* $1 token hash. The session's verdict (refused, why), its user and the
+ * read generation; last_seen_at is written at most once a minute. */
+static const char session_sql[] =
     "WITH s AS MATERIALIZED (SELECT * FROM session_row($1::bytea)), "
     "touched AS (UPDATE sessions SET last_seen_at = now() "
     "            WHERE id = (SELECT session_id FROM s WHERE s.refused IS NULL AND s.stale) "
     "            RETURNING id) "
-    "SELECT s.refused, s.refused_why, s.username, p.id, p.device, p.officer, p.department, "
-    "       p.opened_at, p.sealed_at, p.state, p.segments "
-    "FROM s LEFT JOIN LATERAL recordings_page(s.user_id, now(), $2::integer, $3::integer) p "
-    "     ON s.refused IS NULL "
-    "WHERE (SELECT count(*) FROM touched) >= 0 "
+    "SELECT s.refused, s.refused_why, s.username, s.user_id, g.gen "
+    "FROM s, read_generation g WHERE (SELECT count(*) FROM touched) >= 0";
+
+enum { S_REFUSED, S_WHY, S_USERNAME, S_USER, S_GEN };
+
+/* $1 user, $2 offset, $3 limit. The page (one row without an id when empty),
+ * each row with the generation it was computed at and when its reader's
+ * scope next changes by the clock (NULL: not by the clock). */
+static const char page_sql[] =
+    "SELECT g.gen, g.until, p.id, p.device, p.officer, p.department, p.opened_at, p.sealed_at, "
+    "       p.state, p.segments "
+    "FROM (SELECT gen, reader_scope_changes_at($1::bigint, now()) AS until "
+    "      FROM read_generation OFFSET 0) g "
+    "LEFT JOIN LATERAL recordings_page($1::bigint, now(), $2::integer, $3::integer) p ON true "
     "ORDER BY p.opened_at DESC, p.id DESC";
 
-enum { C_REFUSED, C_WHY, C_USERNAME, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED,
-       C_STATE, C_SEGMENTS };
+enum { C_GEN, C_UNTIL, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED, C_STATE,
+       C_SEGMENTS };
 
 /* One request, from its statement to its reply. */
 typedef struct read_job {
     request *r;
     long page;
+    bool paging;     /* its page statement is out, after its session's */
+    int64_t user_id; /* from the session */
+    int64_t gen;     /* the read generation the session saw */
+    char actor[80];  /* user:<name> */
 } read_job;
+
+/* A page as it was sent, for the next request of the same user and page. */
+typedef struct cached_page {
+    int64_t user_id;
+    long page;
+    int64_t gen;      /* the read generation it was computed at */
+    int64_t until_us; /* wall clock: its reader's scope may change then */
+    char *json;       /* NULL: an empty slot */
+} cached_page;
 
 /* A shown page's audit entry, queued until its append has committed. */
 typedef struct audit_item {
@@ -85,7 +106,7 @@ typedef struct sent {
 
 typedef struct pipeline {
     api_reads *rd;
-    const char *prepare_name, *prepare_sql; /* NULL: nothing to prepare */
+    bool reads_pages; /* else the audit connection */
     PGconn *conn;                           /* NULL while down: reconnected when next used */
     struct event *readable;
     struct event *writable; /* armed while libpq has unsent bytes */
@@ -104,10 +125,13 @@ struct api_reads {
     bool appending;                     /* an append is in flight */
     bool failing;                       /* the last append failed: reads are refused */
     struct event *timer;                /* the next append: gathered, or retried */
+    cached_page cache[CACHE_SLOTS];     /* direct-mapped by (user, page) */
 };
 
 static void drop_connection(pipeline *p);
 static void append_queued(api_reads *rd);
+static void schedule_append(api_reads *rd);
+static void sent_push(pipeline *p, sent *st);
 
 /* ------------------------------------------------------------------ JSON */
 
@@ -220,7 +244,7 @@ static void put_text_col(cu_buf *b, PGresult *res, int row, int col)
 }
 
 /* The reply to @p job from its page's (binary) rows; true when it is a page
- * to show (200), which must be audited before it leaves. */
+ * to show (200). */
 static bool answer(read_job *job, PGresult *res)
 {
     request *r = job->r;
@@ -228,14 +252,6 @@ static bool answer(read_job *job, PGresult *res)
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_SEGMENTS + 1 ||
         rows < 1) {
         api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
-        return false;
-    }
-    if (!PQgetisnull(res, 0, C_REFUSED)) {
-        char code[64], why[200];
-        snprintf(code, sizeof(code), "%.*s", PQgetlength(res, 0, C_REFUSED),
-                 PQgetvalue(res, 0, C_REFUSED));
-        snprintf(why, sizeof(why), "%.*s", PQgetlength(res, 0, C_WHY), PQgetvalue(res, 0, C_WHY));
-        api_reply_error(r, 401, code, why, NULL);
         return false;
     }
     cu_buf b;
@@ -293,11 +309,10 @@ static bool answer(read_job *job, PGresult *res)
 /* ------------------------------------------------------------- pipeline */
 
 /* Queue the audit entry of @p job's page (shown: its reply is 200). */
-static void queue_entry(api_reads *rd, read_job *job, PGresult *res)
+static void queue_entry(api_reads *rd, read_job *job)
 {
     audit_item *it = cu_xcalloc(1, sizeof(*it));
-    snprintf(it->actor, sizeof(it->actor), "user:%.*s", PQgetlength(res, 0, C_USERNAME),
-             PQgetvalue(res, 0, C_USERNAME));
+    cu_strlcpy(it->actor, job->actor, sizeof(it->actor));
     snprintf(it->object, sizeof(it->object), "page %ld", job->page);
     cu_strlcpy(it->source, job->r->source, sizeof(it->source));
     *rd->queued_tail = it;
@@ -354,6 +369,115 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     append_queued(arg);
 }
 
+/* ---------------------------------------------------------------- cache */
+
+static cached_page *cache_slot(api_reads *rd, int64_t user_id, long page)
+{
+    uint64_t h = (uint64_t)user_id * 0x9E3779B97F4A7C15ULL ^ (uint64_t)page * 0xC2B2AE3D27D4EB4FULL;
+    return &rd->cache[(h >> 32) % CACHE_SLOTS];
+}
+
+/* A copy of the kept page for @p job when it is still exact: the same
+ * user, page and read generation, and before its reader's scope may change. */
+static char *cache_get(api_reads *rd, const read_job *job)
+{
+    cached_page *c = cache_slot(rd, job->user_id, job->page);
+    if (!c->json || c->user_id != job->user_id || c->page != job->page || c->gen != job->gen ||
+        cu_time_us() >= c->until_us)
+        return NULL;
+    return cu_xstrdup(c->json);
+}
+
+static void cache_put(api_reads *rd, const read_job *job, PGresult *res, const char *json)
+{
+    int64_t now = cu_time_us(), until = now + CACHE_TTL_US;
+    if (!PQgetisnull(res, 0, C_UNTIL) && PQgetlength(res, 0, C_UNTIL) == 8) {
+        int64_t changes = be64(PQgetvalue(res, 0, C_UNTIL)) + PG_EPOCH_US;
+        until = changes < until ? changes : until;
+    }
+    cached_page *c = cache_slot(rd, job->user_id, job->page);
+    free(c->json);
+    *c = (cached_page){.user_id = job->user_id,
+                       .page = job->page,
+                       .gen = be64(PQgetvalue(res, 0, C_GEN)),
+                       .until_us = until,
+                       .json = cu_xstrdup(json)};
+}
+
+/* ------------------------------------------------------------- requests */
+
+static void reply_and_free(read_job *job)
+{
+    api_send_reply(job->r);
+    free(job);
+}
+
+/* A shown page: its audit entry is queued, then it leaves. */
+static void shown(api_reads *rd, read_job *job)
+{
+    queue_entry(rd, job);
+    schedule_append(rd);
+    reply_and_free(job);
+}
+
+/* The session's statement: refused (401), a kept page, or the page's
+ * statement sent on the same connection. */
+static void session_done(pipeline *p, read_job *job, PGresult *res)
+{
+    request *r = job->r;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+        PQnfields(res) != S_GEN + 1) {
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        reply_and_free(job);
+        return;
+    }
+    if (!PQgetisnull(res, 0, S_REFUSED)) {
+        char code[64], why[200];
+        snprintf(code, sizeof(code), "%.*s", PQgetlength(res, 0, S_REFUSED),
+                 PQgetvalue(res, 0, S_REFUSED));
+        snprintf(why, sizeof(why), "%.*s", PQgetlength(res, 0, S_WHY), PQgetvalue(res, 0, S_WHY));
+        api_reply_error(r, 401, code, why, NULL);
+        reply_and_free(job);
+        return;
+    }
+    job->user_id = be64(PQgetvalue(res, 0, S_USER));
+    job->gen = be64(PQgetvalue(res, 0, S_GEN));
+    snprintf(job->actor, sizeof(job->actor), "user:%.*s", PQgetlength(res, 0, S_USERNAME),
+             PQgetvalue(res, 0, S_USERNAME));
+    char *kept = cache_get(p->rd, job);
+    if (kept) {
+        r->status = 200;
+        r->reply = kept;
+        shown(p->rd, job);
+        return;
+    }
+    char user[24], offset[24], limit[24];
+    snprintf(user, sizeof(user), "%lld", (long long)job->user_id);
+    snprintf(offset, sizeof(offset), "%ld", (job->page - 1) * PAGE_SIZE);
+    snprintf(limit, sizeof(limit), "%d", PAGE_SIZE + 1);
+    const char *params[3] = {user, offset, limit};
+    if (!p->conn || !PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 3, params, NULL, NULL, 1) ||
+        !PQpipelineSync(p->conn)) {
+        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        reply_and_free(job);
+        return; /* a broken connection is noticed by its next read */
+    }
+    job->paging = true;
+    sent *st = cu_xcalloc(1, sizeof(*st));
+    st->job = job;
+    sent_push(p, st);
+}
+
+static void page_done(pipeline *p, read_job *job, PGresult *res)
+{
+    if (!answer(job, res)) {
+        reply_and_free(job);
+        return;
+    }
+    cache_put(p->rd, job, res, job->r->reply);
+    shown(p->rd, job);
+}
+
 static void statement_done(pipeline *p, sent *st, PGresult *res)
 {
     p->head = st->next;
@@ -365,14 +489,10 @@ static void statement_done(pipeline *p, sent *st, PGresult *res)
         if (res && !ok)
             CU_LOG(CU_LOG_ERROR, "api", "read path: audit: %s", PQresultErrorMessage(res));
         append_done(p->rd, st->append, ok);
+    } else if (st->job->paging) {
+        page_done(p, st->job, res);
     } else {
-        api_reads *rd = p->rd;
-        if (answer(st->job, res)) {
-            queue_entry(rd, st->job, res);
-            schedule_append(rd);
-        }
-        api_send_reply(st->job->r);
-        free(st->job);
+        session_done(p, st->job, res);
     }
     PQclear(res);
     free(st);
@@ -477,8 +597,9 @@ static cu_rc connect_pipeline(pipeline *p, cu_err *err)
     rc = db_exec(p->conn, "SET plan_cache_mode = force_generic_plan", err);
     if (rc)
         goto fail;
-    if (p->prepare_name) {
-        PGresult *res = PQprepare(p->conn, p->prepare_name, p->prepare_sql, 0, NULL);
+    for (int i = 0; p->reads_pages && i < 2; i++) {
+        PGresult *res = PQprepare(p->conn, i ? PAGE_SQL_NAME : SESSION_SQL_NAME,
+                                  i ? page_sql : session_sql, 0, NULL);
         bool prepared = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
         if (!prepared) {
@@ -596,10 +717,7 @@ cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, c
         pipeline *p = i < READ_PIPES ? &rd->pages[i] : &rd->audit;
         p->rd = rd;
         p->tail = &p->head;
-        if (i < READ_PIPES) {
-            p->prepare_name = PAGE_SQL_NAME;
-            p->prepare_sql = page_sql;
-        }
+        p->reads_pages = i < READ_PIPES;
         if (!rc)
             rc = connect_pipeline(p, err);
     }
@@ -627,6 +745,8 @@ void api_reads_free(api_reads *rd)
     }
     if (rd->timer)
         event_free(rd->timer);
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        free(rd->cache[i].json);
     free(rd->dsn);
     free(rd);
 }
@@ -658,11 +778,8 @@ void api_reads_list(api_reads *rd, request *r)
         api_send_reply(r);
         return;
     }
-    char offset[24], limit[24];
-    snprintf(offset, sizeof(offset), "%ld", (page - 1) * PAGE_SIZE);
-    snprintf(limit, sizeof(limit), "%d", PAGE_SIZE + 1);
-    const char *params[3] = {thex, offset, limit};
-    if (!PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 3, params, NULL, NULL, 1) ||
+    const char *params[1] = {thex};
+    if (!PQsendQueryPrepared(p->conn, SESSION_SQL_NAME, 1, params, NULL, NULL, 1) ||
         !PQpipelineSync(p->conn)) {
         CU_LOG(CU_LOG_ERROR, "api", "read path: %s", PQerrorMessage(p->conn));
         api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);

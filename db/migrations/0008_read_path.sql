@@ -35,6 +35,44 @@ $$;
 
 CREATE INDEX users_department ON users (department_id);
 
+-- When what @p p_user may read changes by the clock alone: the nearest start
+-- or end after @p p_at of one of their grants (NULL: not by the clock).
+CREATE FUNCTION reader_scope_changes_at(p_user bigint, p_at timestamptz)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT min(v.t) FROM grants g, LATERAL (VALUES (g.valid_from), (g.valid_until)) v(t)
+    WHERE g.user_id = p_user AND g.revoked_at IS NULL AND v.t > p_at
+$$;
+
+-- The read generation (docs/control.md, "Read path"): every committed change
+-- to what a page of recordings shows, or to who may read it, moves it on,
+-- in the changing transaction. Changes commit in generation order (the row
+-- lock serializes them), so a snapshot that sees generation G sees exactly
+-- the changes up to G: a page computed at G is still exact while the
+-- generation is G and no grant of its reader starts or ends.
+CREATE TABLE read_generation (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    gen bigint  NOT NULL
+);
+INSERT INTO read_generation (gen) VALUES (1);
+
+CREATE FUNCTION read_generation_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE read_generation SET gen = gen + 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER read_generation AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON recordings
+    FOR EACH STATEMENT EXECUTE FUNCTION read_generation_bump();
+CREATE TRIGGER read_generation AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON grants
+    FOR EACH STATEMENT EXECUTE FUNCTION read_generation_bump();
+CREATE TRIGGER read_generation AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON departments
+    FOR EACH STATEMENT EXECUTE FUNCTION read_generation_bump();
+CREATE TRIGGER read_generation AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF serial ON devices
+    FOR EACH STATEMENT EXECUTE FUNCTION read_generation_bump();
+CREATE TRIGGER read_generation AFTER INSERT OR DELETE OR TRUNCATE
+    OR UPDATE OF username, role, department_id, disabled_at, locked_at ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION read_generation_bump();
+
 -- The recordings @p p_user may read at @p p_at (for sets; reads of one
 -- recording use may_read_recording, pages recordings_page).
 CREATE OR REPLACE FUNCTION visible_recordings(p_user bigint, p_at timestamptz)
