@@ -166,7 +166,7 @@ static const cfg_row config_table[] = {
     {"api.key_file", CFG_STRING, OFF(api_key_file), 0, 3800, "",
      "PEM private key for api.cert_file.", NULL, NULL, 0},
     {"api.workers", CFG_INT, OFF(api_workers), 0, 64, "0",
-     "API threads, each with its own database connection; 0 is one per CPU.", NULL, NULL, 0},
+     "API handler threads, each with its own database connection; 0 is two per CPU.", NULL, NULL, 0},
     {"api.max_body_bytes", CFG_INT, OFF(api_max_body_bytes), 1024, 16777216, "65536",
      "Largest request body the API reads (larger: 413).", NULL, NULL, 0},
     {"segment.target_ms", CFG_INT, OFF(segment_target_ms), 100, 10000, "2000",
