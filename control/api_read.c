@@ -135,14 +135,19 @@ static void sent_push(pipeline *p, sent *st);
 
 /* ------------------------------------------------------------------ JSON */
 
-static void put(cu_buf *b, const char *s, size_t n)
+/* A reply being written; full once an append did not fit (JSON_MAX). */
+typedef struct {
+    cu_buf b;
+    bool full;
+} json_out;
+
+static void put(json_out *o, const char *s, size_t n)
 {
-    if (cu_buf_append(b, s, n) != CU_OK) {
-        /* past JSON_MAX: the reply is checked for truncation by its caller */
-    }
+    if (!o->full && cu_buf_append(&o->b, s, n) != CU_OK)
+        o->full = true;
 }
 
-static void put_str(cu_buf *b, const char *s, size_t n)
+static void put_str(json_out *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     put(b, "\"", 1);
@@ -185,7 +190,7 @@ static char *digits(char *p, int64_t v, int width)
 /* A binary timestamptz as RFC 3339 UTC with milliseconds, truncated as
  * to_char's .MS does. The civil date from the day number: H. Hinnant's
  * days-to-civil algorithm, proleptic Gregorian. */
-static void put_time(cu_buf *b, const char *v)
+static void put_time(json_out *b, const char *v)
 {
     int64_t ms = (be64(v) + PG_EPOCH_US) / 1000;
     if (ms < 0 || ms > 253402300799999LL) { /* before 1970 or after 9999: not ours */
@@ -218,7 +223,7 @@ static void put_time(cu_buf *b, const char *v)
     put(b, text, (size_t)(p - text));
 }
 
-static void put_uuid(cu_buf *b, const char *v)
+static void put_uuid(json_out *b, const char *v)
 {
     static const char hex[] = "0123456789abcdef";
     char text[38];
@@ -235,7 +240,7 @@ static void put_uuid(cu_buf *b, const char *v)
 }
 
 /* A text column as a JSON string ("" for NULL). */
-static void put_text_col(cu_buf *b, PGresult *res, int row, int col)
+static void put_text_col(json_out *b, PGresult *res, int row, int col)
 {
     if (PQgetisnull(res, row, col))
         put(b, "\"\"", 2);
@@ -254,8 +259,8 @@ static bool answer(read_job *job, PGresult *res)
         api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
         return false;
     }
-    cu_buf b;
-    cu_buf_init(&b, JSON_MAX);
+    json_out b = {.full = false};
+    cu_buf_init(&b.b, JSON_MAX);
     put(&b, "{\"recordings\":[", 15);
     int listed = 0;
     for (int i = 0; i < rows && listed < PAGE_SIZE; i++) {
@@ -296,13 +301,13 @@ static bool answer(read_job *job, PGresult *res)
     int n = snprintf(tail, sizeof(tail), "],\"page\":%ld,\"per_page\":%d,\"has_more\":%s}",
                      job->page, PAGE_SIZE, more > PAGE_SIZE ? "true" : "false");
     put(&b, tail, (size_t)n);
-    if (b.len < 2 || b.data[b.len - 1] != '}') {
-        cu_buf_free(&b);
+    if (b.full) {
+        cu_buf_free(&b.b);
         api_reply_error(r, 500, "internal", "the page is too large to send", NULL);
         return false;
     }
     r->status = 200;
-    r->reply = b.data; /* the request owns it now */
+    r->reply = b.b.data; /* the request owns it now */
     return true;
 }
 
