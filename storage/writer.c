@@ -727,14 +727,14 @@ cu_rc store_segment_submit(store_recording *r, cu_chunk *data, size_t len,
         }
         pthread_cond_wait(&w->q.nonfull, &w->q.lock);
     }
-    j->index = r->next_index++;
+    uint64_t index = j->index = r->next_index++;
     pthread_mutex_lock(&s->open_lock);
     s->inflight++;
     pthread_mutex_unlock(&s->open_lock);
-    queue_put_locked(&w->q, j);
+    queue_put_locked(&w->q, j); /* the job is the worker's from here: it may be freed at once */
     pthread_mutex_unlock(&w->q.lock);
     if (index_out)
-        *index_out = j->index;
+        *index_out = index;
     return CU_OK;
 }
 
