@@ -34,7 +34,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define TOKEN_BYTES        32
+#define TOKEN_BYTES 32
 /* The session timeouts as replies state them; session_check() (migration 0008) enforces them. */
 #define IDLE_TIMEOUT_S     1800  /* 30 minutes */
 #define ABSOLUTE_TIMEOUT_S 43200 /* 12 hours */
@@ -71,6 +71,11 @@ void api_reply_error(request *r, int status, const char *code, const char *messa
     if (j && field)
         json_object_set_new(j, "field", json_string(field));
     api_reply_json(r, status, j);
+}
+
+void api_reply_unavailable(request *r)
+{
+    api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
 }
 
 void api_reply_empty(request *r, int status)
@@ -284,7 +289,7 @@ bool api_authenticate(request *r, caller *who)
                                        "refused_why FROM session_check($1::bytea)",
                                        1, params);
     if (!res) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return false;
     }
     if (PQntuples(res) != 1 || !PQgetisnull(res, 0, 4)) {
@@ -300,6 +305,7 @@ bool api_authenticate(request *r, caller *who)
     cu_strlcpy(who->username, PQgetvalue(res, 0, 2), sizeof(who->username));
     cu_strlcpy(who->role, PQgetvalue(res, 0, 3), sizeof(who->role));
     snprintf(who->actor, sizeof(who->actor), "user:%s", who->username);
+    snprintf(who->uid, sizeof(who->uid), "%lld", (long long)who->user_id);
     PQclear(res);
     return true;
 }
@@ -393,7 +399,7 @@ static void login(request *r)
                               1, p1);
     if (!res) {
         json_decref(body);
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return;
     }
     bool known = PQntuples(res) == 1;
@@ -499,7 +505,7 @@ static void login(request *r)
                             3, p4);
     if (!s) {
         OPENSSL_cleanse(token, sizeof(token));
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return;
     }
     json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:s}}", "token", token, "token_type",
@@ -529,7 +535,7 @@ static void whoami(request *r, const caller *who)
         1, p);
     if (!res || PQntuples(res) != 1) {
         PQclear(res);
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return;
     }
     json_t *j = json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:i}", "user", "username",
@@ -546,7 +552,7 @@ static void logout(request *r, const caller *who)
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[1] = {sid};
     if (!api_exec_ok(r->a, "UPDATE sessions SET revoked_at = now() WHERE id = $1", 1, p)) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return;
     }
     api_audit(r, who->actor, "session.logout", who->username, "ok");
@@ -563,7 +569,7 @@ static void unlock(request *r, const caller *who, const char *username)
                               "WHERE username = $1 RETURNING id",
                               1, p);
     if (!res) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return;
     }
     bool found = PQntuples(res) == 1;
@@ -580,15 +586,13 @@ static void list_alerts(request *r, const caller *who)
 {
     if (!api_require(r, who, ACT_ALERT_LIST, "alert.list", ""))
         return;
-    PGresult *res =
-        api_query(r->a,
-                  "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-                  "kind, username, source, detail FROM security_alerts ORDER BY id DESC LIMIT 200",
-                  0, NULL);
-    if (!res) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+    PGresult *res = api_query(r->a,
+                              "SELECT id, to_char(at AT TIME ZONE 'UTC', " TS_FORMAT "), kind, "
+                              "username, source, detail FROM security_alerts ORDER BY id DESC "
+                              "LIMIT 200",
+                              0, NULL);
+    if (api_db_unavailable(r, res))
         return;
-    }
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
         json_array_append_new(arr,
@@ -675,7 +679,7 @@ struct ctl_api {
     struct evhttp *http;
     struct event *replies_ev; /* replies_fd readable: replies are waiting */
     int replies_fd;           /* eventfd */
-    api_reads *reads; /* GET /api/v1/recordings */
+    api_reads *reads;         /* GET /api/v1/recordings */
     pthread_t io_thread;
     bool io_running;
     /* the handlers', under mu */

@@ -25,9 +25,6 @@
 #include <string.h>
 #include <time.h>
 
-#define PAGE_SIZE 50
-#define TS_FORMAT "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
-
 bool api_parse_id(const char *s, char out[24])
 {
     size_t n = strlen(s);
@@ -94,7 +91,7 @@ bool api_db_unavailable(request *r, PGresult *res)
 {
     if (res)
         return false;
-    api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+    api_reply_unavailable(r);
     return true;
 }
 
@@ -146,8 +143,7 @@ static void create_request(request *r, const caller *who)
         }
         snprintf(change, sizeof(change), "%lld", (long long)json_integer_value(cg));
     }
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p[8] = {uid,
                         perm,
                         dept,
@@ -208,8 +204,7 @@ static json_t *request_json(PGresult *res, int i)
 
 static void list_requests(request *r, const caller *who)
 {
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p[2] = {uid, who->role};
     /* Yours; those your departments' heads (you) decide first; those the
      * group (if you are in it) decides next; all for admins. */
@@ -261,8 +256,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
         api_reply_error(r, 400, "invalid_type", "a string of at most 2000 bytes", "note");
         goto out;
     }
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p1[2] = {id, uid};
     PGresult *res = api_query(
         r->a,
@@ -297,7 +291,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     const char *p2[5] = {id, uid, from, to, note ? json_string_value(note) : NULL};
     cu_err err;
     if (db_exec(r->a->db, "BEGIN", &err) != CU_OK) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         goto out;
     }
     res = api_query(r->a,
@@ -336,8 +330,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     if (!ok || !moved) {
         PQclear(PQexec(r->a->db, "ROLLBACK"));
         if (!ok) {
-            api_reply_error(r, 503, "unavailable", "the database is not reachable; try again",
-                            NULL);
+            api_reply_unavailable(r);
             goto out;
         }
         /* Someone else moved it meanwhile, or it was never in the state this needs. */
@@ -354,7 +347,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
         goto out;
     }
     if (db_exec(r->a->db, "COMMIT", &err) != CU_OK) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         goto out;
     }
     api_audit(r, who->actor, action, object, "ok");
@@ -367,8 +360,7 @@ out:
 
 static void list_grants(request *r, const caller *who)
 {
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p[2] = {uid, who->role};
     PGresult *res = api_query(
         r->a,
@@ -410,7 +402,8 @@ static void revoke_grant(request *r, const caller *who, const char *id)
     if (!body)
         return;
     const char *reason = api_string_field(r, body, "reason", 2000);
-    char uid[24], text[2200];
+    const char *uid = who->uid;
+    char text[2200];
     cu_err err;
     if (!reason)
         goto out;
@@ -418,11 +411,10 @@ static void revoke_grant(request *r, const caller *who, const char *id)
         api_reply_error(r, 400, "invalid_value", "a reason is required", "reason");
         goto out;
     }
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
     snprintf(text, sizeof(text), "your grant %s is revoked: %s", id, reason);
     const char *p[3] = {id, uid, reason}, *pn[2] = {id, text};
     if (db_exec(r->a->db, "BEGIN", &err) != CU_OK) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         goto out;
     }
     PGresult *res = api_query(r->a,
@@ -455,7 +447,7 @@ static void revoke_grant(request *r, const caller *who, const char *id)
         goto out;
     }
     if (db_exec(r->a->db, "COMMIT", &err) != CU_OK) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         goto out;
     }
     api_audit(r, who->actor, "grant.revoke", object, "ok");
@@ -466,8 +458,7 @@ out:
 
 static void list_notices(request *r, const caller *who)
 {
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p[1] = {uid};
     PGresult *res =
         api_query(r->a,
@@ -531,8 +522,7 @@ static void get_recording(request *r, const caller *who, const char *id)
         api_reply_error(r, 404, "not_found", "no such recording", NULL);
         return;
     }
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p[2] = {uid, id};
     PGresult *res =
         api_query(r->a,
@@ -561,8 +551,7 @@ static void get_recording(request *r, const caller *who, const char *id)
 /* ---------------------------------------------------------------- helpers */
 
 bool api_string_array(request *r, json_t *arr, const char *field, size_t min, size_t max,
-                      bool (*valid)(const char *s, size_t n), const char *what, char *out,
-                      size_t cap)
+                      bool (*valid)(const char *s, size_t n), const char *what, cu_buf *out)
 {
     if (!json_is_array(arr)) {
         api_reply_error(r, 400, "invalid_type", "an array of strings", field);
@@ -574,8 +563,6 @@ bool api_string_array(request *r, json_t *arr, const char *field, size_t min, si
         api_reply_error(r, 400, "invalid_value", why, field);
         return false;
     }
-    size_t len = 0;
-    out[len++] = '{';
     for (size_t i = 0; i < json_array_size(arr); i++) {
         json_t *v = json_array_get(arr, i);
         char item[64];
@@ -590,23 +577,15 @@ bool api_string_array(request *r, json_t *arr, const char *field, size_t min, si
             api_reply_error(r, 400, "invalid_value", what, item);
             return false;
         }
-        /* Quoted, with " and \ escaped: at most 2n + 3 bytes. */
-        if (len + 2 * n + 4 >= cap) {
+        if (db_array_add(out, str) != CU_OK) {
             api_reply_error(r, 413, "body_too_large", "too many or too long items", field);
             return false;
         }
-        if (i)
-            out[len++] = ',';
-        out[len++] = '"';
-        for (const char *c = str; *c; c++) {
-            if (*c == '"' || *c == '\\')
-                out[len++] = '\\';
-            out[len++] = *c;
-        }
-        out[len++] = '"';
     }
-    out[len++] = '}';
-    out[len] = '\0';
+    if (db_array_end(out) != CU_OK) {
+        api_reply_error(r, 413, "body_too_large", "too many or too long items", field);
+        return false;
+    }
     return true;
 }
 

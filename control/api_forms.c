@@ -14,7 +14,6 @@
 #include <string.h>
 
 #define PARTIES_MAX 50
-#define TS_FORMAT   "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 
 static const char *const form_fields[] = {"case_number", "location", "occurred_at", "parties",
                                           "summary"};
@@ -61,7 +60,8 @@ static void put_form(request *r, const caller *who, const char *id, const char *
     json_t *body = api_read_object(r, form_fields, 5);
     if (!body)
         return;
-    static __thread char parties[PARTIES_MAX * 410 + 8]; /* per API thread */
+    cu_buf parties;
+    cu_buf_init(&parties, PARTIES_MAX * 410 + 8);
     char at_ms[24];
     const char *cn = api_string_field(r, body, "case_number", 40);
     const char *loc = cn ? api_string_field(r, body, "location", 200) : NULL;
@@ -91,9 +91,9 @@ static void put_form(request *r, const caller *who, const char *id, const char *
         goto out;
     }
     if (!api_string_array(r, pa, "parties", 0, PARTIES_MAX, party_ok, "1 to 200 characters",
-                          parties, sizeof(parties)))
+                          &parties))
         goto out;
-    const char *p2[7] = {id, cn, loc, at_ms, parties, summary, uid};
+    const char *p2[7] = {id, cn, loc, at_ms, parties.data, summary, uid};
     res = api_query(r->a,
                     "INSERT INTO record_forms (recording_id, version, case_number, location, "
                     "occurred_at, parties, summary, edited_by) SELECT $1::uuid, coalesce(max("
@@ -110,6 +110,7 @@ static void put_form(request *r, const caller *who, const char *id, const char *
     api_audit(r, who->actor, "form.edit", what, "ok");
     api_reply_json(r, 200, json_pack("{s:s, s:i}", "recording", id, "version", version));
 out:
+    cu_buf_free(&parties);
     json_decref(body);
 }
 
@@ -158,13 +159,13 @@ static void get_form(request *r, const caller *who, const char *id, const char *
 
 void api_form(request *r, const caller *who, const char *id, bool put)
 {
-    char object[64], uid[24];
+    const char *uid = who->uid;
+    char object[64];
     snprintf(object, sizeof(object), "form of recording %s", id);
     if (!api_uuid_ok(id)) {
         api_reply_error(r, 404, "not_found", "no such recording", NULL);
         return;
     }
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
     if (put)
         put_form(r, who, id, uid, object);
     else

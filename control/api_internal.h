@@ -28,7 +28,7 @@ typedef struct api_worker {
     const cu_config *cfg;
     int index;
     PGconn *db;
-    store_keyring *keys; /* TOTP secrets are wrapped by its KEKs */
+    store_keyring *keys;    /* TOTP secrets are wrapped by its KEKs */
     ctl_audit_group *audit; /* the service's, shared: one group commit for all threads */
     pthread_t thread;
     bool running;
@@ -41,17 +41,17 @@ typedef struct api_worker {
  * they set exactly once (api_reply_*). Owned by the queue it is on.
  */
 typedef struct request {
-    api_worker *a;               /* the handler running it */
-    struct evhttp_request *req;  /* the I/O thread's only */
+    api_worker *a;              /* the handler running it */
+    struct evhttp_request *req; /* the I/O thread's only */
     enum evhttp_cmd_type method;
-    char *path;                  /* NULL when the URI had none */
-    char *query;                 /* NULL when none */
-    char *authorization;         /* the header, NULL when absent */
-    char *body;                  /* NUL-terminated copy, body_len bytes */
+    char *path;          /* NULL when the URI had none */
+    char *query;         /* NULL when none */
+    char *authorization; /* the header, NULL when absent */
+    char *body;          /* NUL-terminated copy, body_len bytes */
     size_t body_len;
     char source[INET6_ADDRSTRLEN + 1];
-    int status;                  /* the reply: 0 until a handler sets it */
-    char *reply;                 /* JSON text (malloc) or NULL for an empty body */
+    int status;  /* the reply: 0 until a handler sets it */
+    char *reply; /* JSON text (malloc) or NULL for an empty body */
     struct request *next;
 } request;
 
@@ -61,7 +61,11 @@ typedef struct {
     char username[65];
     char role[16];
     char actor[80]; /* "user:<name>" */
+    char uid[24];   /* user_id in decimal, for query parameters */
 } caller;
+
+/* A timestamptz as RFC 3339 UTC with milliseconds: to_char(x AT TIME ZONE 'UTC', TS_FORMAT). */
+#define TS_FORMAT "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 
 /* What a caller asks to do: api_allowed() decides, the one place that does. */
 typedef enum {
@@ -91,13 +95,12 @@ bool api_query_number(request *r, const char *name, long max, long *out);
 
 /**
  * JSON array @p arr (request member @p field) of @p min..@p max strings,
- * each accepted by @p valid, as a PostgreSQL array literal into @p out; false
- * after a 400 naming the member or the item (field[i]; @p what says what an
- * item must be).
+ * each accepted by @p valid, as a PostgreSQL array literal appended to @p out
+ * (empty, its cap set by the caller); false after a 400 naming the member or
+ * the item (field[i]; @p what says what an item must be), or a 413 past the cap.
  */
 bool api_string_array(request *r, json_t *arr, const char *field, size_t min, size_t max,
-                      bool (*valid)(const char *s, size_t n), const char *what, char *out,
-                      size_t cap);
+                      bool (*valid)(const char *s, size_t n), const char *what, cu_buf *out);
 
 /** A decimal id of 1 to 18 digits, copied to @p out. */
 bool api_parse_id(const char *s, char out[24]);
@@ -106,6 +109,7 @@ void api_reply_json(request *r, int status, json_t *body); /* takes @p body */
 void api_reply_error(request *r, int status, const char *code, const char *message,
                      const char *field);
 void api_reply_empty(request *r, int status);
+void api_reply_unavailable(request *r); /* 503: the database failed */
 
 /**
  * An audit entry with the request's source, committed before it returns;
@@ -157,8 +161,7 @@ bool api_require(request *r, const caller *who, api_action action, const char *n
 typedef struct api_reads api_reads;
 
 /** Connect to @p dsn for @p base's thread; *@p out is the caller's (api_reads_free). */
-CU_WUR cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out,
-                           cu_err *err);
+CU_WUR cu_rc api_reads_new(struct event_base *base, const char *dsn, api_reads **out, cu_err *err);
 void api_reads_free(api_reads *rd); /* in-flight requests are answered 503 */
 
 /** Answer @p r (taken: replied and freed, now or once its statement commits). */

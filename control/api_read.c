@@ -26,19 +26,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PAGE_SIZE     50
-#define PAGE_MAX      1000000
-#define INFLIGHT_MAX  256     /* sent and not answered; beyond, 503 at once */
-#define JSON_MAX      1048576 /* a page is ~9 KiB */
-#define PG_EPOCH_US   946684800000000LL /* 2000-01-01 in Unix microseconds */
-#define READ_PIPES    2       /* connections that read pages, used in turn */
+#define PAGE_SIZE        50
+#define PAGE_MAX         1000000
+#define INFLIGHT_MAX     256               /* sent and not answered; beyond, 503 at once */
+#define JSON_MAX         1048576           /* a page is ~9 KiB */
+#define PG_EPOCH_US      946684800000000LL /* 2000-01-01 in Unix microseconds */
+#define READ_PIPES       2                 /* connections that read pages, used in turn */
 #define SESSION_SQL_NAME "read_session"
 #define PAGE_SQL_NAME    "read_page"
-#define BACKLOG_MAX      4096 /* audit entries waiting; beyond, reads are refused */
-#define RETRY_MS         200  /* after a failed append */
-#define GATHER_MS        5    /* entries wait this long to share an append... */
-#define GATHER_MAX       32   /* ...unless this many are queued */
-#define CACHE_SLOTS      1024 /* pages kept, by (user, page number) */
+#define BACKLOG_MAX      4096       /* audit entries waiting; beyond, reads are refused */
+#define RETRY_MS         200        /* after a failed append */
+#define GATHER_MS        5          /* entries wait this long to share an append... */
+#define GATHER_MAX       32         /* ...unless this many are queued */
+#define CACHE_SLOTS      1024       /* pages kept, by (user, page number) */
 #define CACHE_TTL_US     60000000LL /* a kept page is recomputed at least this often */
 
 /* $1 token hash. The session's verdict (refused, why), its user and the
@@ -64,8 +64,18 @@ static const char page_sql[] =
     "LEFT JOIN LATERAL recordings_page($1::bigint, now(), $2::integer, $3::integer) p ON true "
     "ORDER BY p.opened_at DESC, p.id DESC";
 
-enum { C_GEN, C_UNTIL, C_ID, C_DEVICE, C_OFFICER, C_DEPARTMENT, C_OPENED, C_SEALED, C_STATE,
-       C_SEGMENTS };
+enum {
+    C_GEN,
+    C_UNTIL,
+    C_ID,
+    C_DEVICE,
+    C_OFFICER,
+    C_DEPARTMENT,
+    C_OPENED,
+    C_SEALED,
+    C_STATE,
+    C_SEGMENTS
+};
 
 /* One request, from its statement to its reply. */
 typedef struct read_job {
@@ -107,7 +117,7 @@ typedef struct sent {
 typedef struct pipeline {
     api_reads *rd;
     bool reads_pages; /* else the audit connection */
-    PGconn *conn;                           /* NULL while down: reconnected when next used */
+    PGconn *conn;     /* NULL while down: reconnected when next used */
     struct event *readable;
     struct event *writable; /* armed while libpq has unsent bytes */
     sent *head, **tail;     /* oldest first */
@@ -121,11 +131,11 @@ struct api_reads {
     unsigned next_page;
     pipeline audit;
     audit_item *queued, **queued_tail; /* not sent yet, oldest first */
-    size_t backlog;                     /* queued + in flight */
-    bool appending;                     /* an append is in flight */
-    bool failing;                       /* the last append failed: reads are refused */
-    struct event *timer;                /* the next append: gathered, or retried */
-    cached_page cache[CACHE_SLOTS];     /* direct-mapped by (user, page) */
+    size_t backlog;                    /* queued + in flight */
+    bool appending;                    /* an append is in flight */
+    bool failing;                      /* the last append failed: reads are refused */
+    struct event *timer;               /* the next append: gathered, or retried */
+    cached_page cache[CACHE_SLOTS];    /* direct-mapped by (user, page) */
 };
 
 static void drop_connection(pipeline *p);
@@ -256,7 +266,7 @@ static bool answer(read_job *job, PGresult *res)
     int rows = res ? PQntuples(res) : 0;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_SEGMENTS + 1 ||
         rows < 1) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         return false;
     }
     json_out b = {.full = false};
@@ -432,7 +442,7 @@ static void session_done(pipeline *p, read_job *job, PGresult *res)
     request *r = job->r;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
         PQnfields(res) != S_GEN + 1) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         reply_and_free(job);
         return;
     }
@@ -463,7 +473,7 @@ static void session_done(pipeline *p, read_job *job, PGresult *res)
     const char *params[3] = {user, offset, limit};
     if (!p->conn || !PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 3, params, NULL, NULL, 1) ||
         !PQpipelineSync(p->conn)) {
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         reply_and_free(job);
         return; /* a broken connection is noticed by its next read */
     }
@@ -613,8 +623,7 @@ static cu_rc connect_pipeline(pipeline *p, cu_err *err)
         }
     }
     if (PQsetnonblocking(p->conn, 1) != 0 || PQenterPipelineMode(p->conn) != 1) {
-        rc = cu_err_set(err, CU_ERR_DB, "read path: no pipeline mode: %s",
-                        PQerrorMessage(p->conn));
+        rc = cu_err_set(err, CU_ERR_DB, "read path: no pipeline mode: %s", PQerrorMessage(p->conn));
         goto fail;
     }
     p->readable = event_new(rd->base, PQsocket(p->conn), EV_READ | EV_PERSIST, on_readable, p);
@@ -779,7 +788,7 @@ void api_reads_list(api_reads *rd, request *r)
     cu_err err;
     if (!p->conn && connect_pipeline(p, &err) != CU_OK) {
         CU_LOG(CU_LOG_ERROR, "api", "read path: %s", err.msg);
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         api_send_reply(r);
         return;
     }
@@ -787,7 +796,7 @@ void api_reads_list(api_reads *rd, request *r)
     if (!PQsendQueryPrepared(p->conn, SESSION_SQL_NAME, 1, params, NULL, NULL, 1) ||
         !PQpipelineSync(p->conn)) {
         CU_LOG(CU_LOG_ERROR, "api", "read path: %s", PQerrorMessage(p->conn));
-        api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);
+        api_reply_unavailable(r);
         api_send_reply(r);
         drop_connection(p);
         return;

@@ -20,7 +20,6 @@
 
 #define SHARE_RECORDINGS_MAX 100
 #define SHARE_DAYS_MAX       90
-#define TS_FORMAT            "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 #define STR_(x)              #x
 #define STR(x)               STR_(x)
 
@@ -37,8 +36,10 @@ static void create_share(request *r, const caller *who)
     json_t *body = api_read_object(r, share_fields, 4);
     if (!body)
         return;
-    static __thread char recs[SHARE_RECORDINGS_MAX * 80 + 8]; /* per API thread */
-    char exp_ms[24], uid[24];
+    cu_buf recs;
+    cu_buf_init(&recs, SHARE_RECORDINGS_MAX * 80 + 8);
+    const char *uid = who->uid;
+    char exp_ms[24];
     const char *recipient = api_string_field(r, body, "recipient", 200);
     const char *reason = recipient ? api_string_field(r, body, "reason", 2000) : NULL;
     const char *expires = reason ? api_string_field(r, body, "expires_at", 40) : NULL;
@@ -54,15 +55,14 @@ static void create_share(request *r, const caller *who)
         goto out;
     }
     if (!api_string_array(r, arr, "recordings", 1, SHARE_RECORDINGS_MAX, recording_id_ok,
-                          "a recording id", recs, sizeof(recs)))
+                          "a recording id", &recs))
         goto out;
     if (!api_parse_time(expires, exp_ms)) {
         api_reply_error(r, 400, "invalid_value", "an RFC 3339 time", "expires_at");
         goto out;
     }
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
     /* Every recording must be one the requester may read (the first that is not, named). */
-    const char *p1[2] = {uid, recs};
+    const char *p1[2] = {uid, recs.data};
     PGresult *res = api_query(r->a,
                               "SELECT i - 1 FROM unnest($2::uuid[]) WITH ORDINALITY AS t(id, i) "
                               "WHERE NOT may_read_recording($1, t.id, now()) ORDER BY i LIMIT 1",
@@ -78,7 +78,7 @@ static void create_share(request *r, const caller *who)
         goto out;
     }
     PQclear(res);
-    const char *p2[5] = {uid, recipient, reason, exp_ms, recs};
+    const char *p2[5] = {uid, recipient, reason, exp_ms, recs.data};
     res = api_query(
         r->a,
         "WITH s AS (INSERT INTO shares (requester_id, recipient, reason, expires_at) SELECT $1, "
@@ -104,13 +104,13 @@ static void create_share(request *r, const caller *who)
     api_audit(r, who->actor, "share.request", object, "ok");
     api_reply_json(r, 201, j);
 out:
+    cu_buf_free(&recs);
     json_decref(body);
 }
 
 static void list_shares(request *r, const caller *who)
 {
-    char uid[24];
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
+    const char *uid = who->uid;
     const char *p[2] = {uid, who->role};
     PGresult *res = api_query(
         r->a,
@@ -144,9 +144,9 @@ static const char *const decide_fields[] = {"approve", "note"};
 
 static void decide_share(request *r, const caller *who, const char *id)
 {
-    char object[48], uid[24];
+    const char *uid = who->uid;
+    char object[48];
     snprintf(object, sizeof(object), "share %s", id);
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
     json_t *body = api_read_object(r, decide_fields, 2);
     if (!body)
         return;
@@ -227,9 +227,9 @@ out:
 
 static void revoke_share(request *r, const caller *who, const char *id)
 {
-    char object[48], uid[24];
+    const char *uid = who->uid;
+    char object[48];
     snprintf(object, sizeof(object), "share %s", id);
-    snprintf(uid, sizeof(uid), "%lld", (long long)who->user_id);
     const char *p[3] = {id, uid, api_allowed(who, ACT_SHARE_REVOKE_ANY) ? "t" : "f"};
     PGresult *res = api_query(r->a,
                               "UPDATE shares SET state = 'revoked', revoked_at = now(), "

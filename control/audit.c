@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#define GENESIS_LABEL  "custos-audit-v1:"
-#define FETCH_ROWS     5000
+#define GENESIS_LABEL "custos-audit-v1:"
+#define FETCH_ROWS    5000
 
 static void put_be64(uint8_t *p, uint64_t v)
 {
@@ -162,21 +162,17 @@ void ctl_audit_batch_free(ctl_audit_batch *b)
 }
 
 /*
- * One call of audit_append() (migration 0008) for @p e[0..n). Outside a
- * transaction it is one statement and one commit, which waits for the WAL
- * flush unless every entry is relaxed.
+ * One call of audit_append() (migration 0008) for @p e[0..n): one statement
+ * and one commit, which waits for the WAL flush unless every entry is relaxed.
  */
-static cu_rc append_entries(PGconn *conn, const ctl_audit_entry *const *e, size_t n, bool in_tx,
+static cu_rc append_entries(PGconn *conn, const ctl_audit_entry *const *e, size_t n,
                             int64_t *seq_out, cu_err *err)
 {
     ctl_audit_batch b;
     cu_rc rc = ctl_audit_batch_build(&b, e, n, err);
     if (rc)
         return rc;
-    PGresult *res = PQexecParams(conn,
-                                 in_tx ? "SELECT audit_append($1, $2, $3, $4, $5)"
-                                       : ctl_audit_append_sql,
-                                 in_tx ? CTL_AUDIT_FIELDS : CTL_AUDIT_FIELDS + 1, NULL, b.params,
+    PGresult *res = PQexecParams(conn, ctl_audit_append_sql, CTL_AUDIT_FIELDS + 1, NULL, b.params,
                                  NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
         rc = cu_err_set(err, CU_ERR_DB, "audit: %s", PQerrorMessage(conn));
@@ -187,14 +183,9 @@ static cu_rc append_entries(PGconn *conn, const ctl_audit_entry *const *e, size_
     return rc;
 }
 
-cu_rc ctl_audit_append_in_tx(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out, cu_err *err)
-{
-    return append_entries(conn, &e, 1, true, seq_out, err);
-}
-
 cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out, cu_err *err)
 {
-    return append_entries(conn, &e, 1, false, seq_out, err);
+    return append_entries(conn, &e, 1, seq_out, err);
 }
 
 /* ------------------------------------------------------------ group commit */
@@ -271,7 +262,7 @@ cu_rc ctl_audit_group_append(ctl_audit_group *g, PGconn *conn, const ctl_audit_e
         for (size_t i = 0; i < n; i++)
             entries[i] = batch[i]->e;
         cu_err batch_err;
-        cu_rc rc = append_entries(conn, entries, n, false, NULL, &batch_err);
+        cu_rc rc = append_entries(conn, entries, n, NULL, &batch_err);
         pthread_mutex_lock(&g->mu);
         for (size_t i = 0; i < n; i++) {
             batch[i]->rc = rc;

@@ -88,10 +88,6 @@ void ctl_audit_hash(const uint8_t prev[32], int64_t seq, int64_t at_ms, const ct
 CU_WUR cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out,
                               cu_err *err);
 
-/** The same inside the caller's open transaction (committed or rolled back with it). */
-CU_WUR cu_rc ctl_audit_append_in_tx(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out,
-                                    cu_err *err);
-
 #define CTL_AUDIT_BATCH_MAX 64 /* entries one statement appends at most */
 #define CTL_AUDIT_FIELDS    5  /* actor, action, object, outcome, source */
 

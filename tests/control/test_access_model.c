@@ -21,19 +21,19 @@
 #include <string.h>
 #include <time.h>
 
-#define NDEPT  12
-#define NUSER  120
-#define WIDE   70
-#define NGRANT 60
-#define NREC   120
-#define CASES  10000
-#define LISTS  300
-#define PAGES  200
-#define PER    7
+#define NDEPT   12
+#define NUSER   120
+#define WIDE    70
+#define NGRANT  60
+#define NREC    120
+#define CASES   10000
+#define LISTS   300
+#define PAGES   200
+#define PER     7
 #define STR_(x) #x
 #define STR(x)  STR_(x)
-#define T0     1800000000LL /* seconds: the world's times are offsets from here */
-#define SPAN   7200         /* windows fall within two hours after T0 */
+#define T0      1800000000LL /* seconds: the world's times are offsets from here */
+#define SPAN    7200         /* windows fall within two hours after T0 */
 
 typedef struct {
     int parent; /* -1 at the top */
@@ -317,7 +317,7 @@ int main(void)
                                   "reader_scope($1, 'epoch'::timestamptz + $2::bigint * "
                                   "interval '1 microsecond')",
                                   2, sp);
-        big_scopes += atoi(PQgetvalue(scope, 0, 0)) > 64;
+        big_scopes += strtol(PQgetvalue(scope, 0, 0), NULL, 10) > 64;
         PQclear(scope);
         for (int off = 0;; off += PER) {
             snprintf(offset, sizeof(offset), "%d", off);
