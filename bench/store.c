@@ -8,6 +8,7 @@
 #include "storage/store.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
@@ -91,6 +92,7 @@ int main(int argc, char **argv)
     cu_datadir *dd = NULL;
     db_service *db = NULL;
     store *s = NULL;
+    keys_ring *keys = NULL;
     int status = 1;
     atomic_store(&cu_log_threshold, CU_LOG_WARN);
     if (cu_config_load(&cfg, NULL, data_dir, NULL, 0, &err) != CU_OK ||
@@ -102,8 +104,15 @@ int main(int argc, char **argv)
     size_t seg_bytes = (size_t)seg_mb * 1000 * 1000;
     double floor_mbps = measure_floor(seg_bytes);
 
+    char keys_path[PATH_MAX];
+    snprintf(keys_path, sizeof(keys_path), "%s/keys", cu_datadir_path(dd));
+    if (keys_open(keys_path, true, &keys, &err) != CU_OK) {
+        fprintf(stderr, "bench/store: %s\n", err.msg);
+        goto out;
+    }
     store_opts o = {.data_dir = cu_datadir_path(dd),
                     .dsn = db_service_dsn(db),
+                    .keys = keys,
                     .workers = (int)workers,
                     .syncers = (int)syncers};
     if (store_open(&o, &s, &err) != CU_OK) {
@@ -159,6 +168,7 @@ int main(int argc, char **argv)
     status = st.segments_failed == 0 && indexed ? 0 : 1;
 out:
     store_close(s, 10000);
+    keys_close(keys);
     db_service_stop(db);
     cu_datadir_close(dd);
     cu_config_free(&cfg);

@@ -120,6 +120,65 @@ bool api_audit_or_503(request *r, const char *actor, const char *action, const c
     return false;
 }
 
+/* ---------------------------------------------------------------- changes */
+
+bool api_change_begin(request *r)
+{
+    cu_err err;
+    if (db_exec(r->a->db, "BEGIN", &err) == CU_OK)
+        return true;
+    CU_LOG(CU_LOG_ERROR, "api", "database: %s", err.msg);
+    if (PQstatus(r->a->db) != CONNECTION_OK)
+        PQreset(r->a->db);
+    api_reply_unavailable(r);
+    return false;
+}
+
+void api_change_abort(request *r)
+{
+    PQclear(PQexec(r->a->db, "ROLLBACK"));
+    if (PQstatus(r->a->db) != CONNECTION_OK)
+        PQreset(r->a->db);
+}
+
+bool api_change_audit(request *r, const char *actor, const char *action, const char *object,
+                      const char *outcome)
+{
+    ctl_audit_entry e = {.actor = actor,
+                         .action = action,
+                         .object = object ? object : "",
+                         .outcome = outcome,
+                         .source = r->source};
+    cu_err err;
+    if (ctl_audit_append(r->a->db, &e, NULL, &err) == CU_OK)
+        return true;
+    CU_LOG(CU_LOG_ERROR, "api", "audit entry not written, change rolled back (%s %s %s): %s", actor,
+           action, outcome, err.msg);
+    return false;
+}
+
+bool api_change_commit_as(request *r, const char *actor, const char *action, const char *object,
+                          const char *outcome)
+{
+    cu_err err;
+    bool ok = api_change_audit(r, actor, action, object, outcome);
+    if (ok && db_exec(r->a->db, "COMMIT", &err) != CU_OK) {
+        CU_LOG(CU_LOG_ERROR, "api", "commit of %s failed: %s", action, err.msg);
+        ok = false;
+    }
+    if (!ok) {
+        api_change_abort(r);
+        api_reply_error(r, 503, "unavailable",
+                        "the audit log cannot be written, so nothing was changed; try again", NULL);
+    }
+    return ok;
+}
+
+bool api_change_commit(request *r, const char *actor, const char *action, const char *object)
+{
+    return api_change_commit_as(r, actor, action, object, "ok");
+}
+
 /* -------------------------------------------------------------- database */
 
 PGresult *api_query(api_worker *a, const char *sql, int n, const char *const *params)
@@ -420,17 +479,21 @@ static void login(request *r)
     json_decref(body); /* the password with it */
     static const char refused[] = "wrong username or password, or the account is locked";
     if (!known || disabled) {
+        if (!api_change_begin(r))
+            return;
         record_attempt(r, known ? user_id : NULL, username, false);
-        api_audit(r, "anonymous", "session.login", username, "failed");
-        api_reply_error(r, 401, "invalid_credentials", refused, NULL);
+        if (api_change_commit_as(r, "anonymous", "session.login", username, "failed"))
+            api_reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
     if (locked) {
+        if (!api_change_begin(r))
+            return;
         record_attempt(r, user_id, username, false);
         alert(r, "locked_account_attempt", username,
               match ? "correct password refused: the account is locked" : "wrong password");
-        api_audit(r, "anonymous", "session.login", username, "denied");
-        api_reply_error(r, 401, "invalid_credentials", refused, NULL);
+        if (api_change_commit_as(r, "anonymous", "session.login", username, "denied"))
+            api_reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
     /* Admins give a TOTP code too; a wrong or replayed one is a failed login. */
@@ -455,8 +518,10 @@ static void login(request *r)
         match = t == CTL_TOTP_OK;
     }
     if (!match) {
+        /* The attempt, and the lock it may cause, commit with their entries. */
+        if (!api_change_begin(r))
+            return;
         record_attempt(r, user_id, username, false);
-        api_audit(r, "anonymous", "session.login", username, "failed");
         const char *p2[1] = {user_id};
         PGresult *c = api_query(a,
                                 "SELECT count(*) FROM login_attempts l JOIN users u ON u.id = "
@@ -473,11 +538,19 @@ static void login(request *r)
             snprintf(detail, sizeof(detail),
                      "%ld failed logins within " LOCK_WINDOW "; account locked", failures);
             alert(r, "failure_burst", username, detail);
-            api_audit(r, "system", "user.lock", username, "ok");
+            if (!api_change_audit(r, "system", "user.lock", username, "ok")) {
+                api_change_abort(r);
+                api_reply_unavailable(r);
+                return;
+            }
         }
-        api_reply_error(r, 401, "invalid_credentials", refused, NULL);
+        if (api_change_commit_as(r, "anonymous", "session.login", username, "failed"))
+            api_reply_error(r, 401, "invalid_credentials", refused, NULL);
         return;
     }
+    /* A successful login: its attempt, its session and its entry commit together. */
+    if (!api_change_begin(r))
+        return;
     /* A privileged login from an address this account never logged in from. */
     if (admin) {
         const char *p3[2] = {user_id, r->source};
@@ -493,6 +566,7 @@ static void login(request *r)
     record_attempt(r, user_id, username, true);
     char token[48], thex[67];
     if (!api_new_token(token, thex)) {
+        api_change_abort(r);
         api_reply_error(r, 503, "unavailable", "no random bytes for a token", NULL);
         return;
     }
@@ -505,17 +579,23 @@ static void login(request *r)
                             3, p4);
     if (!s) {
         OPENSSL_cleanse(token, sizeof(token));
+        api_change_abort(r);
         api_reply_unavailable(r);
         return;
     }
-    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:s}}", "token", token, "token_type",
-                          "Bearer", "idle_timeout_s", IDLE_TIMEOUT_S, "expires_at",
-                          PQgetvalue(s, 0, 0), "user", "username", username, "role", role);
-    PQclear(s);
-    OPENSSL_cleanse(token, sizeof(token));
     char actor[80];
     snprintf(actor, sizeof(actor), "user:%s", username);
-    api_audit(r, actor, "session.login", username, "ok");
+    char expires[40];
+    cu_strlcpy(expires, PQgetvalue(s, 0, 0), sizeof(expires));
+    PQclear(s);
+    if (!api_change_commit(r, actor, "session.login", username)) {
+        OPENSSL_cleanse(token, sizeof(token));
+        return;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:s}}", "token", token, "token_type",
+                          "Bearer", "idle_timeout_s", IDLE_TIMEOUT_S, "expires_at", expires, "user",
+                          "username", username, "role", role);
+    OPENSSL_cleanse(token, sizeof(token));
     api_reply_json(r, 201, j);
 }
 
@@ -551,12 +631,15 @@ static void logout(request *r, const caller *who)
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[1] = {sid};
+    if (!api_change_begin(r))
+        return;
     if (!api_exec_ok(r->a, "UPDATE sessions SET revoked_at = now() WHERE id = $1", 1, p)) {
+        api_change_abort(r);
         api_reply_unavailable(r);
         return;
     }
-    api_audit(r, who->actor, "session.logout", who->username, "ok");
-    api_reply_empty(r, 204);
+    if (api_change_commit(r, who->actor, "session.logout", who->username))
+        api_reply_empty(r, 204);
 }
 
 static void unlock(request *r, const caller *who, const char *username)
@@ -564,22 +647,26 @@ static void unlock(request *r, const caller *who, const char *username)
     if (!api_require(r, who, ACT_USER_UNLOCK, "user.unlock", username))
         return;
     const char *p[1] = {username};
+    if (!api_change_begin(r))
+        return;
     PGresult *res = api_query(r->a,
                               "UPDATE users SET locked_at = NULL, unlocked_at = now() "
                               "WHERE username = $1 RETURNING id",
                               1, p);
     if (!res) {
+        api_change_abort(r);
         api_reply_unavailable(r);
         return;
     }
     bool found = PQntuples(res) == 1;
     PQclear(res);
     if (!found) {
+        api_change_abort(r);
         api_reply_error(r, 404, "not_found", "no such user", NULL);
         return;
     }
-    api_audit(r, who->actor, "user.unlock", username, "ok");
-    api_reply_json(r, 200, json_pack("{s:s, s:b}", "username", username, "locked", 0));
+    if (api_change_commit(r, who->actor, "user.unlock", username))
+        api_reply_json(r, 200, json_pack("{s:s, s:b}", "username", username, "locked", 0));
 }
 
 static void list_alerts(request *r, const caller *who)
@@ -902,14 +989,10 @@ static cu_rc listen_shared(const cu_config *cfg, int *fd_out, cu_err *err)
     return CU_OK;
 }
 
-static cu_rc worker_start(api_worker *w, const char *data_dir, const char *dsn,
-                          const char *dummy_hash, cu_err *err)
+static cu_rc worker_start(api_worker *w, const char *dsn, const char *dummy_hash, cu_err *err)
 {
     cu_strlcpy(w->dummy_hash, dummy_hash, sizeof(w->dummy_hash));
-    cu_rc rc = db_connect(dsn, "custos-api", &w->db, err);
-    if (rc)
-        return rc;
-    return store_keyring_open(data_dir, true, &w->keys, err);
+    return db_connect(dsn, "custos-api", &w->db, err);
 }
 
 /* The event loop, evhttp on the listening socket, and the replies' eventfd. */
@@ -947,8 +1030,8 @@ static cu_rc io_start(ctl_api *api, cu_err *err)
     return CU_OK;
 }
 
-cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn, ctl_api **out,
-                    cu_err *err)
+cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn, keys_ring *keys,
+                    ctl_api **out, cu_err *err)
 {
     *out = NULL;
     if (!cfg->api_port)
@@ -990,7 +1073,8 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
         w->cfg = cfg;
         w->index = i;
         w->audit = a->audit;
-        rc = worker_start(w, data_dir, dsn, dummy, err);
+        w->keys = keys;
+        rc = worker_start(w, dsn, dummy, err);
         if (rc)
             goto fail;
     }
@@ -1043,7 +1127,6 @@ void ctl_api_stop(ctl_api *a)
         if (w->running)
             pthread_join(w->thread, NULL);
         PQfinish(w->db);
-        store_keyring_close(w->keys);
     }
     free_list(a->queue);
     free_list(a->replies);

@@ -153,6 +153,8 @@ static void create_request(request *r, const caller *who)
                         change[0] ? change : NULL,
                         change[0] ? "change" : "new"};
     /* The department must exist; a changed grant must be the requester's own. */
+    if (!api_change_begin(r))
+        goto out;
     PGresult *res = api_query(
         r->a,
         "INSERT INTO permission_requests (requester_id, kind, permission, department_id, reason, "
@@ -162,6 +164,8 @@ static void create_request(request *r, const caller *who)
         "WHERE d.name = $3 AND ($7::bigint IS NULL OR EXISTS (SELECT 1 FROM grants g WHERE "
         "g.id = $7::bigint AND g.user_id = $1 AND g.revoked_at IS NULL)) RETURNING id",
         8, p);
+    if (!res || PQntuples(res) != 1)
+        api_change_abort(r);
     if (api_db_unavailable(r, res))
         goto out;
     if (PQntuples(res) != 1) {
@@ -176,8 +180,8 @@ static void create_request(request *r, const caller *who)
     PQclear(res);
     char object[64];
     snprintf(object, sizeof(object), "permission-request %lld", id);
-    api_audit(r, who->actor, "permission.request", object, "ok");
-    api_reply_json(r, 201, json_pack("{s:I, s:s}", "id", (json_int_t)id, "state", "submitted"));
+    if (api_change_commit(r, who->actor, "permission.request", object))
+        api_reply_json(r, 201, json_pack("{s:I, s:s}", "id", (json_int_t)id, "state", "submitted"));
 out:
     json_decref(body);
 }
@@ -289,11 +293,8 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     bool yes = json_is_true(approve);
     const char *to = !yes ? "rejected" : final ? "granted" : "preliminary_approved";
     const char *p2[5] = {id, uid, from, to, note ? json_string_value(note) : NULL};
-    cu_err err;
-    if (db_exec(r->a->db, "BEGIN", &err) != CU_OK) {
-        api_reply_unavailable(r);
+    if (!api_change_begin(r))
         goto out;
-    }
     res = api_query(r->a,
                     final ? "UPDATE permission_requests SET state = $4, group_id = $2, "
                             "group_decided_at = now(), group_note = $5 WHERE id = $1 AND state = "
@@ -328,7 +329,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
                          2, p3);
     }
     if (!ok || !moved) {
-        PQclear(PQexec(r->a->db, "ROLLBACK"));
+        api_change_abort(r);
         if (!ok) {
             api_reply_unavailable(r);
             goto out;
@@ -346,12 +347,8 @@ static void decide(request *r, const caller *who, const char *id, bool final)
         }
         goto out;
     }
-    if (db_exec(r->a->db, "COMMIT", &err) != CU_OK) {
-        api_reply_unavailable(r);
-        goto out;
-    }
-    api_audit(r, who->actor, action, object, "ok");
-    api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "state", to));
+    if (api_change_commit(r, who->actor, action, object))
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "state", to));
 out:
     json_decref(body);
 }
@@ -404,7 +401,6 @@ static void revoke_grant(request *r, const caller *who, const char *id)
     const char *reason = api_string_field(r, body, "reason", 2000);
     const char *uid = who->uid;
     char text[2200];
-    cu_err err;
     if (!reason)
         goto out;
     if (!reason[0]) {
@@ -413,10 +409,8 @@ static void revoke_grant(request *r, const caller *who, const char *id)
     }
     snprintf(text, sizeof(text), "your grant %s is revoked: %s", id, reason);
     const char *p[3] = {id, uid, reason}, *pn[2] = {id, text};
-    if (db_exec(r->a->db, "BEGIN", &err) != CU_OK) {
-        api_reply_unavailable(r);
+    if (!api_change_begin(r))
         goto out;
-    }
     PGresult *res = api_query(r->a,
                               "INSERT INTO notices (user_id, kind, grant_id, text) SELECT user_id, "
                               "'grant_revoked', id, $2 FROM grants WHERE id = $1 AND revoked_at "
@@ -429,7 +423,7 @@ static void revoke_grant(request *r, const caller *who, const char *id)
                                      "revoked_by = $2, revoke_reason = $3 WHERE id = $1",
                                      3, p);
     if (!ok) {
-        PQclear(PQexec(r->a->db, "ROLLBACK"));
+        api_change_abort(r);
         if (!db_ok) {
             api_reply_error(r, 503, "unavailable", "the database is not reachable", NULL);
         } else {
@@ -446,12 +440,8 @@ static void revoke_grant(request *r, const caller *who, const char *id)
         }
         goto out;
     }
-    if (db_exec(r->a->db, "COMMIT", &err) != CU_OK) {
-        api_reply_unavailable(r);
-        goto out;
-    }
-    api_audit(r, who->actor, "grant.revoke", object, "ok");
-    api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "status", "revoked"));
+    if (api_change_commit(r, who->actor, "grant.revoke", object))
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "status", "revoked"));
 out:
     json_decref(body);
 }

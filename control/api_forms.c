@@ -94,6 +94,8 @@ static void put_form(request *r, const caller *who, const char *id, const char *
                           &parties))
         goto out;
     const char *p2[7] = {id, cn, loc, at_ms, parties.data, summary, uid};
+    if (!api_change_begin(r))
+        goto out;
     res = api_query(r->a,
                     "INSERT INTO record_forms (recording_id, version, case_number, location, "
                     "occurred_at, parties, summary, edited_by) SELECT $1::uuid, coalesce(max("
@@ -101,14 +103,16 @@ static void put_form(request *r, const caller *who, const char *id, const char *
                     "'1 ms', $5::text[], $6, $7 FROM record_forms WHERE recording_id = $1::uuid "
                     "RETURNING version",
                     7, p2);
+    if (!res)
+        api_change_abort(r);
     if (api_db_unavailable(r, res))
         goto out;
     int version = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     char what[96];
     snprintf(what, sizeof(what), "%s version %d", object, version);
-    api_audit(r, who->actor, "form.edit", what, "ok");
-    api_reply_json(r, 200, json_pack("{s:s, s:i}", "recording", id, "version", version));
+    if (api_change_commit(r, who->actor, "form.edit", what))
+        api_reply_json(r, 200, json_pack("{s:s, s:i}", "recording", id, "version", version));
 out:
     cu_buf_free(&parties);
     json_decref(body);

@@ -28,7 +28,7 @@ typedef struct api_worker {
     const cu_config *cfg;
     int index;
     PGconn *db;
-    store_keyring *keys;    /* TOTP secrets are wrapped by its KEKs */
+    keys_ring *keys;        /* borrowed: TOTP secrets are wrapped by its KEKs */
     ctl_audit_group *audit; /* the service's, shared: one group commit for all threads */
     pthread_t thread;
     bool running;
@@ -122,6 +122,31 @@ bool api_audit(request *r, const char *actor, const char *action, const char *ob
 /** api_audit(), or a 503 when the entry could not be written. */
 bool api_audit_or_503(request *r, const char *actor, const char *action, const char *object,
                       const char *outcome);
+
+/*
+ * A change of state commits with its audit entry, in one transaction
+ * (docs/control.md, "Audit log"):
+ *
+ *     if (!api_change_begin(r)) return;            // 503 sent
+ *     ... the change's statements (api_query) ...
+ *     if (!ok) { api_change_abort(r); reply 4xx/503; return; }
+ *     if (!api_change_commit(r, actor, action, object)) return;  // 503 sent
+ *     reply 2xx
+ *
+ * If the entry cannot be written (the audit function fails, a field is not
+ * valid UTF-8 or too long), the change is rolled back and the caller gets 503.
+ */
+bool api_change_begin(request *r);
+/** Another entry of the open change (a lock beside a failed login ...); false: abort. */
+bool api_change_audit(request *r, const char *actor, const char *action, const char *object,
+                      const char *outcome);
+/** The change's entry (outcome ok), then COMMIT. False: rolled back and 503 sent. */
+bool api_change_commit(request *r, const char *actor, const char *action, const char *object);
+/** As api_change_commit with an outcome of @p outcome (a failed login is recorded so). */
+bool api_change_commit_as(request *r, const char *actor, const char *action, const char *object,
+                          const char *outcome);
+/** Roll the open change back; the caller replies. */
+void api_change_abort(request *r);
 
 /** A statement with text parameters; NULL (logged) on a database error. */
 PGresult *api_query(api_worker *a, const char *sql, int n, const char *const *params);

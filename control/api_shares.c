@@ -79,6 +79,8 @@ static void create_share(request *r, const caller *who)
     }
     PQclear(res);
     const char *p2[5] = {uid, recipient, reason, exp_ms, recs.data};
+    if (!api_change_begin(r))
+        goto out;
     res = api_query(
         r->a,
         "WITH s AS (INSERT INTO shares (requester_id, recipient, reason, expires_at) SELECT $1, "
@@ -88,6 +90,8 @@ static void create_share(request *r, const caller *who)
                             "s.id, t.id FROM s, (SELECT DISTINCT unnest($5::uuid[]) AS id) t) "
                             "SELECT id FROM s",
         5, p2);
+    if (!res || PQntuples(res) != 1)
+        api_change_abort(r);
     if (api_db_unavailable(r, res))
         goto out;
     if (PQntuples(res) != 1) {
@@ -101,8 +105,10 @@ static void create_share(request *r, const caller *who)
     json_t *j = json_pack("{s:I, s:s}", "id", (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10),
                           "state", "requested");
     PQclear(res);
-    api_audit(r, who->actor, "share.request", object, "ok");
-    api_reply_json(r, 201, j);
+    if (api_change_commit(r, who->actor, "share.request", object))
+        api_reply_json(r, 201, j);
+    else
+        json_decref(j);
 out:
     cu_buf_free(&recs);
     json_decref(body);
@@ -192,11 +198,15 @@ static void decide_share(request *r, const caller *who, const char *id)
     }
     const char *p2[5] = {id, uid, yes ? "approved" : "rejected", yes ? thex : NULL,
                          note ? json_string_value(note) : NULL};
+    if (!api_change_begin(r))
+        goto out;
     res = api_query(r->a,
                     "UPDATE shares SET state = $3, approver_id = $2, decided_at = now(), "
                     "token_hash = $4::bytea, note = $5 WHERE id = $1 AND state = 'requested' "
                     "RETURNING state",
                     5, p2);
+    if (!res || PQntuples(res) != 1)
+        api_change_abort(r);
     if (api_db_unavailable(r, res))
         goto out;
     if (PQntuples(res) != 1) {
@@ -213,7 +223,8 @@ static void decide_share(request *r, const caller *who, const char *id)
         goto out;
     }
     PQclear(res);
-    api_audit(r, who->actor, "share.decide", object, "ok");
+    if (!api_change_commit(r, who->actor, "share.decide", object))
+        goto out;
     json_t *j = json_pack("{s:s, s:s}", "id", id, "state", yes ? "approved" : "rejected");
     if (yes) {
         char link[80];
@@ -231,18 +242,22 @@ static void revoke_share(request *r, const caller *who, const char *id)
     char object[48];
     snprintf(object, sizeof(object), "share %s", id);
     const char *p[3] = {id, uid, api_allowed(who, ACT_SHARE_REVOKE_ANY) ? "t" : "f"};
+    if (!api_change_begin(r))
+        return;
     PGresult *res = api_query(r->a,
                               "UPDATE shares SET state = 'revoked', revoked_at = now(), "
                               "revoked_by = $2 WHERE id = $1 AND state IN ('requested', "
                               "'approved') AND (requester_id = $2 OR $3::bool) RETURNING id",
                               3, p);
+    if (!res || PQntuples(res) != 1)
+        api_change_abort(r);
     if (api_db_unavailable(r, res))
         return;
     bool done = PQntuples(res) == 1;
     PQclear(res);
     if (done) {
-        api_audit(r, who->actor, "share.revoke", object, "ok");
-        api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "state", "revoked"));
+        if (api_change_commit(r, who->actor, "share.revoke", object))
+            api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "state", "revoked"));
         return;
     }
     const char *p1[1] = {id};

@@ -99,15 +99,29 @@ static size_t chars(const char *s)
     return n;
 }
 
+/* A field PostgreSQL will take: valid UTF-8 (the database's encoding) of
+ * at most @p max characters (what the table's CHECK counts). */
+static bool field_ok(const char *s, size_t min, size_t max)
+{
+    if (!s)
+        return min == 0;
+    size_t n = chars(s);
+    return n >= min && n <= max && cu_utf8_valid(s);
+}
+
 /* What audit_log's CHECKs accept, tested before an entry joins a batch so
  * that one bad entry cannot fail the others. */
 static bool entry_ok(const ctl_audit_entry *e)
 {
     const char *o = e->outcome ? e->outcome : "";
-    return e->actor && chars(e->actor) >= 1 && chars(e->actor) <= 200 && e->action &&
-           chars(e->action) >= 1 && chars(e->action) <= 100 &&
-           (!e->object || chars(e->object) <= 1000) && (!e->source || chars(e->source) <= 100) &&
+    return field_ok(e->actor, 1, 200) && field_ok(e->action, 1, 100) &&
+           field_ok(e->object, 0, 1000) && field_ok(e->source, 0, 100) &&
            (strcmp(o, "ok") == 0 || strcmp(o, "denied") == 0 || strcmp(o, "failed") == 0);
+}
+
+bool ctl_audit_entry_valid(const ctl_audit_entry *e)
+{
+    return entry_ok(e);
 }
 
 enum { F_ACTOR, F_ACTION, F_OBJECT, F_OUTCOME, F_SOURCE };
@@ -136,7 +150,8 @@ cu_rc ctl_audit_batch_build(ctl_audit_batch *b, const ctl_audit_entry *const *e,
     for (size_t i = 0; i < n && !rc; i++) {
         if (!entry_ok(e[i]))
             rc = cu_err_set(err, CU_ERR_INVALID,
-                            "audit: an entry without actor, action or outcome, or too long");
+                            "audit: an entry without actor, action or outcome, too long, or not "
+                            "valid UTF-8");
         relaxed &= e[i]->relaxed;
         for (int f = 0; f < CTL_AUDIT_FIELDS && !rc; f++)
             if (db_array_add(&b->arrays[f], field_of(e[i], f)) != CU_OK)
@@ -243,7 +258,8 @@ cu_rc ctl_audit_group_append(ctl_audit_group *g, PGconn *conn, const ctl_audit_e
     audit_waiter me = {.e = e};
     if (!entry_ok(e))
         return cu_err_set(err, CU_ERR_INVALID,
-                          "audit: an entry without actor, action or outcome, or too long");
+                          "audit: an entry without actor, action or outcome, too long, or not "
+                          "valid UTF-8");
     pthread_mutex_lock(&g->mu);
     *g->tail = &me;
     g->tail = &me.next;
@@ -263,11 +279,23 @@ cu_rc ctl_audit_group_append(ctl_audit_group *g, PGconn *conn, const ctl_audit_e
             entries[i] = batch[i]->e;
         cu_err batch_err;
         cu_rc rc = append_entries(conn, entries, n, NULL, &batch_err);
-        pthread_mutex_lock(&g->mu);
+        cu_rc each[CTL_AUDIT_BATCH_MAX];
         for (size_t i = 0; i < n; i++) {
-            batch[i]->rc = rc;
+            each[i] = rc;
             if (rc)
                 cu_strlcpy(batch[i]->why, batch_err.msg, sizeof(batch[i]->why));
+        }
+        /* A batch that failed as a whole is tried entry by entry, so that
+         * whatever made it fail costs only the entry it belongs to. */
+        for (size_t i = 0; rc && n > 1 && i < n && PQstatus(conn) == CONNECTION_OK; i++) {
+            cu_err one;
+            each[i] = append_entries(conn, &entries[i], 1, NULL, &one);
+            if (each[i])
+                cu_strlcpy(batch[i]->why, one.msg, sizeof(batch[i]->why));
+        }
+        pthread_mutex_lock(&g->mu);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->rc = each[i];
             batch[i]->done = true;
         }
         g->writing = false;

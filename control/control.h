@@ -49,7 +49,7 @@ bool ctl_password_verify(const char *encoded, const char *password);
  * A fresh TOTP secret for @p username, stored wrapped by the active KEK;
  * @p uri gets the otpauth:// URI to load into an authenticator (shown once).
  */
-CU_WUR cu_rc ctl_totp_enroll(PGconn *conn, store_keyring *keys, const char *username,
+CU_WUR cu_rc ctl_totp_enroll(PGconn *conn, keys_ring *keys, const char *username,
                              char uri[CTL_TOTP_URI_MAX], cu_err *err);
 
 typedef enum {
@@ -61,7 +61,7 @@ typedef enum {
 } ctl_totp_result;
 
 /** Check @p code (6 digits) for @p username; a code's time step is used once. */
-ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *username,
+ctl_totp_result ctl_totp_check(PGconn *conn, keys_ring *keys, const char *username,
                                const char *code, cu_err *err);
 
 /* ------------------------------------------------------------------- audit */
@@ -80,11 +80,19 @@ typedef struct {
     bool relaxed;
 } ctl_audit_entry;
 
+/** True when @p e is what the audit log accepts: fields bounded and valid UTF-8. */
+bool ctl_audit_entry_valid(const ctl_audit_entry *e);
+
 /** The chain hash of entry @p seq at @p at_ms after @p prev (docs/control.md). */
 void ctl_audit_hash(const uint8_t prev[32], int64_t seq, int64_t at_ms, const ctl_audit_entry *e,
                     uint8_t out[32]);
 
-/** Append @p e in its own transaction; *@p seq_out (may be NULL) gets its number. */
+/**
+ * Append @p e: in its own transaction, or, inside an open one, as part of
+ * it (a change and its entry commit together). *@p seq_out (may be NULL)
+ * gets its number. CU_ERR_INVALID, before anything is sent, for an entry
+ * ctl_audit_entry_valid() refuses.
+ */
 CU_WUR cu_rc ctl_audit_append(PGconn *conn, const ctl_audit_entry *e, int64_t *seq_out,
                               cu_err *err);
 
@@ -158,10 +166,11 @@ typedef struct ctl_api ctl_api;
 
 /**
  * Listen on api.bind:api.port (nothing when api.port is 0: *@p out stays
- * NULL) and serve /api/v1/ against the database at @p dsn.
+ * NULL) and serve /api/v1/ against the database at @p dsn. @p keys (borrowed,
+ * must outlive the API) unwraps TOTP secrets.
  */
 CU_WUR cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
-                           ctl_api **out, cu_err *err);
+                           keys_ring *keys, ctl_api **out, cu_err *err);
 
 /** Stop serving and free. NULL is a no-op. */
 void ctl_api_stop(ctl_api *a);
@@ -210,7 +219,7 @@ typedef struct {
  * active KEK. *@p out holds them in the clear, to be shown once; wipe it
  * with ctl_device_wipe().
  */
-CU_WUR cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *spec,
+CU_WUR cu_rc ctl_device_add(PGconn *conn, keys_ring *keys, const ctl_device_spec *spec,
                             ctl_device *out, cu_err *err);
 
 /** Revoke a device (by id or serial): ingest refuses its packets from now on. */
@@ -226,7 +235,7 @@ typedef void (*ctl_device_fn)(void *ctx, const ctl_device *d);
  * Every device whose version is above @p since (0: all), with its key
  * unwrapped, in version order; *@p max_version receives the highest seen.
  */
-CU_WUR cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_device_fn fn,
+CU_WUR cu_rc ctl_devices_changed(PGconn *conn, keys_ring *keys, int64_t since, ctl_device_fn fn,
                                  void *ctx, int64_t *max_version, cu_err *err);
 
 /** SDES name of a suite ("AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"), or NULL. */

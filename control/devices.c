@@ -173,8 +173,8 @@ static bool pull_url_ok(const char *url)
 
 /* A wrapped secret as PQexecParams takes it (binary), or NULL when absent. */
 typedef struct {
-    char kek_id[STORE_KEK_ID_LEN + 1];
-    uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
+    char kek_id[KEYS_KEK_ID_LEN + 1];
+    uint8_t wrapped[KEYS_SECRET_WRAPPED_MAX];
     size_t len;
 } wrapped_secret;
 
@@ -193,15 +193,15 @@ static cu_rc user_exists(PGconn *conn, const char *username, cu_err *err)
     return rc;
 }
 
-cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *spec,
-                     ctl_device *out, cu_err *err)
+cu_rc ctl_device_add(PGconn *conn, keys_ring *keys, const ctl_device_spec *spec, ctl_device *out,
+                     cu_err *err)
 {
     cu_rc rc = CU_OK;
     const char *suite = spec->suite ? spec->suite : "aes_cm_128_hmac_sha1_80";
     const char *codec = spec->codec ? spec->codec : "h264";
     bool audio = strcmp(codec, "audio") == 0;
-    char kek_id[STORE_KEK_ID_LEN + 1];
-    uint8_t wrapped[STORE_SECRET_WRAPPED_MAX];
+    char kek_id[KEYS_KEK_ID_LEN + 1];
+    uint8_t wrapped[KEYS_SECRET_WRAPPED_MAX];
     size_t wrapped_len = 0;
     wrapped_secret rtsp = {.len = 0}, pull = {.len = 0};
     bool in_tx = false;
@@ -241,25 +241,25 @@ cu_rc ctl_device_add(PGconn *conn, store_keyring *keys, const ctl_device_spec *s
         rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
         goto out;
     }
-    rc = store_keyring_wrap_secret(keys, STORE_LABEL_DEVICE_SRTP, out->serial, out->key,
-                                   out->key_len, kek_id, wrapped, &wrapped_len, err);
+    rc = keys_wrap_secret(keys, KEYS_LABEL_DEVICE_SRTP, out->serial, out->key, out->key_len, kek_id,
+                          wrapped, &wrapped_len, err);
     if (rc)
         goto out;
     if (!make_rtsp_password(out->rtsp_password)) {
         rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
         goto out;
     }
-    rc = store_keyring_wrap_secret(keys, STORE_LABEL_DEVICE_RTSP, out->serial,
-                                   (const uint8_t *)out->rtsp_password, CTL_RTSP_PASSWORD_LEN,
-                                   rtsp.kek_id, rtsp.wrapped, &rtsp.len, err);
+    rc = keys_wrap_secret(keys, KEYS_LABEL_DEVICE_RTSP, out->serial,
+                          (const uint8_t *)out->rtsp_password, CTL_RTSP_PASSWORD_LEN, rtsp.kek_id,
+                          rtsp.wrapped, &rtsp.len, err);
     if (rc)
         goto out;
     if (spec->pull_url) {
         cu_strlcpy(out->pull_url, spec->pull_url, sizeof(out->pull_url));
         out->pull_udp = spec->pull_udp;
-        rc = store_keyring_wrap_secret(keys, STORE_LABEL_DEVICE_PULL, out->serial,
-                                       (const uint8_t *)out->pull_url, strlen(out->pull_url),
-                                       pull.kek_id, pull.wrapped, &pull.len, err);
+        rc = keys_wrap_secret(keys, KEYS_LABEL_DEVICE_PULL, out->serial,
+                              (const uint8_t *)out->pull_url, strlen(out->pull_url), pull.kek_id,
+                              pull.wrapped, &pull.len, err);
         if (rc)
             goto out;
     }
@@ -432,11 +432,11 @@ cu_rc ctl_device_assign(PGconn *conn, const char *device, const char *username, 
  * @p out (at most @p cap bytes, NUL-terminated when @p text). An absent
  * secret (NULL columns) leaves *@p len 0 and succeeds.
  */
-static cu_rc unwrap_column(store_keyring *keys, const char *label, const char *serial,
-                           PGresult *res, int row, int kek_col, int hex_col, uint8_t *out,
-                           size_t cap, bool text, size_t *len, cu_err *err)
+static cu_rc unwrap_column(keys_ring *keys, const char *label, const char *serial, PGresult *res,
+                           int row, int kek_col, int hex_col, uint8_t *out, size_t cap, bool text,
+                           size_t *len, cu_err *err)
 {
-    uint8_t wrapped[STORE_SECRET_WRAPPED_MAX], plain[STORE_SECRET_MAX];
+    uint8_t wrapped[KEYS_SECRET_WRAPPED_MAX], plain[KEYS_SECRET_MAX];
     size_t plain_len = 0;
     cu_rc rc = CU_OK;
     *len = 0;
@@ -450,8 +450,8 @@ static cu_rc unwrap_column(store_keyring *keys, const char *label, const char *s
         char two[3] = {hex[2 * b], hex[2 * b + 1], 0};
         wrapped[b] = (uint8_t)strtoul(two, NULL, 16);
     }
-    rc = store_keyring_unwrap_secret(keys, label, serial, PQgetvalue(res, row, kek_col), wrapped,
-                                     hex_len / 2, plain, &plain_len, err);
+    rc = keys_unwrap_secret(keys, label, serial, PQgetvalue(res, row, kek_col), wrapped,
+                            hex_len / 2, plain, &plain_len, err);
     if (rc)
         goto out;
     if (plain_len + (text ? 1 : 0) > cap) {
@@ -467,8 +467,8 @@ out:
     return rc;
 }
 
-cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_device_fn fn,
-                          void *ctx, int64_t *max_version, cu_err *err)
+cu_rc ctl_devices_changed(PGconn *conn, keys_ring *keys, int64_t since, ctl_device_fn fn, void *ctx,
+                          int64_t *max_version, cu_err *err)
 {
     char since_text[24];
     snprintf(since_text, sizeof(since_text), "%lld", (long long)since);
@@ -503,12 +503,12 @@ cu_rc ctl_devices_changed(PGconn *conn, store_keyring *keys, int64_t since, ctl_
         d.pull_udp = strcmp(PQgetvalue(res, i, 15), "udp") == 0;
         cu_err kerr;
         size_t ignore;
-        if (d.active && (unwrap_column(keys, STORE_LABEL_DEVICE_SRTP, d.serial, res, i, 9, 10,
-                                       d.key, sizeof(d.key), false, &d.key_len, &kerr) != CU_OK ||
-                         unwrap_column(keys, STORE_LABEL_DEVICE_RTSP, d.serial, res, i, 11, 12,
+        if (d.active && (unwrap_column(keys, KEYS_LABEL_DEVICE_SRTP, d.serial, res, i, 9, 10, d.key,
+                                       sizeof(d.key), false, &d.key_len, &kerr) != CU_OK ||
+                         unwrap_column(keys, KEYS_LABEL_DEVICE_RTSP, d.serial, res, i, 11, 12,
                                        (uint8_t *)d.rtsp_password, sizeof(d.rtsp_password), true,
                                        &ignore, &kerr) != CU_OK ||
-                         unwrap_column(keys, STORE_LABEL_DEVICE_PULL, d.serial, res, i, 13, 14,
+                         unwrap_column(keys, KEYS_LABEL_DEVICE_PULL, d.serial, res, i, 13, 14,
                                        (uint8_t *)d.pull_url, sizeof(d.pull_url), true, &ignore,
                                        &kerr) != CU_OK)) {
             /* An unusable secret: treat the device as revoked rather than

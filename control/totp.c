@@ -26,18 +26,18 @@ static void init_oath(void)
     oath_init();
 }
 
-cu_rc ctl_totp_enroll(PGconn *conn, store_keyring *keys, const char *username,
+cu_rc ctl_totp_enroll(PGconn *conn, keys_ring *keys, const char *username,
                       char uri[CTL_TOTP_URI_MAX], cu_err *err)
 {
-    uint8_t secret[SECRET_BYTES], wrapped[STORE_SECRET_WRAPPED_MAX];
-    char kek[STORE_KEK_ID_LEN + 1], *b32 = NULL;
+    uint8_t secret[SECRET_BYTES], wrapped[KEYS_SECRET_WRAPPED_MAX];
+    char kek[KEYS_KEK_ID_LEN + 1], *b32 = NULL;
     size_t wlen = 0, b32len = 0;
     cu_rc rc;
     pthread_once(&oath_once, init_oath);
     if (RAND_bytes(secret, sizeof(secret)) != 1)
         return cu_err_set(err, CU_ERR_IO, "TOTP: no random bytes for a secret");
-    rc = store_keyring_wrap_secret(keys, STORE_LABEL_USER_TOTP, username, secret, sizeof(secret),
-                                   kek, wrapped, &wlen, err);
+    rc = keys_wrap_secret(keys, KEYS_LABEL_USER_TOTP, username, secret, sizeof(secret), kek,
+                          wrapped, &wlen, err);
     if (rc)
         goto out;
     if (oath_base32_encode((const char *)secret, sizeof(secret), &b32, &b32len) != OATH_OK) {
@@ -69,7 +69,7 @@ out:
     return rc;
 }
 
-ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *username,
+ctl_totp_result ctl_totp_check(PGconn *conn, keys_ring *keys, const char *username,
                                const char *code, cu_err *err)
 {
     pthread_once(&oath_once, init_oath);
@@ -87,7 +87,7 @@ ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *us
         PQclear(res);
         return CTL_TOTP_NOT_ENROLLED;
     }
-    char kek[STORE_KEK_ID_LEN + 1];
+    char kek[KEYS_KEK_ID_LEN + 1];
     snprintf(kek, sizeof(kek), "%.*s", PQgetlength(res, 0, 0), PQgetvalue(res, 0, 0));
     int64_t last = 0;
     if (PQgetlength(res, 0, 2) == 8) {
@@ -95,11 +95,11 @@ ctl_totp_result ctl_totp_check(PGconn *conn, store_keyring *keys, const char *us
         for (int i = 0; i < 8; i++)
             last = (int64_t)((uint64_t)last << 8 | b[i]);
     }
-    uint8_t secret[STORE_SECRET_MAX];
+    uint8_t secret[KEYS_SECRET_MAX];
     size_t len = 0;
-    cu_rc rc = store_keyring_unwrap_secret(keys, STORE_LABEL_USER_TOTP, username, kek,
-                                           (const uint8_t *)PQgetvalue(res, 0, 1),
-                                           (size_t)PQgetlength(res, 0, 1), secret, &len, err);
+    cu_rc rc = keys_unwrap_secret(keys, KEYS_LABEL_USER_TOTP, username, kek,
+                                  (const uint8_t *)PQgetvalue(res, 0, 1),
+                                  (size_t)PQgetlength(res, 0, 1), secret, &len, err);
     PQclear(res);
     if (rc)
         return CTL_TOTP_ERROR;

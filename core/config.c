@@ -80,6 +80,10 @@ static const cfg_row config_table[] = {
      "libpq connection string of an external PostgreSQL; empty runs the embedded cluster in "
      "<data.dir>/pg.",
      NULL, NULL, CFG_F_DSN},
+    {"db.owner_dsn", CFG_STRING, OFF(db_owner_dsn), 0, 4096, "",
+     "libpq connection string of the role that owns the schema and runs migrations (external "
+     "server only; docs/database.md); empty: migrations are not run, the schema must be current.",
+     NULL, NULL, CFG_F_DSN},
     {"db.pg_bindir", CFG_STRING, OFF(db_pg_bindir), 0, 3800, "",
      "Directory holding initdb and postgres; empty asks pg_config, then /usr/lib/postgresql/*/bin.",
      NULL, NULL, 0},
@@ -91,6 +95,17 @@ static const cfg_row config_table[] = {
      NULL, 0},
     {"db.stop_timeout_s", CFG_INT, OFF(db_stop_timeout_s), 1, 600, "10",
      "Wait this long for the embedded PostgreSQL to stop before forcing it.", NULL, NULL, 0},
+    {"keys.dir", CFG_STRING, OFF(keys_dir), 0, 3800, "",
+     "Directory of the key-encryption keys and the signing key (0700, checked at every start); "
+     "empty: <data.dir>/keys.",
+     NULL, NULL, 0},
+    {"audit.checkpoint_s", CFG_INT, OFF(audit_checkpoint_s), 1, 3600, "60",
+     "Write a signed audit checkpoint this often while the audit log moves (and at every stop).",
+     NULL, NULL, 0},
+    {"audit.checkpoint_command", CFG_STRING, OFF(audit_checkpoint_command), 0, 3800, "",
+     "Shell command run with each new checkpoint line on stdin (copy it to WORM storage, "
+     "syslog, another machine); empty: none.",
+     NULL, NULL, 0},
     {"ingest.bind", CFG_STRING, OFF(ingest_bind), 1, 64, "0.0.0.0",
      "Address the SRTP/RTP receivers listen on (recorders in the field reach it).", NULL,
      check_ip_literal, 0},
@@ -133,17 +148,16 @@ static const cfg_row config_table[] = {
      "Largest request line plus headers accepted (larger: 400 and the connection closed).", NULL,
      NULL, 0},
     {"rtsp.max_body_bytes", CFG_INT, OFF(rtsp_max_body_bytes), 1024, 1048576, "65536",
-     "Largest request body (an SDP) accepted (larger: 413 and the connection closed).", NULL,
-     NULL, 0},
-    {"rtsp.request_timeout_s", CFG_INT, OFF(rtsp_request_timeout_s), 1, 600, "10",
-     "Close a connection whose request is not complete this long after it began.", NULL, NULL,
+     "Largest request body (an SDP) accepted (larger: 413 and the connection closed).", NULL, NULL,
      0},
+    {"rtsp.request_timeout_s", CFG_INT, OFF(rtsp_request_timeout_s), 1, 600, "10",
+     "Close a connection whose request is not complete this long after it began.", NULL, NULL, 0},
     {"rtsp.session_timeout_s", CFG_INT, OFF(rtsp_session_timeout_s), 5, 3600, "60",
      "Tear down a session that sends no request, RTCP or media for this long.", NULL, NULL, 0},
     {"rtsp.max_sessions_per_device", CFG_INT, OFF(rtsp_max_sessions_per_device), 1, 64, "2",
      "Sessions one device may hold at once (more: 453).", NULL, NULL, 0},
-    {"rtsp.max_connections_per_address", CFG_INT, OFF(rtsp_max_connections_per_address), 1,
-     1000000, "32", "RTSP connections one client address may hold at once.", NULL, NULL, 0},
+    {"rtsp.max_connections_per_address", CFG_INT, OFF(rtsp_max_connections_per_address), 1, 1000000,
+     "32", "RTSP connections one client address may hold at once.", NULL, NULL, 0},
     {"rtsp.max_connections", CFG_INT, OFF(rtsp_max_connections), 1, 1000000, "4096",
      "RTSP connections held at once, all addresses together.", NULL, NULL, 0},
     {"rtsp.udp_port_min", CFG_INT, OFF(rtsp_udp_port_min), 1024, 65534, "40000",
@@ -154,8 +168,8 @@ static const cfg_row config_table[] = {
     {"rtsp.pull_backoff_max_s", CFG_INT, OFF(rtsp_pull_backoff_max_s), 1, 3600, "60",
      "Longest wait between attempts to reconnect to a camera we pull from.", NULL, NULL, 0},
     {"rtsp.pull_ca_file", CFG_STRING, OFF(rtsp_pull_ca_file), 0, 3800, "",
-     "PEM certificates trusted for rtsps:// cameras we pull from; empty: the system's.", NULL,
-     NULL, 0},
+     "PEM certificates trusted for rtsps:// cameras we pull from; empty: the system's.", NULL, NULL,
+     0},
     {"api.bind", CFG_STRING, OFF(api_bind), 1, 64, "0.0.0.0",
      "Address the HTTPS JSON API listens on (docs/control.md).", NULL, check_ip_literal, 0},
     {"api.port", CFG_INT, OFF(api_port), 0, 65535, "8443", "HTTPS API port; 0 turns the API off.",
@@ -166,7 +180,8 @@ static const cfg_row config_table[] = {
     {"api.key_file", CFG_STRING, OFF(api_key_file), 0, 3800, "",
      "PEM private key for api.cert_file.", NULL, NULL, 0},
     {"api.workers", CFG_INT, OFF(api_workers), 0, 64, "0",
-     "API handler threads, each with its own database connection; 0 is two per CPU.", NULL, NULL, 0},
+     "API handler threads, each with its own database connection; 0 is two per CPU.", NULL, NULL,
+     0},
     {"api.max_body_bytes", CFG_INT, OFF(api_max_body_bytes), 1024, 16777216, "65536",
      "Largest request body the API reads (larger: 413).", NULL, NULL, 0},
     {"segment.target_ms", CFG_INT, OFF(segment_target_ms), 100, 10000, "2000",
@@ -309,6 +324,14 @@ cu_rc cu_config_set(cu_config *cfg, const char *key, const char *value, cu_err *
                           "unknown setting '%s' (ingestd --print-config lists them)", key);
     }
     return config_apply(cfg, row, value, err);
+}
+
+void cu_config_keys_dir(const cu_config *cfg, const char *data_dir, char *out, size_t len)
+{
+    if (cfg->keys_dir && cfg->keys_dir[0])
+        snprintf(out, len, "%s", cfg->keys_dir);
+    else
+        snprintf(out, len, "%s/keys", data_dir);
 }
 
 cu_rc cu_config_set_assignment(cu_config *cfg, const char *assignment, cu_err *err)

@@ -117,41 +117,45 @@ void cu_log_route_libevent(void);
  * Strings are owned by the cu_config and freed by cu_config_free().
  */
 typedef struct {
-    char *data_dir;                 /* data.dir */
-    int log_level;                  /* log.level (a cu_log_level) */
-    char *log_file;                 /* log.file ("" = stderr) */
-    char *http_bind;                /* http.bind */
-    int64_t http_port;              /* http.port */
-    int64_t http_timeout_s;         /* http.timeout_s */
-    char *db_dsn;                   /* db.dsn ("" = embedded cluster) */
-    char *db_pg_bindir;             /* db.pg_bindir ("" = discover) */
-    char *db_pg_user;               /* db.pg_user: runs the embedded cluster when root */
-    int64_t db_start_timeout_s;     /* db.start_timeout_s */
-    int64_t db_stop_timeout_s;      /* db.stop_timeout_s */
-    int64_t store_workers;          /* store.workers (0 = 4 per CPU) */
-    int64_t store_syncers;          /* store.syncers */
-    int64_t store_queue_segments;   /* store.queue_segments */
-    int64_t store_index_wait_s;     /* store.index_wait_s */
-    char *ingest_bind;              /* ingest.bind */
-    int64_t ingest_udp_port;        /* ingest.udp_port */
-    int64_t ingest_workers;         /* ingest.workers (0 = one per CPU) */
-    int64_t ingest_rcvbuf_bytes;    /* ingest.rcvbuf_bytes */
-    int64_t ingest_reorder_packets; /* ingest.reorder_packets */
-    int64_t ingest_reorder_ms;      /* ingest.reorder_ms */
-    int64_t ingest_idle_timeout_s;  /* ingest.idle_timeout_s */
-    int64_t ingest_device_poll_ms;  /* ingest.device_poll_ms */
-    int64_t ingest_coalesce_us;     /* ingest.coalesce_us */
-    char *rtsp_bind;                /* rtsp.bind */
-    int64_t rtsp_port;              /* rtsp.port (0 = no plain RTSP) */
-    int64_t rtsps_port;             /* rtsps.port (0 = no RTSPS) */
-    char *rtsp_public_host;         /* rtsp.public_host ("" = the host name) */
-    char *rtsps_cert_file;          /* rtsps.cert_file ("" = self-signed in the data dir) */
-    char *rtsps_key_file;           /* rtsps.key_file */
-    int64_t rtsp_max_header_bytes;  /* rtsp.max_header_bytes */
-    int64_t rtsp_max_body_bytes;    /* rtsp.max_body_bytes */
-    int64_t rtsp_request_timeout_s; /* rtsp.request_timeout_s */
-    int64_t rtsp_session_timeout_s; /* rtsp.session_timeout_s */
-    int64_t rtsp_max_sessions_per_device;     /* rtsp.max_sessions_per_device */
+    char *data_dir;                       /* data.dir */
+    int log_level;                        /* log.level (a cu_log_level) */
+    char *log_file;                       /* log.file ("" = stderr) */
+    char *http_bind;                      /* http.bind */
+    int64_t http_port;                    /* http.port */
+    int64_t http_timeout_s;               /* http.timeout_s */
+    char *db_dsn;                         /* db.dsn ("" = embedded cluster) */
+    char *db_owner_dsn;                   /* db.owner_dsn ("" = no migrations, external only) */
+    char *keys_dir;                       /* keys.dir ("" = <data.dir>/keys) */
+    int64_t audit_checkpoint_s;           /* audit.checkpoint_s */
+    char *audit_checkpoint_command;       /* audit.checkpoint_command ("" = none) */
+    char *db_pg_bindir;                   /* db.pg_bindir ("" = discover) */
+    char *db_pg_user;                     /* db.pg_user: runs the embedded cluster when root */
+    int64_t db_start_timeout_s;           /* db.start_timeout_s */
+    int64_t db_stop_timeout_s;            /* db.stop_timeout_s */
+    int64_t store_workers;                /* store.workers (0 = 4 per CPU) */
+    int64_t store_syncers;                /* store.syncers */
+    int64_t store_queue_segments;         /* store.queue_segments */
+    int64_t store_index_wait_s;           /* store.index_wait_s */
+    char *ingest_bind;                    /* ingest.bind */
+    int64_t ingest_udp_port;              /* ingest.udp_port */
+    int64_t ingest_workers;               /* ingest.workers (0 = one per CPU) */
+    int64_t ingest_rcvbuf_bytes;          /* ingest.rcvbuf_bytes */
+    int64_t ingest_reorder_packets;       /* ingest.reorder_packets */
+    int64_t ingest_reorder_ms;            /* ingest.reorder_ms */
+    int64_t ingest_idle_timeout_s;        /* ingest.idle_timeout_s */
+    int64_t ingest_device_poll_ms;        /* ingest.device_poll_ms */
+    int64_t ingest_coalesce_us;           /* ingest.coalesce_us */
+    char *rtsp_bind;                      /* rtsp.bind */
+    int64_t rtsp_port;                    /* rtsp.port (0 = no plain RTSP) */
+    int64_t rtsps_port;                   /* rtsps.port (0 = no RTSPS) */
+    char *rtsp_public_host;               /* rtsp.public_host ("" = the host name) */
+    char *rtsps_cert_file;                /* rtsps.cert_file ("" = self-signed in the data dir) */
+    char *rtsps_key_file;                 /* rtsps.key_file */
+    int64_t rtsp_max_header_bytes;        /* rtsp.max_header_bytes */
+    int64_t rtsp_max_body_bytes;          /* rtsp.max_body_bytes */
+    int64_t rtsp_request_timeout_s;       /* rtsp.request_timeout_s */
+    int64_t rtsp_session_timeout_s;       /* rtsp.session_timeout_s */
+    int64_t rtsp_max_sessions_per_device; /* rtsp.max_sessions_per_device */
     int64_t rtsp_max_connections_per_address; /* rtsp.max_connections_per_address */
     int64_t rtsp_max_connections;             /* rtsp.max_connections */
     int64_t rtsp_udp_port_min;                /* rtsp.udp_port_min */
@@ -164,8 +168,8 @@ typedef struct {
     char *api_key_file;                       /* api.key_file */
     int64_t api_max_body_bytes;               /* api.max_body_bytes */
     int64_t api_workers;                      /* api.workers (0 = one per CPU) */
-    int64_t segment_target_ms;      /* segment.target_ms */
-    int64_t segment_max_ms;         /* segment.max_ms */
+    int64_t segment_target_ms;                /* segment.target_ms */
+    int64_t segment_max_ms;                   /* segment.max_ms */
 } cu_config;
 
 /** Fill @p cfg with every setting's default. Free with cu_config_free(). */
@@ -180,6 +184,9 @@ void cu_config_free(cu_config *cfg);
  * names the file, the line, the setting and the rule broken.
  */
 CU_WUR cu_rc cu_config_load_file(cu_config *cfg, const char *path, cu_err *err);
+
+/** Where the keys live: keys.dir, else <@p data_dir>/keys. Writes at most @p len bytes. */
+void cu_config_keys_dir(const cu_config *cfg, const char *data_dir, char *out, size_t len);
 
 /** Apply "key=value" (the --set form). */
 CU_WUR cu_rc cu_config_set_assignment(cu_config *cfg, const char *assignment, cu_err *err);
@@ -359,6 +366,21 @@ bool cu_strlcpy(char *dst, const char *src, size_t size);
 
 /** Parse a whole decimal integer; rejects empty strings, junk and overflow. */
 CU_WUR bool cu_parse_int64(const char *s, int64_t *out);
+
+/** Lower-case hex of @p len bytes into @p out (2 * len + 1 bytes, NUL-terminated). */
+void cu_hex_encode(const void *data, size_t len, char *out);
+/** Exactly 2 * @p len hex digits (either case) from @p hex into @p out; false on anything else. */
+CU_WUR bool cu_hex_decode(const char *hex, uint8_t *out, size_t len);
+/** Standard base64 (RFC 4648, padded) of @p len bytes: @p out holds 4 * ceil(len / 3) + 1. */
+void cu_base64_encode(const void *data, size_t len, char *out);
+/**
+ * Decode standard padded base64 of @p text_len characters into @p out (room for
+ * @p cap bytes); *@p len gets the byte count. False on bad characters, padding or room.
+ */
+CU_WUR bool cu_base64_decode(const char *text, size_t text_len, uint8_t *out, size_t cap,
+                             size_t *len);
+/** True when @p s (NUL-terminated) is well-formed UTF-8: no overlongs, surrogates or > U+10FFFF. */
+bool cu_utf8_valid(const char *s);
 
 /** Wall clock in milliseconds since the epoch. */
 int64_t cu_time_ms(void);

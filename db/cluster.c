@@ -25,7 +25,9 @@
 #define CLUSTER_PORT      "5432"
 #define CLUSTER_SUPERUSER "postgres"
 #define CLUSTER_DATABASE  "custos"
-#define CLUSTER_ROLE      "custos"
+#define CLUSTER_ROLE      "custos"       /* the application's login role */
+#define CLUSTER_OWNER     "custos_owner" /* owns the schema, runs migrations */
+#define CLUSTER_APP_GROUP "custos_app"   /* holds every right of the application */
 #define MAX_GROUPS        64
 
 /* Path fields are sized from the socket path limit (sun_path, 108 bytes),
@@ -35,8 +37,10 @@ struct db_cluster {
     char data[128];
     char log_path[136];
     char bindir[1024];
-    char *dsn;       /* custos database, as the custos role */
-    char *admin_dsn; /* postgres database, as the superuser */
+    char *dsn;             /* custos database, as the custos role */
+    char *admin_dsn;       /* postgres database, as the superuser */
+    char *owner_dsn;       /* custos database, as the owner role */
+    char *owner_admin_dsn; /* custos database, as the superuser */
     pid_t pid;
     int stop_timeout_s;
     /* the account the server runs as */
@@ -581,37 +585,66 @@ static cu_rc cluster_wait_ready(db_cluster *c, int timeout_s, cu_err *err)
     }
 }
 
-/* The custos role and database, created once. */
+/* One bootstrap statement; a failure names it. */
+static cu_rc boot_exec(PGconn *conn, const char *sql, cu_err *err)
+{
+    cu_rc rc = db_exec(conn, sql, err);
+    if (rc) {
+        cu_err inner = *err;
+        cu_err_set(err, rc, "bootstrap: %s", inner.msg);
+    }
+    return rc;
+}
+
+/* The roles (docs/database.md, "Roles") and the database, made once; a
+ * cluster made before the split (the database owned by the application's
+ * role) is handed to the owner role. Idempotent. */
 static cu_rc cluster_bootstrap(db_cluster *c, cu_err *err)
 {
     PGconn *conn = NULL;
-    PGresult *res = NULL;
     cu_rc rc = db_connect(c->admin_dsn, "custos-bootstrap", &conn, err);
     if (rc)
         return rc;
-    res = PQexec(conn, "SELECT 1 FROM pg_roles WHERE rolname = '" CLUSTER_ROLE "'");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    rc = boot_exec(conn,
+                   "DO $$ BEGIN "
+                   "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" CLUSTER_OWNER "') "
+                   "THEN CREATE ROLE " CLUSTER_OWNER " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; "
+                   "END IF; "
+                   "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" CLUSTER_APP_GROUP "') "
+                   "THEN CREATE ROLE " CLUSTER_APP_GROUP " NOLOGIN; END IF; "
+                   "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" CLUSTER_ROLE "') "
+                   "THEN CREATE ROLE " CLUSTER_ROLE " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; "
+                   "END IF; END $$",
+                   err);
+    if (!rc)
+        rc = boot_exec(conn, "GRANT " CLUSTER_APP_GROUP " TO " CLUSTER_ROLE, err);
+    PGresult *res = rc ? NULL
+                       : PQexec(conn, "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                      "WHERE datname = '" CLUSTER_DATABASE "'");
+    if (!rc && PQresultStatus(res) != PGRES_TUPLES_OK)
         rc = cu_err_set(err, CU_ERR_DB, "bootstrap: %s", PQerrorMessage(conn));
-        goto out;
-    }
-    if (PQntuples(res) == 0) {
-        rc = db_exec(conn, "CREATE ROLE " CLUSTER_ROLE " LOGIN", err);
-        if (rc)
-            goto out;
-    }
+    bool exists = !rc && PQntuples(res) == 1;
+    bool handed_over = exists && strcmp(PQgetvalue(res, 0, 0), CLUSTER_OWNER) != 0;
     PQclear(res);
-    res = PQexec(conn, "SELECT 1 FROM pg_database WHERE datname = '" CLUSTER_DATABASE "'");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = cu_err_set(err, CU_ERR_DB, "bootstrap: %s", PQerrorMessage(conn));
-        goto out;
-    }
-    if (PQntuples(res) == 0)
-        rc = db_exec(conn,
-                     "CREATE DATABASE " CLUSTER_DATABASE " OWNER " CLUSTER_ROLE
-                     " ENCODING 'UTF8' TEMPLATE template0",
-                     err);
-out:
-    PQclear(res);
+    if (!rc && !exists)
+        rc = boot_exec(conn,
+                       "CREATE DATABASE " CLUSTER_DATABASE " OWNER " CLUSTER_OWNER
+                       " ENCODING 'UTF8' TEMPLATE template0",
+                       err);
+    if (!rc && handed_over)
+        rc = boot_exec(conn, "ALTER DATABASE " CLUSTER_DATABASE " OWNER TO " CLUSTER_OWNER, err);
+    PQfinish(conn);
+    conn = NULL;
+    if (rc || !handed_over)
+        return rc;
+    /* Before the split the application's role owned the schema: give it all
+     * to the owner (migration 0009 then grants the application its rights). */
+    rc = db_connect(c->owner_admin_dsn, "custos-bootstrap", &conn, err);
+    if (!rc)
+        rc = boot_exec(conn, "REASSIGN OWNED BY " CLUSTER_ROLE " TO " CLUSTER_OWNER, err);
+    if (!rc)
+        CU_LOG(CU_LOG_INFO, "db",
+               "the schema now belongs to " CLUSTER_OWNER "; " CLUSTER_ROLE " owns nothing");
     PQfinish(conn);
     return rc;
 }
@@ -676,6 +709,8 @@ cu_rc db_cluster_start(const db_cluster_opts *opts, db_cluster **out, cu_err *er
     snprintf(c->log_path, sizeof(c->log_path), "%s/postgres.log", c->dir);
     c->dsn = dsn_for(c->dir, CLUSTER_ROLE, CLUSTER_DATABASE);
     c->admin_dsn = dsn_for(c->dir, CLUSTER_SUPERUSER, "postgres");
+    c->owner_dsn = dsn_for(c->dir, CLUSTER_OWNER, CLUSTER_DATABASE);
+    c->owner_admin_dsn = dsn_for(c->dir, CLUSTER_SUPERUSER, CLUSTER_DATABASE);
 
     rc = cluster_pick_bindir(c, opts->bindir, err);
     if (rc)
@@ -722,6 +757,11 @@ out:
 const char *db_cluster_dsn(const db_cluster *c)
 {
     return c->dsn;
+}
+
+const char *db_cluster_owner_dsn(const db_cluster *c)
+{
+    return c->owner_dsn;
 }
 
 const char *db_cluster_admin_dsn(const db_cluster *c)
@@ -775,5 +815,7 @@ void db_cluster_stop(db_cluster *c)
     }
     free(c->dsn);
     free(c->admin_dsn);
+    free(c->owner_dsn);
+    free(c->owner_admin_dsn);
     free(c);
 }

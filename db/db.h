@@ -37,8 +37,11 @@ typedef struct {
  */
 CU_WUR cu_rc db_cluster_start(const db_cluster_opts *opts, db_cluster **out, cu_err *err);
 
-/** libpq DSN of the cluster's "custos" database. Borrowed from @p c. */
+/** libpq DSN of the cluster's "custos" database as the application role. Borrowed. */
 const char *db_cluster_dsn(const db_cluster *c);
+
+/** The same database as the owner role, which runs migrations. Borrowed. */
+const char *db_cluster_owner_dsn(const db_cluster *c);
 
 /** libpq DSN of the cluster's "postgres" database as the superuser. Borrowed. */
 const char *db_cluster_admin_dsn(const db_cluster *c);
@@ -134,11 +137,21 @@ typedef enum {
 
 /**
  * Start or attach to the database for @p data_dir (absolute) per @p cfg,
- * connect as @p app_name, migrate and bind the instance id.
+ * connect as @p app_name, check that the connection's role is the
+ * application's (owns nothing, not a superuser, a member of custos_app),
+ * migrate as the owner (embedded cluster, or db.owner_dsn; without one the
+ * schema must be current) and bind the instance id.
  * On success *@p out is the caller's; release with db_service_stop().
  */
 CU_WUR cu_rc db_service_start(const cu_config *cfg, const char *data_dir, db_mode mode,
                               const char *app_name, db_service **out, cu_err *err);
+
+/**
+ * Apply this build's migrations as the schema's owner (the embedded
+ * cluster's custos_owner, or db.owner_dsn). CU_ERR_CONFIG when no owner is
+ * configured. @p applied (may be NULL) receives how many ran.
+ */
+CU_WUR cu_rc db_service_migrate(db_service *s, int *applied, cu_err *err);
 
 /** The service's connection, borrowed. Single-threaded use only. */
 PGconn *db_service_conn(db_service *s);

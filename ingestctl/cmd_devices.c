@@ -56,12 +56,6 @@ static const char *opt_value(const cmd_opt *opts, size_t n, const char *name)
     return NULL;
 }
 
-static int fail(const cu_err *err)
-{
-    fprintf(stderr, "ingestctl: %s\n", err->msg);
-    return 1;
-}
-
 static void print_json(json_t *j)
 {
     char *text = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -106,13 +100,12 @@ int cmd_department_add(ctl_env *env, int argc, char **argv)
 /* A TOTP secret for @p username; prints the otpauth:// URI once. */
 static int enroll_totp(ctl_env *env, const char *username)
 {
-    store_keyring *keys = NULL;
+    keys_ring *keys = ctl_keys(env);
     char uri[CTL_TOTP_URI_MAX];
     cu_err err;
-    cu_rc rc = store_keyring_open(ctl_data_dir(env), true, &keys, &err);
-    if (!rc)
-        rc = ctl_totp_enroll(db_service_conn(env->db), keys, username, uri, &err);
-    store_keyring_close(keys);
+    if (!keys)
+        return 1;
+    cu_rc rc = ctl_totp_enroll(db_service_conn(env->db), keys, username, uri, &err);
     if (rc)
         return ctl_audited(env, "user.totp_enroll", username, &err);
     printf("  totp          %s\n"
@@ -219,7 +212,7 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
         {"codec", false, NULL},  {"payload-type", false, NULL}, {"json", true, NULL},
         {"count", false, NULL},  {"pull", false, NULL},         {"pull-udp", true, NULL}};
     cu_err err;
-    store_keyring *keys = NULL;
+    keys_ring *keys = NULL;
     int status = 1;
     char host[256];
     if (!parse_opts(argc, argv, opts, 9, NULL, usage) || !opts[0].value) {
@@ -244,8 +237,8 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
         return 2;
     }
     rtsp_public_host(env, host, sizeof(host));
-    if (store_keyring_open(ctl_data_dir(env), true, &keys, &err) != CU_OK)
-        return fail(&err);
+    if (!(keys = ctl_keys(env)))
+        return 1;
     for (int64_t n = 1; n <= count; n++) {
         /* With --count, serials are S-00001, S-00002 ... */
         char serial[80];
@@ -318,7 +311,6 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
     }
     status = 0;
 out:
-    store_keyring_close(keys);
     return status;
 }
 

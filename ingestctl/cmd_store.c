@@ -42,9 +42,9 @@ int cmd_db_migrate(ctl_env *env, int argc, char **argv)
         fprintf(stderr, "usage: ingestctl db migrate\n");
         return 2;
     }
-    /* db_service_start already migrated; running it again reports the state. */
-    if (db_migrate(db_service_conn(env->db), db_schema_migrations, db_schema_migrations_count,
-                   &applied, &err) != CU_OK) {
+    /* db_service_start already migrated when it could; running it again, as
+     * the owner, reports the state. */
+    if (db_service_migrate(env->db, &applied, &err) != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
         return 1;
     }
@@ -82,6 +82,8 @@ int cmd_verify(ctl_env *env, int argc, char **argv)
         default: fprintf(stderr, "usage: ingestctl verify [--recording ID] [--quick]\n"); return 2;
         }
     }
+    if (!o.quick && !(o.keys = ctl_keys(env)))
+        return 1;
     if (store_verify(ctl_data_dir(env), db_service_conn(env->db), &o, &rep, &err) != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
         return 1;
@@ -124,7 +126,10 @@ int cmd_keys_rotate(ctl_env *env, int argc, char **argv)
         fprintf(stderr, "usage: ingestctl keys rotate\n");
         return 2;
     }
-    if (store_keys_rotate(ctl_data_dir(env), db_service_conn(env->db), &rep, &err) != CU_OK) {
+    keys_ring *keys = ctl_keys(env);
+    if (!keys)
+        return 1;
+    if (store_keys_rotate(ctl_data_dir(env), db_service_conn(env->db), keys, &rep, &err) != CU_OK) {
         fprintf(stderr, "ingestctl: %s\n", err.msg);
         return 1;
     }
@@ -202,11 +207,14 @@ int cmd_packets(ctl_env *env, int argc, char **argv)
     }
     cu_err err;
     cu_buf plain;
+    keys_ring *keys = ctl_keys(env);
+    if (!keys)
+        return 1;
     cu_buf_init(&plain, STORE_SEGMENT_MAX);
     int status = 0;
     for (uint64_t idx = 0;; idx++) {
-        cu_rc rc =
-            store_segment_read(ctl_data_dir(env), db_service_conn(env->db), &id, idx, &plain, &err);
+        cu_rc rc = store_segment_read(ctl_data_dir(env), db_service_conn(env->db), keys, &id, idx,
+                                      &plain, &err);
         if (rc == CU_ERR_NOTFOUND || (rc == CU_ERR_INVALID && strstr(err.msg, "No such file")))
             break;
         if (rc) {

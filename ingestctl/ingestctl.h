@@ -11,6 +11,7 @@ typedef struct {
     db_service *db;
     db_mode mode;
     char *attached_dir; /* absolute data dir when attached */
+    keys_ring *keys;    /* opened by the first ctl_keys() */
 } ctl_env;
 
 /** Runs one command; argv[0] is the command's last word. Returns the exit status. */
@@ -18,6 +19,12 @@ typedef int (*ctl_command_fn)(ctl_env *env, int argc, char **argv);
 
 /** The data dir's absolute path, whether this process holds its lock or not. */
 const char *ctl_data_dir(const ctl_env *env);
+
+/**
+ * The keys directory (keys.dir), opened on first use (made if missing, as
+ * ingestd does), owned by @p env. NULL after printing why it cannot be.
+ */
+keys_ring *ctl_keys(ctl_env *env);
 
 /* cmd_store.c */
 int cmd_db_status(ctl_env *env, int argc, char **argv);

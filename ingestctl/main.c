@@ -6,6 +6,7 @@
 #include "ingestctl.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -76,6 +77,20 @@ static void usage(FILE *out)
 const char *ctl_data_dir(const ctl_env *env)
 {
     return env->datadir ? cu_datadir_path(env->datadir) : env->attached_dir;
+}
+
+keys_ring *ctl_keys(ctl_env *env)
+{
+    char dir[PATH_MAX];
+    cu_err err;
+    if (env->keys)
+        return env->keys;
+    cu_config_keys_dir(&env->cfg, ctl_data_dir(env), dir, sizeof(dir));
+    if (keys_open(dir, true, &env->keys, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        env->keys = NULL;
+    }
+    return env->keys;
 }
 
 /* Open the data dir and its database for one command. */
@@ -185,6 +200,7 @@ int main(int argc, char **argv)
         goto out;
     status = fn(&env, argc - word, argv + word);
 out:
+    keys_close(env.keys);
     db_service_stop(env.db);
     cu_datadir_close(env.datadir);
     free(env.attached_dir);

@@ -7,6 +7,7 @@
 #include "ingestd_internal.h"
 
 #include <event2/thread.h>
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -105,9 +106,15 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     rc = db_service_start(cfg, cu_datadir_path(d.datadir), DB_OWN, "custos-ingestd", &d.db, err);
     if (rc)
         goto out;
+    char keys_path[PATH_MAX];
+    cu_config_keys_dir(cfg, cu_datadir_path(d.datadir), keys_path, sizeof(keys_path));
+    rc = keys_open(keys_path, true, &d.keys, err);
+    if (rc)
+        goto out;
     store_opts so = {
         .data_dir = cu_datadir_path(d.datadir),
         .dsn = db_service_dsn(d.db),
+        .keys = d.keys,
         .workers = (int)cfg->store_workers,
         .syncers = (int)cfg->store_syncers,
         .queue_segments = (int)cfg->store_queue_segments,
@@ -116,10 +123,10 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     if (rc)
         goto out;
     rc = ingest_service_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.store,
-                              &d.ingest, err);
+                              d.keys, &d.ingest, err);
     if (rc)
         goto out;
-    rc = ctl_api_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), &d.api, err);
+    rc = ctl_api_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.keys, &d.api, err);
     if (rc)
         goto out;
     rc = ingest_ops_http_start(&d, err);
@@ -149,6 +156,7 @@ out:
     ingest_service_stop(d.ingest);
     /* Every segment handed to the store is settled before the database goes. */
     store_close(d.store, (int)cfg->store_index_wait_s * 1000);
+    keys_close(d.keys);
     db_service_stop(d.db);
     for (size_t i = 0; i < CU_ARRAY_LEN(d.signals); i++)
         if (d.signals[i])

@@ -666,7 +666,7 @@ static cu_rc check_port_free(const ingest_service *s, cu_err *err)
 }
 
 cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const char *dsn, store *st,
-                           ingest_service **out, cu_err *err)
+                           keys_ring *keys, ingest_service **out, cu_err *err)
 {
     cu_rc rc = ingest_srtp_init(err);
     if (rc)
@@ -689,9 +689,7 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
         s->nworkers = 1;
     s->workers = cu_xcalloc((size_t)s->nworkers, sizeof(ingest_worker));
 
-    rc = store_keyring_open(data_dir, true, &s->keys, err);
-    if (rc)
-        goto fail;
+    s->keys = keys;
     rc = check_port_free(s, err);
     if (rc)
         goto fail;
@@ -804,7 +802,6 @@ static void ingest_service_free(ingest_service *s)
         free(r);
     }
     rtsp_service_free(s->rtsp);
-    store_keyring_close(s->keys);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     free(s->workers);

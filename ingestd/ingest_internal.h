@@ -173,7 +173,7 @@ struct ingest_service {
     char data_dir[PATH_MAX];
     char *dsn;
     store *store;
-    store_keyring *keys;
+    keys_ring *keys; /* borrowed */
     ingest_worker *workers;
     int nworkers;
     pipe_stream_config pipe_cfg;

@@ -36,14 +36,17 @@ CU_WUR cu_rc ingest_udp_port_free(const char *addr, int port, const char *what, 
 /** The SRTP/RTP receivers and what they feed (ingestd/ingest.c). */
 typedef struct ingest_service ingest_service;
 struct store;
+struct keys_ring;
 
 /**
  * Bind ingest.udp_port (refused if anyone holds it), load the devices and
- * start the workers. Segments go to @p st (borrowed; it must outlive the
- * service). The process must have called evthread_use_pthreads().
+ * start the workers. Segments go to @p st; devices' secrets are unwrapped
+ * with @p keys (both borrowed; they must outlive the service). The process must have called
+ * evthread_use_pthreads().
  */
 CU_WUR cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const char *dsn,
-                                  struct store *st, ingest_service **out, cu_err *err);
+                                  struct store *st, struct keys_ring *keys, ingest_service **out,
+                                  cu_err *err);
 
 /**
  * Stop receiving, end every stream (its last segment is stored and its

@@ -14,6 +14,7 @@ typedef struct ingest_daemon {
     struct event_base *base;
     cu_datadir *datadir;
     db_service *db;
+    keys_ring *keys;
     store *store;
     ingest_service *ingest;
     ctl_api *api; /* NULL when api.port is 0 */

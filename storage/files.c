@@ -156,8 +156,18 @@ cu_rc store_list_segments(const char *dir, uint64_t **out, size_t *n, cu_err *er
     return CU_OK;
 }
 
+/* One "key=value" line of a meta file: the value of @p key, or NULL. */
+static const char *meta_value(const char *line, size_t n, const char *key, size_t *vlen)
+{
+    size_t k = strlen(key);
+    if (n <= k + 1 || strncmp(line, key, k) != 0 || line[k] != '=')
+        return NULL;
+    *vlen = n - k - 1;
+    return line + k + 1;
+}
+
 cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_t out[32],
-                              int64_t *device_id, cu_err *err)
+                              store_origin *origin, cu_err *err)
 {
     char path[PATH_MAX + 8];
     cu_buf meta;
@@ -165,7 +175,7 @@ cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_
     cu_rc rc = CU_OK;
     snprintf(path, sizeof(path), "%s/meta", dir);
     cu_buf_init(&meta, STORE_META_MAX);
-    *device_id = 0;
+    memset(origin, 0, sizeof(*origin));
     cu_rc r = store_read_file(path, STORE_META_MAX, &meta, err);
     if (r != CU_OK && r != CU_ERR_NOTFOUND) {
         rc = r;
@@ -174,15 +184,20 @@ cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_
     EVP_Digest(meta.data ? meta.data : "", meta.len, sha, NULL, EVP_sha256(), NULL);
     store_chain_genesis(recording, sha, out);
     for (const char *line = meta.data; line && *line;) {
-        int64_t v;
-        char num[24];
         const char *end = strchr(line, '\n');
-        size_t n = end ? (size_t)(end - line) : strlen(line);
-        if (n > 10 && n < 10 + sizeof(num) && strncmp(line, "device_id=", 10) == 0) {
-            memcpy(num, line + 10, n - 10);
-            num[n - 10] = '\0';
-            if (cu_parse_int64(num, &v) && v > 0)
-                *device_id = v;
+        size_t n = end ? (size_t)(end - line) : strlen(line), vlen = 0;
+        const char *v;
+        char text[40];
+        if ((v = meta_value(line, n, "device_id", &vlen)) && vlen < sizeof(text)) {
+            int64_t id;
+            memcpy(text, v, vlen);
+            text[vlen] = '\0';
+            if (cu_parse_int64(text, &id) && id > 0)
+                origin->device_id = id;
+        } else if ((v = meta_value(line, n, "continues", &vlen)) && vlen == 36) {
+            memcpy(text, v, vlen);
+            text[vlen] = '\0';
+            origin->has_continues = store_id_parse(text, &origin->continues);
         }
         line = end ? end + 1 : line + n;
     }

@@ -37,7 +37,7 @@ typedef struct ix_item {
     struct ix_item *next;
     store_id recording;
     int64_t opened_us;
-    int64_t device_id;
+    store_origin origin;
     store_dek dek; /* IX_OPEN: wrapped key only; the plain key is never copied */
     store_found_segment seg;
     store_seal seal;
@@ -61,7 +61,7 @@ struct store_index {
     int64_t stop_deadline_ns;
     /* thread-only */
     PGconn *conn;
-    store_keyring *keys;
+    keys_ring *keys; /* borrowed from the store */
     int backoff_ms;
     int64_t next_attempt_ns;
     _Atomic uint64_t rows;
@@ -91,13 +91,13 @@ static void index_enqueue(store_index *ix, ix_item *it)
 }
 
 void store_index_push_open(store_index *ix, const store_id *recording, const store_id *key_id,
-                           int64_t opened_us, int64_t device_id, const store_dek *dek)
+                           int64_t opened_us, const store_origin *origin, const store_dek *dek)
 {
     ix_item *it = cu_xcalloc(1, sizeof(*it));
     it->kind = IX_OPEN;
     it->recording = *recording;
     it->opened_us = opened_us;
-    it->device_id = device_id;
+    it->origin = *origin;
     it->dek.key_id = *key_id;
     memcpy(it->dek.kek_id, dek->kek_id, sizeof(it->dek.kek_id));
     memcpy(it->dek.wrapped, dek->wrapped, sizeof(it->dek.wrapped));
@@ -114,11 +114,11 @@ void store_index_push_segment(store_index *ix, const store_found_segment *seg)
 }
 
 void store_index_push_seal(store_index *ix, const store_seal *seal, int64_t opened_us,
-                           int64_t device_id)
+                           const store_origin *origin)
 {
     ix_item *it = cu_xcalloc(1, sizeof(*it));
     it->kind = IX_SEAL;
-    it->device_id = device_id;
+    it->origin = *origin;
     it->recording = seal->recording;
     it->seal = *seal;
     it->opened_us = opened_us;
@@ -129,14 +129,13 @@ static cu_rc item_apply(store_index *ix, const ix_item *it, cu_err *err)
 {
     switch (it->kind) {
     case IX_OPEN: {
-        cu_rc rc = store_sql_recording_upsert(ix->conn, &it->recording, &it->dek.key_id,
-                                              it->opened_us, it->device_id, NULL, err);
+        cu_rc rc = store_sql_recording_open(ix->conn, &it->recording, &it->dek.key_id,
+                                            it->opened_us, &it->origin, err);
         return rc ? rc : store_sql_key_insert(ix->conn, &it->recording, &it->dek, err);
     }
     case IX_SEGMENT: return store_sql_segment_insert(ix->conn, &it->seg, err);
     case IX_SEAL:
-        return store_sql_recording_upsert(ix->conn, &it->recording, &it->seal.key_id, it->opened_us,
-                                          it->device_id, &it->seal, err);
+        return store_sql_recording_seal(ix->conn, &it->seal, it->opened_us, &it->origin, err);
     }
     return CU_ERR_INVALID;
 }
@@ -201,6 +200,9 @@ static void index_on_connect(store_index *ix)
             CU_LOG(CU_LOG_ERROR, "index", "rebuilding the index: %s", err.msg);
         }
     }
+    int finished = 0;
+    if (store_erasures_finish(ix->data_dir, ix->conn, &finished, &err) != CU_OK)
+        CU_LOG(CU_LOG_ERROR, "index", "finishing interrupted erasures: %s", err.msg);
     store_catch_up_report rep;
     if (store_catch_up(ix->data_dir, ix->conn, ix->keys, ix->is_open, ix->is_open_ctx, &rep,
                        &err) != CU_OK)
@@ -388,8 +390,8 @@ static void *index_main(void *arg)
     return NULL;
 }
 
-cu_rc store_index_start(const char *data_dir, const char *dsn, store_is_open_fn is_open, void *ctx,
-                        store_index **out, cu_err *err)
+cu_rc store_index_start(const char *data_dir, const char *dsn, keys_ring *keys,
+                        store_is_open_fn is_open, void *ctx, store_index **out, cu_err *err)
 {
     store_index *ix = cu_xcalloc(1, sizeof(*ix));
     cu_strlcpy(ix->data_dir, data_dir, sizeof(ix->data_dir));
@@ -399,9 +401,8 @@ cu_rc store_index_start(const char *data_dir, const char *dsn, store_is_open_fn 
     pthread_mutex_init(&ix->lock, NULL);
     pthread_cond_init(&ix->wake, NULL);
     pthread_cond_init(&ix->idle, NULL);
-    cu_rc rc = store_keyring_open(data_dir, false, &ix->keys, err);
-    if (rc)
-        goto fail;
+    cu_rc rc = CU_OK;
+    ix->keys = keys;
     if (pthread_create(&ix->thread, NULL, index_main, ix) != 0) {
         rc = cu_err_set(err, CU_ERR_IO, "cannot start the index thread");
         goto fail;
@@ -409,7 +410,6 @@ cu_rc store_index_start(const char *data_dir, const char *dsn, store_is_open_fn 
     *out = ix;
     return CU_OK;
 fail:
-    store_keyring_close(ix->keys);
     free(ix->dsn);
     free(ix);
     return rc;
@@ -464,7 +464,6 @@ void store_index_stop(store_index *ix, int wait_ms)
         PQfinish(ix->conn);
     cu_metric_set(&ix_connected_metric, 0);
     cu_metric_set(&ix_pending_metric, 0);
-    store_keyring_close(ix->keys);
     pthread_cond_destroy(&ix->wake);
     pthread_cond_destroy(&ix->idle);
     pthread_mutex_destroy(&ix->lock);

@@ -75,11 +75,10 @@ void store_remove_temp_files(const char *dir)
 
 /* ----------------------------------------------------------------- read */
 
-cu_rc store_segment_read(const char *data_dir, PGconn *conn, const store_id *recording,
-                         uint64_t index, cu_buf *plaintext, cu_err *err)
+cu_rc store_segment_read(const char *data_dir, PGconn *conn, keys_ring *k,
+                         const store_id *recording, uint64_t index, cu_buf *plaintext, cu_err *err)
 {
     cu_rc rc = CU_OK;
-    store_keyring *k = NULL;
     store_dek dek;
     cu_buf file;
     char dir[PATH_MAX], path[PATH_MAX], why[200];
@@ -87,9 +86,6 @@ cu_rc store_segment_read(const char *data_dir, PGconn *conn, const store_id *rec
 
     memset(&dek, 0, sizeof(dek));
     cu_buf_init(&file, SEGMENT_FILE_MAX);
-    rc = store_keyring_open(data_dir, false, &k, err);
-    if (rc)
-        goto out;
     rc = store_dek_load(data_dir, conn, k, recording, &dek, err);
     if (rc)
         goto out;
@@ -128,7 +124,6 @@ cu_rc store_segment_read(const char *data_dir, PGconn *conn, const store_id *rec
     }
 out:
     store_dek_wipe(&dek);
-    store_keyring_close(k);
     cu_buf_free(&file);
     return rc;
 }
@@ -138,7 +133,7 @@ out:
 /* The longest prefix 0..k-1 of well-formed, chained segments of @p rec. */
 static uint64_t complete_prefix(const char *dir, const store_id *rec, const store_id *key_id,
                                 store_found_segment **found_out, uint8_t head[32],
-                                int64_t *device_id)
+                                store_origin *origin)
 {
     uint64_t *list = NULL;
     size_t n = 0;
@@ -148,7 +143,7 @@ static uint64_t complete_prefix(const char *dir, const store_id *rec, const stor
     uint64_t k = 0;
     store_found_segment *found = NULL;
 
-    if (store_recording_genesis(dir, rec, head, device_id, &err) != CU_OK ||
+    if (store_recording_genesis(dir, rec, head, origin, &err) != CU_OK ||
         store_list_segments(dir, &list, &n, &err) != CU_OK)
         goto out;
     found = cu_xcalloc(n ? n : 1, sizeof(*found));
@@ -184,8 +179,8 @@ out:
     return k;
 }
 
-cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
-                        const store_id *recording, const char *dir, cu_err *err)
+cu_rc store_recover_one(const char *data_dir, PGconn *conn, keys_ring *k, const store_id *recording,
+                        const char *dir, cu_err *err)
 {
     store_dek dek;
     store_found_segment *found = NULL;
@@ -200,8 +195,8 @@ cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
                        .recording = *recording,
                        .key_id = dek.key_id,
                        .sealed_us = cu_time_ms() * 1000};
-    int64_t device_id = 0;
-    seal.count = complete_prefix(dir, recording, &dek.key_id, &found, seal.head, &device_id);
+    store_origin origin;
+    seal.count = complete_prefix(dir, recording, &dek.key_id, &found, seal.head, &origin);
     seal.opened_us = seal.count ? found[0].h.start_us : seal.sealed_us;
     store_seal_encode(&seal, dek.key, buf);
     rc = cu_file_write_durably(dir, "seal", buf, sizeof(buf), 0640, err);
@@ -211,21 +206,29 @@ cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
     CU_LOG(CU_LOG_WARN, "store", "recording %s was interrupted; sealed at %llu segment(s)", id,
            (unsigned long long)seal.count);
     if (conn) {
-        /* Index what the crash may have kept from the index writer. */
+        /* Index what the crash may have kept from the index writer, in one
+         * transaction with the seal's audit entry. */
         cu_err ierr;
-        cu_rc irc = store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us,
-                                               device_id, NULL, &ierr);
+        cu_rc irc = db_exec(conn, "BEGIN", &ierr);
+        if (!irc)
+            irc = store_sql_recording_open(conn, recording, &dek.key_id, seal.opened_us, &origin,
+                                           &ierr);
         if (!irc)
             irc = store_sql_key_insert(conn, recording, &dek, &ierr);
         for (uint64_t i = 0; !irc && i < seal.count; i++)
             irc = store_sql_segment_insert(conn, &found[i], &ierr);
         if (!irc)
-            irc = store_sql_recording_upsert(conn, recording, &dek.key_id, seal.opened_us,
-                                             device_id, &seal, &ierr);
-        if (irc)
+            irc = store_sql_recording_seal(conn, &seal, seal.opened_us, &origin, &ierr);
+        if (!irc)
+            irc = db_exec(conn, "COMMIT", &ierr);
+        if (irc) {
+            cu_err ignore;
             CU_LOG(CU_LOG_WARN, "store", "indexing recovered %s: %s", id, ierr.msg);
-        else
+            if (db_exec(conn, "ROLLBACK", &ignore) != CU_OK)
+                CU_LOG(CU_LOG_WARN, "store", "rollback failed: %s", ignore.msg);
+        } else {
             store_pending_remove(data_dir, recording);
+        }
     }
 out:
     store_dek_wipe(&dek);
@@ -330,11 +333,12 @@ static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
     }
 
     store_id key_id;
-    int64_t opened_us, device_id = 0;
+    int64_t opened_us;
     uint8_t genesis[32];
+    store_origin origin;
     cu_err ignore_meta;
-    if (store_recording_genesis(dir, rec, genesis, &device_id, &ignore_meta) != CU_OK)
-        device_id = 0; /* verify reports an unreadable meta file */
+    if (store_recording_genesis(dir, rec, genesis, &origin, &ignore_meta) != CU_OK)
+        memset(&origin, 0, sizeof(origin)); /* verify reports an unreadable meta file */
     if (has_seal) {
         key_id = seal.key_id;
         opened_us = seal.opened_us;
@@ -350,13 +354,19 @@ static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
 
     rc = db_exec(c->conn, "BEGIN", err);
     if (!rc)
-        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, device_id, NULL, err);
+        rc = store_sql_recording_open(c->conn, rec, &key_id, opened_us, &origin, err);
     if (!rc && has_pending)
         rc = store_sql_key_insert(c->conn, rec, &pending, err);
-    for (size_t i = 0; !rc && i < nsegs; i++)
-        rc = store_sql_segment_insert(c->conn, &segs[i], err);
     if (!rc && has_seal)
-        rc = store_sql_recording_upsert(c->conn, rec, &key_id, opened_us, device_id, &seal, err);
+        rc = store_sql_recording_seal(c->conn, &seal, opened_us, &origin, err);
+    /* Only what a seal covers is indexed: a segment past it, or of a
+     * recording not sealed yet, may never have been acknowledged (the
+     * writer, or the recovery that seals it, indexes those). */
+    for (size_t i = 0; !rc && has_seal && i < nsegs; i++)
+        if (segs[i].h.index < seal.count)
+            rc = store_sql_segment_insert(c->conn, &segs[i], err);
+    if (!rc)
+        rc = store_sql_recording_recount(c->conn, rec, err);
     if (!rc)
         rc = index_rows_without_file(c->conn, rec, list, n, &c->rep->rows_without_file, err);
     if (!rc)
@@ -477,7 +487,7 @@ cu_rc store_pending_list(const char *data_dir, store_id **out, size_t *n, cu_err
     return CU_OK;
 }
 
-cu_rc store_catch_up(const char *data_dir, PGconn *conn, store_keyring *k, store_is_open_fn is_open,
+cu_rc store_catch_up(const char *data_dir, PGconn *conn, keys_ring *k, store_is_open_fn is_open,
                      void *ctx, store_catch_up_report *rep, cu_err *err)
 {
     store_id *list = NULL;
@@ -522,15 +532,10 @@ cu_rc store_catch_up(const char *data_dir, PGconn *conn, store_keyring *k, store
     return rc;
 }
 
-cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err)
+cu_rc store_recover(const char *data_dir, PGconn *conn, keys_ring *k, int *sealed, cu_err *err)
 {
-    store_keyring *k = NULL;
     store_catch_up_report rep;
-    cu_rc rc = store_keyring_open(data_dir, false, &k, err);
-    if (rc)
-        return rc;
-    rc = store_catch_up(data_dir, conn, k, NULL, NULL, &rep, err);
-    store_keyring_close(k);
+    cu_rc rc = store_catch_up(data_dir, conn, k, NULL, NULL, &rep, err);
     if (sealed)
         *sealed = rep.sealed;
     return rc;
@@ -546,25 +551,25 @@ typedef struct {
 } device_secret_kind;
 
 static const device_secret_kind device_secrets[] = {
-    {STORE_LABEL_DEVICE_SRTP,
+    {KEYS_LABEL_DEVICE_SRTP,
      "SELECT id::text, serial, key_kek_id, key_wrapped FROM devices ORDER BY id FOR UPDATE",
      "UPDATE devices SET key_kek_id = $2, key_wrapped = $3 WHERE id = $1"},
-    {STORE_LABEL_DEVICE_RTSP,
+    {KEYS_LABEL_DEVICE_RTSP,
      "SELECT id::text, serial, rtsp_kek_id, rtsp_wrapped FROM devices "
      "WHERE rtsp_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
      "UPDATE devices SET rtsp_kek_id = $2, rtsp_wrapped = $3 WHERE id = $1"},
-    {STORE_LABEL_DEVICE_PULL,
+    {KEYS_LABEL_DEVICE_PULL,
      "SELECT id::text, serial, pull_kek_id, pull_wrapped FROM devices "
      "WHERE pull_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
      "UPDATE devices SET pull_kek_id = $2, pull_wrapped = $3 WHERE id = $1"},
-    {STORE_LABEL_USER_TOTP,
+    {KEYS_LABEL_USER_TOTP,
      "SELECT id::text, username, totp_kek_id, totp_wrapped FROM users "
      "WHERE totp_wrapped IS NOT NULL ORDER BY id FOR UPDATE",
      "UPDATE users SET totp_kek_id = $2, totp_wrapped = $3 WHERE id = $1"},
 };
 
 /* Re-wrap one kind of device secret, inside the rotation's transaction. */
-static cu_rc rotate_device_secrets(PGconn *conn, store_keyring *k, const device_secret_kind *kind,
+static cu_rc rotate_device_secrets(PGconn *conn, keys_ring *k, const device_secret_kind *kind,
                                    uint64_t *rewrapped, cu_err *err)
 {
     cu_rc rc = CU_OK;
@@ -575,7 +580,7 @@ static cu_rc rotate_device_secrets(PGconn *conn, store_keyring *k, const device_
     }
     for (int i = 0; i < PQntuples(res) && !rc; i++) {
         char id[24], serial[80], kek[STORE_KEK_ID_LEN + 1], new_kek[STORE_KEK_ID_LEN + 1];
-        uint8_t secret[STORE_SECRET_MAX], wrapped[STORE_SECRET_WRAPPED_MAX];
+        uint8_t secret[KEYS_SECRET_MAX], wrapped[KEYS_SECRET_WRAPPED_MAX];
         size_t len = 0, wlen = 0;
         if (PQgetlength(res, i, 0) >= (int)sizeof(id) ||
             PQgetlength(res, i, 1) >= (int)sizeof(serial) ||
@@ -586,12 +591,11 @@ static cu_rc rotate_device_secrets(PGconn *conn, store_keyring *k, const device_
         snprintf(id, sizeof(id), "%.*s", PQgetlength(res, i, 0), PQgetvalue(res, i, 0));
         snprintf(serial, sizeof(serial), "%.*s", PQgetlength(res, i, 1), PQgetvalue(res, i, 1));
         snprintf(kek, sizeof(kek), "%.*s", PQgetlength(res, i, 2), PQgetvalue(res, i, 2));
-        rc = store_keyring_unwrap_secret(k, kind->label, serial, kek,
-                                         (const uint8_t *)PQgetvalue(res, i, 3),
-                                         (size_t)PQgetlength(res, i, 3), secret, &len, err);
+        rc = keys_unwrap_secret(k, kind->label, serial, kek, (const uint8_t *)PQgetvalue(res, i, 3),
+                                (size_t)PQgetlength(res, i, 3), secret, &len, err);
         if (!rc)
-            rc = store_keyring_wrap_secret(k, kind->label, serial, secret, len, new_kek, wrapped,
-                                           &wlen, err);
+            rc =
+                keys_wrap_secret(k, kind->label, serial, secret, len, new_kek, wrapped, &wlen, err);
         OPENSSL_cleanse(secret, sizeof(secret));
         if (rc)
             break;
@@ -599,8 +603,8 @@ static cu_rc rotate_device_secrets(PGconn *conn, store_keyring *k, const device_
         int lengths[3] = {0, 0, (int)wlen}, formats[3] = {0, 0, 1};
         PGresult *u = PQexecParams(conn, kind->update, 3, NULL, params, lengths, formats, 0);
         if (PQresultStatus(u) != PGRES_COMMAND_OK)
-            rc = cu_err_set(err, CU_ERR_DB, "re-wrapping a device secret: %s",
-                            PQerrorMessage(conn));
+            rc =
+                cu_err_set(err, CU_ERR_DB, "re-wrapping a device secret: %s", PQerrorMessage(conn));
         PQclear(u);
         if (!rc)
             (*rewrapped)++;
@@ -611,30 +615,26 @@ out:
 }
 
 /* Every device and user secret (SRTP keys, RTSP passwords, pull URLs, TOTP secrets). */
-static cu_rc rotate_device_keys(PGconn *conn, store_keyring *k, store_rotate_report *report,
+static cu_rc rotate_device_keys(PGconn *conn, keys_ring *k, store_rotate_report *report,
                                 cu_err *err)
 {
     for (size_t i = 0; i < sizeof(device_secrets) / sizeof(device_secrets[0]); i++) {
-        cu_rc rc = rotate_device_secrets(conn, k, &device_secrets[i], &report->devices_rewrapped,
-                                         err);
+        cu_rc rc =
+            rotate_device_secrets(conn, k, &device_secrets[i], &report->devices_rewrapped, err);
         if (rc)
             return rc;
     }
     return CU_OK;
 }
 
-cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report *report,
-                        cu_err *err)
+cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, keys_ring *k,
+                        store_rotate_report *report, cu_err *err)
 {
-    store_keyring *k = NULL;
     PGresult *res = NULL;
     cu_rc rc;
     memset(report, 0, sizeof(*report));
 
-    rc = store_keyring_open(data_dir, true, &k, err);
-    if (rc)
-        return rc;
-    rc = store_keyring_add_kek(k, report->new_kek, err);
+    rc = keys_kek_add(k, report->new_kek, err);
     if (rc)
         goto out;
     rc = db_exec(conn, "BEGIN", err);
@@ -669,10 +669,10 @@ cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report 
         memcpy(dek.key_id.b, PQgetvalue(res, i, 1), 16);
         memcpy(dek.kek_id, PQgetvalue(res, i, 2), STORE_KEK_ID_LEN);
         memcpy(dek.wrapped, PQgetvalue(res, i, 3), STORE_WRAPPED_LEN);
-        rc = store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
-                                  dek.key, err);
+        rc = store_dek_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                              dek.key, err);
         if (!rc)
-            rc = store_keyring_rewrap(k, &rec, &dek, err);
+            rc = store_dek_rewrap(k, &rec, &dek, err);
         store_dek_wipe(&dek);
         if (rc)
             goto rollback;
@@ -705,10 +705,10 @@ cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report 
         store_dek dek;
         if (store_pending_read(data_dir, &pending[i], &dek, err) != CU_OK)
             continue; /* gone meanwhile: indexed by the writer */
-        rc = store_keyring_unwrap(k, &pending[i], &dek.key_id, dek.kek_id, dek.wrapped,
-                                  STORE_WRAPPED_LEN, dek.key, err);
+        rc = store_dek_unwrap(k, &pending[i], &dek.key_id, dek.kek_id, dek.wrapped,
+                              STORE_WRAPPED_LEN, dek.key, err);
         if (!rc)
-            rc = store_keyring_rewrap(k, &pending[i], &dek, err);
+            rc = store_dek_rewrap(k, &pending[i], &dek, err);
         if (!rc)
             rc = store_pending_write(data_dir, &pending[i], &dek, err);
         store_dek_wipe(&dek);
@@ -723,16 +723,110 @@ rollback:;
         CU_LOG(CU_LOG_WARN, "keys", "rollback failed: %s", ignore.msg);
 out:
     PQclear(res);
-    store_keyring_close(k);
     return rc;
 }
 
 /* -------------------------------------------------------------- erasure */
 
-cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *recording,
-                            store_erasure *record, cu_err *err)
+/*
+ * Erasure (docs/integrity.md, "Erasure"), in this order:
+ *   0. a marker segments/.erasing/<id>, durable: an erasure is under way;
+ *   1. a pending key file's key is put into the database if it is not there,
+ *      and the file removed (durably): the key now exists in one place;
+ *   2. one transaction, recording_erase(): the key row deleted, the row
+ *      marked erased, the deletion record appended to the audit chain;
+ *   3. the files removed (segments, meta, seal), the directory, the marker.
+ * A crash before 2 commits leaves the recording intact and not erased; from
+ * 2 on it is erased and no key for it exists; files left by a crash in 3 are
+ * removed by store_erasures_finish() at the next start (verify notes them).
+ */
+#define ERASING_DIR "segments/.erasing"
+
+static void erasing_marker(const char *data_dir, const store_id *recording, char *out, size_t len)
 {
-    char id[37], dir[PATH_MAX];
+    char id[37];
+    store_id_format(recording, id);
+    snprintf(out, len, "%s/" ERASING_DIR "/%s", data_dir, id);
+}
+
+/* Remove every file of @p dir and the directory itself, then fsync its parent. */
+static cu_rc remove_recording_files(const char *dir, store_erasure *record, cu_err *err)
+{
+    cu_rc rc = CU_OK;
+    DIR *d = opendir(dir);
+    if (!d) {
+        int e = errno;
+        return e == ENOENT ? CU_OK
+                           : cu_err_set(err, CU_ERR_IO, "cannot open %s: %s", dir, strerror(e));
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char path[PATH_MAX + 300];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (record && lstat(path, &st) == 0)
+            record->bytes += (uint64_t)st.st_size;
+        size_t len = strlen(de->d_name);
+        if (record && len > 4 && strcmp(de->d_name + len - 4, ".seg") == 0)
+            record->segments++;
+        if (unlink(path) != 0 && errno != ENOENT && !rc) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "cannot remove %s: %s", path, strerror(e));
+        }
+    }
+    closedir(d);
+    if (!rc && rmdir(dir) != 0 && errno != ENOENT) {
+        int e = errno;
+        rc = cu_err_set(err, CU_ERR_IO, "cannot remove %s: %s", dir, strerror(e));
+    }
+    char fan[PATH_MAX];
+    cu_strlcpy(fan, dir, sizeof(fan));
+    *strrchr(fan, '/') = '\0';
+    if (!rc && cu_fsync_dir(fan) != 0) {
+        int e = errno;
+        rc = cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", fan, strerror(e));
+    }
+    return rc;
+}
+
+static cu_rc marker_remove(const char *data_dir, const char *marker, cu_err *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/" ERASING_DIR, data_dir);
+    if ((unlink(marker) != 0 && errno != ENOENT) || cu_fsync_dir(dir) != 0) {
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "cannot remove %s: %s", marker, strerror(e));
+    }
+    return CU_OK;
+}
+
+/* Step 1: the key in the database only. */
+static cu_rc erase_pending_key(const char *data_dir, PGconn *conn, const store_id *recording,
+                               cu_err *err)
+{
+    store_dek pending;
+    cu_err ignore;
+    char dir[PATH_MAX];
+    if (store_pending_read(data_dir, recording, &pending, &ignore) != CU_OK)
+        return CU_OK;
+    cu_rc rc = store_sql_key_insert(conn, recording, &pending, err);
+    if (rc)
+        return rc;
+    store_pending_remove(data_dir, recording);
+    snprintf(dir, sizeof(dir), "%s/keys/pending", data_dir);
+    if (cu_fsync_dir(dir) != 0) {
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", dir, strerror(e));
+    }
+    return CU_OK;
+}
+
+cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *recording,
+                            const store_erase_request *why, store_erasure *record, cu_err *err)
+{
+    char id[37], dir[PATH_MAX], marker[PATH_MAX], markers[PATH_MAX];
     PGresult *res = NULL;
     cu_rc rc;
 
@@ -740,27 +834,27 @@ cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *
     record->recording = *recording;
     store_id_format(recording, id);
     store_recording_dir(data_dir, recording, dir);
+    erasing_marker(data_dir, recording, marker, sizeof(marker));
+    snprintf(markers, sizeof(markers), "%s/" ERASING_DIR, data_dir);
 
-    rc = db_exec(conn, "BEGIN", err);
-    if (rc)
-        return rc;
     const char *params[1] = {id};
     res = PQexecParams(conn,
-                       "SELECT state, key_id, chain_head FROM recordings WHERE id = $1 FOR UPDATE",
+                       "SELECT state, key_id, chain_head, segment_count FROM recordings "
+                       "WHERE id = $1",
                        1, NULL, params, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = cu_err_set(err, CU_ERR_DB, "reading recording %s: %s", id, PQerrorMessage(conn));
-        goto rollback;
+        goto out;
     }
     if (PQntuples(res) != 1) {
         rc = cu_err_set(err, CU_ERR_NOTFOUND, "recording %s is not in the index", id);
-        goto rollback;
+        goto out;
     }
-    const char *state = PQgetvalue(res, 0, 0);
-    if (strcmp(state, "open") == 0) {
+    if (strcmp(PQgetvalue(res, 0, 0), "open") == 0) {
         rc = cu_err_set(err, CU_ERR_BUSY, "recording %s is still open", id);
-        goto rollback;
+        goto out;
     }
+    bool already = strcmp(PQgetvalue(res, 0, 0), "erased") == 0;
     if (PQgetlength(res, 0, 1) == 16)
         memcpy(record->key_id.b, PQgetvalue(res, 0, 1), 16);
     if (PQgetlength(res, 0, 2) == 32) {
@@ -770,71 +864,83 @@ cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *
     PQclear(res);
     res = NULL;
 
-    /* First the key: from this commit on, the footage is unreadable. */
-    rc = db_exec(conn, "SET LOCAL lock_timeout = '10s'", err);
-    const char *stmts[] = {
-        "DELETE FROM recording_keys WHERE recording_id = $1",
-        "DELETE FROM segments WHERE recording_id = $1",
-        "UPDATE recordings SET state = 'erased', erased_at = coalesce(erased_at, now()) "
-        "WHERE id = $1",
-    };
-    for (size_t i = 0; !rc && i < CU_ARRAY_LEN(stmts); i++) {
-        PGresult *r = PQexecParams(conn, stmts[i], 1, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+    if (!already) {
+        /* 0: the marker, so a crash from here on is finished at the next start. */
+        if (mkdir(markers, 0700) != 0 && errno != EEXIST) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", markers, strerror(e));
+            goto out;
+        }
+        rc = cu_file_write_durably(markers, id, "", 0, 0600, err);
+        if (!rc)
+            rc = erase_pending_key(data_dir, conn, recording, err);
+        if (rc)
+            goto out;
+        /* 2: from this commit on, no copy of the key exists. */
+        const char *eparams[4] = {id, why->actor, why->reason, why->source};
+        res = PQexecParams(conn, "SELECT recording_erase($1, $2, $3, $4)", 4, NULL, eparams, NULL,
+                           NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             rc = cu_err_set(err, CU_ERR_DB, "erasing %s: %s", id, PQerrorMessage(conn));
-        PQclear(r);
+            goto out;
+        }
+        record->audit_seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        res = NULL;
     }
-    if (rc)
-        goto rollback;
-    rc = db_exec(conn, "COMMIT", err);
-    if (rc)
-        return rc;
-    store_pending_remove(data_dir, recording);
     record->erased_us = cu_time_ms() * 1000;
-
-    /* Then the files. */
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (de->d_name[0] == '.' &&
-                (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2])))
-                continue;
-            char path[PATH_MAX + 300];
-            struct stat st;
-            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-            if (lstat(path, &st) == 0)
-                record->bytes += (uint64_t)st.st_size;
-            size_t len = strlen(de->d_name);
-            if (len > 4 && strcmp(de->d_name + len - 4, ".seg") == 0)
-                record->segments++;
-            if (unlink(path) != 0) {
-                int e = errno;
-                rc = cu_err_set(err, CU_ERR_IO, "erased the key of %s, but cannot remove %s: %s",
-                                id, path, strerror(e));
-            }
-        }
-        closedir(d);
-        if (!rc && rmdir(dir) != 0) {
-            int e = errno;
-            rc = cu_err_set(err, CU_ERR_IO, "cannot remove %s: %s", dir, strerror(e));
-        }
-        char fan[PATH_MAX];
-        cu_strlcpy(fan, dir, sizeof(fan));
-        *strrchr(fan, '/') = '\0';
-        if (cu_fsync_dir(fan) != 0 && !rc) {
-            int e = errno;
-            rc = cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", fan, strerror(e));
-        }
-    }
+    /* 3: the files, then the marker. */
+    rc = remove_recording_files(dir, record, err);
     if (!rc)
-        CU_LOG(CU_LOG_INFO, "store", "recording %s erased: key destroyed, %llu files removed", id,
+        rc = marker_remove(data_dir, marker, err);
+    if (!rc)
+        CU_LOG(CU_LOG_INFO, "store",
+               "recording %s erased: key destroyed, %llu segment files removed", id,
                (unsigned long long)record->segments);
-    return rc;
-rollback:;
-    cu_err ignore;
+out:
     PQclear(res);
-    if (db_exec(conn, "ROLLBACK", &ignore) != CU_OK)
-        CU_LOG(CU_LOG_WARN, "store", "rollback failed: %s", ignore.msg);
+    return rc;
+}
+
+cu_rc store_erasures_finish(const char *data_dir, PGconn *conn, int *finished, cu_err *err)
+{
+    char markers[PATH_MAX];
+    cu_rc rc = CU_OK;
+    *finished = 0;
+    snprintf(markers, sizeof(markers), "%s/" ERASING_DIR, data_dir);
+    DIR *d = opendir(markers);
+    if (!d)
+        return CU_OK;
+    struct dirent *de;
+    while (!rc && (de = readdir(d))) {
+        store_id rec;
+        char marker[PATH_MAX + 64], dir[PATH_MAX];
+        if (strlen(de->d_name) != 36 || !store_id_parse(de->d_name, &rec))
+            continue;
+        snprintf(marker, sizeof(marker), "%s/%s", markers, de->d_name);
+        const char *params[1] = {de->d_name};
+        PGresult *res = PQexecParams(conn, "SELECT state FROM recordings WHERE id = $1", 1, NULL,
+                                     params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            rc = cu_err_set(err, CU_ERR_DB, "reading recording %s: %s", de->d_name,
+                            PQerrorMessage(conn));
+            PQclear(res);
+            break;
+        }
+        bool erased = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "erased") == 0;
+        PQclear(res);
+        /* Not erased: the crash came before the commit, nothing was removed
+         * that the database still needs; the erasure can simply be asked again. */
+        if (erased) {
+            store_recording_dir(data_dir, &rec, dir);
+            rc = remove_recording_files(dir, NULL, err);
+            if (!rc)
+                CU_LOG(CU_LOG_INFO, "store", "finished the interrupted erasure of %s", de->d_name);
+            (*finished)++;
+        }
+        if (!rc)
+            rc = marker_remove(data_dir, marker, err);
+    }
+    closedir(d);
     return rc;
 }

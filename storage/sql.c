@@ -65,43 +65,54 @@ static cu_rc sql_run(PGconn *conn, const char *sql, const sql_params *p, const c
                                           "> " US_TO_TS(                                           \
                                               3) ") ORDER BY a.assigned_from DESC LIMIT 1)"
 
-cu_rc store_sql_recording_upsert(PGconn *conn, const store_id *recording, const store_id *key_id,
-                                 int64_t opened_us, int64_t device_id, const store_seal *seal,
-                                 cu_err *err)
+static void p_origin(sql_params *p, const store_origin *origin)
+{
+    p_i64(p, origin ? origin->device_id : 0);
+    if (origin && origin->has_continues)
+        p_id(p, &origin->continues);
+    else
+        p_text(p, NULL);
+}
+
+cu_rc store_sql_recording_open(PGconn *conn, const store_id *recording, const store_id *key_id,
+                               int64_t opened_us, const store_origin *origin, cu_err *err)
 {
     sql_params p = {.n = 0};
     p_id(&p, recording);
     p_bytes(&p, key_id->b, 16);
     p_i64(&p, opened_us);
-    p_i64(&p, device_id);
-    if (!seal) {
-        return sql_run(conn,
-                       "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id) "
-                       "VALUES ($1, $2, " US_TO_TS(
-                           3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
-                              ") ON CONFLICT (id) DO UPDATE SET "
-                              "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
-                              "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id)",
-                       &p, "recording row", err);
-    }
+    p_origin(&p, origin);
+    return sql_run(conn,
+                   "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id, "
+                   "continues) VALUES ($1, $2, " US_TO_TS(
+                       3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
+                          ", $5) ON CONFLICT (id) DO UPDATE SET "
+                          "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
+                          "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id), "
+                          "continues = coalesce(recordings.continues, EXCLUDED.continues) "
+                          "WHERE recordings.state = 'open'",
+                   &p, "recording row", err);
+}
+
+cu_rc store_sql_recording_seal(PGconn *conn, const store_seal *seal, int64_t opened_us,
+                               const store_origin *origin, cu_err *err)
+{
+    sql_params p = {.n = 0};
+    p_id(&p, &seal->recording);
+    p_bytes(&p, seal->key_id.b, 16);
+    p_i64(&p, opened_us);
+    p_i64(&p, origin ? origin->device_id : 0);
     p_text(&p, store_seal_reason_name(seal->reason));
     p_i64(&p, seal->sealed_us);
     p_i64(&p, (int64_t)seal->count);
     p_bytes(&p, seal->head, 32);
-    return sql_run(
-        conn,
-        "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id, state, "
-        "sealed_at, segment_count, chain_head) VALUES ($1, $2, " US_TO_TS(
-            3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
-               ", $5, " US_TO_TS(
-                   6) ", $7, $8) "
-                      "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, "
-                      "sealed_at = EXCLUDED.sealed_at, segment_count = EXCLUDED.segment_count, "
-                      "chain_head = EXCLUDED.chain_head, "
-                      "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
-                      "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id) "
-                      "WHERE recordings.state <> 'erased'",
-        &p, "seal row", err);
+    if (origin && origin->has_continues)
+        p_id(&p, &origin->continues);
+    else
+        p_text(&p, NULL);
+    return sql_run(conn,
+                   "SELECT recording_seal($1, $2, $3, NULLIF($4::bigint, 0), $5, $6, $7, $8, $9)",
+                   &p, "seal row", err);
 }
 
 cu_rc store_sql_segment_insert(PGconn *conn, const store_found_segment *seg, cu_err *err)
@@ -140,4 +151,19 @@ cu_rc store_sql_key_insert(PGconn *conn, const store_id *recording, const store_
                    "INSERT INTO recording_keys (recording_id, key_id, kek_id, wrapped) "
                    "VALUES ($1, $2, $3, $4) ON CONFLICT (recording_id) DO NOTHING",
                    &p, "key row", err);
+}
+
+cu_rc store_sql_recording_recount(PGconn *conn, const store_id *recording, cu_err *err)
+{
+    sql_params p = {.n = 0};
+    p_id(&p, recording);
+    return sql_run(conn,
+                   "UPDATE recordings r SET acked_segments = coalesce(s.segments, 0), "
+                   "acked_bytes = coalesce(s.bytes, 0), first_start_us = s.first_start_us, "
+                   "last_end_us = s.last_end_us FROM (SELECT $1::uuid AS id) one "
+                   "LEFT JOIN recording_stats s ON s.recording_id = one.id "
+                   "WHERE r.id = one.id AND r.state <> 'erased' AND "
+                   "(r.acked_segments, r.acked_bytes) IS DISTINCT FROM "
+                   "(coalesce(s.segments, 0), coalesce(s.bytes, 0))",
+                   &p, "recount", err);
 }

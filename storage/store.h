@@ -9,6 +9,7 @@
 #define CUSTOS_STORE_H
 
 #include "db/db.h"
+#include "keys/keys.h"
 
 /* ------------------------------------------------------------ identifiers */
 
@@ -40,6 +41,7 @@ typedef void (*store_ack_fn)(void *ctx, const store_id *recording, uint64_t inde
 typedef struct {
     const char *data_dir; /* absolute; must be locked by the caller (borrowed) */
     const char *dsn;      /* index database (borrowed; copied) */
+    keys_ring *keys;      /* the KEKs (borrowed; must outlive the store) */
     int workers;          /* hash+encrypt threads; 0 = four per CPU */
     int syncers;          /* threads issuing fsync; 0 = 4 */
     int queue_segments;   /* per-worker queue of submitted segments; 0 = 64 */
@@ -74,6 +76,9 @@ typedef struct {
      * file; its hash starts the hash chain, so it cannot change unseen.
      * A "device_id=N" line is what reindex reads back. NULL: none. */
     const char *meta;
+    /* The recording this one goes on from after a failed write (its stream
+     * continues here), or NULL. Written as the meta file's first line. */
+    const store_id *continues;
 } store_recording_attrs;
 
 /**
@@ -144,58 +149,18 @@ typedef struct {
 
 void store_stats_get(store *s, store_stats *out);
 
-/* -------------------------------------------------------------------- keys */
-
-/**
- * The data dir's key-encryption keys (<data-dir>/keys). Besides the data
- * keys of recordings, they wrap other small secrets: devices' SRTP master
- * keys, RTSP passwords and pull URLs. Thread-safe.
- */
-typedef struct store_keyring store_keyring;
-
-#define STORE_KEK_ID_LEN 16
-/* What a device's wrapped secrets are bound to (with its serial): its SRTP
- * master key, its RTSP digest password, the URL ingestd pulls it from. */
-#define STORE_LABEL_DEVICE_SRTP  "custos-srtp-v1"
-#define STORE_LABEL_DEVICE_RTSP  "custos-rtsp-v1"
-#define STORE_LABEL_DEVICE_PULL  "custos-pull-v1"
-#define STORE_LABEL_USER_TOTP    "custos-totp-v1"
-#define STORE_SECRET_MAX         1024
-#define STORE_SECRET_WRAPPED_MAX (1 + 12 + STORE_SECRET_MAX + 16)
-
-/** Open <data_dir>/keys, creating it and a first KEK when @p create. */
-CU_WUR cu_rc store_keyring_open(const char *data_dir, bool create, store_keyring **out,
-                                cu_err *err);
-/** Forget every key held in memory. NULL is a no-op. */
-void store_keyring_close(store_keyring *k);
-
-/**
- * Wrap @p secret (at most STORE_SECRET_MAX bytes) with the active KEK:
- * AES-256-GCM, the additional data binding it to @p label and @p context
- * (what it is and whose). @p out gets len + 29 bytes; @p kek_id the KEK's id.
- */
-CU_WUR cu_rc store_keyring_wrap_secret(store_keyring *k, const char *label, const char *context,
-                                       const uint8_t *secret, size_t len,
-                                       char kek_id[STORE_KEK_ID_LEN + 1],
-                                       uint8_t out[STORE_SECRET_WRAPPED_MAX], size_t *out_len,
-                                       cu_err *err);
-
-/** Unwrap what store_keyring_wrap_secret() made; CU_ERR_INVALID if it does not authenticate. */
-CU_WUR cu_rc store_keyring_unwrap_secret(store_keyring *k, const char *label, const char *context,
-                                         const char *kek_id, const uint8_t *wrapped,
-                                         size_t wrapped_len, uint8_t out[STORE_SECRET_MAX],
-                                         size_t *len, cu_err *err);
-
 /* ------------------------------------------------------------ maintenance */
 /* These work on a data dir and a connection, with or without a writer. */
 
 /** Read back and decrypt one segment, checking its tag and hash. */
-CU_WUR cu_rc store_segment_read(const char *data_dir, PGconn *conn, const store_id *recording,
-                                uint64_t index, cu_buf *plaintext, cu_err *err);
+CU_WUR cu_rc store_segment_read(const char *data_dir, PGconn *conn, keys_ring *keys,
+                                const store_id *recording, uint64_t index, cu_buf *plaintext,
+                                cu_err *err);
 
 typedef struct {
     const store_id *recording; /* only this one, or NULL for all */
     bool quick;                /* XXH3 + headers + chain, no keys */
+    keys_ring *keys;           /* borrowed; NULL only with quick */
     bool progress;             /* draw a progress bar on stderr */
     bool writer_running;       /* a writer holds the data dir: open recordings are live */
     FILE *out;                 /* one line per problem */
@@ -204,6 +169,7 @@ typedef struct {
 typedef struct {
     uint64_t recordings;
     uint64_t segments;
+    uint64_t erased; /* recordings that were crypto-erased */
     uint64_t problems;
 } store_verify_report;
 
@@ -236,7 +202,8 @@ CU_WUR cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_rep
  * last complete segment, and bring into the index whatever it lagged on.
  * @p sealed (may be NULL) receives how many were sealed.
  */
-CU_WUR cu_rc store_recover(const char *data_dir, PGconn *conn, int *sealed, cu_err *err);
+CU_WUR cu_rc store_recover(const char *data_dir, PGconn *conn, keys_ring *keys, int *sealed,
+                           cu_err *err);
 
 typedef struct {
     char new_kek[17];
@@ -249,26 +216,47 @@ typedef struct {
  * Add a KEK, make it active and re-wrap every data key under it (one
  * transaction, plus pending key files). Segment files are not touched.
  */
-CU_WUR cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, store_rotate_report *report,
-                               cu_err *err);
+CU_WUR cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, keys_ring *keys,
+                               store_rotate_report *report, cu_err *err);
 
-/** What an erasure destroyed: the input of a deletion-log entry. */
+/** Who erases, and why: the deletion record's fields (borrowed strings). */
+typedef struct {
+    const char *actor;  /* "user:<name>", "ingestctl:<os user>", "system" */
+    const char *reason; /* "retention_expired" or a special reason in words */
+    const char *source; /* client address, or "local" */
+} store_erase_request;
+
+/** What an erasure destroyed. */
 typedef struct {
     store_id recording;
     store_id key_id;
     uint64_t segments; /* segment files removed */
     uint64_t bytes;    /* bytes of files removed */
     uint8_t chain_head[32];
-    bool sealed; /* chain_head is the sealed head */
+    bool sealed;       /* chain_head is the sealed head */
+    int64_t audit_seq; /* the deletion record in the audit chain (0: erased before) */
     int64_t erased_us;
 } store_erasure;
 
 /**
- * Cryptographic erasure of a closed recording: its wrapped data key is
- * deleted (database row and any pending file) first, then its files; the
- * index row is kept with state 'erased'. CU_ERR_BUSY: still open.
+ * Cryptographic erasure of a closed recording (docs/integrity.md,
+ * "Erasure"): the wrapped data key is destroyed and the deletion record
+ * written in one transaction (recording_erase() in SQL), then the files are
+ * removed. The index row stays, marked 'erased'. A crash at any point leaves
+ * either the intact recording or an erased one; an erasure interrupted after
+ * its commit is finished by store_erasures_finish(). Erasing an erased
+ * recording removes what is left of its files. CU_ERR_BUSY: still open.
+ * (Who may erase is decided by the caller's workflow, never here.)
  */
 CU_WUR cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *recording,
-                                   store_erasure *record, cu_err *err);
+                                   const store_erase_request *why, store_erasure *record,
+                                   cu_err *err);
+
+/**
+ * Finish erasures a crash interrupted (their markers in segments/.erasing):
+ * the files of recordings the database says are erased are removed; a
+ * marker whose erasure never committed is dropped. Run at every start.
+ */
+CU_WUR cu_rc store_erasures_finish(const char *data_dir, PGconn *conn, int *finished, cu_err *err);
 
 #endif /* CUSTOS_STORE_H */

@@ -44,13 +44,20 @@ CU_WUR cu_rc store_header_parse(const uint8_t *buf, size_t len, uint64_t file_le
 /** c_-1 for @p recording, whose meta file hashes to @p meta_sha256. */
 void store_chain_genesis(const store_id *recording, const uint8_t meta_sha256[32], uint8_t out[32]);
 
+/** Where a recording comes from, as its meta file says. */
+typedef struct {
+    int64_t device_id;  /* "device_id=N"; 0 when none */
+    store_id continues; /* "continues=<uuid>": the recording it goes on from */
+    bool has_continues;
+} store_origin;
+
 /**
  * Read <dir>/meta (absent reads as empty) and give the recording's chain
- * genesis, and the device id it names ("device_id=N"; 0 when none).
- * CU_ERR_INVALID when the file is larger than STORE_META_MAX.
+ * genesis and its origin. CU_ERR_INVALID when the file is larger than
+ * STORE_META_MAX.
  */
 CU_WUR cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_t out[32],
-                                     int64_t *device_id, cu_err *err);
+                                     store_origin *origin, cu_err *err);
 /** c_i from c_{i-1} and segment i's header fields. */
 void store_chain_next(const uint8_t prev[32], const store_header *h, uint8_t out[32]);
 
@@ -84,8 +91,8 @@ bool store_seal_mac_ok(const store_seal *s, const uint8_t dek[32]);
 
 /* -------------------------------------------------------------------- keys */
 
-#define STORE_KEK_ID_LEN  16
-#define STORE_WRAPPED_LEN 61 /* version ‖ nonce 12 ‖ ciphertext 32 ‖ tag 16 */
+#define STORE_KEK_ID_LEN  KEYS_KEK_ID_LEN
+#define STORE_WRAPPED_LEN (32 + KEYS_WRAP_EXTRA) /* version ‖ nonce 12 ‖ ciphertext 32 ‖ tag 16 */
 
 /** A recording's data key, in memory only while in use. */
 typedef struct {
@@ -96,22 +103,15 @@ typedef struct {
 } store_dek;
 
 /** A fresh data key for @p recording, wrapped by the active KEK. */
-CU_WUR cu_rc store_keyring_new_dek(store_keyring *k, const store_id *recording, store_dek *out,
-                                   cu_err *err);
+CU_WUR cu_rc store_dek_new(keys_ring *k, const store_id *recording, store_dek *out, cu_err *err);
 
 /** Unwrap a data key. CU_ERR_INVALID when it does not authenticate. */
-CU_WUR cu_rc store_keyring_unwrap(store_keyring *k, const store_id *recording,
-                                  const store_id *key_id, const char *kek_id,
-                                  const uint8_t *wrapped, size_t wrapped_len, uint8_t key[32],
-                                  cu_err *err);
+CU_WUR cu_rc store_dek_unwrap(keys_ring *k, const store_id *recording, const store_id *key_id,
+                              const char *kek_id, const uint8_t *wrapped, size_t wrapped_len,
+                              uint8_t key[32], cu_err *err);
 
 /** Wrap @p dek->key again under the active KEK (updates kek_id, wrapped). */
-CU_WUR cu_rc store_keyring_rewrap(store_keyring *k, const store_id *recording, store_dek *dek,
-                                  cu_err *err);
-
-/** Make a new KEK and make it active. */
-CU_WUR cu_rc store_keyring_add_kek(store_keyring *k, char new_id[STORE_KEK_ID_LEN + 1],
-                                   cu_err *err);
+CU_WUR cu_rc store_dek_rewrap(keys_ring *k, const store_id *recording, store_dek *dek, cu_err *err);
 
 /** Durably write keys/pending/<recording>.dek. */
 CU_WUR cu_rc store_pending_write(const char *data_dir, const store_id *recording,
@@ -126,7 +126,7 @@ void store_pending_remove(const char *data_dir, const store_id *recording);
  * The data key of @p recording: from the database, else from a pending
  * file. CU_ERR_NOTFOUND when neither has it (erased, or never made).
  */
-CU_WUR cu_rc store_dek_load(const char *data_dir, PGconn *conn, store_keyring *k,
+CU_WUR cu_rc store_dek_load(const char *data_dir, PGconn *conn, keys_ring *k,
                             const store_id *recording, store_dek *dek, cu_err *err);
 
 /** Overwrite a data key in memory. */
@@ -167,13 +167,21 @@ CU_WUR cu_rc store_list_segments(const char *dir, uint64_t **out, size_t *n, cu_
 /* ----------------------------------------------------------- index (SQL) */
 
 /**
- * Insert or update a recording row from a seal or an open. A new row gets
- * @p device_id (0: none) and the officer that device was assigned to at
- * @p opened_us.
+ * The recording row when it opens: inserted with its origin (device, the
+ * officer that device was assigned to at @p opened_us, what it continues),
+ * or left as it is.
  */
-CU_WUR cu_rc store_sql_recording_upsert(PGconn *conn, const store_id *recording,
-                                        const store_id *key_id, int64_t opened_us,
-                                        int64_t device_id, const store_seal *seal, cu_err *err);
+CU_WUR cu_rc store_sql_recording_open(PGconn *conn, const store_id *recording,
+                                      const store_id *key_id, int64_t opened_us,
+                                      const store_origin *origin, cu_err *err);
+/**
+ * The row closed by @p seal (recording_seal() in SQL: once, with its audit
+ * entry and, for a damaged one, an alert); a row already closed is left.
+ */
+CU_WUR cu_rc store_sql_recording_seal(PGconn *conn, const store_seal *seal, int64_t opened_us,
+                                      const store_origin *origin, cu_err *err);
+/** Set a recording's acknowledged counts from its segment rows (after reindex). */
+CU_WUR cu_rc store_sql_recording_recount(PGconn *conn, const store_id *recording, cu_err *err);
 /** Insert a segment row (existing rows are left as they are). */
 CU_WUR cu_rc store_sql_segment_insert(PGconn *conn, const store_found_segment *seg, cu_err *err);
 /** Insert a wrapped key row (an existing row is left as it is). */
@@ -193,16 +201,16 @@ typedef struct store_index store_index;
 /** Is @p recording open in this process (so recovery must leave it)? */
 typedef bool (*store_is_open_fn)(void *ctx, const store_id *recording);
 
-CU_WUR cu_rc store_index_start(const char *data_dir, const char *dsn, store_is_open_fn is_open,
-                               void *ctx, store_index **out, cu_err *err);
+CU_WUR cu_rc store_index_start(const char *data_dir, const char *dsn, keys_ring *keys,
+                               store_is_open_fn is_open, void *ctx, store_index **out, cu_err *err);
 /** Flush for up to @p wait_ms, then stop and free. NULL is a no-op. */
 void store_index_stop(store_index *ix, int wait_ms);
 
 void store_index_push_open(store_index *ix, const store_id *recording, const store_id *key_id,
-                           int64_t opened_us, int64_t device_id, const store_dek *dek);
+                           int64_t opened_us, const store_origin *origin, const store_dek *dek);
 void store_index_push_segment(store_index *ix, const store_found_segment *seg);
 void store_index_push_seal(store_index *ix, const store_seal *seal, int64_t opened_us,
-                           int64_t device_id);
+                           const store_origin *origin);
 
 /** Until nothing is queued or being committed, or @p timeout_ms. */
 bool store_index_wait_idle(store_index *ix, int timeout_ms);
@@ -216,7 +224,7 @@ void store_index_stats(store_index *ix, uint64_t *rows, uint64_t *pending, bool 
  * renaming what follows a break to *.orphan, and index what it sealed.
  * CU_ERR_NOTFOUND: its data key is not reachable now (try again later).
  */
-CU_WUR cu_rc store_recover_one(const char *data_dir, PGconn *conn, store_keyring *k,
+CU_WUR cu_rc store_recover_one(const char *data_dir, PGconn *conn, keys_ring *k,
                                const store_id *recording, const char *dir, cu_err *err);
 
 /** Recording ids with a pending key file (not yet fully indexed). */
@@ -234,7 +242,7 @@ typedef struct {
  * reindex it if it was sealed but the index lagged. The pending file goes
  * once the database holds everything.
  */
-CU_WUR cu_rc store_catch_up(const char *data_dir, PGconn *conn, store_keyring *k,
+CU_WUR cu_rc store_catch_up(const char *data_dir, PGconn *conn, keys_ring *k,
                             store_is_open_fn is_open, void *ctx, store_catch_up_report *rep,
                             cu_err *err);
 

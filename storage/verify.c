@@ -36,7 +36,7 @@ typedef struct {
     PGconn *conn;
     const store_verify_opts *o;
     store_verify_report *rep;
-    store_keyring *keys;
+    keys_ring *keys;
     rec_entry *recs;
     size_t nrecs, cap;
     uint64_t total_segments; /* for the progress bar */
@@ -322,6 +322,54 @@ static void verify_segment(verify_ctx *v, const rec_entry *r, uint64_t i, const 
     *chain_ok = true;
 }
 
+/* An erased recording: no copy of its key may be left; files an
+ * interrupted erasure left are noted (the next start removes them). */
+static void verify_erased(verify_ctx *v, const rec_entry *r)
+{
+    char id[37];
+    store_dek dek;
+    cu_err err;
+    store_id_format(&r->id, id);
+    if (store_pending_read(v->data_dir, &r->id, &dek, &err) == CU_OK)
+        problem(v, r, -1, "erased, but a pending key file still holds its data key");
+    if (r->on_disk)
+        fprintf(v->o->out,
+                "note: recording %s is erased; its erasure was interrupted before every file "
+                "was removed (the next start of ingestd removes them)\n",
+                id);
+    v->rep->erased++;
+}
+
+/* The seal against its anchor in the audit chain (recording.seal), which
+ * signed checkpoints protect (ingestctl audit verify). */
+static void verify_anchor(verify_ctx *v, const rec_entry *r, const store_seal *seal)
+{
+    char id[37], pattern[64], want[160], head[65];
+    store_id_format(&r->id, id);
+    snprintf(pattern, sizeof(pattern), "recording:%s %%", id);
+    cu_hex_encode(seal->head, 32, head);
+    snprintf(want, sizeof(want), "recording:%s state=%s segments=%llu head=%s", id,
+             store_seal_reason_name(seal->reason), (unsigned long long)seal->count, head);
+    const char *params[1] = {pattern};
+    PGresult *res = PQexecParams(v->conn,
+                                 "SELECT object FROM audit_log WHERE action = 'recording.seal' "
+                                 "AND object LIKE $1 ORDER BY seq",
+                                 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        problem(v, r, -1, "cannot read its seal's audit entry: %s", PQerrorMessage(v->conn));
+    } else if (PQntuples(res) == 0) {
+        problem(v, r, -1, "its seal is not anchored in the audit log (no recording.seal entry)");
+    } else {
+        for (int i = 0; i < PQntuples(res); i++)
+            if (strcmp(PQgetvalue(res, i, 0), want) != 0) {
+                problem(v, r, -1, "its seal differs from its audit entry (%.120s)",
+                        PQgetvalue(res, i, 0));
+                break;
+            }
+    }
+    PQclear(res);
+}
+
 static void verify_recording(verify_ctx *v, rec_entry *r)
 {
     cu_err err;
@@ -337,8 +385,7 @@ static void verify_recording(verify_ctx *v, rec_entry *r)
     memset(&dek, 0, sizeof(dek));
     v->rep->recordings++;
     if (strcmp(r->state, "erased") == 0) {
-        if (r->on_disk)
-            problem(v, r, -1, "erased, but its directory still holds files");
+        verify_erased(v, r);
         return;
     }
     if (!r->on_disk) {
@@ -384,8 +431,8 @@ static void verify_recording(verify_ctx *v, rec_entry *r)
     uint8_t prev[32];
     bool chain_ok = true;
     size_t fi = 0, ri = 0;
-    int64_t device_id;
-    if (store_recording_genesis(r->dir, &r->id, prev, &device_id, &err) != CU_OK) {
+    store_origin origin;
+    if (store_recording_genesis(r->dir, &r->id, prev, &origin, &err) != CU_OK) {
         problem(v, r, -1, "meta file unreadable: %s", err.msg);
         chain_ok = false;
     }
@@ -422,6 +469,8 @@ static void verify_recording(verify_ctx *v, rec_entry *r)
             problem(v, r, -1, "index seal (count or chain head) differs from the seal file");
         if (r->in_index && strcmp(r->state, "open") == 0 && !v->o->writer_running)
             problem(v, r, -1, "sealed on disk, but the index still says open");
+        if (r->in_index && strcmp(r->state, "open") != 0)
+            verify_anchor(v, r, &seal);
     } else if (r->in_index && strcmp(r->state, "open") != 0) {
         problem(v, r, -1, "seal file missing (index says %s)", r->state);
     } else if (!v->o->writer_running) {
@@ -447,10 +496,10 @@ cu_rc store_verify(const char *data_dir, PGconn *conn, const store_verify_opts *
     cu_buf_init(&v.file, SEGMENT_FILE_MAX);
     cu_buf_init(&v.plain, STORE_SEGMENT_MAX);
 
-    if (!o->quick) {
-        rc = store_keyring_open(data_dir, false, &v.keys, err);
-        if (rc)
-            goto out;
+    v.keys = o->keys;
+    if (!o->quick && !v.keys) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "verify: no keys given for a full check");
+        goto out;
     }
     rc = store_scan_recordings(data_dir, collect_dir, &v, err);
     if (rc)
@@ -471,7 +520,6 @@ cu_rc store_verify(const char *data_dir, PGconn *conn, const store_verify_opts *
         verify_recording(&v, &v.recs[i]);
     progress(&v, true);
 out:
-    store_keyring_close(v.keys);
     free(v.recs);
     if (v.plain.data)
         OPENSSL_cleanse(v.plain.data, v.plain.alloc);

@@ -58,6 +58,7 @@ typedef struct job {
     store_segment_meta meta;
     int fd; /* the temp file, until fsynced */
     bool ok;
+    bool renamed;      /* under its final name (to be removed if it is not acknowledged) */
     int err;           /* errno of the failure */
     const char *stage; /* what failed */
     store_found_segment found;
@@ -86,7 +87,7 @@ struct store_recording {
     store_dek dek;
     char dir[PATH_MAX];
     int64_t opened_us;
-    int64_t device_id;
+    store_origin origin;
     int worker;
     /* submit side, under the worker queue's lock */
     uint64_t next_index;
@@ -99,12 +100,16 @@ struct store_recording {
     uint8_t acked_head[32];
     job *held; /* settled out of order, sorted by index */
     _Atomic bool damaged;
+    /* committer side, once closed: a seal that could not be written yet */
+    int seal_attempts;
+    int64_t seal_retry_ns;
+    struct store_recording *next_unsealed;
     struct store_recording *next_open; /* in s->open list */
 };
 
 struct store {
     char data_dir[PATH_MAX];
-    store_keyring *keys;
+    keys_ring *keys; /* borrowed */
     store_index *index;
     store_ack_fn on_ack;
     void *ack_ctx;
@@ -118,6 +123,10 @@ struct store {
     pthread_cond_t commit_cond;
     job *commit_head, *commit_tail;
     bool commit_stop;
+    /* closed recordings whose seal waits to be retried (committer only) */
+    store_recording *unsealed;
+    /* while stopping: when a seal that still cannot be written is given up */
+    _Atomic int64_t seal_give_up_ns;
     /* open recordings, for flush and recovery */
     pthread_mutex_t open_lock;
     pthread_cond_t open_cond; /* a recording was sealed */
@@ -427,8 +436,12 @@ static void *syncer_main(void *arg)
         }
         if (j->ok) {
             store_segment_path(j->rec->dir, j->index, final);
-            if (rename(tmp, final) != 0)
+            if (rename(tmp, final) != 0) {
                 fail_job(j, "rename", errno);
+                unlink(final); /* a rename that failed half-way leaves nothing behind */
+            } else {
+                j->renamed = true;
+            }
         }
         if (!j->ok)
             unlink(tmp);
@@ -439,9 +452,18 @@ static void *syncer_main(void *arg)
 
 /* ------------------------------------------------------------ committer */
 
-static void seal_recording(store *s, store_recording *r)
+#define SEAL_RETRY_MIN_MS 200
+#define SEAL_RETRY_MAX_MS 5000
+#define SEAL_GIVE_UP_MS   10000 /* at a stop: then the next start seals it */
+
+CU_METRIC_DEFINE(st_seal_failed_metric, CU_METRIC_COUNTER, "custos_store_seal_failures_total", "",
+                 "Seal writes that failed (each is retried until it is on disk).")
+
+/* Write @p r's seal durably; only then does the index learn it. */
+static bool seal_write(store *s, store_recording *r)
 {
     cu_err err;
+    char id[37];
     store_seal seal = {
         .reason = atomic_load(&r->damaged) ? STORE_SEAL_DAMAGED : STORE_SEAL_CLOSED,
         .recording = r->id,
@@ -453,11 +475,16 @@ static void seal_recording(store *s, store_recording *r)
     uint8_t buf[STORE_SEAL_LEN];
     memcpy(seal.head, r->acked_head, 32);
     store_seal_encode(&seal, r->dek.key, buf);
-    if (cu_file_write_durably(r->dir, "seal", buf, sizeof(buf), 0640, &err) != CU_OK)
-        CU_LOG(CU_LOG_ERROR, "store", "sealing: %s (sealed at next start)", err.msg);
-    store_index_push_seal(s->index, &seal, r->opened_us, r->device_id);
+    if (cu_file_write_durably(r->dir, "seal", buf, sizeof(buf), 0640, &err) != CU_OK) {
+        store_id_format(&r->id, id);
+        cu_metric_inc(&st_seal_failed_metric);
+        CU_LOG(CU_LOG_ERROR, "store", "recording %s: sealing failed (attempt %d): %s; retrying", id,
+               r->seal_attempts + 1, err.msg);
+        return false;
+    }
+    store_index_push_seal(s->index, &seal, r->opened_us, &r->origin);
+    return true;
 }
-
 static void recording_free(store *s, store_recording *r)
 {
     pthread_mutex_lock(&s->open_lock);
@@ -486,10 +513,18 @@ static bool settle(store *s, store_recording *r, job *j)
 {
     char id[37];
     if (j->kind == JOB_CLOSE) {
-        seal_recording(s, r);
         free(j);
-        recording_free(s, r);
-        settle_done(s);
+        if (seal_write(s, r)) {
+            recording_free(s, r);
+            settle_done(s);
+        } else {
+            /* Kept (key, list entry, in-flight count) until its seal is on
+             * disk: the committer retries it. */
+            r->seal_attempts = 1;
+            r->seal_retry_ns = cu_mono_ns() + (int64_t)SEAL_RETRY_MIN_MS * 1000000;
+            r->next_unsealed = s->unsealed;
+            s->unsealed = r;
+        }
         return true;
     }
     bool ok = j->ok && !atomic_load(&r->damaged);
@@ -501,6 +536,15 @@ static bool settle(store *s, store_recording *r, job *j)
         if (rename(final, orphan) != 0)
             CU_LOG_ERRNO(CU_LOG_ERROR, "store", errno, "cannot set aside %s", final);
         cu_metric_inc(&st_orphan_metric);
+    }
+    if (!j->ok && j->renamed) {
+        /* Renamed, but its directory entry is not known to be durable: never
+         * left under a segment's name. The damaged seal's own directory
+         * fsync makes the removal durable. */
+        char final[PATH_MAX];
+        store_segment_path(r->dir, j->index, final);
+        if (unlink(final) != 0 && errno != ENOENT)
+            CU_LOG_ERRNO(CU_LOG_ERROR, "store", errno, "cannot remove %s", final);
     }
     if (!j->ok) {
         store_id_format(&r->id, id);
@@ -546,20 +590,83 @@ static void deliver(store *s, job *j)
     }
 }
 
+/* Seals due for another attempt; returns when the next one is due (0: none). */
+static int64_t retry_seals(store *s)
+{
+    int64_t now = cu_mono_ns(), next = 0;
+    int64_t give_up = atomic_load(&s->seal_give_up_ns);
+    store_recording **p = &s->unsealed;
+    while (*p) {
+        store_recording *r = *p;
+        bool done = false;
+        if (r->seal_retry_ns <= now) {
+            done = seal_write(s, r);
+            r->seal_attempts++;
+            if (!done && give_up && now >= give_up) {
+                char id[37];
+                store_id_format(&r->id, id);
+                CU_LOG(CU_LOG_ERROR, "store",
+                       "recording %s: seal still not written after %d attempts; stopping "
+                       "without it (its key stays pending: the next start seals it)",
+                       id, r->seal_attempts);
+                done = true;
+            }
+            if (!done) {
+                int64_t wait_ms = (int64_t)SEAL_RETRY_MIN_MS
+                                  << (r->seal_attempts < 5 ? r->seal_attempts : 5);
+                if (wait_ms > SEAL_RETRY_MAX_MS)
+                    wait_ms = SEAL_RETRY_MAX_MS;
+                r->seal_retry_ns = now + wait_ms * 1000000;
+            }
+        }
+        if (done) {
+            *p = r->next_unsealed;
+            recording_free(s, r);
+            settle_done(s);
+            continue;
+        }
+        if (!next || r->seal_retry_ns < next)
+            next = r->seal_retry_ns;
+        p = &r->next_unsealed;
+    }
+    return next;
+}
+
 static void *committer_main(void *arg)
 {
     store *s = arg;
     pthread_setname_np(pthread_self(), "store-commit");
     for (;;) {
+        int64_t due = s->unsealed ? retry_seals(s) : 0;
         pthread_mutex_lock(&s->commit_lock);
-        while (!s->commit_head && !s->commit_stop)
-            pthread_cond_wait(&s->commit_cond, &s->commit_lock);
+        while (!s->commit_head && (!s->commit_stop || due)) {
+            if (!due) {
+                pthread_cond_wait(&s->commit_cond, &s->commit_lock);
+                continue;
+            }
+            int64_t wait_ns = due - cu_mono_ns();
+            if (wait_ns <= 0)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait_ns / 1000000000;
+            ts.tv_nsec += wait_ns % 1000000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->commit_cond, &s->commit_lock, &ts);
+            if (cu_mono_ns() >= due)
+                break;
+        }
         job *batch = s->commit_head;
         s->commit_head = s->commit_tail = NULL;
         bool stop = s->commit_stop;
         pthread_mutex_unlock(&s->commit_lock);
-        if (!batch && stop)
+        if (!batch && stop && !s->unsealed)
             break;
+        if (!batch)
+            continue;
 
         /* Group commit: one fsync per directory for the whole batch. */
         for (job *j = batch; j; j = j->next) {
@@ -624,23 +731,36 @@ cu_rc store_recording_open(store *s, const store_recording_attrs *attrs, store_r
     store_recording *r = cu_xcalloc(1, sizeof(*r));
     char fan[PATH_MAX], root[PATH_MAX];
     bool listed = false;
-    const char *meta = attrs && attrs->meta ? attrs->meta : "";
-    size_t meta_len = strlen(meta);
+    const char *given = attrs && attrs->meta ? attrs->meta : "";
+    char *meta = NULL;
     uint8_t meta_sha[32];
 
+    /* What a continuation goes on from is the meta file's first line: the
+     * chain's genesis binds it. */
+    if (attrs && attrs->continues) {
+        char prev[37];
+        store_id_format(attrs->continues, prev);
+        meta = cu_xasprintf("continues=%s\n%s", prev, given);
+        r->origin.continues = *attrs->continues;
+        r->origin.has_continues = true;
+    } else {
+        meta = cu_xstrdup(given);
+    }
+    size_t meta_len = strlen(meta);
     if (meta_len > STORE_META_MAX) {
+        free(meta);
         free(r);
         return cu_err_set(err, CU_ERR_INVALID, "recording meta is larger than %d bytes",
                           STORE_META_MAX);
     }
     r->s = s;
-    r->device_id = attrs ? attrs->device_id : 0;
+    r->origin.device_id = attrs ? attrs->device_id : 0;
     r->opened_us = cu_time_ms() * 1000;
     if (RAND_bytes(r->id.b, 16) != 1) {
         rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");
         goto out;
     }
-    rc = store_keyring_new_dek(s->keys, &r->id, &r->dek, err);
+    rc = store_dek_new(s->keys, &r->id, &r->dek, err);
     if (rc)
         goto out;
     store_recording_dir(s->data_dir, &r->id, r->dir);
@@ -672,12 +792,13 @@ cu_rc store_recording_open(store *s, const store_recording_attrs *attrs, store_r
         store_pending_remove(s->data_dir, &r->id);
         goto out;
     }
-    store_index_push_open(s->index, &r->id, &r->dek.key_id, r->opened_us, r->device_id, &r->dek);
+    store_index_push_open(s->index, &r->id, &r->dek.key_id, r->opened_us, &r->origin, &r->dek);
     if (id_out)
         *id_out = r->id;
     *out = r;
     r = NULL;
 out:
+    free(meta);
     if (r && listed) {
         recording_free(s, r);
     } else if (r) {
@@ -826,19 +947,25 @@ cu_rc store_open(const store_opts *o, store **out, cu_err *err)
         queue_init(&s->workers[i].q, qcap);
     }
 
-    snprintf(path, sizeof(path), "%s/segments", s->data_dir);
-    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-        int e = errno;
-        rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
+    s->keys = o->keys;
+    if (!s->keys) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "store: no keys given");
         goto out;
     }
-    rc = store_keyring_open(s->data_dir, true, &s->keys, err);
-    if (rc)
-        goto out;
+    /* Pending data keys stay in the data dir wherever the KEKs live. */
+    static const char *const dirs[] = {"segments", "keys", "keys/pending"};
+    for (size_t i = 0; i < CU_ARRAY_LEN(dirs); i++) {
+        snprintf(path, sizeof(path), "%s/%s", s->data_dir, dirs[i]);
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+            int e = errno;
+            rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
+            goto out;
+        }
+    }
     rc = remove_crash_leftovers(s->data_dir, err);
     if (rc)
         goto out;
-    rc = store_index_start(s->data_dir, o->dsn, store_is_open, s, &s->index, err);
+    rc = store_index_start(s->data_dir, o->dsn, s->keys, store_is_open, s, &s->index, err);
     if (rc)
         goto out;
 
@@ -872,7 +999,6 @@ out:
         pthread_join(s->committer, NULL);
     }
     store_index_stop(s->index, 0);
-    store_keyring_close(s->keys);
     for (int i = 0; i < s->nworkers; i++)
         queue_destroy(&s->workers[i].q);
     queue_destroy(&s->sync_q);
@@ -897,6 +1023,12 @@ void store_close(store *s, int index_wait_ms)
             break;
         store_recording_close(r);
     }
+    /* A seal the disk keeps refusing is given up after a while: the
+     * recording's pending key makes the next start seal it. */
+    atomic_store(&s->seal_give_up_ns, cu_mono_ns() + (int64_t)SEAL_GIVE_UP_MS * 1000000);
+    pthread_mutex_lock(&s->commit_lock);
+    pthread_cond_signal(&s->commit_cond);
+    pthread_mutex_unlock(&s->commit_lock);
     store_flush(s);
 
     for (int i = 0; i < s->nworkers; i++) {
@@ -912,7 +1044,6 @@ void store_close(store *s, int index_wait_ms)
     pthread_mutex_unlock(&s->commit_lock);
     pthread_join(s->committer, NULL);
     store_index_stop(s->index, index_wait_ms);
-    store_keyring_close(s->keys);
     for (int i = 0; i < s->nworkers; i++)
         queue_destroy(&s->workers[i].q);
     queue_destroy(&s->sync_q);

@@ -227,16 +227,20 @@ int main(void)
         rng = 88172645463325252ULL;
     printf("test_access_model: seed %llu (CUSTOS_SEED=%llu replays it)\n", (unsigned long long)rng,
            (unsigned long long)rng);
-    char *dsn = pgtest_fresh_database("access_model");
-    PGconn *c = NULL;
+    char *owner_dsn = NULL;
+    char *dsn = pgtest_fresh_database("access_model", &owner_dsn);
+    PGconn *c = NULL, *owner = NULL;
     cu_err err;
-    if (db_connect(dsn, "test_access_model", &c, &err) != CU_OK) {
+    if (db_connect(owner_dsn, "test_access_model", &owner, &err) != CU_OK ||
+        db_connect(dsn, "test_access_model", &c, &err) != CU_OK) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
     int applied;
-    CHECK_EQ_INT(db_migrate(c, db_schema_migrations, db_schema_migrations_count, &applied, &err),
-                 CU_OK);
+    CHECK_EQ_INT(
+        db_migrate(owner, db_schema_migrations, db_schema_migrations_count, &applied, &err), CU_OK);
+    PQfinish(owner);
+    free(owner_dsn);
     build_world(c);
 
     int leaks = 0, wrong_denials = 0, granted = 0;

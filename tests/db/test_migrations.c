@@ -1,4 +1,5 @@
 /* Migrations on a real PostgreSQL (run under with-pg). */
+#include "control/control.h"
 #include "db/db.h"
 #include "tests/harness/pgtest.h"
 #include "tests/testlib.h"
@@ -32,9 +33,93 @@ static const db_migration edited[] = {
     {1, "0001_a", "CREATE TABLE a (x bigint); INSERT INTO a VALUES (1);"},
 };
 
+/* @p sql, run as the application role, must be refused for want of rights. */
+static void expect_refused(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (PQresultStatus(res) != PGRES_FATAL_ERROR || !state || strcmp(state, "42501") != 0) {
+        fprintf(stderr, "FAIL: the application role was not refused: %s (%s: %s)\n", sql,
+                state ? state : "no error", PQresultErrorMessage(res));
+        CHECK(false);
+    }
+    PQclear(res);
+}
+
+/*
+ * What the application's role (owns nothing, member of custos_app) cannot
+ * do to the audit log and the evidence index: each is refused by a right it
+ * does not have, not by courtesy.
+ */
+static void test_app_role(const char *app_dsn)
+{
+    PGconn *app = connect_or_die(app_dsn);
+    cu_err err = {""};
+    CHECK_EQ_INT(pgtest_query_int(app, "SELECT count(*) FROM pg_roles WHERE rolname = current_user "
+                                       "AND NOT rolsuper AND pg_has_role(current_user, "
+                                       "'custos_app', 'MEMBER')"),
+                 1);
+    static const char *const refused[] = {
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update",
+        "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+        "UPDATE audit_log SET actor = 'nobody'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "INSERT INTO audit_log (seq, at, actor, action, object, outcome, source, prev_hash, hash) "
+        "VALUES (1000, now(), 'x', 'x', '', 'ok', '', sha256(''), sha256(''))",
+        "ALTER TABLE audit_log OWNER TO custos",
+        "CREATE OR REPLACE FUNCTION audit_append(text[], text[], text[], text[], text[]) "
+        "RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'",
+        "DROP FUNCTION audit_append(text[], text[], text[], text[], text[])",
+        "DROP TRIGGER audit_log_no_update ON audit_log",
+        "CREATE FUNCTION public.sha256(bytea) RETURNS bytea LANGUAGE sql AS 'SELECT $1'",
+        "ALTER FUNCTION audit_append(text[], text[], text[], text[], text[]) SECURITY INVOKER",
+        "UPDATE segments SET sha256 = sha256(sha256)",
+        "DELETE FROM segments",
+        "TRUNCATE segments",
+        "DELETE FROM recordings",
+        "UPDATE recordings SET opened_at = now()",
+        "UPDATE recordings SET erased_at = now()",
+        "DELETE FROM recording_keys",
+        "UPDATE recording_keys SET recording_id = recording_id",
+        "ALTER TABLE segments DISABLE TRIGGER segments_history",
+        "UPDATE instance SET id = gen_random_uuid()",
+        "DELETE FROM schema_version",
+        "CREATE TABLE public.intruder (x int)",
+    };
+    for (size_t i = 0; i < CU_ARRAY_LEN(refused); i++)
+        expect_refused(app, refused[i]);
+    /* A GRANT by a role without the grant option grants nothing (a warning). */
+    CHECK_EQ_INT(db_exec(app, "GRANT UPDATE, DELETE, TRUNCATE ON audit_log TO custos", &err),
+                 CU_OK);
+    CHECK_EQ_INT(db_exec(app, "GRANT ALL ON audit_log TO custos_app", &err), CU_OK);
+    CHECK_EQ_INT(pgtest_query_int(app, "SELECT count(*) FROM unnest(ARRAY['INSERT', 'UPDATE', "
+                                       "'DELETE', 'TRUNCATE', 'TRIGGER']) p "
+                                       "WHERE has_table_privilege('audit_log', p)"),
+                 0);
+
+    /* It appends through the one function, whose search_path it cannot
+     * bend: a sha256() of its own in pg_temp changes nothing. */
+    CHECK_EQ_INT(db_exec(app,
+                         "CREATE FUNCTION pg_temp.sha256(bytea) RETURNS bytea LANGUAGE sql "
+                         "AS 'SELECT ''\\x00''::bytea'",
+                         &err),
+                 CU_OK);
+    ctl_audit_entry e = {.actor = "test", .action = "role.check", .outcome = "ok"};
+    int64_t seq = 0;
+    CHECK_EQ_INT(ctl_audit_append(app, &e, &seq, &err), CU_OK);
+    CHECK(seq > 0);
+    ctl_audit_report rep;
+    CHECK_EQ_INT(ctl_audit_verify(app, &rep, &err), CU_OK);
+    CHECK_EQ_INT(rep.first_bad, 0);
+    CHECK(rep.entries >= 1);
+    PQfinish(app);
+}
+
 static void test_real_schema(void)
 {
-    char *dsn = pgtest_fresh_database("mig_real");
+    char *app_dsn = NULL, *dsn = NULL;
+    app_dsn = pgtest_fresh_database("mig_real", &dsn);
     PGconn *conn = connect_or_die(dsn);
     cu_err err = {""};
     int applied = -1;
@@ -60,12 +145,15 @@ static void test_real_schema(void)
     CHECK(PQresultStatus(res) == PGRES_FATAL_ERROR);
     PQclear(res);
     PQfinish(conn);
+    test_app_role(app_dsn);
     free(dsn);
+    free(app_dsn);
 }
 
 static void test_failure_rolls_back(void)
 {
-    char *dsn = pgtest_fresh_database("mig_fail");
+    char *dsn = NULL;
+    free(pgtest_fresh_database("mig_fail", &dsn));
     PGconn *conn = connect_or_die(dsn);
     cu_err err = {""};
     int applied = -1;
@@ -84,7 +172,8 @@ static void test_failure_rolls_back(void)
 
 static void test_newer_database_refused(void)
 {
-    char *dsn = pgtest_fresh_database("mig_newer");
+    char *dsn = NULL;
+    free(pgtest_fresh_database("mig_newer", &dsn));
     PGconn *conn = connect_or_die(dsn);
     cu_err err = {""};
     int applied = 0;
@@ -116,7 +205,8 @@ static void *migrate_thread(void *arg)
 
 static void test_concurrent(void)
 {
-    char *dsn = pgtest_fresh_database("mig_concurrent");
+    char *dsn = NULL;
+    free(pgtest_fresh_database("mig_concurrent", &dsn));
     migrate_job jobs[4];
     pthread_t threads[4];
     for (int i = 0; i < 4; i++) {
@@ -140,8 +230,9 @@ static void test_instance_binding(void)
 {
     char dir[] = "/tmp/custos-test-instance-XXXXXX";
     REQUIRE(mkdtemp(dir));
-    char *dsn1 = pgtest_fresh_database("inst_one");
-    char *dsn2 = pgtest_fresh_database("inst_two");
+    char *dsn1 = NULL, *dsn2 = NULL;
+    free(pgtest_fresh_database("inst_one", &dsn1));
+    free(pgtest_fresh_database("inst_two", &dsn2));
     PGconn *one = connect_or_die(dsn1), *two = connect_or_die(dsn2);
     cu_err err = {""};
     char id1[37], id2[37];
@@ -172,14 +263,36 @@ static void test_service_external(void)
 {
     char dir[] = "/tmp/custos-test-service-XXXXXX";
     REQUIRE(mkdtemp(dir));
-    char *dsn = pgtest_fresh_database("svc_ext");
+    char *owner_dsn = NULL;
+    char *dsn = pgtest_fresh_database("svc_ext", &owner_dsn);
     cu_config cfg;
     cu_err err = {""};
-    char *sets[1];
-    char *assignment = cu_xasprintf("db.dsn=%s", dsn);
-    sets[0] = assignment;
-    CHECK_EQ_INT(cu_config_load(&cfg, NULL, dir, sets, 1, &err), CU_OK);
     db_service *svc = NULL;
+    char *assignment = cu_xasprintf("db.dsn=%s", dsn);
+    char *owner_assignment = cu_xasprintf("db.owner_dsn=%s", owner_dsn);
+    char *as_owner = cu_xasprintf("db.dsn=%s", owner_dsn);
+    char *super_dsn = cu_xasprintf("db.dsn=%s dbname=svc_ext", getenv("CUSTOS_TEST_ADMIN_DSN"));
+
+    /* Without the owner nothing migrates: a schema behind is refused. */
+    char *app_only[] = {assignment};
+    CHECK_EQ_INT(cu_config_load(&cfg, NULL, dir, app_only, 1, &err), CU_OK);
+    CHECK_EQ_INT(db_service_start(&cfg, dir, DB_OWN, "test", &svc, &err), CU_ERR_VERSION);
+    CHECK_STR_CONTAINS(err.msg, "run ingestctl db migrate with db.owner_dsn set");
+    cu_config_free(&cfg);
+    /* The owner, or a superuser, as the application's role: refused. */
+    char *owner_as_app[] = {as_owner, owner_assignment};
+    CHECK_EQ_INT(cu_config_load(&cfg, NULL, dir, owner_as_app, 2, &err), CU_OK);
+    CHECK_EQ_INT(db_service_start(&cfg, dir, DB_OWN, "test", &svc, &err), CU_ERR_PERM);
+    CHECK_STR_CONTAINS(err.msg, "must own nothing and not be a superuser");
+    cu_config_free(&cfg);
+    char *super_as_app[] = {super_dsn, owner_assignment};
+    CHECK_EQ_INT(cu_config_load(&cfg, NULL, dir, super_as_app, 2, &err), CU_OK);
+    CHECK_EQ_INT(db_service_start(&cfg, dir, DB_OWN, "test", &svc, &err), CU_ERR_PERM);
+    CHECK_STR_CONTAINS(err.msg, "is a superuser");
+    cu_config_free(&cfg);
+
+    char *sets[] = {assignment, owner_assignment};
+    CHECK_EQ_INT(cu_config_load(&cfg, NULL, dir, sets, 2, &err), CU_OK);
     CHECK_EQ_INT(db_service_start(&cfg, dir, DB_OWN, "test", &svc, &err), CU_OK);
     REQUIRE(svc);
     CHECK(db_service_cluster(svc) == NULL);
@@ -198,6 +311,10 @@ static void test_service_external(void)
     CHECK(svc == NULL);
     cu_config_free(&cfg);
     free(assignment);
+    free(owner_assignment);
+    free(as_owner);
+    free(super_dsn);
+    free(owner_dsn);
     free(dsn);
     char path[128];
     snprintf(path, sizeof(path), "%s/instance", dir);

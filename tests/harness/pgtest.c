@@ -16,7 +16,7 @@
 struct pgtest {
     char dir[256];
     char pg_dir[300];
-    char *dsn, *admin_dsn; /* stay valid while the server is stopped */
+    char *dsn, *owner_dsn, *admin_dsn; /* stay valid while the server is stopped */
     db_cluster *cluster;
 };
 
@@ -88,6 +88,7 @@ cu_rc pgtest_start(pgtest **out, cu_err *err)
     if (rc)
         goto out;
     t->dsn = cu_xstrdup(db_cluster_dsn(t->cluster));
+    t->owner_dsn = cu_xstrdup(db_cluster_owner_dsn(t->cluster));
     t->admin_dsn = cu_xstrdup(db_cluster_admin_dsn(t->cluster));
     *out = t;
     t = NULL;
@@ -99,6 +100,11 @@ out:
 const char *pgtest_dsn(const pgtest *t)
 {
     return t->dsn;
+}
+
+const char *pgtest_owner_dsn(const pgtest *t)
+{
+    return t->owner_dsn;
 }
 
 const char *pgtest_admin_dsn(const pgtest *t)
@@ -132,11 +138,12 @@ void pgtest_stop(pgtest *t)
     if (t->dir[0])
         remove_tree(t->dir);
     free(t->dsn);
+    free(t->owner_dsn);
     free(t->admin_dsn);
     free(t);
 }
 
-char *pgtest_fresh_database(const char *name)
+char *pgtest_fresh_database(const char *name, char **owner_dsn)
 {
     const char *admin = getenv("CUSTOS_TEST_ADMIN_DSN");
     if (!admin) {
@@ -152,7 +159,8 @@ char *pgtest_fresh_database(const char *name)
     char sql[256];
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", name);
     if (db_exec(conn, sql, &err) == CU_OK) {
-        snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" OWNER custos TEMPLATE template0", name);
+        snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" OWNER custos_owner TEMPLATE template0",
+                 name);
         if (db_exec(conn, sql, &err) != CU_OK) {
             fprintf(stderr, "pgtest: %s\n", err.msg);
             exit(1);
@@ -161,8 +169,10 @@ char *pgtest_fresh_database(const char *name)
         fprintf(stderr, "pgtest: %s\n", err.msg);
         exit(1);
     }
-    /* Same server and role as the test DSN, another database. */
+    /* Same server and roles as the test DSNs, another database. */
     char *dsn = cu_xasprintf("%s dbname=%s", getenv("CUSTOS_TEST_DSN"), name);
+    if (owner_dsn)
+        *owner_dsn = cu_xasprintf("%s dbname=%s", getenv("CUSTOS_TEST_OWNER_DSN"), name);
     PQfinish(conn);
     return dsn;
 }
@@ -177,4 +187,14 @@ long long pgtest_query_int(PGconn *conn, const char *sql)
         fprintf(stderr, "query failed: %s: %s", sql, PQerrorMessage(conn));
     PQclear(res);
     return v;
+}
+
+char *pgtest_superuser_dsn(void)
+{
+    const char *admin = getenv("CUSTOS_TEST_ADMIN_DSN");
+    if (!admin) {
+        fprintf(stderr, "pgtest: CUSTOS_TEST_ADMIN_DSN is not set; run this test under with-pg\n");
+        exit(1);
+    }
+    return cu_xasprintf("%s dbname=custos", admin);
 }

@@ -1,6 +1,7 @@
 /*
  * with-pg COMMAND [ARG...]: run COMMAND with a throwaway PostgreSQL cluster.
- * Sets CUSTOS_TEST_DSN (the custos database) and CUSTOS_TEST_ADMIN_DSN (the
+ * Sets CUSTOS_TEST_DSN (the custos database as the application role),
+ * CUSTOS_TEST_OWNER_DSN (the same as its owner) and CUSTOS_TEST_ADMIN_DSN (the
  * superuser) for it, and removes the cluster afterwards whatever COMMAND did.
  * Exits with COMMAND's status (128+N if it died of signal N).
  */
@@ -37,6 +38,7 @@ int main(int argc, char **argv)
         return 1;
     }
     setenv("CUSTOS_TEST_DSN", pgtest_dsn(t), 1);
+    setenv("CUSTOS_TEST_OWNER_DSN", pgtest_owner_dsn(t), 1);
     setenv("CUSTOS_TEST_ADMIN_DSN", pgtest_admin_dsn(t), 1);
     setenv("CUSTOS_TEST_PGDIR", pgtest_dir(t), 1);
 

@@ -139,7 +139,9 @@ wait_audited "$shown"
 [ "$(audited)" = "$shown" ] || fail "$(audited) recording.list entries for $shown pages shown"
 
 note "while the audit log cannot be written, reads are refused; then the entries are written"
-as_super -c "REVOKE INSERT ON audit_log FROM custos" || fail "revoke insert"
+# (appends go only through audit_append(); taking it away makes them fail)
+as_super -c "REVOKE EXECUTE ON FUNCTION audit_append(text[], text[], text[], text[], text[]) FROM custos_app" ||
+    fail "revoke execute"
 code=$(raw_code "$tok_rita")
 [ "$code" = 200 ] || fail "the first read after the revoke answered $code"
 shown=$((shown + 1))
@@ -153,7 +155,8 @@ done
 [ -n "$refused" ] || fail "reads were not refused while the audit log failed"
 grep -q '"error":"unavailable"' "$base/body" || fail "503 without its error: $(cat "$base/body")"
 grep -q "read path: audit" "$base/ingestd.log" || fail "the failed append was not logged"
-as_super -c "GRANT INSERT ON audit_log TO custos" || fail "grant insert"
+as_super -c "GRANT EXECUTE ON FUNCTION audit_append(text[], text[], text[], text[], text[]) TO custos_app" ||
+    fail "grant execute"
 for _ in $(seq 1 100); do
     code=$(raw_code "$tok_rita")
     [ "$code" = 200 ] && break

@@ -6,8 +6,10 @@
 #include "tests/harness/pgtest.h"
 #include "tests/testlib.h"
 
+#include <limits.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,18 +20,68 @@ static inline void st_make_data_dir(char *out, size_t len, const char *name)
     REQUIRE(mkdtemp(out));
 }
 
-/* Connect to @p dsn and bring the schema up to date. */
+/* The keys of @p data_dir (<data_dir>/keys, made on first use), kept open
+ * for the process; reopened when another data dir is asked for. */
+static inline keys_ring *st_keys(const char *data_dir)
+{
+    static keys_ring *ring;
+    static char ring_dir[PATH_MAX];
+    char dir[PATH_MAX];
+    cu_err err;
+    snprintf(dir, sizeof(dir), "%s/keys", data_dir);
+    if (ring && strcmp(dir, ring_dir) == 0)
+        return ring;
+    keys_close(ring);
+    ring = NULL;
+    if (keys_open(dir, true, &ring, &err) != CU_OK) {
+        fprintf(stderr, "keys: %s\n", err.msg);
+        exit(1);
+    }
+    snprintf(ring_dir, sizeof(ring_dir), "%s", dir);
+    return ring;
+}
+
+/* Bring the schema up to date as its owner, then connect to @p dsn (the
+ * application role). */
+static inline PGconn *st_connect_as(const char *dsn, const char *owner_dsn)
+{
+    PGconn *conn = NULL, *owner = NULL;
+    cu_err err;
+    if (!owner_dsn || db_connect(owner_dsn, "store-test-migrate", &owner, &err) != CU_OK ||
+        db_migrate(owner, db_schema_migrations, db_schema_migrations_count, NULL, &err) != CU_OK ||
+        db_connect(dsn, "store-test", &conn, &err) != CU_OK) {
+        fprintf(stderr, "database: %s\n", owner_dsn ? err.msg : "CUSTOS_TEST_OWNER_DSN not set");
+        exit(1);
+    }
+    PQfinish(owner);
+    return conn;
+}
+
+/* The same on the cluster of with-pg. */
 static inline PGconn *st_connect(const char *dsn)
+{
+    return st_connect_as(dsn, getenv("CUSTOS_TEST_OWNER_DSN"));
+}
+
+/* An insider with full database access: the superuser, triggers off (as
+ * `session_replication_role = replica` allows), to tamper with the index. */
+static inline PGconn *st_insider(void)
 {
     PGconn *conn = NULL;
     cu_err err;
-    if (db_connect(dsn, "store-test", &conn, &err) != CU_OK ||
-        db_migrate(conn, db_schema_migrations, db_schema_migrations_count, NULL, &err) != CU_OK) {
+    char *dsn = pgtest_superuser_dsn();
+    if (db_connect(dsn, "store-test-insider", &conn, &err) != CU_OK ||
+        db_exec(conn, "SET session_replication_role = replica", &err) != CU_OK) {
         fprintf(stderr, "database: %s\n", err.msg);
         exit(1);
     }
+    free(dsn);
     return conn;
 }
+
+/* Who the tests' erasures are by. */
+static const store_erase_request st_erase_why = {
+    .actor = "ingestctl:test", .reason = "test", .source = "local"};
 
 /* Random bytes in a chain of chunks (what the store takes and gives back);
  * @p copy (may be NULL) receives a plain copy, which the caller frees. */
@@ -66,7 +118,8 @@ static inline st_verify_result st_verify(const char *data_dir, PGconn *conn, con
     cu_err err = {""};
     FILE *out = open_memstream(&r.text, &r.len);
     REQUIRE(out);
-    store_verify_opts o = {.recording = one, .quick = quick, .out = out};
+    store_verify_opts o = {
+        .recording = one, .quick = quick, .out = out, .keys = quick ? NULL : st_keys(data_dir)};
     r.rc = store_verify(data_dir, conn, &o, &r.rep, &err);
     fclose(out);
     if (r.rc)

@@ -47,7 +47,12 @@ static void writer(const char *dsn, unsigned seed)
 {
     store *s = NULL;
     cu_err err;
-    store_opts o = {.data_dir = data_dir, .dsn = dsn, .workers = 2, .syncers = 2, .on_ack = on_ack};
+    store_opts o = {.data_dir = data_dir,
+                    .dsn = dsn,
+                    .keys = st_keys(data_dir),
+                    .workers = 2,
+                    .syncers = 2,
+                    .on_ack = on_ack};
     if (store_open(&o, &s, &err) != CU_OK) {
         fprintf(stderr, "writer: %s\n", err.msg);
         _exit(2);
@@ -137,12 +142,12 @@ int main(void)
         /* The next start's recovery. */
         cu_err err = {""};
         int sealed = 0;
-        CHECK_EQ_INT(store_recover(data_dir, conn, &sealed, &err), CU_OK);
+        CHECK_EQ_INT(store_recover(data_dir, conn, st_keys(data_dir), &sealed, &err), CU_OK);
 
         /* Every acknowledged segment reads back and checks out. */
         for (size_t i = 0; i < nacked; i++) {
-            cu_rc rc =
-                store_segment_read(data_dir, conn, &acked[i].rec, acked[i].idx, &plain, &err);
+            cu_rc rc = store_segment_read(data_dir, conn, st_keys(data_dir), &acked[i].rec,
+                                          acked[i].idx, &plain, &err);
             if (rc != CU_OK)
                 fprintf(stderr, "round %d: acknowledged segment lost: %s\n", round, err.msg);
             CHECK_EQ_INT(rc, CU_OK);

@@ -173,58 +173,60 @@ static void test_keys(void)
 {
     char dir[] = "/tmp/custos-test-keys-XXXXXX";
     REQUIRE(mkdtemp(dir));
-    store_keyring *k = NULL;
+    keys_ring *k = NULL;
     cu_err err = {""};
-    CHECK_EQ_INT(store_keyring_open(dir, true, &k, &err), CU_OK);
-    REQUIRE(k);
     char path[256];
     struct stat st;
     snprintf(path, sizeof(path), "%s/keys", dir);
+    CHECK_EQ_INT(keys_open(path, true, &k, &err), CU_OK);
+    REQUIRE(k);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700);
+    snprintf(path, sizeof(path), "%s/keys/pending", dir);
+    REQUIRE(mkdir(path, 0700) == 0);
 
     store_id rec, rec2;
     memset(rec.b, 0x11, 16);
     memset(rec2.b, 0x22, 16);
     store_dek dek, dek2;
-    CHECK_EQ_INT(store_keyring_new_dek(k, &rec, &dek, &err), CU_OK);
-    CHECK_EQ_INT(store_keyring_new_dek(k, &rec, &dek2, &err), CU_OK);
+    CHECK_EQ_INT(store_dek_new(k, &rec, &dek, &err), CU_OK);
+    CHECK_EQ_INT(store_dek_new(k, &rec, &dek2, &err), CU_OK);
     CHECK(memcmp(dek.key, dek2.key, 32) != 0); /* fresh every time */
     snprintf(path, sizeof(path), "%s/keys/kek-%s.key", dir, dek.kek_id);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 
     uint8_t key[32];
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped,
-                                      STORE_WRAPPED_LEN, key, &err),
+    CHECK_EQ_INT(store_dek_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                                  key, &err),
                  CU_OK);
     CHECK(memcmp(key, dek.key, 32) == 0);
     /* Bound to its recording and key id: no swapping wrapped keys. */
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec2, &dek.key_id, dek.kek_id, dek.wrapped,
-                                      STORE_WRAPPED_LEN, key, &err),
+    CHECK_EQ_INT(store_dek_unwrap(k, &rec2, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                                  key, &err),
                  CU_ERR_INVALID);
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek2.key_id, dek.kek_id, dek.wrapped,
-                                      STORE_WRAPPED_LEN, key, &err),
+    CHECK_EQ_INT(store_dek_unwrap(k, &rec, &dek2.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                                  key, &err),
                  CU_ERR_INVALID);
     uint8_t tampered[STORE_WRAPPED_LEN];
     memcpy(tampered, dek.wrapped, sizeof(tampered));
     tampered[20] ^= 1;
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, tampered, STORE_WRAPPED_LEN,
-                                      key, &err),
-                 CU_ERR_INVALID);
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, "0000000000000000", dek.wrapped,
-                                      STORE_WRAPPED_LEN, key, &err),
+    CHECK_EQ_INT(
+        store_dek_unwrap(k, &rec, &dek.key_id, dek.kek_id, tampered, STORE_WRAPPED_LEN, key, &err),
+        CU_ERR_INVALID);
+    CHECK_EQ_INT(store_dek_unwrap(k, &rec, &dek.key_id, "0000000000000000", dek.wrapped,
+                                  STORE_WRAPPED_LEN, key, &err),
                  CU_ERR_NOTFOUND);
 
     /* A new KEK: new keys use it, old wrapped keys still open, re-wrap moves them. */
     char new_id[STORE_KEK_ID_LEN + 1];
-    CHECK_EQ_INT(store_keyring_add_kek(k, new_id, &err), CU_OK);
+    CHECK_EQ_INT(keys_kek_add(k, new_id, &err), CU_OK);
     CHECK(strcmp(new_id, dek.kek_id) != 0);
     store_dek dek3;
-    CHECK_EQ_INT(store_keyring_new_dek(k, &rec2, &dek3, &err), CU_OK);
+    CHECK_EQ_INT(store_dek_new(k, &rec2, &dek3, &err), CU_OK);
     CHECK(strcmp(dek3.kek_id, new_id) == 0);
-    CHECK_EQ_INT(store_keyring_rewrap(k, &rec, &dek, &err), CU_OK);
+    CHECK_EQ_INT(store_dek_rewrap(k, &rec, &dek, &err), CU_OK);
     CHECK(strcmp(dek.kek_id, new_id) == 0);
-    CHECK_EQ_INT(store_keyring_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped,
-                                      STORE_WRAPPED_LEN, key, &err),
+    CHECK_EQ_INT(store_dek_unwrap(k, &rec, &dek.key_id, dek.kek_id, dek.wrapped, STORE_WRAPPED_LEN,
+                                  key, &err),
                  CU_OK);
     CHECK(memcmp(key, dek.key, 32) == 0);
 
@@ -248,7 +250,7 @@ static void test_keys(void)
     store_dek_wipe(&dek);
     store_dek_wipe(&dek2);
     store_dek_wipe(&dek3);
-    store_keyring_close(k);
+    keys_close(k);
     test_remove_tree(dir);
 }
 

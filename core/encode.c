@@ -1,0 +1,122 @@
+/* Hex, base64 and UTF-8 checks: the one copy every module uses. */
+#include "core.h"
+
+#include <string.h>
+
+void cu_hex_encode(const void *data, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool cu_hex_decode(const char *hex, uint8_t *out, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        int hi = hex_value(hex[2 * i]);
+        int lo = hi < 0 ? -1 : hex_value(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return hex[2 * len] == '\0' || hex_value(hex[2 * len]) < 0;
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void cu_base64_encode(const void *data, size_t len, char *out)
+{
+    const uint8_t *p = data;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < len)
+            v |= p[i + 2];
+        out[o++] = b64[v >> 18 & 63];
+        out[o++] = b64[v >> 12 & 63];
+        out[o++] = i + 1 < len ? b64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? b64[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+bool cu_base64_decode(const char *text, size_t text_len, uint8_t *out, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    if (text_len % 4)
+        return false;
+    for (size_t i = 0; i < text_len; i += 4) {
+        uint32_t v = 0;
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            char c = text[i + j];
+            const char *at = c ? strchr(b64, c) : NULL;
+            if (c == '=' && i + 4 == text_len && j >= 2) {
+                pad++;
+                v <<= 6;
+                continue;
+            }
+            if (!at || pad)
+                return false;
+            v = v << 6 | (uint32_t)(at - b64);
+        }
+        size_t bytes = 3 - (size_t)pad;
+        if (n + bytes > cap)
+            return false;
+        out[n++] = (uint8_t)(v >> 16);
+        if (bytes > 1)
+            out[n++] = (uint8_t)(v >> 8);
+        if (bytes > 2)
+            out[n++] = (uint8_t)v;
+    }
+    *len = n;
+    return true;
+}
+
+bool cu_utf8_valid(const char *s)
+{
+    const uint8_t *p = (const uint8_t *)s;
+    while (*p) {
+        uint8_t c = *p;
+        int more;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            more = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            more = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        for (int i = 1; i <= more; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        p += more + 1;
+    }
+    return true;
+}
