@@ -54,7 +54,8 @@ void ctl_audit_hash(const uint8_t prev[32], int64_t seq, int64_t at_ms, const ct
 }
 
 /* The first entry's prev_hash: SHA-256("custos-audit-v1:" ‖ installation id). */
-static cu_rc genesis(PGconn *conn, uint8_t out[32], cu_err *err)
+static cu_rc genesis(PGconn *conn, uint8_t out[32], char *instance, size_t instance_len,
+                     cu_err *err)
 {
     PGresult *res = PQexec(conn, "SELECT id::text FROM instance");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
@@ -65,23 +66,16 @@ static cu_rc genesis(PGconn *conn, uint8_t out[32], cu_err *err)
     }
     char text[128];
     int n = snprintf(text, sizeof(text), GENESIS_LABEL "%s", PQgetvalue(res, 0, 0));
+    cu_strlcpy(instance, PQgetvalue(res, 0, 0), instance_len);
     PQclear(res);
     EVP_Digest(text, (size_t)n, out, NULL, EVP_sha256(), NULL);
     return CU_OK;
 }
 
+/* bytea in text form: \x followed by 64 hex digits. */
 static bool unhex32(const char *hex, uint8_t out[32])
 {
-    /* bytea in text form: \x followed by 64 hex digits */
-    if (strncmp(hex, "\\x", 2) != 0 || strlen(hex) != 66)
-        return false;
-    for (int i = 0; i < 32; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 + 2 * i, "%2x", &v) != 1)
-            return false;
-        out[i] = (uint8_t)v;
-    }
-    return true;
+    return strncmp(hex, "\\x", 2) == 0 && strlen(hex) == 66 && cu_hex_decode(hex + 2, out, 32);
 }
 
 /* End a failed or read-only transaction; a failure here leaves nothing to undo. */
@@ -353,42 +347,129 @@ static bool check_row(PGresult *res, int i, int64_t *expect_seq, uint8_t prev[32
     return true;
 }
 
-cu_rc ctl_audit_verify(PGconn *conn, ctl_audit_report *r, cu_err *err)
+/* Checkpoints by seq, then file line: the order the walk meets them. */
+static int cmp_checkpoint(const void *a, const void *b)
+{
+    const ctl_checkpoint *x = *(const ctl_checkpoint *const *)a;
+    const ctl_checkpoint *y = *(const ctl_checkpoint *const *)b;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* The walk's view of the checkpoints: the usable ones, sorted. */
+typedef struct {
+    const ctl_checkpoint **list;
+    size_t n, next; /* next: the first not yet met */
+} checkpoint_walk;
+
+static void checkpoint_walk_init(checkpoint_walk *w, const ctl_checkpoint *cps, size_t n,
+                                 const uint8_t *pub, const char *instance, ctl_audit_report *r)
+{
+    w->list = cu_xcalloc(n ? n : 1, sizeof(*w->list));
+    w->n = w->next = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pub && strcmp(cps[i].instance, instance) == 0 &&
+            ctl_checkpoint_signature_ok(&cps[i], pub))
+            w->list[w->n++] = &cps[i];
+        else
+            r->checkpoints_bad++;
+    }
+    r->checkpoints = w->n;
+    if (w->n)
+        qsort(w->list, w->n, sizeof(*w->list), cmp_checkpoint);
+}
+
+/* Entry @p seq, hashing to @p hash, checked out: hold the checkpoints at it against it. */
+static void checkpoint_walk_entry(checkpoint_walk *w, int64_t seq, const uint8_t hash[32],
+                                  ctl_audit_report *r)
+{
+    while (w->next < w->n && w->list[w->next]->seq <= seq) {
+        const ctl_checkpoint *c = w->list[w->next++];
+        if (c->seq < seq)
+            continue; /* met only past a gap: the chain check names that */
+        if (memcmp(c->head, hash, 32) == 0) {
+            if (!r->fails)
+                r->holds = c;
+            continue;
+        }
+        if (!r->fails) {
+            r->fails = c;
+            r->rewritten = true;
+            snprintf(r->checkpoint_why, sizeof(r->checkpoint_why),
+                     "entry %lld differs from the checkpoint of %s (line %zu): the log was "
+                     "rewritten %s%lld and the chain recomputed",
+                     (long long)seq, c->at, c->line, r->holds ? "after entry " : "up to entry ",
+                     (long long)(r->holds ? r->holds->seq : seq));
+        }
+    }
+}
+
+/* After the last entry: checkpoints beyond it cover entries that are gone. */
+static void checkpoint_walk_end(checkpoint_walk *w, ctl_audit_report *r)
+{
+    if (r->first_bad || w->next >= w->n)
+        return;
+    const ctl_checkpoint *c = w->list[w->n - 1];
+    if (c->seq <= r->last_seq)
+        return;
+    r->truncated = true;
+    if (!r->fails) {
+        r->fails = w->list[w->next];
+        snprintf(r->checkpoint_why, sizeof(r->checkpoint_why),
+                 "the log ends at entry %lld, but the checkpoint of %s (line %zu) covers entry "
+                 "%lld: entries %lld to %lld were removed",
+                 (long long)r->last_seq, c->at, c->line, (long long)c->seq,
+                 (long long)r->last_seq + 1, (long long)c->seq);
+    }
+}
+
+cu_rc ctl_audit_verify(PGconn *conn, const ctl_checkpoint *cps, size_t ncps,
+                       const uint8_t pub[KEYS_PUBLIC_LEN], ctl_audit_report *r, cu_err *err)
 {
     memset(r, 0, sizeof(*r));
     uint8_t prev[32];
     int64_t expect = 1;
-    cu_rc rc = genesis(conn, prev, err);
+    char instance[64] = "";
+    checkpoint_walk walk = {0};
+    cu_rc rc = genesis(conn, prev, instance, sizeof(instance), err);
     if (rc)
         return rc;
+    checkpoint_walk_init(&walk, cps, ncps, pub, instance, r);
     rc = db_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
     if (rc)
-        return rc;
+        goto out;
     rc = db_exec(conn,
                  "DECLARE audit_rows NO SCROLL CURSOR FOR SELECT seq, "
                  "(extract(epoch FROM at) * 1000)::bigint, actor, action, object, outcome, "
                  "source, prev_hash, hash FROM audit_log ORDER BY seq",
                  err);
     if (rc)
-        goto out;
+        goto done;
     for (;;) {
         PGresult *res = PQexec(conn, "FETCH 5000 FROM audit_rows");
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             rc = cu_err_set(err, CU_ERR_DB, "audit: %s", PQerrorMessage(conn));
             PQclear(res);
-            goto out;
+            goto done;
         }
         int n = PQntuples(res);
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             if (!check_row(res, i, &expect, prev, r)) {
                 PQclear(res);
-                goto out;
+                goto done;
             }
+            r->last_seq = expect - 1;
+            checkpoint_walk_entry(&walk, r->last_seq, prev, r);
+        }
         PQclear(res);
         if (n < FETCH_ROWS)
             break;
     }
-out:
+    checkpoint_walk_end(&walk, r);
+done:
     rollback(conn);
+out:
+    free(walk.list);
     return rc;
 }

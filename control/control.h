@@ -133,14 +133,82 @@ void ctl_audit_group_free(ctl_audit_group *g); /* no thread may be appending */
 CU_WUR cu_rc ctl_audit_group_append(ctl_audit_group *g, PGconn *conn, const ctl_audit_entry *e,
                                     cu_err *err);
 
+/* ------------------------------------------------------------ checkpoints */
+
+#define CTL_CHECKPOINT_FILE     "audit/checkpoints" /* under the data dir */
+#define CTL_CHECKPOINT_LINE_MAX 256
+
+/** One signed checkpoint of the audit chain (docs/integrity.md, "Checkpoints"). */
+typedef struct {
+    char instance[37];         /* the installation id */
+    char at[CU_TIME_TEXT_LEN]; /* when it was written, RFC 3339 UTC */
+    int64_t seq;               /* the audit entry it anchors */
+    uint8_t head[32];          /* that entry's hash */
+    uint8_t sig[KEYS_SIG_LEN]; /* Ed25519 over the line's first five fields */
+    size_t line;               /* its line in the file, from 1 (when loaded) */
+} ctl_checkpoint;
+
+/** <@p data_dir>/audit/checkpoints. */
+void ctl_checkpoint_path(const char *data_dir, char *out, size_t len);
+
+/**
+ * Sign the audit log's head and append it to the checkpoint file (fsynced)
+ * unless the newest line already holds that head (or @p force). Then run
+ * @p hook (audit.checkpoint_command; NULL or "" for none) with the line on
+ * its stdin, bounded to 30 s; its failure is logged and counted, not
+ * returned. *@p out (may be NULL) gets the checkpoint written (seq 0: none).
+ */
+CU_WUR cu_rc ctl_checkpoint_write(PGconn *conn, keys_ring *keys, const char *data_dir,
+                                  const char *hook, bool force, ctl_checkpoint *out, cu_err *err);
+
+/** Parse one line (no newline); false when it is not a well-formed checkpoint. */
+bool ctl_checkpoint_parse(const char *line, ctl_checkpoint *c);
+
+/** True when @p c's signature verifies under @p pub. */
+bool ctl_checkpoint_signature_ok(const ctl_checkpoint *c, const uint8_t pub[KEYS_PUBLIC_LEN]);
+
+/**
+ * Every well-formed line of the checkpoint file, in file order (caller
+ * frees *@p out); *@p unreadable counts whole lines that are not (a torn
+ * last line, which a crash can leave, is skipped). No file: none.
+ */
+CU_WUR cu_rc ctl_checkpoints_load(const char *data_dir, ctl_checkpoint **out, size_t *n,
+                                  size_t *unreadable, cu_err *err);
+
+/**
+ * ingestd's checkpoints: one at start, one every audit.checkpoint_s while
+ * the log moves, one at stop; on its own thread and connection (to @p dsn),
+ * signed with @p keys (borrowed; must outlive it).
+ */
+typedef struct ctl_checkpointer ctl_checkpointer;
+CU_WUR cu_rc ctl_checkpointer_start(const cu_config *cfg, const char *data_dir, const char *dsn,
+                                    keys_ring *keys, ctl_checkpointer **out, cu_err *err);
+/** Write the last checkpoint and stop. Call after everything that appends has stopped. */
+void ctl_checkpointer_stop(ctl_checkpointer *c);
+
 typedef struct {
     int64_t entries;   /* entries that check out, from the first */
-    int64_t first_bad; /* 0 when the whole log checks out */
+    int64_t last_seq;  /* the log's last entry (0: empty) */
+    int64_t first_bad; /* 0 when the chain itself checks out */
     char why[300];     /* what is wrong with first_bad */
+    /* Against the signed checkpoints: */
+    size_t checkpoints;          /* whose signature verifies, of this installation */
+    size_t checkpoints_bad;      /* whose signature does not, or of another installation */
+    bool rewritten;              /* a signed head differs from the chain's hash there */
+    bool truncated;              /* a checkpoint covers entries the log no longer holds */
+    const ctl_checkpoint *holds; /* the newest checkpoint that still holds, or NULL */
+    const ctl_checkpoint *fails; /* the first one that does not, or NULL */
+    char checkpoint_why[400];    /* what is wrong, when rewritten or truncated */
 } ctl_audit_report;
 
-/** Recompute the whole chain; CU_OK with first_bad = 0 when intact. */
-CU_WUR cu_rc ctl_audit_verify(PGconn *conn, ctl_audit_report *r, cu_err *err);
+/**
+ * Recompute the whole chain in C, independently of the SQL that wrote it,
+ * and hold it against @p cps[0..n) (verified with @p pub; NULL/0: none):
+ * CU_OK with first_bad = 0, !rewritten and !truncated when intact. The
+ * report's pointers point into @p cps.
+ */
+CU_WUR cu_rc ctl_audit_verify(PGconn *conn, const ctl_checkpoint *cps, size_t n,
+                              const uint8_t pub[KEYS_PUBLIC_LEN], ctl_audit_report *r, cu_err *err);
 
 /* --------------------------------------------------------------------- TLS */
 
@@ -217,7 +285,8 @@ typedef struct {
  * Provision a device: a unique random SSRC, a fresh SRTP master key and RTSP
  * password, and the URL to pull from if any, stored only wrapped by the
  * active KEK. *@p out holds them in the clear, to be shown once; wipe it
- * with ctl_device_wipe().
+ * with ctl_device_wipe(). Runs in the caller's transaction when one is
+ * open (and leaves it open, or failed, for the caller to end).
  */
 CU_WUR cu_rc ctl_device_add(PGconn *conn, keys_ring *keys, const ctl_device_spec *spec,
                             ctl_device *out, cu_err *err);

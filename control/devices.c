@@ -264,10 +264,14 @@ cu_rc ctl_device_add(PGconn *conn, keys_ring *keys, const ctl_device_spec *spec,
             goto out;
     }
 
-    rc = db_exec(conn, "BEGIN", err);
-    if (rc)
-        goto out;
-    in_tx = true;
+    /* In the caller's transaction when it has one (a change and its audit
+     * entry commit together), else in its own. */
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE) {
+        rc = db_exec(conn, "BEGIN", err);
+        if (rc)
+            goto out;
+        in_tx = true;
+    }
     /* A random SSRC, unique among devices: retry on the rare collision. */
     for (int attempt = 0; attempt < 16; attempt++) {
         uint32_t ssrc = 0;
@@ -346,8 +350,10 @@ cu_rc ctl_device_add(PGconn *conn, keys_ring *keys, const ctl_device_spec *spec,
         if (rc)
             goto out;
     }
-    rc = db_exec(conn, "COMMIT", err);
-    in_tx = false;
+    if (in_tx) {
+        rc = db_exec(conn, "COMMIT", err);
+        in_tx = false;
+    }
 out:
     if (in_tx) {
         cu_err ignore;

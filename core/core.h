@@ -382,6 +382,10 @@ CU_WUR bool cu_base64_decode(const char *text, size_t text_len, uint8_t *out, si
 /** True when @p s (NUL-terminated) is well-formed UTF-8: no overlongs, surrogates or > U+10FFFF. */
 bool cu_utf8_valid(const char *s);
 
+#define CU_TIME_TEXT_LEN 25 /* "2026-12-01T10:30:30.123Z" and NUL */
+/** @p ms since the epoch as RFC 3339 UTC with milliseconds ("…T10:30:30.123Z"). */
+void cu_time_format_ms(int64_t ms, char out[CU_TIME_TEXT_LEN]);
+
 /** Wall clock in milliseconds since the epoch. */
 int64_t cu_time_ms(void);
 /** Wall clock in microseconds since the epoch. */

@@ -1,7 +1,8 @@
-/* Hex, base64 and UTF-8 checks: the one copy every module uses. */
+/* Hex, base64, UTF-8 checks and times as text: the one copy every module uses. */
 #include "core.h"
 
 #include <string.h>
+#include <time.h>
 
 void cu_hex_encode(const void *data, size_t len, char *out)
 {
@@ -119,4 +120,17 @@ bool cu_utf8_valid(const char *s)
         p += more + 1;
     }
     return true;
+}
+
+void cu_time_format_ms(int64_t ms, char out[CU_TIME_TEXT_LEN])
+{
+    int64_t sec = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(out, CU_TIME_TEXT_LEN, "0000-00-00T00:00:00.000Z");
+        return;
+    }
+    snprintf(out, CU_TIME_TEXT_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - sec * 1000));
 }

@@ -65,16 +65,14 @@ void cu_log_write(cu_log_level lvl, const char *ctx, int err, const char *fmt, .
     int saved_errno = errno;
     char line[2048];
     struct timespec ts;
-    struct tm tm;
     size_t pos = 0;
     int n;
 
+    char when[CU_TIME_TEXT_LEN];
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = snprintf(line, sizeof(line),
-                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %-5s %s: ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-                 log_program, (long)getpid(), cu_log_level_name(lvl), ctx ? ctx : "-");
+    cu_time_format_ms((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when);
+    n = snprintf(line, sizeof(line), "%s %s[%ld] %-5s %s: ", when, log_program, (long)getpid(),
+                 cu_log_level_name(lvl), ctx ? ctx : "-");
     if (n > 0)
         pos = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
 

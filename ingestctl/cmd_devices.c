@@ -90,11 +90,14 @@ int cmd_department_add(ctl_env *env, int argc, char **argv)
         fprintf(stderr, "usage: ingestctl %s\n", usage);
         return 2;
     }
+    ctl_change_begin(env);
     if (ctl_department_add(db_service_conn(env->db), name, opt_value(opts, 1, "parent"), &id,
                            &err) != CU_OK)
         return ctl_audited(env, "department.add", name, &err);
+    if (ctl_audited(env, "department.add", name, NULL))
+        return 1;
     printf("department %s (id %lld) added\n", name, (long long)id);
-    return ctl_audited(env, "department.add", name, NULL);
+    return 0;
 }
 
 /* A TOTP secret for @p username; prints the otpauth:// URI once. */
@@ -105,14 +108,19 @@ static int enroll_totp(ctl_env *env, const char *username)
     cu_err err;
     if (!keys)
         return 1;
+    ctl_change_begin(env);
     cu_rc rc = ctl_totp_enroll(db_service_conn(env->db), keys, username, uri, &err);
     if (rc)
         return ctl_audited(env, "user.totp_enroll", username, &err);
+    if (ctl_audited(env, "user.totp_enroll", username, NULL)) {
+        OPENSSL_cleanse(uri, sizeof(uri));
+        return 1;
+    }
     printf("  totp          %s\n"
            "                (shown once: load it into the user's authenticator app now)\n",
            uri);
     OPENSSL_cleanse(uri, sizeof(uri));
-    return ctl_audited(env, "user.totp_enroll", username, NULL);
+    return 0;
 }
 
 int cmd_user_totp(ctl_env *env, int argc, char **argv)
@@ -161,13 +169,15 @@ int cmd_user_add(ctl_env *env, int argc, char **argv)
                           .department = opts[2].value,
                           .display_name = opts[3].value,
                           .password = opts[4].value ? password : NULL};
+    ctl_change_begin(env);
     cu_rc rc = ctl_user_add(db_service_conn(env->db), &spec, &id, &err);
     OPENSSL_cleanse(password, sizeof(password));
     if (rc != CU_OK)
         return ctl_audited(env, "user.add", spec.username, &err);
-    printf("user %s (id %lld, %s) added%s\n", spec.username, (long long)id, spec.role,
-           spec.password ? " with a password" : " (no password: cannot log in yet)");
     int status = ctl_audited(env, "user.add", spec.username, NULL);
+    if (!status)
+        printf("user %s (id %lld, %s) added%s\n", spec.username, (long long)id, spec.role,
+               spec.password ? " with a password" : " (no password: cannot log in yet)");
     /* Admins log in with a second factor: their TOTP secret is made now. */
     if (!status && strcmp(spec.role, "admin") == 0)
         status = enroll_totp(env, spec.username);
@@ -254,6 +264,7 @@ int cmd_device_add(ctl_env *env, int argc, char **argv)
                                 .pull_url = opts[7].value,
                                 .pull_udp = opts[8].value != NULL};
         ctl_device d;
+        ctl_change_begin(env);
         if (ctl_device_add(db_service_conn(env->db), keys, &spec, &d, &err) != CU_OK) {
             status = ctl_audited(env, "device.add", serial, &err);
             goto out;
@@ -370,6 +381,7 @@ int cmd_device_revoke(ctl_env *env, int argc, char **argv)
         fprintf(stderr, "usage: ingestctl device revoke ID|SERIAL\n");
         return 2;
     }
+    ctl_change_begin(env);
     if (ctl_device_revoke(db_service_conn(env->db), device, &err) != CU_OK)
         return ctl_audited(env, "device.revoke", device, &err);
     printf("device %s revoked\n", device);
@@ -388,6 +400,7 @@ int cmd_device_assign(ctl_env *env, int argc, char **argv)
     }
     char object[200];
     snprintf(object, sizeof(object), "%s to %s", device, opts[0].value);
+    ctl_change_begin(env);
     if (ctl_device_assign(db_service_conn(env->db), device, opts[0].value, &err) != CU_OK)
         return ctl_audited(env, "device.assign", object, &err);
     printf("device %s assigned to %s\n", device, opts[0].value);
@@ -402,11 +415,7 @@ static void iso_time(const char *us_text, char out[32])
     if (!us_text || !*us_text)
         return;
     int64_t us = strtoll(us_text, NULL, 10);
-    time_t s = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000 / 1000));
+    cu_time_format_ms(us / 1000, out);
 }
 
 int cmd_recordings(ctl_env *env, int argc, char **argv)
@@ -480,6 +489,7 @@ static int change_one(ctl_env *env, const char *sql, const char *first, const ch
 {
     PGconn *conn = db_service_conn(env->db);
     const char *params[2] = {first, second};
+    ctl_change_begin(env);
     PGresult *res = PQexecParams(conn, sql, second ? 2 : 1, NULL, params, NULL, NULL, 0);
     cu_err err;
     char object[300];

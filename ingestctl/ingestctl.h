@@ -38,11 +38,21 @@ int cmd_packets(ctl_env *env, int argc, char **argv);
 /* cmd_audit.c */
 /**
  * Record an ingestctl change in the audit log: ok, or failed with
- * @p failure (printed). Returns the exit status: 0, or 1 when the change or
- * its audit entry failed.
+ * @p failure (printed), in the change's transaction when one is open
+ * (ctl_change_begin), then a signed checkpoint. Returns the exit status:
+ * 0, or 1 when the change or its audit entry failed.
  */
 int ctl_audited(ctl_env *env, const char *action, const char *object, const cu_err *failure);
+/**
+ * Open the transaction of a change: its statements, then ctl_audited(),
+ * which commits them together with their audit entry (or rolls them back,
+ * keeping a "failed" entry, when the change failed or its entry cannot be
+ * written).
+ */
+void ctl_change_begin(ctl_env *env);
 int cmd_audit_verify(ctl_env *env, int argc, char **argv);
+int cmd_audit_checkpoint(ctl_env *env, int argc, char **argv);
+int cmd_keys_public(ctl_env *env, int argc, char **argv);
 int cmd_audit_list(ctl_env *env, int argc, char **argv);
 
 /* cmd_devices.c */

@@ -59,8 +59,14 @@ static const struct {
     {"keys", "list", cmd_keys_list,
      "keys list\n      key-encryption keys and how many data keys each wraps"},
     {"audit", "verify", cmd_audit_verify,
-     "audit verify\n      recompute the audit log's hash chain; names the first bad entry"},
+     "audit verify\n      recompute the audit log's hash chain and hold it against the signed "
+     "checkpoints;\n      names the first bad entry and the last checkpoint that holds"},
     {"audit", "list", cmd_audit_list, "audit list [--last N]"},
+    {"audit", "checkpoint", cmd_audit_checkpoint,
+     "audit checkpoint\n      sign the audit log's head now (ingestd does every "
+     "audit.checkpoint_s)"},
+    {"keys", "public", cmd_keys_public,
+     "keys public\n      the installation signing key's public half (PEM), to check checkpoints"},
     {"db", "status", cmd_db_status, "db status\n      installation id, database, schema"},
     {"db", "migrate", cmd_db_migrate, "db migrate\n      apply the schema migrations"},
 };

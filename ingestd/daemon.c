@@ -129,6 +129,10 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     rc = ctl_api_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.keys, &d.api, err);
     if (rc)
         goto out;
+    rc = ctl_checkpointer_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.keys,
+                                &d.checkpointer, err);
+    if (rc)
+        goto out;
     rc = ingest_ops_http_start(&d, err);
     if (rc)
         goto out;
@@ -156,6 +160,8 @@ out:
     ingest_service_stop(d.ingest);
     /* Every segment handed to the store is settled before the database goes. */
     store_close(d.store, (int)cfg->store_index_wait_s * 1000);
+    /* Everything that appends to the audit log has stopped: its last head is signed. */
+    ctl_checkpointer_stop(d.checkpointer);
     keys_close(d.keys);
     db_service_stop(d.db);
     for (size_t i = 0; i < CU_ARRAY_LEN(d.signals); i++)

@@ -18,6 +18,7 @@ typedef struct ingest_daemon {
     store *store;
     ingest_service *ingest;
     ctl_api *api; /* NULL when api.port is 0 */
+    ctl_checkpointer *checkpointer;
     struct evhttp *ops_http;
     int ops_fd; /* listening socket, owned until handed to evhttp */
     struct event *signals[4];

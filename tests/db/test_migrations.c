@@ -110,7 +110,7 @@ static void test_app_role(const char *app_dsn)
     CHECK_EQ_INT(ctl_audit_append(app, &e, &seq, &err), CU_OK);
     CHECK(seq > 0);
     ctl_audit_report rep;
-    CHECK_EQ_INT(ctl_audit_verify(app, &rep, &err), CU_OK);
+    CHECK_EQ_INT(ctl_audit_verify(app, NULL, 0, NULL, &rep, &err), CU_OK);
     CHECK_EQ_INT(rep.first_bad, 0);
     CHECK(rep.entries >= 1);
     PQfinish(app);
