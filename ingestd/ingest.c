@@ -525,7 +525,9 @@ static void do_open(ingest_service *s, open_req *r)
     m->kind = MSG_OPENED;
     m->stream_id = r->stream_id;
     m->generation = r->generation;
-    store_recording_attrs attrs = {.device_id = r->device_id, .meta = r->meta};
+    store_recording_attrs attrs = {.device_id = r->device_id,
+                                   .meta = r->meta,
+                                   .continues = r->has_continues ? &r->continues : NULL};
     if (store_recording_open(s->store, &attrs, &m->rec, &m->rec_id, &err) != CU_OK) {
         CU_LOG(CU_LOG_ERROR, "ingest", "cannot start a recording for device %lld: %s",
                (long long)r->device_id, err.msg);

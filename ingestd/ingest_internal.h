@@ -66,6 +66,12 @@ typedef struct ingest_stream {
     pipe_stream *pipe;
     uint64_t generation; /* which recording: open results for older ones are stale */
     store_recording *rec;
+    store_id rec_id;
+    char *meta; /* the recordings' meta (owned), kept for a continuation */
+    /* After a failed write: the damaged recording the next one continues. */
+    store_id continues;
+    bool has_continues;
+    int64_t reopen_at_us; /* an open failed: the next attempt, not before */
     bool opening;
     bool released;
     pending_seg *pending;
@@ -162,6 +168,8 @@ typedef struct open_req {
     uint64_t generation;
     int64_t device_id;
     char *meta; /* owned */
+    store_id continues; /* the damaged recording this one goes on from */
+    bool has_continues;
     struct open_req *next;
 } open_req;
 

@@ -3,7 +3,10 @@
  * cuts segments; the first ones wait (a few) while the control thread opens
  * the recording; then each goes to the store without waiting. When the store
  * falls behind, the segment is counted as shortfall and the next one is
- * marked as following a gap; receiving goes on. All on the stream's worker.
+ * marked as following a gap; receiving goes on. When a write fails, the
+ * damaged recording is closed (sealed over what was acknowledged) and the
+ * stream goes on in a continuation recording linked to it; an open that
+ * fails is tried again a second later. All on the stream's worker.
  */
 #include "ingest_internal.h"
 
@@ -24,6 +27,10 @@ CU_METRIC_DEFINE(shortfall_metric, CU_METRIC_COUNTER, "custos_ingest_shortfall_s
                  "Segments the store could not take (it fell behind): footage not kept.")
 CU_METRIC_DEFINE(recordings_metric, CU_METRIC_COUNTER, "custos_ingest_recordings_total", "",
                  "Recordings started.")
+CU_METRIC_DEFINE(continuations_metric, CU_METRIC_COUNTER, "custos_ingest_continuations_total", "",
+                 "Recordings a stream went on in after a failed write damaged its recording.")
+
+#define REOPEN_DELAY_US 1000000 /* after a failed open */
 
 ingest_stream *ingest_stream_new(ingest_worker *w, int64_t device_id, const char *label)
 {
@@ -54,7 +61,67 @@ static void stream_free(ingest_stream *st)
         cu_chunk_put(p->data);
         free(p);
     }
+    free(st->meta);
     free(st);
+}
+
+/* Ask the control thread for the stream's next recording (generation on). */
+static void request_open(ingest_stream *st)
+{
+    ingest_worker *w = st->w;
+    open_req *r = cu_xcalloc(1, sizeof(*r));
+    st->generation++;
+    r->worker = w->index;
+    r->stream_id = st->id;
+    r->generation = st->generation;
+    r->device_id = st->device_id;
+    r->meta = cu_xstrdup(st->meta ? st->meta : "");
+    r->continues = st->continues;
+    r->has_continues = st->has_continues;
+    st->opening = true;
+    w->opening++;
+    ingest_request_open(w->svc, r);
+}
+
+/* Hold a segment for the recording being opened (a few at most). */
+static void hold(ingest_stream *st, cu_chunk *data, size_t len, const store_segment_meta *m)
+{
+    if (st->npending >= PENDING_MAX) {
+        cu_chunk_put(data);
+        cu_metric_inc(&shortfall_metric);
+        st->gap_next = true;
+        return;
+    }
+    pending_seg *p = cu_xcalloc(1, sizeof(*p));
+    p->data = data;
+    p->len = len;
+    p->meta = *m;
+    p->generation = st->generation;
+    pending_seg **tail = &st->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    st->npending++;
+}
+
+/*
+ * A write of st->rec failed: the store seals it over what it acknowledged
+ * once it is closed; the stream goes on in a new recording that names it.
+ */
+static void continue_after_damage(ingest_stream *st)
+{
+    char id[37];
+    store_id_format(&st->rec_id, id);
+    CU_LOG(CU_LOG_ERROR, "ingest",
+           "%s: a write of recording %s failed; it is sealed over its acknowledged segments and "
+           "the stream goes on in a continuation recording",
+           st->label, id);
+    cu_metric_inc(&continuations_metric);
+    store_recording_close(st->rec);
+    st->rec = NULL;
+    st->continues = st->rec_id;
+    st->has_continues = true;
+    request_open(st);
 }
 
 static void submit(ingest_stream *st, store_recording *rec, cu_chunk *data, size_t len,
@@ -78,6 +145,7 @@ static void submit(ingest_stream *st, store_recording *rec, cu_chunk *data, size
 static void on_segment(void *ctx, cu_chunk *data, size_t len, const pipe_segment_info *info)
 {
     ingest_stream *st = ctx;
+    int64_t now_us = st->last_us;
     store_segment_meta m = {.start_us = info->start_us,
                             .end_us = info->end_us,
                             .packets = info->packets,
@@ -85,27 +153,24 @@ static void on_segment(void *ctx, cu_chunk *data, size_t len, const pipe_segment
                             .flags = (info->lost ? STORE_SEG_LOSS : 0) |
                                      (info->gap_start ? STORE_SEG_GAP_START : 0) |
                                      (info->last ? STORE_SEG_LAST : 0)};
+    if (st->rec && store_recording_damaged(st->rec))
+        continue_after_damage(st);
     if (st->rec) {
         submit(st, st->rec, data, len, &m, st->w->stopping);
         return;
     }
-    /* The recording is still being opened: hold a few segments. */
-    if (st->npending >= PENDING_MAX) {
-        cu_chunk_put(data);
-        cu_metric_inc(&shortfall_metric);
-        st->gap_next = true;
-        return;
+    if (!st->opening) {
+        /* The last open failed: try again, a second after it. */
+        if (now_us < st->reopen_at_us) {
+            cu_chunk_put(data);
+            cu_metric_inc(&shortfall_metric);
+            st->gap_next = true;
+            return;
+        }
+        request_open(st);
     }
-    pending_seg *p = cu_xcalloc(1, sizeof(*p));
-    p->data = data;
-    p->len = len;
-    p->meta = m;
-    p->generation = st->generation;
-    pending_seg **tail = &st->pending;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = p;
-    st->npending++;
+    /* The recording is still being opened: hold a few segments. */
+    hold(st, data, len, &m);
 }
 
 bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32_t ssrc,
@@ -117,20 +182,14 @@ bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32
     pipe_stream_config c = *pc;
     c.pool = w->pool;
     st->pipe = pipe_stream_create(&c, ssrc, on_segment, st);
-    st->generation++;
     st->gap_next = false;
+    st->has_continues = false;
+    st->reopen_at_us = 0;
+    free(st->meta);
+    st->meta = cu_xstrdup(meta);
     cu_metric_add(&streams_metric, 1);
     cu_metric_inc(&recordings_metric);
-
-    open_req *r = cu_xcalloc(1, sizeof(*r));
-    r->worker = w->index;
-    r->stream_id = st->id;
-    r->generation = st->generation;
-    r->device_id = st->device_id;
-    r->meta = cu_xstrdup(meta);
-    st->opening = true;
-    w->opening++;
-    ingest_request_open(w->svc, r);
+    request_open(st);
     return true;
 }
 
@@ -192,8 +251,15 @@ void ingest_stream_opened(ingest_worker *w, msg *m)
     bool current = st->generation == m->generation;
     if (current)
         st->opening = false;
-    if (!m->rec)
+    if (!m->rec && current && st->pipe) {
+        CU_LOG(CU_LOG_ERROR, "ingest",
+               "%s: the recording could not be opened; footage until the next attempt (in a "
+               "second) is not kept",
+               st->label);
+        st->reopen_at_us = st->last_us + REOPEN_DELAY_US;
+    } else if (!m->rec) {
         CU_LOG(CU_LOG_ERROR, "ingest", "%s: no recording, its footage is not kept", st->label);
+    }
     /* The segments held for this recording, in order; without a recording
      * they are lost footage, counted. Later recordings' stay held. */
     pending_seg **link = &st->pending;
@@ -214,10 +280,12 @@ void ingest_stream_opened(ingest_worker *w, msg *m)
         free(p);
     }
     if (m->rec) {
-        if (current && st->pipe)
+        if (current && st->pipe) {
             st->rec = m->rec;
-        else
+            st->rec_id = m->rec_id;
+        } else {
             store_recording_close(m->rec); /* it ended while being opened */
+        }
     }
     if (st->released && !st->opening)
         stream_free(st);

@@ -149,9 +149,6 @@ void pipe_stream_clock(pipe_stream *s, uint32_t rtp_ts, int64_t wall_us);
 /** End of stream: release the window and hand over the last segment (last = true). */
 void pipe_stream_finish(pipe_stream *s);
 
-/** A gap the caller knows of (a segment the store could not take): mark the next segment. */
-void pipe_stream_mark_gap(pipe_stream *s);
-
 void pipe_stream_stats_get(const pipe_stream *s, pipe_stream_stats *out);
 
 /** Free the stream and any held packets. Segments not finished are discarded. */

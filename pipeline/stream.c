@@ -94,7 +94,7 @@ struct pipe_stream {
     int64_t seg_start_us, seg_end_us;
     uint32_t seg_start_ts; /* durations for cutting are measured in RTP time:
                             * a sender report may move the wall-clock mapping */
-    bool seg_gap_start, seg_key_start, mark_gap;
+    bool seg_gap_start, seg_key_start;
 
     /* the access unit being appended (a run of one RTP timestamp) */
     bool au_open, au_key;
@@ -200,8 +200,7 @@ static bool segment_begin(pipe_stream *s)
     }
     s->len = PIPE_PAYLOAD_HEADER;
     s->seg_packets = s->seg_lost = 0;
-    s->seg_gap_start = s->mark_gap;
-    s->mark_gap = false;
+    s->seg_gap_start = false;
     s->seg_key_start = false;
     return true;
 }
@@ -528,14 +527,6 @@ void pipe_stream_tick(pipe_stream *s, int64_t now_us)
         end_start(s);
     while (s->held && now_us - s->oldest_held_us >= s->cfg.reorder_us)
         skip_to_next_held(s);
-}
-
-void pipe_stream_mark_gap(pipe_stream *s)
-{
-    if (s->head && s->seg_packets == 0)
-        s->seg_gap_start = true;
-    else
-        s->mark_gap = true;
 }
 
 void pipe_stream_finish(pipe_stream *s)

@@ -865,8 +865,17 @@ cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *
     res = NULL;
 
     if (!already) {
-        /* 0: the marker, so a crash from here on is finished at the next start. */
-        if (mkdir(markers, 0700) != 0 && errno != EEXIST) {
+        /* 0: the marker, so a crash from here on is finished at the next
+         * start; its directory's entry made durable too. */
+        char segments[PATH_MAX];
+        snprintf(segments, sizeof(segments), "%s/segments", data_dir);
+        if (mkdir(markers, 0700) == 0) {
+            if (cu_fsync_dir(segments) != 0) {
+                int e = errno;
+                rc = cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", segments, strerror(e));
+                goto out;
+            }
+        } else if (errno != EEXIST) {
             int e = errno;
             rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", markers, strerror(e));
             goto out;

@@ -168,8 +168,28 @@ static void test_submit_limits(store *s)
     CHECK_EQ_INT(store_segment_submit(r, st_random(10), 10, &bad_flags, true, NULL),
                  CU_ERR_INVALID);
     store_segment_meta ok = {.start_us = 1, .end_us = 2};
-    CHECK_EQ_INT(store_segment_submit(r, st_random(1), STORE_SEGMENT_MAX + 1, &ok, true, NULL),
+    /* A length that is not the chain's. */
+    CHECK_EQ_INT(store_segment_submit(r, st_random(1), 2, &ok, true, NULL), CU_ERR_INVALID);
+    /* The limit itself: a chain of STORE_SEGMENT_MAX + 1 bytes is refused,
+     * one of STORE_SEGMENT_MAX taken. */
+    static uint8_t zeros[CU_CHUNK_SIZE];
+    cu_chunk *head = NULL, *tail = NULL;
+    for (size_t left = STORE_SEGMENT_MAX + 1; left;) {
+        size_t n = left < sizeof(zeros) ? left : sizeof(zeros);
+        REQUIRE(cu_chunk_append(&head, &tail, zeros, n));
+        left -= n;
+    }
+    CHECK_EQ_INT(store_segment_submit(r, head, STORE_SEGMENT_MAX + 1, &ok, true, NULL),
                  CU_ERR_INVALID);
+    head = tail = NULL;
+    for (size_t left = STORE_SEGMENT_MAX; left;) {
+        size_t n = left < sizeof(zeros) ? left : sizeof(zeros);
+        REQUIRE(cu_chunk_append(&head, &tail, zeros, n));
+        left -= n;
+    }
+    uint64_t idx = 99;
+    CHECK_EQ_INT(store_segment_submit(r, head, STORE_SEGMENT_MAX, &ok, true, &idx), CU_OK);
+    CHECK_EQ_INT(idx, 0);
     store_recording_close(r);
     store_flush(s);
 }

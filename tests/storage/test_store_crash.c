@@ -160,10 +160,26 @@ int main(void)
             if (access(dir, F_OK) != 0)
                 continue; /* killed before the directory was made */
             CHECK(access(seal, F_OK) == 0);
+            /* Its segment files are exactly 0 .. n-1, every acknowledged one
+             * among them, and the seal covers all n. */
             uint64_t *list = NULL;
             size_t n = 0;
-            if (store_list_segments(dir, &list, &n, &err) == CU_OK)
-                free(list);
+            REQUIRE(store_list_segments(dir, &list, &n, &err) == CU_OK);
+            for (size_t k = 0; k < n; k++)
+                CHECK_EQ_INT(list[k], k);
+            for (size_t k = 0; k < nacked; k++)
+                if (store_id_equal(&acked[k].rec, &recs[i]))
+                    CHECK(acked[k].idx < n);
+            free(list);
+            cu_buf sealbuf;
+            store_seal sl;
+            char why[200];
+            cu_buf_init(&sealbuf, STORE_SEAL_LEN);
+            CHECK(store_read_file(seal, STORE_SEAL_LEN, &sealbuf, &err) == CU_OK &&
+                  store_seal_parse((const uint8_t *)sealbuf.data, sealbuf.len, &sl, why,
+                                   sizeof(why)) == CU_OK &&
+                  sl.count == n);
+            cu_buf_free(&sealbuf);
             char cmd[PATH_MAX + 64];
             snprintf(cmd, sizeof(cmd), "ls '%s' | grep -q '\\.tmp$'", dir);
             CHECK(system(cmd) != 0);

@@ -2,8 +2,10 @@
 #include "core/core.h"
 #include "tests/testlib.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,8 +80,7 @@ static void test_datadir(void)
     CHECK_STR_CONTAINS(err.msg, "is in use by another process (first pid");
     CHECK(b == NULL);
 
-    /* A child process cannot take it either, and the lock is not inherited
-     * by exec'd children (close-on-exec). */
+    /* A child process cannot take it either. */
     pid_t pid = fork();
     if (pid == 0) {
         cu_datadir *c = NULL;
@@ -90,8 +91,41 @@ static void test_datadir(void)
     waitpid(pid, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
+    /* A program we exec does not inherit the lock (close-on-exec): while
+     * one still runs, the lock is free again once we let it go. */
+    pid = fork();
+    if (pid == 0) {
+        execl("/bin/sleep", "sleep", "30", (char *)NULL);
+        _exit(127);
+    }
+    REQUIRE(pid > 0);
+    char fd_dir[64], lock_path[600], target[600];
+    snprintf(fd_dir, sizeof(fd_dir), "/proc/%d/exe", (int)pid);
+    for (int i = 0; i < 200; i++) { /* until the exec has happened */
+        ssize_t n = readlink(fd_dir, target, sizeof(target) - 1);
+        if (n > 0 && (target[n] = '\0', strstr(target, "sleep")))
+            break;
+        usleep(10000);
+    }
+    snprintf(lock_path, sizeof(lock_path), "%s/lock", cu_datadir_path(a));
+    snprintf(fd_dir, sizeof(fd_dir), "/proc/%d/fd", (int)pid);
+    DIR *fds = opendir(fd_dir);
+    REQUIRE(fds);
+    struct dirent *de;
+    int inherited = 0;
+    while ((de = readdir(fds))) {
+        char link[600];
+        snprintf(link, sizeof(link), "%s/%s", fd_dir, de->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n > 0 && (target[n] = '\0', strcmp(target, lock_path) == 0))
+            inherited++;
+    }
+    closedir(fds);
+    CHECK_EQ_INT(inherited, 0);
     cu_datadir_close(a);
     CHECK_EQ_INT(cu_datadir_open(path, "second", &b, &err), CU_OK);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
     cu_datadir_close(b);
     cu_datadir_close(NULL);
 
