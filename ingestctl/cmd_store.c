@@ -143,39 +143,57 @@ int cmd_keys_rotate(ctl_env *env, int argc, char **argv)
 int cmd_keys_list(ctl_env *env, int argc, char **argv)
 {
     (void)argv;
+    char(*ids)[KEYS_KEK_ID_LEN + 1] = NULL, active[KEYS_KEK_ID_LEN + 1] = "";
+    size_t n = 0;
+    cu_err err;
+    int status = 1;
     if (argc != 1) {
         fprintf(stderr, "usage: ingestctl keys list\n");
         return 2;
     }
-    PGconn *conn = db_service_conn(env->db);
-    PGresult *res = PQexec(conn, "SELECT kek_id, count(*) FROM recording_keys GROUP BY kek_id "
-                                 "ORDER BY kek_id");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
-        PQclear(res);
+    keys_ring *keys = ctl_keys(env);
+    if (!keys)
         return 1;
+    if (keys_active(keys, active, &err) != CU_OK || keys_kek_list(keys, &ids, &n, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        goto out;
     }
-    char active[64] = "";
-    char *path = cu_xasprintf("%s/keys/active", ctl_data_dir(env));
-    FILE *f = fopen(path, "re");
-    if (f) {
-        if (!fgets(active, sizeof(active), f))
-            active[0] = '\0';
-        fclose(f);
-        active[strcspn(active, "\n")] = '\0';
+    printf("%-18s %10s %8s %15s %13s\n", "kek", "data keys", "pending", "device secrets",
+           "user secrets");
+    for (size_t i = 0; i < n; i++) {
+        store_kek_usage u;
+        if (store_kek_usage_get(ctl_data_dir(env), db_service_conn(env->db), ids[i], &u, &err) !=
+            CU_OK) {
+            fprintf(stderr, "ingestctl: %s\n", err.msg);
+            goto out;
+        }
+        printf("%-18s %10llu %8llu %15llu %13llu%s\n", ids[i], (unsigned long long)u.data_keys,
+               (unsigned long long)u.pending_keys, (unsigned long long)u.device_secrets,
+               (unsigned long long)u.user_secrets, strcmp(ids[i], active) == 0 ? "  (active)" : "");
     }
-    free(path);
-    printf("%-18s %10s\n", "kek", "data keys");
-    bool active_listed = false;
-    for (int i = 0; i < PQntuples(res); i++) {
-        bool is_active = strcmp(PQgetvalue(res, i, 0), active) == 0;
-        active_listed |= is_active;
-        printf("%-18s %10s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-               is_active ? "  (active)" : "");
+    status = 0;
+out:
+    free(ids);
+    return status;
+}
+
+int cmd_keys_retire(ctl_env *env, int argc, char **argv)
+{
+    cu_err err;
+    if (argc != 2) {
+        fprintf(stderr, "usage: ingestctl keys retire KEKID\n");
+        return 2;
     }
-    if (active[0] && !active_listed)
-        printf("%-18s %10s  (active)\n", active, "0");
-    PQclear(res);
+    keys_ring *keys = ctl_keys(env);
+    if (!keys)
+        return 1;
+    if (store_kek_retire(ctl_data_dir(env), db_service_conn(env->db), keys, argv[1], &err) != CU_OK)
+        return ctl_audited(env, "keys.retire", argv[1], &err);
+    if (ctl_audited(env, "keys.retire", argv[1], NULL))
+        return 1;
+    printf("key-encryption key %s destroyed: nothing it wrapped can be unwrapped again, backups "
+           "included\n",
+           argv[1]);
     return 0;
 }
 

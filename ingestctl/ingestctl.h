@@ -33,6 +33,7 @@ int cmd_verify(ctl_env *env, int argc, char **argv);
 int cmd_reindex(ctl_env *env, int argc, char **argv);
 int cmd_keys_rotate(ctl_env *env, int argc, char **argv);
 int cmd_keys_list(ctl_env *env, int argc, char **argv);
+int cmd_keys_retire(ctl_env *env, int argc, char **argv);
 int cmd_packets(ctl_env *env, int argc, char **argv);
 
 /* cmd_audit.c */

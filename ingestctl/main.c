@@ -57,7 +57,10 @@ static const struct {
     {"keys", "rotate", cmd_keys_rotate,
      "keys rotate\n      add a key-encryption key and re-wrap every data and device key"},
     {"keys", "list", cmd_keys_list,
-     "keys list\n      key-encryption keys and how many data keys each wraps"},
+     "keys list\n      key-encryption keys and what each still wraps"},
+    {"keys", "retire", cmd_keys_retire,
+     "keys retire KEKID\n      destroy a key-encryption key that wraps nothing any more (after "
+     "a rotation)"},
     {"audit", "verify", cmd_audit_verify,
      "audit verify\n      recompute the audit log's hash chain and hold it against the signed "
      "checkpoints;\n      names the first bad entry and the last checkpoint that holds"},

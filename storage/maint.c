@@ -726,6 +726,82 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------ retirement */
+
+cu_rc store_kek_usage_get(const char *data_dir, PGconn *conn, const char *kek_id,
+                          store_kek_usage *out, cu_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    const char *params[1] = {kek_id};
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT (SELECT count(*) FROM recording_keys WHERE kek_id = $1), "
+        "(SELECT count(*) FROM devices WHERE key_kek_id = $1) + "
+        "(SELECT count(*) FROM devices WHERE rtsp_kek_id = $1) + "
+        "(SELECT count(*) FROM devices WHERE pull_kek_id = $1), "
+        "(SELECT count(*) FROM users WHERE totp_kek_id = $1), "
+        "coalesce((SELECT 'recording ' || recording_id FROM recording_keys WHERE kek_id = $1 "
+        "LIMIT 1), (SELECT 'device ' || serial FROM devices WHERE $1 IN (key_kek_id, "
+        "rtsp_kek_id, pull_kek_id) LIMIT 1), (SELECT 'user ' || username FROM users WHERE "
+        "totp_kek_id = $1 LIMIT 1), '')",
+        1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        cu_rc rc = cu_err_set(err, CU_ERR_DB, "reading key use: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return rc;
+    }
+    out->data_keys = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    out->device_secrets = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    out->user_secrets = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+    cu_strlcpy(out->example, PQgetvalue(res, 0, 3), sizeof(out->example));
+    PQclear(res);
+    store_id *pending = NULL;
+    size_t n = 0;
+    cu_rc rc = store_pending_list(data_dir, &pending, &n, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        store_dek dek;
+        cu_err ignore;
+        if (store_pending_read(data_dir, &pending[i], &dek, &ignore) != CU_OK ||
+            strcmp(dek.kek_id, kek_id) != 0)
+            continue;
+        out->pending_keys++;
+        if (!out->example[0]) {
+            char id[37];
+            store_id_format(&pending[i], id);
+            snprintf(out->example, sizeof(out->example), "recording %s (pending key)", id);
+        }
+    }
+    free(pending);
+    return rc;
+}
+
+cu_rc store_kek_retire(const char *data_dir, PGconn *conn, keys_ring *keys, const char *kek_id,
+                       cu_err *err)
+{
+    store_kek_usage u;
+    char active[KEYS_KEK_ID_LEN + 1];
+    cu_rc rc = keys_active(keys, active, err);
+    if (!rc && strcmp(active, kek_id) == 0)
+        return cu_err_set(err, CU_ERR_BUSY,
+                          "key-encryption key %s is the active one: rotate first (ingestctl keys "
+                          "rotate)",
+                          kek_id);
+    if (!rc)
+        rc = store_kek_usage_get(data_dir, conn, kek_id, &u, err);
+    if (rc)
+        return rc;
+    uint64_t total = u.data_keys + u.pending_keys + u.device_secrets + u.user_secrets;
+    if (total)
+        return cu_err_set(err, CU_ERR_BUSY,
+                          "key-encryption key %s still wraps %llu data keys, %llu pending data "
+                          "keys, %llu device secrets and %llu user secrets (%s, ...): run "
+                          "ingestctl keys rotate first",
+                          kek_id, (unsigned long long)u.data_keys,
+                          (unsigned long long)u.pending_keys, (unsigned long long)u.device_secrets,
+                          (unsigned long long)u.user_secrets, u.example);
+    return keys_kek_destroy(keys, kek_id, err);
+}
+
 /* -------------------------------------------------------------- erasure */
 
 /*

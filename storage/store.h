@@ -219,6 +219,27 @@ typedef struct {
 CU_WUR cu_rc store_keys_rotate(const char *data_dir, PGconn *conn, keys_ring *keys,
                                store_rotate_report *report, cu_err *err);
 
+/** What a KEK still wraps. */
+typedef struct {
+    uint64_t data_keys;      /* recordings' data keys in the database */
+    uint64_t pending_keys;   /* data keys in pending key files */
+    uint64_t device_secrets; /* devices' SRTP keys, RTSP passwords, pull URLs */
+    uint64_t user_secrets;   /* users' TOTP secrets */
+    char example[80];        /* one of them, to name it ("recording <id>", "device <serial>") */
+} store_kek_usage;
+
+/** Count what KEK @p kek_id wraps (database rows and pending key files). */
+CU_WUR cu_rc store_kek_usage_get(const char *data_dir, PGconn *conn, const char *kek_id,
+                                 store_kek_usage *out, cu_err *err);
+
+/**
+ * Destroy KEK @p kek_id once nothing is wrapped by it (CU_ERR_BUSY naming
+ * what still is; the active KEK is refused too): erasures are then complete
+ * against backups of the database taken while it wrapped their keys.
+ */
+CU_WUR cu_rc store_kek_retire(const char *data_dir, PGconn *conn, keys_ring *keys,
+                              const char *kek_id, cu_err *err);
+
 /** Who erases, and why: the deletion record's fields (borrowed strings). */
 typedef struct {
     const char *actor;  /* "user:<name>", "ingestctl:<os user>", "system" */

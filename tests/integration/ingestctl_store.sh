@@ -25,14 +25,17 @@ ctl verify 2>&1 | grep -q 'verifying \[' && fail "progress bar when not a tty"
 
 note "keys"
 ctl keys list >"$base/keys1" || fail "keys list"
-grep -Eq '^[0-9a-f]{16} +3  \(active\)$' "$base/keys1" || fail "keys list: $(cat "$base/keys1")"
+grep -Eq '^[0-9a-f]{16} +3 +0 +0 +0  \(active\)$' "$base/keys1" ||
+    fail "keys list: $(cat "$base/keys1")"
 old_kek=$(awk 'NR==2 {print $1}' "$base/keys1")
+it_expect_refusal "is the active one: rotate first" "$INGESTCTL" --data-dir "$data" keys retire \
+    "$old_kek"
 out=$(ctl keys rotate) || fail "keys rotate: $out"
 echo "$out" | grep -q '3 data keys re-wrapped' || fail "rotate: $out"
 new_kek=$(echo "$out" | awk '{print $3}')
 [ "$new_kek" != "$old_kek" ] || fail "the KEK did not change"
-ctl keys list | grep -Eq "^$new_kek +3  \(active\)$" || fail "keys not under the new KEK"
-ctl keys list | grep -q "^$old_kek" && fail "a data key is still under the old KEK"
+ctl keys list | grep -Eq "^$new_kek +3 +0 +0 +0  \(active\)$" || fail "keys not under the new KEK"
+ctl keys list | grep -Eq "^$old_kek +0 +0 +0 +0$" || fail "the old KEK still wraps: $(ctl keys list)"
 out=$(ctl verify) || fail "verify after rotation: $out"
 
 note "a flipped bit is found, named, and fails the exit status"
@@ -78,6 +81,31 @@ echo "$out" | tail -1 | grep -Eq '^verified 3 recordings, 21 segments, [1-9][0-9
     fail "attached verify: $out"
 echo "$out" | grep -v "^recording $rec segment 2: " | grep -q '^recording' &&
     fail "problems beyond the tampered segment: $out"
+note "a retired KEK is refused while anything still depends on it, then destroyed"
+# (a data key wrapped by the old KEK again, as a restored backup would bring back)
+as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
+kept=$(as_super -c "SELECT recording_id FROM recording_keys WHERE recording_id <> '$rec' LIMIT 1")
+as_super -c "CREATE TABLE kept_key AS SELECT * FROM recording_keys WHERE recording_id = '$kept'" ||
+    fail "save a key"
+out=$(ctl keys rotate) || fail "keys rotate: $out"
+third=$(echo "$out" | awk '{print $3}')
+as_super -c "UPDATE recording_keys k SET kek_id = o.kek_id, wrapped = o.wrapped FROM kept_key o
+             WHERE k.recording_id = o.recording_id" || fail "restore the old wrapping"
+out=$(ctl verify --recording "$kept") || fail "the restored key does not unwrap: $out"
+it_expect_refusal "still wraps 1 data keys, 0 pending data keys, 0 device secrets and 0 user secrets (recording $kept" \
+    "$INGESTCTL" --data-dir "$data" keys retire "$new_kek"
+out=$(ctl keys rotate) || fail "keys rotate: $out"
+out=$(ctl keys retire "$new_kek") || fail "keys retire: $out"
+echo "$out" | grep -q "key-encryption key $new_kek destroyed" || fail "$out"
+out=$(ctl keys retire "$old_kek") || fail "keys retire: $out"
+[ -e "$data/keys/kek-$new_kek.key" ] && fail "the retired KEK's file is still there"
+ctl keys list | grep -q "^$new_kek\|^$old_kek" && fail "retired KEKs listed: $(ctl keys list)"
+# What the old wrapping protected can no longer be opened by anyone holding it.
+as_super -c "UPDATE recording_keys k SET kek_id = o.kek_id, wrapped = o.wrapped FROM kept_key o
+             WHERE k.recording_id = o.recording_id; DROP TABLE kept_key" || fail "old wrapping"
+out=$(ctl verify --recording "$kept") && fail "a key under a destroyed KEK still unwraps: $out"
+echo "$out" | grep -q "key-encryption key $new_kek is missing" || fail "$out"
+ctl audit list --last 20 | grep -q " keys.retire .* ok .*$old_kek" || fail "retire not audited"
 kill -TERM "$pid"
 it_wait_exit "$pid" 10
 [ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS"
