@@ -708,6 +708,11 @@ static void handle(request *rq)
         api_reply_error(rq, 400, "bad_request", "no path", NULL);
         return;
     }
+    /* Path pieces become SQL parameters and audit fields: UTF-8 only. */
+    if (!cu_utf8_valid(path)) {
+        api_reply_error(rq, 400, "invalid_path", "the path is not valid UTF-8", NULL);
+        return;
+    }
     if (strcmp(path, "/api/v1/session") == 0) {
         if (m == EVHTTP_REQ_POST) {
             login(rq);

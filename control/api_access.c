@@ -475,20 +475,27 @@ static void list_notices(request *r, const caller *who)
 #define RECORDING_COLUMNS                                                                          \
     "r.id::text, coalesce(dv.serial, ''), coalesce(o.username, ''), coalesce(od.name, ''), "       \
     "to_char(r.opened_at AT TIME ZONE 'UTC', " TS_FORMAT "), coalesce(to_char(r.sealed_at AT "     \
-    "TIME ZONE 'UTC', " TS_FORMAT "), ''), r.state, coalesce(r.segment_count, 0) "
+    "TIME ZONE 'UTC', " TS_FORMAT "), ''), r.state, coalesce(r.segment_count, "                    \
+    "r.acked_segments), r.acked_bytes, coalesce((r.last_end_us - r.first_start_us) / 1000, 0), "   \
+    "coalesce(r.continues::text, '') "
+#define RECORDING_NCOLUMNS 11 /* what RECORDING_COLUMNS selects */
 #define RECORDING_JOINS                                                                            \
     "FROM recordings r LEFT JOIN devices dv ON dv.id = r.device_id LEFT JOIN users o ON o.id = "   \
     "r.officer_id LEFT JOIN departments od ON od.id = o.department_id "
 
 static json_t *recording_json(PGresult *res, int i)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "id", PQgetvalue(res, i, 0),
-                          "device", PQgetvalue(res, i, 1), "officer", PQgetvalue(res, i, 2),
-                          "department", PQgetvalue(res, i, 3), "opened_at", PQgetvalue(res, i, 4),
-                          "state", PQgetvalue(res, i, 6), "segments",
-                          (json_int_t)strtoll(PQgetvalue(res, i, 7), NULL, 10));
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "id",
+                          PQgetvalue(res, i, 0), "device", PQgetvalue(res, i, 1), "officer",
+                          PQgetvalue(res, i, 2), "department", PQgetvalue(res, i, 3), "opened_at",
+                          PQgetvalue(res, i, 4), "state", PQgetvalue(res, i, 6), "segments",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 7), NULL, 10), "bytes",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 8), NULL, 10), "duration_ms",
+                          (json_int_t)strtoll(PQgetvalue(res, i, 9), NULL, 10));
     if (j && PQgetvalue(res, i, 5)[0])
         json_object_set_new(j, "sealed_at", json_string(PQgetvalue(res, i, 5)));
+    if (j && PQgetvalue(res, i, 10)[0])
+        json_object_set_new(j, "continues", json_string(PQgetvalue(res, i, 10)));
     return j;
 }
 
@@ -521,7 +528,7 @@ static void get_recording(request *r, const caller *who, const char *id)
                   2, p);
     if (api_db_unavailable(r, res))
         return;
-    bool visible = PQntuples(res) == 1 && *PQgetvalue(res, 0, 8) == 't';
+    bool visible = PQntuples(res) == 1 && *PQgetvalue(res, 0, RECORDING_NCOLUMNS) == 't';
     if (!visible) {
         /* The same answer whether it does not exist or may not be seen. */
         PQclear(res);

@@ -58,7 +58,7 @@ enum { S_REFUSED, S_WHY, S_USERNAME, S_USER, S_GEN };
  * scope next changes by the clock (NULL: not by the clock). */
 static const char page_sql[] =
     "SELECT g.gen, g.until, p.id, p.device, p.officer, p.department, p.opened_at, p.sealed_at, "
-    "       p.state, p.segments "
+    "       p.state, p.segments, p.bytes, p.duration_ms "
     "FROM (SELECT gen, reader_scope_changes_at($1::bigint, now()) AS until "
     "      FROM read_generation OFFSET 0) g "
     "LEFT JOIN LATERAL recordings_page($1::bigint, now(), $2::integer, $3::integer) p ON true "
@@ -74,7 +74,10 @@ enum {
     C_OPENED,
     C_SEALED,
     C_STATE,
-    C_SEGMENTS
+    C_SEGMENTS,
+    C_BYTES,
+    C_DURATION,
+    C_COLUMNS
 };
 
 /* One request, from its statement to its reply. */
@@ -249,6 +252,12 @@ static void put_uuid(json_out *b, const char *v)
     put(b, text, n);
 }
 
+/* A bigint column (binary) as a number, 0 for NULL. */
+static long long int8_col(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0LL : (long long)be64(PQgetvalue(res, row, col));
+}
+
 /* A text column as a JSON string ("" for NULL). */
 static void put_text_col(json_out *b, PGresult *res, int row, int col)
 {
@@ -264,8 +273,7 @@ static bool answer(read_job *job, PGresult *res)
 {
     request *r = job->r;
     int rows = res ? PQntuples(res) : 0;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_SEGMENTS + 1 ||
-        rows < 1) {
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_COLUMNS || rows < 1) {
         api_reply_unavailable(r);
         return false;
     }
@@ -277,7 +285,8 @@ static bool answer(read_job *job, PGresult *res)
         if (PQgetisnull(res, i, C_ID))
             continue; /* the row of an empty page */
         if (PQgetlength(res, i, C_ID) != 16 || PQgetlength(res, i, C_OPENED) != 8 ||
-            PQgetlength(res, i, C_SEGMENTS) > 8)
+            PQgetlength(res, i, C_SEGMENTS) > 8 || PQgetlength(res, i, C_BYTES) > 8 ||
+            PQgetlength(res, i, C_DURATION) > 8)
             continue; /* cannot happen with this statement's types */
         if (listed++)
             put(&b, ",", 1);
@@ -297,11 +306,10 @@ static bool answer(read_job *job, PGresult *res)
         }
         put(&b, ",\"state\":", 9);
         put_text_col(&b, res, i, C_STATE);
-        char num[48];
-        int n = snprintf(num, sizeof(num), ",\"segments\":%lld}",
-                         PQgetisnull(res, i, C_SEGMENTS)
-                             ? 0LL
-                             : (long long)be64(PQgetvalue(res, i, C_SEGMENTS)));
+        char num[128];
+        int n = snprintf(
+            num, sizeof(num), ",\"segments\":%lld,\"bytes\":%lld,\"duration_ms\":%lld}",
+            int8_col(res, i, C_SEGMENTS), int8_col(res, i, C_BYTES), int8_col(res, i, C_DURATION));
         put(&b, num, (size_t)n);
     }
     int more = 0;

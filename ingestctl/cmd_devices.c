@@ -434,14 +434,18 @@ int cmd_recordings(ctl_env *env, int argc, char **argv)
     PGconn *conn = db_service_conn(env->db);
     PGresult *res = PQexecParams(
         conn,
+        /* What is acknowledged so far (the seal's count once closed), from
+         * the counts the index keeps; losses from the listed rows' segments. */
         "SELECT r.id, coalesce(d.serial, ''), coalesce(u.username, ''), "
-        "coalesce(s.first_start_us, (extract(epoch FROM r.opened_at) * 1000000)::bigint), "
-        "s.last_end_us, coalesce(s.segments, 0), coalesce(s.bytes, 0), "
-        "coalesce(s.lost_packets, 0), coalesce(s.gap_segments, 0), r.state "
-        "FROM recordings r LEFT JOIN devices d ON d.id = r.device_id "
+        "coalesce(r.first_start_us, (extract(epoch FROM r.opened_at) * 1000000)::bigint), "
+        "r.last_end_us, coalesce(r.segment_count, r.acked_segments), r.acked_bytes, "
+        "coalesce(s.lost, 0), coalesce(s.gaps, 0), r.state, coalesce(r.continues::text, '') "
+        "FROM (SELECT * FROM recordings ORDER BY opened_at DESC LIMIT $1) r "
+        "LEFT JOIN devices d ON d.id = r.device_id "
         "LEFT JOIN users u ON u.id = r.officer_id "
-        "LEFT JOIN recording_stats s ON s.recording_id = r.id "
-        "ORDER BY r.opened_at DESC LIMIT $1",
+        "LEFT JOIN LATERAL (SELECT sum(lost) AS lost, count(*) FILTER (WHERE flags & 3 <> 0) "
+        "                   AS gaps FROM segments WHERE recording_id = r.id) s ON true "
+        "ORDER BY r.opened_at DESC",
         1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         fprintf(stderr, "ingestctl: %s", PQerrorMessage(conn));
@@ -468,6 +472,8 @@ int cmd_recordings(ctl_env *env, int argc, char **argv)
                           (json_int_t)strtoll(PQgetvalue(res, i, 7), NULL, 10), "gap_segments",
                           (json_int_t)strtoll(PQgetvalue(res, i, 8), NULL, 10), "state",
                           PQgetvalue(res, i, 9));
+            if (j && PQgetvalue(res, i, 10)[0])
+                json_object_set_new(j, "continues", json_string(PQgetvalue(res, i, 10)));
             json_array_append_new(arr, j);
         } else {
             printf("%-36s %-14s %-12s %-24s %-24s %8s %12s %6s %s\n", PQgetvalue(res, i, 0),

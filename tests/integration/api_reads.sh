@@ -79,6 +79,29 @@ expect 200
 grep -q '"department":"North"' "$base/body" || fail "no department: $(cat "$base/body")"
 shown=$((shown + 3))
 
+note "an open recording's acknowledged segments, bytes and duration show as they grow"
+grep -q '"state":"open","segments":0,"bytes":0,"duration_ms":0' "$base/body" ||
+    fail "open recording: $(cat "$base/body")"
+rec=$(as_custos -c "SELECT r.id FROM recordings r JOIN users u ON u.id = r.officer_id
+                    WHERE u.username = 'olive' ORDER BY r.opened_at DESC LIMIT 1")
+add_segment() { # IDX: as the index writer adds an acknowledged segment
+    as_custos -c "INSERT INTO segments (recording_id, idx, start_us, end_us, packets, lost, flags,
+        plaintext_len, file_len, sha256, chain, xxh3) VALUES ('$rec', $1, $1 * 2000000,
+        $1 * 2000000 + 1999000, 10, 0, 0, 1000, 1184, sha256('x'), sha256('y'),
+        substring(sha256('z') from 1 for 16))" || fail "segment $1"
+}
+for i in 0 1 2; do
+    add_segment "$i"
+    list "$tok_olive"
+    grep -q "\"id\":\"$rec\",[^}]*\"state\":\"open\",\"segments\":$((i + 1)),\"bytes\":$((1000 * (i + 1))),\"duration_ms\":$((2000 * i + 1999))" \
+        "$base/body" || fail "after segment $i: $(cat "$base/body")"
+    shown=$((shown + 2))
+done
+api GET "/api/v1/recordings/$rec" "$tok_olive"
+expect 200
+grep -q '"segments":3' "$base/body" && grep -q '"duration_ms":5999' "$base/body" ||
+    fail "one recording: $(cat "$base/body")"
+
 note "a renamed department shows in the next page"
 as_custos -c "UPDATE departments SET name = 'North-West' WHERE name = 'North'" || fail "rename"
 api GET /api/v1/recordings "$tok_olive"

@@ -10,11 +10,16 @@ fail() {
 }
 note() { echo "-- $*"; }
 
-IT_DIRS=()
 IT_PIDS=()
+# The directories a test made: it_tmpdir runs in a command substitution
+# (base=$(it_tmpdir)), a subshell, so they are listed in a file the cleanup
+# reads, not in a variable.
+IT_REGISTRY=$(mktemp /tmp/custos-it-registry-XXXXXX) || { echo "FAIL: mktemp" >&2; exit 1; }
 
 it_cleanup() {
     local pid dir log rc=$?
+    local IT_DIRS=()
+    mapfile -t IT_DIRS <"$IT_REGISTRY"
     # A failure says what it was (fail); anything else that ends the test
     # early says its status and what the daemons logged last.
     if [ "$rc" -ne 0 ] && [ -z "${IT_FAILED:-}" ]; then
@@ -46,6 +51,7 @@ it_cleanup() {
         it_wait_no_postgres "$dir" 10 || pkill -KILL -f -- "-D $dir/pg/data" 2>/dev/null
         rm -rf "$dir"
     done
+    rm -f "$IT_REGISTRY"
     exit "$rc"
 }
 trap it_cleanup EXIT
@@ -55,7 +61,7 @@ it_tmpdir() {
     local d
     d=$(mktemp -d /tmp/custos-it-XXXXXX) || fail "mktemp"
     chmod 0711 "$d"
-    IT_DIRS+=("$d")
+    echo "$d" >>"$IT_REGISTRY"
     echo "$d"
 }
 
