@@ -297,8 +297,7 @@ void api_token_hash_hex(const char *token, char hash_hex[67])
     uint8_t h[32];
     EVP_Digest(token, strlen(token), h, NULL, EVP_sha256(), NULL);
     memcpy(hash_hex, "\\x", 2);
-    for (int i = 0; i < 32; i++)
-        snprintf(hash_hex + 2 + 2 * i, 3, "%02x", h[i]);
+    cu_hex_encode(h, 32, hash_hex + 2);
 }
 
 bool api_new_token(char token[48], char hash_hex[67])

@@ -16,9 +16,7 @@ static void sql_sha256_hex(const char *sql, char out[65])
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_Digest(sql, strlen(sql), md, &len, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < len && i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-    out[64] = '\0';
+    cu_hex_encode(md, 32, out);
 }
 
 static cu_rc ensure_version_table(PGconn *conn, cu_err *err)

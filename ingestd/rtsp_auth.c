@@ -124,8 +124,7 @@ static void hash_hex(rtsp_digest_alg alg, const char *const *parts, const size_t
     }
     EVP_DigestFinal_ex(md, out, &out_len);
     EVP_MD_CTX_free(md);
-    for (unsigned int i = 0; i < out_len; i++)
-        snprintf(hex + 2 * i, 3, "%02x", out[i]);
+    cu_hex_encode(out, out_len, hex);
 }
 
 void rtsp_digest_response(rtsp_digest_alg alg, const rtsp_digest *d, const char *password,

@@ -238,8 +238,7 @@ static bool authorization(rtsp_pull *p, const char *method, const char *uri, cha
         uint8_t raw[8];
         if (RAND_bytes(raw, sizeof(raw)) != 1)
             return false;
-        for (int i = 0; i < 8; i++)
-            snprintf(cnonce + 2 * i, 3, "%02x", raw[i]);
+        cu_hex_encode(raw, sizeof(raw), cnonce);
         snprintf(nc, sizeof(nc), "%08x", ++p->nc);
     }
     rtsp_digest d = {

@@ -874,8 +874,7 @@ static void do_setup(rtsp_conn *c, request *q)
             reply(c, 500, q->cseq, NULL, NULL, 0);
             return;
         }
-        for (int i = 0; i < 8; i++)
-            snprintf(c->session + 2 * i, 3, "%02x", raw[i]);
+        cu_hex_encode(raw, sizeof(raw), c->session);
     }
     char label[128];
     snprintf(label, sizeof(label), "rtsp %s track %d", c->serial, t->index);

@@ -52,49 +52,43 @@ static uint64_t get64(const uint8_t *p)
 
 /* ------------------------------------------------------------------- ids */
 
+/* The 8-4-4-4-12 form: the dashes come after these hex digits. */
+static bool dash_after(int digits)
+{
+    return digits == 8 || digits == 12 || digits == 16 || digits == 20;
+}
+
 void store_id_format(const store_id *id, char out[37])
 {
-    static const char hex[] = "0123456789abcdef";
+    char hex[33];
+    cu_hex_encode(id->b, 16, hex);
     size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
+    for (int i = 0; i < 32; i++) {
+        if (dash_after(i))
             out[o++] = '-';
-        out[o++] = hex[id->b[i] >> 4];
-        out[o++] = hex[id->b[i] & 15];
+        out[o++] = hex[i];
     }
     out[o] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool store_id_parse(const char *text, store_id *id)
 {
+    char hex[33];
+    size_t n = 0;
     if (strlen(text) != 36)
         return false;
-    int b = 0;
-    for (int i = 0; i < 36;) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
+    for (int i = 0; i < 36; i++) {
+        if (dash_after((int)n) && (i == 8 || i == 13 || i == 18 || i == 23)) {
             if (text[i] != '-')
                 return false;
-            i++;
             continue;
         }
-        int hi = hexval(text[i]), lo = hexval(text[i + 1]);
-        if (hi < 0 || lo < 0)
+        if (text[i] == '-')
             return false;
-        id->b[b++] = (uint8_t)(hi << 4 | lo);
-        i += 2;
+        hex[n++] = text[i];
     }
-    return b == 16;
+    hex[n] = '\0';
+    return n == 32 && cu_hex_decode(hex, id->b, 16);
 }
 
 bool store_id_equal(const store_id *a, const store_id *b)

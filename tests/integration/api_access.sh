@@ -12,10 +12,6 @@
 base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
-user() { # NAME ROLE [DEPARTMENT]
-    echo "passphrase of $1 ok" | ctl user add --username "$1" --role "$2" \
-        ${3:+--department "$3"} --password-stdin >"$base/$1.out" || fail "user add $1"
-}
 json_ids() { grep -o '"id":"[0-9a-f-]*"' "$base/body" | sed 's/"id":"\(.*\)"/\1/' | sort; }
 
 ctl department add North >/dev/null

@@ -12,11 +12,6 @@
 base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
-as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
-user() { # NAME ROLE [DEPARTMENT]
-    echo "passphrase of $1 ok" | ctl user add --username "$1" --role "$2" \
-        ${3:+--department "$3"} --password-stdin >"$base/$1.out" || fail "user add $1"
-}
 # raw METHOD PATH TOKEN [BODY]: a request that may answer 503 (api() refuses 5xx).
 raw() {
     local args=(-sS --cacert "$data/tls/api-cert.pem" -o "$base/body" -w '%{http_code}' -X "$1")

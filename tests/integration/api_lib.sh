@@ -3,6 +3,11 @@
 # server's self-signed certificate verified.
 
 as_custos() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=custos dbname=custos" "$@"; }
+# user NAME ROLE [DEPARTMENT]: an account whose password is "passphrase of NAME ok" (uses ctl).
+user() {
+    echo "passphrase of $1 ok" | ctl user add --username "$1" --role "$2" \
+        ${3:+--department "$3"} --password-stdin >"$base/$1.out" || fail "user add $1"
+}
 field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$base/body"; }
 
 # api METHOD PATH [TOKEN [BODY [curl args...]]]: sets CODE, the body in $base/body.

@@ -13,11 +13,6 @@
 base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
-as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
-user() { # NAME ROLE [DEPARTMENT]
-    echo "passphrase of $1 ok" | ctl user add --username "$1" --role "$2" \
-        ${3:+--department "$3"} --password-stdin >"$base/$1.out" || fail "user add $1"
-}
 count() { grep -o '"id":"' "$base/body" | wc -l; }
 new_recording() { # OFFICER: as the store indexes one
     as_custos -c "INSERT INTO recordings (id, key_id, opened_at, officer_id) SELECT

@@ -11,7 +11,6 @@ data="$base/var"
 hook="cat >>'$base/hook.out'"
 # (ingestctl reads the settings ingestd reads: the hook runs for its checkpoints too)
 ctl() { "$INGESTCTL" --data-dir "$data" --set "audit.checkpoint_command=$hook" "$@"; }
-as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
 cpfile="$data/audit/checkpoints"
 
 port=$(it_free_port)

@@ -11,7 +11,6 @@
 base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
-as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
 metric() { curl -fsS "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 clip=$(bash "$(dirname "$0")/../../bench/make-clip" "$base/clip.h264") || fail "cannot make the clip"

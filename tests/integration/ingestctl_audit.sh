@@ -10,7 +10,6 @@ base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
 as_custos() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=custos dbname=custos" "$@"; }
-as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
 
 note "users with and without passwords; the policy refuses weak ones"
 echo 'correct horse battery staple' | ctl user add --username ada --role admin --password-stdin \

@@ -83,7 +83,6 @@ echo "$out" | grep -v "^recording $rec segment 2: " | grep -q '^recording' &&
     fail "problems beyond the tampered segment: $out"
 note "a retired KEK is refused while anything still depends on it, then destroyed"
 # (a data key wrapped by the old KEK again, as a restored backup would bring back)
-as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
 kept=$(as_super -c "SELECT recording_id FROM recording_keys WHERE recording_id <> '$rec' LIMIT 1")
 as_super -c "CREATE TABLE kept_key AS SELECT * FROM recording_keys WHERE recording_id = '$kept'" ||
     fail "save a key"

@@ -56,6 +56,10 @@ it_cleanup() {
 }
 trap it_cleanup EXIT
 
+# The embedded cluster of the test's data dir ($data), as the database
+# superuser: for tests that play an insider with full database access.
+as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres dbname=custos" "$@"; }
+
 # A fresh data dir's parent, removed at exit.
 it_tmpdir() {
     local d

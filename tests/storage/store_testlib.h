@@ -41,6 +41,26 @@ static inline keys_ring *st_keys(const char *data_dir)
     return ring;
 }
 
+/* A store on @p data_dir (2 workers, 2 syncers) reporting to @p on_ack; exits on failure. */
+static inline store *st_open_store(const char *data_dir, const char *dsn, store_ack_fn on_ack,
+                                   void *ctx)
+{
+    store *s = NULL;
+    cu_err err;
+    store_opts o = {.data_dir = data_dir,
+                    .dsn = dsn,
+                    .keys = st_keys(data_dir),
+                    .workers = 2,
+                    .syncers = 2,
+                    .on_ack = on_ack,
+                    .ack_ctx = ctx};
+    if (store_open(&o, &s, &err) != CU_OK) {
+        fprintf(stderr, "store_open: %s\n", err.msg);
+        exit(2);
+    }
+    return s;
+}
+
 /* Bring the schema up to date as its owner, then connect to @p dsn (the
  * application role). */
 static inline PGconn *st_connect_as(const char *dsn, const char *owner_dsn)

@@ -31,20 +31,7 @@ static void count_ack(void *ctx, const store_id *rec, uint64_t index, bool ok)
 
 static store *open_store(const char *dsn, ack_counts *acks)
 {
-    store *s = NULL;
-    cu_err err = {""};
-    store_opts o = {.data_dir = data_dir,
-                    .dsn = dsn,
-                    .keys = st_keys(data_dir),
-                    .workers = 2,
-                    .syncers = 2,
-                    .on_ack = acks ? count_ack : NULL,
-                    .ack_ctx = acks};
-    if (store_open(&o, &s, &err) != CU_OK) {
-        fprintf(stderr, "store_open: %s\n", err.msg);
-        exit(1);
-    }
-    return s;
+    return st_open_store(data_dir, dsn, acks ? count_ack : NULL, acks);
 }
 
 /* Write a recording of @p n segments; keep copies of the plaintexts. */

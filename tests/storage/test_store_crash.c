@@ -45,18 +45,8 @@ static void on_ack(void *ctx, const store_id *rec, uint64_t index, bool ok)
 /* The writer: recordings of a few segments each, as fast as it can. */
 static void writer(const char *dsn, unsigned seed)
 {
-    store *s = NULL;
     cu_err err;
-    store_opts o = {.data_dir = data_dir,
-                    .dsn = dsn,
-                    .keys = st_keys(data_dir),
-                    .workers = 2,
-                    .syncers = 2,
-                    .on_ack = on_ack};
-    if (store_open(&o, &s, &err) != CU_OK) {
-        fprintf(stderr, "writer: %s\n", err.msg);
-        _exit(2);
-    }
+    store *s = st_open_store(data_dir, dsn, on_ack, NULL);
     srand(seed);
     for (;;) {
         store_recording *r = NULL;

@@ -142,19 +142,7 @@ static void report_free(child_report *r)
 
 static store *child_store(const char *dsn)
 {
-    store *s = NULL;
-    cu_err err;
-    store_opts o = {.data_dir = data_dir,
-                    .dsn = dsn,
-                    .keys = st_keys(data_dir),
-                    .workers = 2,
-                    .syncers = 2,
-                    .on_ack = on_ack};
-    if (store_open(&o, &s, &err) != CU_OK) {
-        fprintf(stderr, "child: %s\n", err.msg);
-        _exit(2);
-    }
-    return s;
+    return st_open_store(data_dir, dsn, on_ack, NULL);
 }
 
 static store_recording *child_open(store *s, const store_id *continues, store_id *id_out)
