@@ -292,7 +292,8 @@ static void use_share(request *r, const char *token)
     PGresult *res = api_query(
         r->a,
         "SELECT s.id, s.recipient, r.id::text, to_char(r.opened_at AT TIME ZONE 'UTC', " TS_FORMAT
-        "), r.state, coalesce(r.segment_count, 0), to_char(s.expires_at AT TIME ZONE "
+        "), r.state, coalesce(r.segment_count, r.acked_segments), to_char(s.expires_at AT TIME "
+        "ZONE "
         "'UTC', " TS_FORMAT
         ") FROM shares s JOIN share_recordings x ON x.share_id = s.id JOIN recordings r "
         "ON r.id = x.recording_id WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "

@@ -79,6 +79,41 @@ static cu_rc last_line(const char *path, char *out, size_t len, cu_err *err)
     return CU_OK;
 }
 
+/*
+ * A write cut short (a crash, a full disk) leaves a last line without its
+ * newline: never a whole checkpoint. It is cut off before the next one is
+ * appended, so that it cannot run into it.
+ */
+static cu_rc drop_torn_tail(int fd, const char *path, cu_err *err)
+{
+    off_t size = lseek(fd, 0, SEEK_END);
+    char c = '\n';
+    if (size <= 0 || (pread(fd, &c, 1, size - 1) == 1 && c == '\n'))
+        return CU_OK;
+    off_t end = size - 1;
+    char buf[512];
+    while (end > 0) {
+        off_t from = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+        ssize_t got = pread(fd, buf, (size_t)(end - from), from);
+        if (got <= 0)
+            break;
+        char *nl = memrchr(buf, '\n', (size_t)got);
+        if (nl) {
+            end = from + (nl - buf) + 1;
+            break;
+        }
+        end = from;
+    }
+    if (ftruncate(fd, end) != 0 || fdatasync(fd) != 0) {
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "cannot cut the torn last line of %s: %s", path,
+                          strerror(e));
+    }
+    CU_LOG(CU_LOG_WARN, "audit", "%s ended in a torn line (a write cut short); it was removed",
+           path);
+    return CU_OK;
+}
+
 /* Run audit.checkpoint_command with the line on stdin, bounded in time. */
 static void run_hook(const char *command, const char *line)
 {
@@ -172,13 +207,23 @@ cu_rc ctl_checkpoint_write(PGconn *conn, keys_ring *keys, const char *data_dir, 
         goto out;
     }
 
-    ctl_checkpoint_path(data_dir, path, sizeof(path));
-    snprintf(dir, sizeof(dir), "%s/audit", data_dir);
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        int e = errno;
-        rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", dir, strerror(e));
+    /* Entries of reads commit without waiting for the WAL flush: before their
+     * head is signed, a commit that waits flushes the WAL past them, so that
+     * a database crash cannot lose an entry a checkpoint covers. */
+    PGresult *flush = PQexec(conn, "BEGIN; SET LOCAL synchronous_commit = on; "
+                                   "SELECT txid_current(); COMMIT");
+    bool flushed = PQresultStatus(flush) == PGRES_COMMAND_OK;
+    PQclear(flush);
+    if (!flushed) {
+        rc = cu_err_set(err, CU_ERR_DB, "checkpoint: flushing the log: %s", PQerrorMessage(conn));
+        PQclear(PQexec(conn, "ROLLBACK"));
         goto out;
     }
+    ctl_checkpoint_path(data_dir, path, sizeof(path));
+    snprintf(dir, sizeof(dir), "%s/audit", data_dir);
+    rc = cu_mkdir_durable(dir, 0750, err);
+    if (rc)
+        goto out;
     rc = last_line(path, last, sizeof(last), err);
     if (rc)
         goto out;
@@ -199,7 +244,11 @@ cu_rc ctl_checkpoint_write(PGconn *conn, keys_ring *keys, const char *data_dir, 
     /* Append only; one write of the whole line, then fsync: a crash leaves
      * at most a torn last line, which readers skip. */
     bool created = access(path, F_OK) != 0;
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd >= 0)
+        rc = drop_torn_tail(fd, path, err);
+    if (rc)
+        goto out;
     if (fd < 0 || write(fd, line, (size_t)n) != n || fdatasync(fd) != 0) {
         int e = errno;
         rc = cu_err_set(err, CU_ERR_IO, "cannot append to %s: %s", path, strerror(e));

@@ -345,6 +345,12 @@ void cu_chunk_copy_out(const cu_chunk *chain, size_t off, void *out, size_t len)
 CU_WUR int cu_fsync_dir(const char *path);
 
 /**
+ * Make directory @p path (mode @p mode) so that it survives a power cut: when
+ * it is new, its parent is fsynced too. An existing directory is fine.
+ */
+CU_WUR cu_rc cu_mkdir_durable(const char *path, mode_t mode, cu_err *err);
+
+/**
  * Write @p dir/@p name durably: a temp file beside it, fsync, rename over the
  * name, fsync the directory. A crash leaves the old file or the new one,
  * never a mix. @p mode applies to a new file.

@@ -37,7 +37,15 @@ static int mkdir_parents(const char *path, mode_t leaf_mode)
     if (mkdir(tmp, leaf_mode) != 0)
         return -1;
     /* umask may have narrowed it; the mode is part of the design. */
-    return chmod(tmp, leaf_mode);
+    if (chmod(tmp, leaf_mode) != 0)
+        return -1;
+    /* Its name must survive a power cut, with everything stored under it. */
+    char *slash = strrchr(tmp, '/');
+    if (slash && slash != tmp) {
+        *slash = '\0';
+        return cu_fsync_dir(tmp);
+    }
+    return 0;
 }
 
 cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu_err *err)

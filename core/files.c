@@ -20,6 +20,33 @@ int cu_fsync_dir(const char *path)
     return r;
 }
 
+cu_rc cu_mkdir_durable(const char *path, mode_t mode, cu_err *err)
+{
+    char parent[PATH_MAX];
+    if (mkdir(path, mode) != 0) {
+        int e = errno;
+        if (e == EEXIST)
+            return CU_OK;
+        return cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
+    }
+    /* The new name is in the parent: without this, a power cut can lose the
+     * directory and everything later written under it. */
+    if (!cu_strlcpy(parent, path, sizeof(parent)))
+        return cu_err_set(err, CU_ERR_INVALID, "path too long: %s", path);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof(parent), ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    if (cu_fsync_dir(parent) != 0) {
+        int e = errno;
+        return cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", parent, strerror(e));
+    }
+    return CU_OK;
+}
+
 cu_rc cu_file_write_durably(const char *dir, const char *name, const void *data, size_t len,
                             mode_t mode, cu_err *err)
 {

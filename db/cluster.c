@@ -635,16 +635,30 @@ static cu_rc cluster_bootstrap(db_cluster *c, cu_err *err)
         rc = boot_exec(conn, "ALTER DATABASE " CLUSTER_DATABASE " OWNER TO " CLUSTER_OWNER, err);
     PQfinish(conn);
     conn = NULL;
-    if (rc || !handed_over)
+    if (rc)
         return rc;
-    /* Before the split the application's role owned the schema: give it all
-     * to the owner (migration 0009 then grants the application its rights). */
+    /* Before the split the application's role owned the schema: whatever it
+     * still owns goes to the owner (migration 0009 then grants the
+     * application its rights). Checked at every start, so that a hand-over
+     * cut short is finished by the next one. */
     rc = db_connect(c->owner_admin_dsn, "custos-bootstrap", &conn, err);
-    if (!rc)
+    if (rc)
+        return rc;
+    res =
+        PQexec(conn, "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relowner = '" CLUSTER_ROLE
+                     "'::regrole) OR EXISTS (SELECT 1 FROM pg_proc WHERE proowner = '" CLUSTER_ROLE
+                     "'::regrole)");
+    bool owns = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                PQgetvalue(res, 0, 0)[0] == 't';
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = cu_err_set(err, CU_ERR_DB, "bootstrap: %s", PQerrorMessage(conn));
+    PQclear(res);
+    if (!rc && owns) {
         rc = boot_exec(conn, "REASSIGN OWNED BY " CLUSTER_ROLE " TO " CLUSTER_OWNER, err);
-    if (!rc)
-        CU_LOG(CU_LOG_INFO, "db",
-               "the schema now belongs to " CLUSTER_OWNER "; " CLUSTER_ROLE " owns nothing");
+        if (!rc)
+            CU_LOG(CU_LOG_INFO, "db",
+                   "the schema now belongs to " CLUSTER_OWNER "; " CLUSTER_ROLE " owns nothing");
+    }
     PQfinish(conn);
     return rc;
 }

@@ -260,12 +260,20 @@ void ingest_stream_opened(ingest_worker *w, msg *m)
     } else if (!m->rec) {
         CU_LOG(CU_LOG_ERROR, "ingest", "%s: no recording, its footage is not kept", st->label);
     }
-    /* The segments held for this recording, in order; without a recording
-     * they are lost footage, counted. Later recordings' stay held. */
+    /* The segments held for this recording, in order. When its open failed
+     * and the stream goes on, they wait for the next attempt (the recording
+     * it opens is the next generation); else, without a recording, they are
+     * lost footage, counted. Later recordings' stay held. */
+    bool retry = !m->rec && current && st->pipe;
     pending_seg **link = &st->pending;
     while (*link) {
         pending_seg *p = *link;
         if (p->generation != m->generation) {
+            link = &p->next;
+            continue;
+        }
+        if (retry) {
+            p->generation = m->generation + 1;
             link = &p->next;
             continue;
         }

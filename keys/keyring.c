@@ -234,10 +234,10 @@ cu_rc keys_open(const char *dir, bool create, keys_ring **out, cu_err *err)
         rc = cu_err_set(err, CU_ERR_INVALID, "keys directory path too long");
         goto out;
     }
-    if (create && mkdir(k->dir, 0700) != 0 && errno != EEXIST) {
-        int e = errno;
-        rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", k->dir, strerror(e));
-        goto out;
+    if (create) {
+        rc = cu_mkdir_durable(k->dir, 0700, err);
+        if (rc)
+            goto out;
     }
     if (!create && access(k->dir, F_OK) != 0) {
         rc = cu_err_set(err, CU_ERR_NOTFOUND, "no keys directory at %s", k->dir);

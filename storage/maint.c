@@ -247,6 +247,9 @@ typedef struct {
     /* recordings seen on disk, to find index rows without a directory */
     store_id *seen;
     size_t nseen, capseen;
+    /* continuations and what they continue, linked once both are indexed */
+    store_id (*links)[2];
+    size_t nlinks, caplinks;
 } reindex_ctx;
 
 static cu_rc index_rows_without_file(PGconn *conn, const store_id *rec, const uint64_t *disk,
@@ -377,6 +380,22 @@ static cu_rc reindex_one(reindex_ctx *c, const store_id *rec, const char *dir)
             CU_LOG(CU_LOG_WARN, "store", "rollback failed: %s", e2.msg);
         goto out;
     }
+    if (origin.has_continues) {
+        /* What it continues may be indexed later in this scan: linked then. */
+        cu_err ignore_link;
+        if (store_sql_recording_link(c->conn, rec, &origin.continues, &ignore_link) != CU_OK)
+            CU_LOG(CU_LOG_WARN, "store", "linking %s: %s", idtext, ignore_link.msg);
+        if (c->nlinks == c->caplinks) {
+            c->caplinks = c->caplinks ? c->caplinks * 2 : 16;
+            void *bigger = realloc(c->links, c->caplinks * sizeof(*c->links));
+            if (!bigger)
+                abort();
+            c->links = bigger;
+        }
+        c->links[c->nlinks][0] = *rec;
+        c->links[c->nlinks][1] = origin.continues;
+        c->nlinks++;
+    }
     if (has_pending) {
         /* The pending file marks a recording whose index may lag; once the
          * seal is indexed, the database has everything. */
@@ -404,8 +423,23 @@ static bool reindex_dir(void *arg, const store_id *rec, const char *dir)
         c->seen = bigger;
     }
     c->seen[c->nseen++] = *rec;
-    c->rc = reindex_one(c, rec, dir);
-    return c->rc == CU_OK;
+    /* One recording that cannot be indexed does not stop the others; the
+     * first failure is what the rebuild reports. */
+    cu_err one;
+    cu_err *caller = c->err;
+    c->err = &one;
+    cu_rc rc = reindex_one(c, rec, dir);
+    c->err = caller;
+    if (rc) {
+        char id[37];
+        store_id_format(rec, id);
+        CU_LOG(CU_LOG_WARN, "store", "reindex: recording %s: %s", id, one.msg);
+        if (!c->rc) {
+            c->rc = rc;
+            cu_err_set(c->err, rc, "recording %s: %s", id, one.msg);
+        }
+    }
+    return PQstatus(c->conn) == CONNECTION_OK;
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -418,6 +452,11 @@ cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_report *re
     memset(report, 0, sizeof(*report));
     reindex_ctx c = {.data_dir = data_dir, .conn = conn, .rep = report, .err = err};
     cu_rc rc = store_scan_recordings(data_dir, reindex_dir, &c, err);
+    for (size_t i = 0; !rc && i < c.nlinks; i++) {
+        cu_err ignore;
+        if (store_sql_recording_link(conn, &c.links[i][0], &c.links[i][1], &ignore) != CU_OK)
+            CU_LOG(CU_LOG_WARN, "store", "reindex: linking a continuation: %s", ignore.msg);
+    }
     if (!rc)
         rc = c.rc;
     if (rc)
@@ -443,6 +482,7 @@ cu_rc store_reindex(const char *data_dir, PGconn *conn, store_reindex_report *re
     PQclear(res);
 out:
     free(c.seen);
+    free(c.links);
     return rc;
 }
 
@@ -515,6 +555,7 @@ cu_rc store_catch_up(const char *data_dir, PGconn *conn, keys_ring *k, store_is_
             memset(&sub, 0, sizeof(sub));
             reindex_ctx c = {.data_dir = data_dir, .conn = conn, .rep = &sub, .err = err};
             rc = reindex_one(&c, &list[i], dir);
+            free(c.links);
             if (!rc)
                 rep->reindexed++;
             continue;
@@ -891,6 +932,9 @@ static cu_rc erase_pending_key(const char *data_dir, PGconn *conn, const store_i
     if (rc)
         return rc;
     store_pending_remove(data_dir, recording);
+    if (store_pending_read(data_dir, recording, &pending, &ignore) != CU_ERR_NOTFOUND)
+        return cu_err_set(err, CU_ERR_IO,
+                          "the pending key file of this recording cannot be removed; not erased");
     snprintf(dir, sizeof(dir), "%s/keys/pending", data_dir);
     if (cu_fsync_dir(dir) != 0) {
         int e = errno;
@@ -943,20 +987,9 @@ cu_rc store_recording_erase(const char *data_dir, PGconn *conn, const store_id *
     if (!already) {
         /* 0: the marker, so a crash from here on is finished at the next
          * start; its directory's entry made durable too. */
-        char segments[PATH_MAX];
-        snprintf(segments, sizeof(segments), "%s/segments", data_dir);
-        if (mkdir(markers, 0700) == 0) {
-            if (cu_fsync_dir(segments) != 0) {
-                int e = errno;
-                rc = cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", segments, strerror(e));
-                goto out;
-            }
-        } else if (errno != EEXIST) {
-            int e = errno;
-            rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", markers, strerror(e));
-            goto out;
-        }
-        rc = cu_file_write_durably(markers, id, "", 0, 0600, err);
+        rc = cu_mkdir_durable(markers, 0700, err);
+        if (!rc)
+            rc = cu_file_write_durably(markers, id, "", 0, 0600, err);
         if (!rc)
             rc = erase_pending_key(data_dir, conn, recording, err);
         if (rc)

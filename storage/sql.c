@@ -86,7 +86,8 @@ cu_rc store_sql_recording_open(PGconn *conn, const store_id *recording, const st
                    "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id, "
                    "continues) VALUES ($1, $2, " US_TO_TS(
                        3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
-                          ", $5) ON CONFLICT (id) DO UPDATE SET "
+                          ", (SELECT c.id FROM recordings c WHERE c.id = $5::uuid)) "
+                          "ON CONFLICT (id) DO UPDATE SET "
                           "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
                           "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id), "
                           "continues = coalesce(recordings.continues, EXCLUDED.continues) "
@@ -166,4 +167,16 @@ cu_rc store_sql_recording_recount(PGconn *conn, const store_id *recording, cu_er
                    "(r.acked_segments, r.acked_bytes) IS DISTINCT FROM "
                    "(coalesce(s.segments, 0), coalesce(s.bytes, 0))",
                    &p, "recount", err);
+}
+
+cu_rc store_sql_recording_link(PGconn *conn, const store_id *recording, const store_id *continues,
+                               cu_err *err)
+{
+    sql_params p = {.n = 0};
+    p_id(&p, recording);
+    p_id(&p, continues);
+    return sql_run(conn,
+                   "UPDATE recordings SET continues = $2::uuid WHERE id = $1 AND continues IS NULL "
+                   "AND EXISTS (SELECT 1 FROM recordings c WHERE c.id = $2::uuid)",
+                   &p, "continuation link", err);
 }

@@ -180,6 +180,12 @@ CU_WUR cu_rc store_sql_recording_open(PGconn *conn, const store_id *recording,
  */
 CU_WUR cu_rc store_sql_recording_seal(PGconn *conn, const store_seal *seal, int64_t opened_us,
                                       const store_origin *origin, cu_err *err);
+/**
+ * Link a continuation to the recording it continues, once that is indexed
+ * (the link is set once; before, it is left NULL).
+ */
+CU_WUR cu_rc store_sql_recording_link(PGconn *conn, const store_id *recording,
+                                      const store_id *continues, cu_err *err);
 /** Set a recording's acknowledged counts from its segment rows (after reindex). */
 CU_WUR cu_rc store_sql_recording_recount(PGconn *conn, const store_id *recording, cu_err *err);
 /** Insert a segment row (existing rows are left as they are). */

@@ -709,27 +709,12 @@ static bool store_is_open(void *ctx, const store_id *recording)
     return found;
 }
 
-static cu_rc mkdir_durable(const char *path, const char *parent, cu_err *err)
-{
-    if (mkdir(path, 0750) != 0) {
-        if (errno == EEXIST)
-            return CU_OK;
-        int e = errno;
-        return cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
-    }
-    if (cu_fsync_dir(parent) != 0) {
-        int e = errno;
-        return cu_err_set(err, CU_ERR_IO, "cannot fsync %s: %s", parent, strerror(e));
-    }
-    return CU_OK;
-}
-
 cu_rc store_recording_open(store *s, const store_recording_attrs *attrs, store_recording **out,
                            store_id *id_out, cu_err *err)
 {
     cu_rc rc = CU_OK;
     store_recording *r = cu_xcalloc(1, sizeof(*r));
-    char fan[PATH_MAX], root[PATH_MAX];
+    char fan[PATH_MAX];
     bool listed = false;
     const char *given = attrs && attrs->meta ? attrs->meta : "";
     char *meta = NULL;
@@ -780,12 +765,11 @@ cu_rc store_recording_open(store *s, const store_recording_attrs *attrs, store_r
     rc = store_pending_write(s->data_dir, &r->id, &r->dek, err);
     if (rc)
         goto out;
-    snprintf(root, sizeof(root), "%s/segments", s->data_dir);
     cu_strlcpy(fan, r->dir, sizeof(fan));
     *strrchr(fan, '/') = '\0';
-    rc = mkdir_durable(fan, root, err);
+    rc = cu_mkdir_durable(fan, 0750, err);
     if (!rc)
-        rc = mkdir_durable(r->dir, fan, err);
+        rc = cu_mkdir_durable(r->dir, 0750, err);
     if (!rc)
         rc = cu_file_write_durably(r->dir, "meta", meta, meta_len, 0640, err);
     if (rc) {
@@ -956,11 +940,9 @@ cu_rc store_open(const store_opts *o, store **out, cu_err *err)
     static const char *const dirs[] = {"segments", "keys", "keys/pending"};
     for (size_t i = 0; i < CU_ARRAY_LEN(dirs); i++) {
         snprintf(path, sizeof(path), "%s/%s", s->data_dir, dirs[i]);
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-            int e = errno;
-            rc = cu_err_set(err, CU_ERR_IO, "cannot create %s: %s", path, strerror(e));
+        rc = cu_mkdir_durable(path, 0700, err);
+        if (rc)
             goto out;
-        }
     }
     rc = remove_crash_leftovers(s->data_dir, err);
     if (rc)

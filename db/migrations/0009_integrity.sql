@@ -37,6 +37,8 @@ FROM recording_stats s WHERE s.recording_id = r.id;
 
 -- One UPDATE per INSERT statement on segments, from the rows it really
 -- inserted (ON CONFLICT DO NOTHING leaves replays out).
+-- (an open recording's counts move by what was added; a closed one, which
+-- takes rows only from a reindex, is counted again from its rows)
 CREATE FUNCTION segments_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE recordings r
@@ -47,7 +49,12 @@ BEGIN
     FROM (SELECT recording_id, count(*) AS segments, sum(plaintext_len) AS bytes,
                  min(start_us) AS first_start_us, max(end_us) AS last_end_us
           FROM inserted GROUP BY recording_id) n
-    WHERE r.id = n.recording_id;
+    WHERE r.id = n.recording_id AND r.state = 'open';
+    UPDATE recordings r
+    SET (acked_segments, acked_bytes, first_start_us, last_end_us) =
+        (SELECT count(*), coalesce(sum(g.plaintext_len), 0), min(g.start_us), max(g.end_us)
+         FROM segments g WHERE g.recording_id = r.id)
+    WHERE r.id IN (SELECT recording_id FROM inserted) AND r.state <> 'open';
     RETURN NULL;
 END
 $$;
@@ -57,6 +64,11 @@ CREATE TRIGGER segments_count AFTER INSERT ON segments REFERENCING NEW TABLE AS 
 -- A closed recording is history: its identity, key, seal and owner never
 -- change again, and it becomes 'erased' only inside recording_erase().
 CREATE FUNCTION recordings_history() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_segments bigint;
+    v_bytes    bigint;
+    v_first    bigint;
+    v_last     bigint;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'recordings are evidence: a row is never deleted (erase it)'
@@ -82,6 +94,20 @@ BEGIN
     IF NEW.state IS DISTINCT FROM OLD.state AND OLD.state <> 'open' AND NEW.state <> 'erased' THEN
         RAISE EXCEPTION 'recording % is %: its state never changes but to erased', OLD.id,
             OLD.state USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- What a closed recording shows is what its segment rows hold: the
+    -- counts move only with them (new rows, or a recount after reindex).
+    IF OLD.state <> 'open' AND OLD.state <> 'erased'
+       AND ROW(NEW.acked_segments, NEW.acked_bytes, NEW.first_start_us, NEW.last_end_us)
+           IS DISTINCT FROM ROW(OLD.acked_segments, OLD.acked_bytes, OLD.first_start_us,
+                                OLD.last_end_us) THEN
+        SELECT count(*), coalesce(sum(g.plaintext_len), 0), min(g.start_us), max(g.end_us)
+        INTO v_segments, v_bytes, v_first, v_last FROM segments g WHERE g.recording_id = OLD.id;
+        IF ROW(NEW.acked_segments, NEW.acked_bytes, NEW.first_start_us, NEW.last_end_us)
+           IS DISTINCT FROM ROW(v_segments, v_bytes, v_first, v_last) THEN
+            RAISE EXCEPTION 'recording % is sealed: its counts are those of its segment rows',
+                OLD.id USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
     -- Only recording_erase(), which runs as the table's owner, erases.
     IF (NEW.state = 'erased' OR NEW.erased_at IS DISTINCT FROM OLD.erased_at)
@@ -162,6 +188,20 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN departments od ON od.id = o.department_id
 $$;
 
+-- An erased recording's key never comes back (a reindex or catch-up that
+-- read a pending key file before the erasure committed).
+CREATE FUNCTION recording_keys_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT state FROM recordings WHERE id = NEW.recording_id) = 'erased' THEN
+        RAISE EXCEPTION 'recording % is erased: its data key is destroyed for good',
+            NEW.recording_id USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER recording_keys_history BEFORE INSERT ON recording_keys
+    FOR EACH ROW EXECUTE FUNCTION recording_keys_history();
+
 -- ----------------------------------------------------------------- alerts
 
 ALTER TABLE security_alerts DROP CONSTRAINT security_alerts_kind_check;
@@ -200,7 +240,7 @@ BEGIN
              WHERE a.device_id = p_device AND a.assigned_from <= v_at
                AND (a.assigned_until IS NULL OR a.assigned_until > v_at)
              ORDER BY a.assigned_from DESC LIMIT 1),
-            p_continues, p_state,
+            (SELECT c.id FROM recordings c WHERE c.id = p_continues), p_state,
             'epoch'::timestamptz + p_sealed_us * interval '1 microsecond', p_count, p_head)
     ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, sealed_at = EXCLUDED.sealed_at,
         segment_count = EXCLUDED.segment_count, chain_head = EXCLUDED.chain_head,
@@ -285,6 +325,25 @@ GRANT UPDATE (state, sealed_at, segment_count, chain_head, device_id, officer_id
               acked_segments, acked_bytes, first_start_us, last_end_us) ON recordings TO custos_app;
 REVOKE UPDATE, DELETE ON recording_keys FROM custos_app;
 GRANT UPDATE (kek_id, wrapped, rewrapped_at) ON recording_keys TO custos_app;
+-- Histories of their own: every version of a form, every alert, every login attempt.
+REVOKE UPDATE, DELETE ON record_forms, security_alerts, login_attempts FROM custos_app;
+
+-- Recordings closed before this migration: their seals anchored now, so
+-- that every closed recording has its recording.seal entry.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM recordings WHERE state IN ('sealed', 'damaged', 'interrupted')
+               AND chain_head IS NOT NULL) THEN
+        PERFORM audit_append(array_agg('system'::text), array_agg('recording.seal'::text),
+                             array_agg('recording:' || id || ' state=' || state || ' segments='
+                                       || segment_count || ' head=' || encode(chain_head, 'hex')
+                                       ORDER BY opened_at, id),
+                             array_agg('ok'::text), array_agg('local'::text))
+        FROM recordings WHERE state IN ('sealed', 'damaged', 'interrupted')
+             AND chain_head IS NOT NULL;
+    END IF;
+END
+$$;
 
 -- What later migrations create is the application's to use unless they
 -- say otherwise (each evidence table revokes what it must).

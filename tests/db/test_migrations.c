@@ -86,6 +86,10 @@ static void test_app_role(const char *app_dsn)
         "UPDATE instance SET id = gen_random_uuid()",
         "DELETE FROM schema_version",
         "CREATE TABLE public.intruder (x int)",
+        "UPDATE record_forms SET summary = 'rewritten'",
+        "DELETE FROM record_forms",
+        "DELETE FROM security_alerts",
+        "UPDATE login_attempts SET ok = true",
     };
     for (size_t i = 0; i < CU_ARRAY_LEN(refused); i++)
         expect_refused(app, refused[i]);
@@ -97,6 +101,28 @@ static void test_app_role(const char *app_dsn)
                                        "'DELETE', 'TRUNCATE', 'TRIGGER']) p "
                                        "WHERE has_table_privilege('audit_log', p)"),
                  0);
+
+    /* A closed recording: its counts are its rows', it is erased only by
+     * recording_erase(), with its deletion record, and its key never returns. */
+    CHECK_EQ_INT(db_exec(app,
+                         "INSERT INTO recordings (id, key_id, opened_at, state, segment_count, "
+                         "chain_head) VALUES ('00000000-0000-0000-0000-0000000000e1', "
+                         "decode(repeat('ab', 16), 'hex'), now(), 'sealed', 0, sha256('x'))",
+                         &err),
+                 CU_OK);
+    expect_refused(app, "UPDATE recordings SET acked_bytes = 12345 WHERE id = "
+                        "'00000000-0000-0000-0000-0000000000e1'");
+    expect_refused(app, "UPDATE recordings SET state = 'erased' WHERE id = "
+                        "'00000000-0000-0000-0000-0000000000e1'");
+    CHECK(pgtest_query_int(app, "SELECT recording_erase('00000000-0000-0000-0000-0000000000e1', "
+                                "'test', 'retention_expired', 'local')") > 0);
+    CHECK_EQ_INT(pgtest_query_int(app, "SELECT count(*) FROM audit_log WHERE action = "
+                                       "'recording.erase' AND object LIKE "
+                                       "'recording:00000000-0000-0000-0000-0000000000e1 %'"),
+                 1);
+    expect_refused(app, "INSERT INTO recording_keys (recording_id, key_id, kek_id, wrapped) VALUES "
+                        "('00000000-0000-0000-0000-0000000000e1', decode(repeat('ab', 16), "
+                        "'hex'), '0000000000000000', '\\x00')");
 
     /* It appends through the one function, whose search_path it cannot
      * bend: a sha256() of its own in pg_temp changes nothing. */
@@ -148,6 +174,37 @@ static void test_real_schema(void)
     test_app_role(app_dsn);
     free(dsn);
     free(app_dsn);
+}
+
+/* Recordings closed before migration 0009 get their seals anchored by it. */
+static void test_seal_backfill(void)
+{
+    char *dsn = NULL;
+    free(pgtest_fresh_database("mig_backfill", &dsn));
+    PGconn *conn = connect_or_die(dsn);
+    cu_err err = {""};
+    REQUIRE(db_schema_migrations_count >= 9 && db_schema_migrations[8].version == 9);
+    CHECK_EQ_INT(db_migrate(conn, db_schema_migrations, 8, NULL, &err), CU_OK);
+    CHECK_EQ_INT(db_exec(conn,
+                         "INSERT INTO recordings (id, key_id, opened_at, state, segment_count, "
+                         "chain_head) VALUES ('00000000-0000-0000-0000-00000000b001', "
+                         "decode(repeat('cd', 16), 'hex'), now(), 'sealed', 3, "
+                         "decode(repeat('ef', 32), 'hex'))",
+                         &err),
+                 CU_OK);
+    cu_rc rc = db_migrate(conn, db_schema_migrations, db_schema_migrations_count, NULL, &err);
+    CHECK_EQ_INT(rc, CU_OK);
+    if (rc)
+        fprintf(stderr, "%s\n", err.msg);
+    CHECK_EQ_INT(
+        pgtest_query_int(conn, "SELECT count(*) FROM audit_log WHERE actor = 'system' AND "
+                               "action = 'recording.seal' AND object = "
+                               "'recording:00000000-0000-0000-0000-00000000b001 state=sealed "
+                               "segments=3 head="
+                               "efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef'"),
+        1);
+    PQfinish(conn);
+    free(dsn);
 }
 
 static void test_failure_rolls_back(void)
@@ -330,6 +387,7 @@ int main(void)
     }
     atomic_store(&cu_log_threshold, CU_LOG_WARN);
     test_real_schema();
+    test_seal_backfill();
     test_failure_rolls_back();
     test_newer_database_refused();
     test_concurrent();

@@ -109,7 +109,7 @@ typedef struct {
 static file_state files[MAX_FILES];
 static int nfiles;
 
-typedef enum { DOP_CREATE, DOP_RENAME, DOP_UNLINK, DOP_MKDIR } dirop_kind;
+typedef enum { DOP_CREATE, DOP_RENAME, DOP_UNLINK, DOP_MKDIR, DOP_RMDIR } dirop_kind;
 typedef struct {
     dirop_kind kind;
     char dir[PATH_MAX];  /* the directory whose entry changed */
@@ -300,7 +300,7 @@ static int file_find(dev_t dev, ino_t ino)
     return -1;
 }
 
-static int file_track(int fd, const char *path)
+static int file_track(int fd, const char *path, bool created)
 {
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
@@ -310,6 +310,12 @@ static int file_track(int fd, const char *path)
         i = nfiles++;
         files[i] = (file_state){.dev = st.st_dev, .ino = st.st_ino};
         files[i].synced = files[i].size = st.st_size;
+    }
+    /* A file made now has nothing durable yet, whatever an earlier file
+     * with the same inode number had. */
+    if (i >= 0 && created) {
+        files[i].synced = files[i].size = 0;
+        files[i].dirty = false;
     }
     if (i >= 0)
         snprintf(files[i].path, PATH_MAX, "%s", path);
@@ -374,18 +380,18 @@ static void remove_tree(const char *path)
 }
 
 /* The power goes: what no fsync covered is lost. Never returns. */
+/* A file's path changed back by an undo: follow it. */
+static void file_moved(const char *from, const char *to)
+{
+    for (int i = 0; i < nfiles; i++)
+        if (strcmp(files[i].path, from) == 0)
+            snprintf(files[i].path, PATH_MAX, "%s", to);
+}
+
+/* The power goes: what no fsync covered is lost. Never returns. */
 static void power_cut(void)
 {
     int torn = 0, undone = 0;
-    for (int i = 0; i < nfiles; i++) {
-        file_state *f = &files[i];
-        if (!f->dirty || f->size <= f->synced)
-            continue;
-        off_t span = f->size - f->synced;
-        off_t keep = f->synced + (off_t)(next_random() % (uint64_t)(span + 1));
-        if (truncate(f->path, keep) == 0)
-            torn++;
-    }
     /* Each directory keeps a random prefix of its unsynced changes. */
     int *cut_from = calloc((size_t)ndirops + 1, sizeof(int));
     for (int i = 0; i < ndirops; i++) {
@@ -413,8 +419,10 @@ static void power_cut(void)
         switch (d->kind) {
         case DOP_CREATE: real_unlink(d->path); break;
         case DOP_MKDIR: remove_tree(d->path); break;
+        case DOP_RMDIR: real_mkdir(d->path, 0750); break;
         case DOP_RENAME:
-            real_rename(d->path, d->from);
+            if (real_rename(d->path, d->from) == 0)
+                file_moved(d->path, d->from);
             if (d->kept[0])
                 real_rename(d->kept, d->path);
             break;
@@ -425,6 +433,17 @@ static void power_cut(void)
         }
     }
     free(cut_from);
+    /* Then the data: wherever each file is now (a removal undone brings it
+     * back), it keeps what its last fsync covered and a random part of the rest. */
+    for (int i = 0; i < nfiles; i++) {
+        file_state *f = &files[i];
+        if (!f->dirty || f->size <= f->synced)
+            continue;
+        off_t span = f->size - f->synced;
+        off_t keep = f->synced + (off_t)(next_random() % (uint64_t)(span + 1));
+        if (truncate(f->path, keep) == 0)
+            torn++;
+    }
     note("powercut at %ld: %d files torn, %d directory changes undone\n", cut_ops, torn, undone);
     _exit(77);
 }
@@ -462,14 +481,15 @@ static int track_open(int fd, const char *path, int flags)
     if (under_root(abs) && !f->is_dir) {
         struct stat st;
         bool existed = (flags & O_CREAT) == 0;
-        f->file = file_track(fd, abs);
+        f->file = file_track(fd, abs, !existed);
         if (!existed && f->file >= 0 && fstat(fd, &st) == 0 && st.st_size == 0 &&
             (flags & O_CREAT)) {
             dirop_add(DOP_CREATE, abs, NULL, NULL);
             count_op();
         }
         if (f->file >= 0 && (flags & O_TRUNC)) {
-            files[f->file].size = 0;
+            /* Strictest: what it held before need not come back either. */
+            files[f->file].size = files[f->file].synced = 0;
             files[f->file].dirty = true;
         }
     }
@@ -683,6 +703,19 @@ int mkdir(const char *path, mode_t mode)
     int r = real_mkdir(path, mode);
     if (r == 0)
         dirop_add(DOP_MKDIR, path, NULL, NULL);
+    pthread_mutex_unlock(&mu);
+    return r;
+}
+
+int rmdir(const char *path)
+{
+    if (!active_cut || !under_root(path))
+        return real_rmdir(path);
+    pthread_mutex_lock(&mu);
+    count_op();
+    int r = real_rmdir(path);
+    if (r == 0)
+        dirop_add(DOP_RMDIR, path, NULL, NULL);
     pthread_mutex_unlock(&mu);
     return r;
 }

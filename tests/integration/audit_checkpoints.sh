@@ -123,6 +123,13 @@ out=$(ctl audit verify) && fail "a forged checkpoint went unnoticed: $out"
 echo "$out" | grep -q "1 whose signature does not verify" || fail "$out"
 cp "$base/checkpoints.saved" "$cpfile"
 
+note "a line a crash tore is cut off before the next checkpoint, never run into it"
+printf 'custos-checkpoint-v1 %s 2026' "$(cut -d' ' -f2 "$cpfile" | head -1)" >>"$cpfile"
+ctl department add Annex >/dev/null || fail "department add"
+tail -1 "$cpfile" | grep -q '^custos-checkpoint-v1 .* [A-Za-z0-9+/=]\{88\}$' || fail "$(tail -2 "$cpfile")"
+grep -c '2026custos' "$cpfile" >/dev/null && fail "a torn line ran into the next: $(tail -2 "$cpfile")"
+out=$(ctl audit verify) || fail "verify after a torn line: $out"
+
 note "at a stop, ingestd signs the last head"
 as_super -c "ALTER TABLE audit_log ENABLE TRIGGER USER" || fail "superuser"
 # (an entry no ingestctl change wrote, so none of its checkpoints covers it)
