@@ -265,7 +265,8 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     PGresult *res = api_query(
         r->a,
         "SELECT q.state, q.requester_id = $2, d.head_user_id IS NOT DISTINCT FROM $2::bigint, "
-        "EXISTS (SELECT 1 FROM permission_group_members m WHERE m.user_id = $2) "
+        "EXISTS (SELECT 1 FROM permission_group_members m WHERE m.user_id = $2), "
+        "q.head_id IS NOT DISTINCT FROM $2::bigint "
         "FROM permission_requests q JOIN departments d ON d.id = q.department_id WHERE q.id = $1",
         2, p1);
     if (api_db_unavailable(r, res))
@@ -279,13 +280,16 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     cu_strlcpy(state, PQgetvalue(res, 0, 0), sizeof(state));
     bool own = *PQgetvalue(res, 0, 1) == 't';
     bool head = *PQgetvalue(res, 0, 2) == 't', member = *PQgetvalue(res, 0, 3) == 't';
+    /* Two levels are two people: who decided first does not decide finally. */
+    bool decided_first = *PQgetvalue(res, 0, 4) == 't';
     PQclear(res);
-    if (own || (final ? !member : !head)) {
+    if (own || (final ? !member || decided_first : !head)) {
         api_audit(r, who->actor, action, object, "denied");
         api_reply_error(r, 403, "forbidden",
-                        own     ? "nobody decides their own request"
-                        : final ? "only the permission group decides finally"
-                                : "only the head of the request's department decides first",
+                        own             ? "nobody decides their own request"
+                        : decided_first ? "the final decision is not the preliminary decider's"
+                        : final         ? "only the permission group decides finally"
+                                        : "only the head of the request's department decides first",
                         NULL);
         goto out;
     }
@@ -298,7 +302,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     res = api_query(r->a,
                     final ? "UPDATE permission_requests SET state = $4, group_id = $2, "
                             "group_decided_at = now(), group_note = $5 WHERE id = $1 AND state = "
-                            "$3 RETURNING requester_id"
+                            "$3 AND head_id IS DISTINCT FROM $2::bigint RETURNING requester_id"
                           : "UPDATE permission_requests SET state = $4, head_id = $2, "
                             "head_decided_at = now(), head_note = $5 WHERE id = $1 AND state = $3 "
                             "RETURNING requester_id",

@@ -191,6 +191,27 @@ static void decide_share(request *r, const caller *who, const char *id)
         goto out;
     }
     bool yes = json_is_true(approve);
+    if (yes) {
+        /* What goes out is what the requester may read now, not when they asked. */
+        res = api_query(r->a,
+                        "SELECT x.recording_id::text FROM shares s JOIN share_recordings x ON "
+                        "x.share_id = s.id WHERE s.id = $1 AND NOT may_read_recording("
+                        "s.requester_id, x.recording_id, now()) LIMIT 1",
+                        1, p1);
+        if (api_db_unavailable(r, res))
+            goto out;
+        bool lost = PQntuples(res) > 0;
+        PQclear(res);
+        if (lost) {
+            api_audit(r, who->actor, "share.decide", object, "failed");
+            api_reply_json(r, 409,
+                           json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
+                                     "the requester may no longer read every shared recording: "
+                                     "reject it, or ask for a new share",
+                                     "state", "requested"));
+            goto out;
+        }
+    }
     char token[48] = "", thex[67] = "";
     if (yes && !api_new_token(token, thex)) {
         api_reply_error(r, 503, "unavailable", "no random bytes for a link", NULL);
@@ -297,14 +318,19 @@ static void use_share(request *r, const char *token)
         "'UTC', " TS_FORMAT
         ") FROM shares s JOIN share_recordings x ON x.share_id = s.id JOIN recordings r "
         "ON r.id = x.recording_id WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "
-        "now() < s.expires_at ORDER BY r.opened_at",
+        "now() < s.expires_at AND NOT EXISTS (SELECT 1 FROM share_recordings y WHERE "
+        "y.share_id = s.id AND NOT may_read_recording(s.requester_id, y.recording_id, now())) "
+        "ORDER BY r.opened_at",
         1, p);
     if (api_db_unavailable(r, res))
         return;
     if (PQntuples(res) == 0) {
         PQclear(res);
         api_audit(r, "anonymous", "share.use", "", "denied");
-        api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked", NULL);
+        api_reply_error(r, 404, "not_found",
+                        "no such link, or it expired, was revoked, or its requester may no "
+                        "longer read what it shares",
+                        NULL);
         return;
     }
     char actor[48], object[48];
