@@ -417,6 +417,8 @@ static void drain_inbox(ingest_worker *w)
             device_update(w, &m->device);
         } else if (m->kind == MSG_PULL) {
             rtsp_pull_device(w, &m->device);
+        } else if (m->kind == MSG_REVOKED) {
+            rtsp_worker_device_revoked(w, m->device.id, m->device.serial);
         } else {
             ingest_stream_opened(w, m);
         }
@@ -480,6 +482,16 @@ static void on_device(void *ctx, const ctl_device *d)
     m->device = *d;
     worker_post(&s->workers[(size_t)d->id % (size_t)s->nworkers], m);
     rtsp_service_device(s->rtsp, d);
+    if (!d->active) {
+        /* Cut off at once, wherever it is connected. */
+        for (int i = 0; i < s->nworkers; i++) {
+            m = cu_xcalloc(1, sizeof(*m));
+            m->kind = MSG_REVOKED;
+            m->device.id = d->id;
+            cu_strlcpy(m->device.serial, d->serial, sizeof(m->device.serial));
+            worker_post(&s->workers[i], m);
+        }
+    }
     CU_LOG(CU_LOG_INFO, "ingest", "device %s (ssrc %u) %s", d->serial, d->ssrc,
            d->active ? "active" : "revoked");
 }

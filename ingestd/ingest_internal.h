@@ -27,7 +27,8 @@
 
 /* ------------------------------------------------------------- messages */
 
-typedef enum { MSG_DEVICE, MSG_PULL, MSG_OPENED } msg_kind;
+/* MSG_REVOKED goes to every worker: a revoked device's RTSP sessions may be on any. */
+typedef enum { MSG_DEVICE, MSG_PULL, MSG_OPENED, MSG_REVOKED } msg_kind;
 
 typedef struct msg {
     msg_kind kind;

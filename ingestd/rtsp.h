@@ -181,6 +181,12 @@ CU_WUR cu_rc rtsp_worker_start(ingest_worker *w, rtsp_service *r, cu_err *err);
 /** On the worker's thread when stopping: close every connection, ending its streams. */
 void rtsp_worker_close_all(ingest_worker *w);
 
+/**
+ * Device @p device_id was revoked: close every RTSP connection of it on
+ * @p w now; their recordings end with their tail stored and are sealed.
+ */
+void rtsp_worker_device_revoked(ingest_worker *w, int64_t device_id, const char *serial);
+
 /** Free what rtsp_worker_start() made, once the worker's thread has ended. NULL-safe. */
 void rtsp_worker_free(ingest_worker *w);
 

@@ -510,6 +510,25 @@ static void conn_free(rtsp_conn *c)
     free(c);
 }
 
+CU_METRIC_DEFINE(revoked_cut_metric, CU_METRIC_COUNTER, "custos_rtsp_revoked_disconnects_total", "",
+                 "RTSP connections closed because their device was revoked.")
+
+void rtsp_worker_device_revoked(ingest_worker *w, int64_t device_id, const char *serial)
+{
+    rtsp_worker *rw = w->rtsp;
+    if (!rw)
+        return;
+    for (rtsp_conn *c = rw->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->device_id != device_id)
+            continue;
+        CU_LOG(CU_LOG_WARN, "rtsp", "%s: device %s revoked: connection closed", c->peer_text,
+               serial);
+        cu_metric_inc(&revoked_cut_metric);
+        conn_free(c); /* its streams end: the tail is stored, the recording sealed */
+    }
+}
+
 /* One RTP or RTCP packet for track @p t (interleaved or UDP), received at @p now_us. */
 static void track_packet(rtsp_conn *c, rtsp_track *t, bool rtcp, const uint8_t *p, size_t len,
                          int64_t now_us)
