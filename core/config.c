@@ -167,6 +167,14 @@ static const cfg_row config_table[] = {
      "Last of the UDP ports offered for RTSP over UDP.", NULL, NULL, 0},
     {"rtsp.pull_backoff_max_s", CFG_INT, OFF(rtsp_pull_backoff_max_s), 1, 3600, "60",
      "Longest wait between attempts to reconnect to a camera we pull from.", NULL, NULL, 0},
+    {"rtsp.allow_md5", CFG_INT, OFF(rtsp_allow_md5), 0, 1, "0",
+     "1 accepts (and, pulling, answers) Digest with MD5 besides SHA-256: needed by GStreamer "
+     "1.22 clients and older cameras, but a captured MD5 exchange is cheap to crack offline.",
+     NULL, NULL, 0},
+    {"rtsp.pull_redirect_any_host", CFG_INT, OFF(rtsp_pull_redirect_any_host), 0, 1, "0",
+     "1 lets a camera we pull from redirect us to another host; 0 follows a redirect only to "
+     "the same host (the credentials go where the redirect points).",
+     NULL, NULL, 0},
     {"rtsp.pull_ca_file", CFG_STRING, OFF(rtsp_pull_ca_file), 0, 3800, "",
      "PEM certificates trusted for rtsps:// cameras we pull from; empty: the system's.", NULL, NULL,
      0},

@@ -161,6 +161,8 @@ typedef struct {
     int64_t rtsp_udp_port_min;                /* rtsp.udp_port_min */
     int64_t rtsp_udp_port_max;                /* rtsp.udp_port_max */
     int64_t rtsp_pull_backoff_max_s;          /* rtsp.pull_backoff_max_s */
+    int64_t rtsp_allow_md5;                   /* rtsp.allow_md5 (0/1) */
+    int64_t rtsp_pull_redirect_any_host;      /* rtsp.pull_redirect_any_host (0/1) */
     char *rtsp_pull_ca_file;                  /* rtsp.pull_ca_file ("" = system trust) */
     char *api_bind;                           /* api.bind */
     int64_t api_port;                         /* api.port (0 = no API) */

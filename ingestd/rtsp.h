@@ -37,7 +37,7 @@ bool rtsp_digest_parse_challenge(rtsp_str value, rtsp_digest *out);
 void rtsp_digest_response(rtsp_digest_alg alg, const rtsp_digest *d, const char *password,
                           const char *method, char hex[65]);
 
-/** A server's nonces: stateless, bound to time and the client's address. */
+/** A server's nonces: stateless, bound to time, the client's address and its connection. */
 typedef struct {
     uint8_t secret[32];
 } rtsp_nonces;
@@ -45,8 +45,30 @@ typedef struct {
 /** A fresh random secret (per process). */
 bool rtsp_nonces_init(rtsp_nonces *n);
 
-/** A nonce for @p peer at @p now_s into @p out (at least 48 bytes), NUL-terminated. */
-void rtsp_nonce_make(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s, char *out);
+#define RTSP_CONN_SALT_LEN 16
+
+/**
+ * What a nonce is bound to and what a response must meet: the client's
+ * address and its connection (a random salt per connection, so that a
+ * captured Authorization header cannot be replayed on another connection),
+ * whether MD5 is accepted (rtsp.allow_md5), and the nonce count last
+ * accepted on the connection (qop=auth: each response on one nonce must
+ * count higher than the one before; a new nonce starts again).
+ */
+typedef struct {
+    int64_t nonce_time; /* of the nonce last accepted, 0 before any */
+    uint32_t nc;
+} rtsp_nc_seen;
+
+typedef struct {
+    const struct sockaddr *peer;
+    const uint8_t *salt; /* RTSP_CONN_SALT_LEN bytes */
+    bool allow_md5;
+    rtsp_nc_seen *seen; /* the connection's; updated when a response is accepted */
+} rtsp_auth_binding;
+
+/** A nonce for @p b at @p now_s into @p out (at least 48 bytes), NUL-terminated. */
+void rtsp_nonce_make(const rtsp_nonces *n, const rtsp_auth_binding *b, int64_t now_s, char *out);
 
 typedef enum {
     RTSP_AUTH_OK,
@@ -57,18 +79,21 @@ typedef enum {
 } rtsp_auth_result;
 
 /**
- * Check @p d for a request with @p method on @p uri from @p peer, against
- * @p password (the device's). Comparison in constant time.
+ * Check @p d for a request with @p method on @p uri on the connection of
+ * @p b, against @p password (the device's). Comparison in constant time. An
+ * MD5 response when MD5 is not allowed, or a nonce count that does not grow,
+ * is RTSP_AUTH_BAD.
  */
-rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
+rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const rtsp_auth_binding *b, int64_t now_s,
                                  const rtsp_digest *d, rtsp_str method, rtsp_str uri,
                                  const char *password);
 
 /**
- * The WWW-Authenticate header lines of a 401 (SHA-256 first, then MD5),
- * each ending in CRLF, into @p out. Returns the length, or 0 if it did not fit.
+ * The WWW-Authenticate header lines of a 401 (SHA-256, then MD5 when it is
+ * allowed), each ending in CRLF, into @p out. Returns the length, or 0 if it
+ * did not fit.
  */
-size_t rtsp_auth_challenge(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
+size_t rtsp_auth_challenge(const rtsp_nonces *n, const rtsp_auth_binding *b, int64_t now_s,
                            bool stale, char *out, size_t cap);
 
 /* ------------------------------------------------------------ SDP, meta */

@@ -1,9 +1,9 @@
 /*
  * HTTP Digest for RTSP (RFC 7616, and the RFC 2069 form without qop that
  * GStreamer and older devices send). Nonces are stateless:
- * base64url(time ‖ HMAC-SHA256(secret, time ‖ client address)[0..16]), so any
- * worker checks any nonce and a restart simply makes clients authenticate
- * again.
+ * base64url(time ‖ HMAC-SHA256(secret, time ‖ client address ‖ connection
+ * salt)[0..16]): bound to one connection, so a captured header cannot be
+ * replayed on another; a restart simply makes clients authenticate again.
  */
 #include "rtsp.h"
 
@@ -157,19 +157,24 @@ bool rtsp_nonces_init(rtsp_nonces *n)
     return RAND_bytes(n->secret, sizeof(n->secret)) == 1;
 }
 
-static void nonce_mac(const rtsp_nonces *n, const struct sockaddr *peer, const uint8_t time8[8],
+static void nonce_mac(const rtsp_nonces *n, const rtsp_auth_binding *b, const uint8_t time8[8],
                       uint8_t mac[16])
 {
-    uint8_t input[8 + 16], full[32];
+    uint8_t input[8 + 16 + RTSP_CONN_SALT_LEN], full[32];
     size_t len = 8;
     unsigned int full_len = 0;
+    const struct sockaddr *peer = b->peer;
     memcpy(input, time8, 8);
     if (peer && peer->sa_family == AF_INET) {
-        memcpy(input + 8, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+        memcpy(input + len, &((const struct sockaddr_in *)peer)->sin_addr, 4);
         len += 4;
     } else if (peer && peer->sa_family == AF_INET6) {
-        memcpy(input + 8, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+        memcpy(input + len, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
         len += 16;
+    }
+    if (b->salt) {
+        memcpy(input + len, b->salt, RTSP_CONN_SALT_LEN);
+        len += RTSP_CONN_SALT_LEN;
     }
     HMAC(EVP_sha256(), n->secret, sizeof(n->secret), input, len, full, &full_len);
     memcpy(mac, full, 16);
@@ -185,17 +190,17 @@ static void b64url(const uint8_t *in, size_t n, char *out)
     out[o] = '\0';
 }
 
-void rtsp_nonce_make(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s, char *out)
+void rtsp_nonce_make(const rtsp_nonces *n, const rtsp_auth_binding *b, int64_t now_s, char *out)
 {
     uint8_t raw[NONCE_RAW];
     for (int i = 0; i < 8; i++)
         raw[i] = (uint8_t)((uint64_t)now_s >> (56 - 8 * i));
-    nonce_mac(n, peer, raw, raw + 8);
+    nonce_mac(n, b, raw, raw + 8);
     b64url(raw, sizeof(raw), out);
 }
 
-/* Our nonce's time, or -1 when @p s is not a nonce this server made for @p peer. */
-static int64_t nonce_time(const rtsp_nonces *n, const struct sockaddr *peer, rtsp_str s)
+/* Our nonce's time, or -1 when @p s is not a nonce this server made for @p b. */
+static int64_t nonce_time(const rtsp_nonces *n, const rtsp_auth_binding *b, rtsp_str s)
 {
     char std[NONCE_CHARS + 1];
     uint8_t raw[NONCE_RAW + 2], mac[16];
@@ -211,7 +216,7 @@ static int64_t nonce_time(const rtsp_nonces *n, const struct sockaddr *peer, rts
     std[NONCE_CHARS] = '\0';
     if (EVP_DecodeBlock(raw, (const unsigned char *)std, NONCE_CHARS) != NONCE_RAW)
         return -1;
-    nonce_mac(n, peer, raw, mac);
+    nonce_mac(n, b, raw, mac);
     if (CRYPTO_memcmp(mac, raw + 8, 16) != 0)
         return -1;
     uint64_t t = 0;
@@ -232,7 +237,25 @@ static bool uri_matches(rtsp_str digest_uri, rtsp_str request_uri)
     return digest_uri.p[digest_uri.len - 1] == '/' || request_uri.p[digest_uri.len] == '/';
 }
 
-rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
+/* The 8 hex digits of a nonce count; false when they are not. */
+static bool nc_value(rtsp_str nc, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (size_t i = 0; i < nc.len; i++) {
+        char c = nc.p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const rtsp_auth_binding *b, int64_t now_s,
                                  const rtsp_digest *d, rtsp_str method, rtsp_str uri,
                                  const char *password)
 {
@@ -251,9 +274,16 @@ rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *pe
         return RTSP_AUTH_MALFORMED;
     if (!rtsp_str_ieq(d->realm, RTSP_REALM) || !uri_matches(d->uri, uri))
         return RTSP_AUTH_BAD;
-    int64_t t = nonce_time(n, peer, d->nonce);
+    if (alg == RTSP_DIGEST_MD5 && !b->allow_md5)
+        return RTSP_AUTH_BAD; /* MD5 is off (rtsp.allow_md5): its hashes are cheap to crack */
+    int64_t t = nonce_time(n, b, d->nonce);
     if (t < 0)
         return RTSP_AUTH_BAD;
+    uint32_t nc = 0;
+    if (d->qop.p && !nc_value(d->nc, &nc))
+        return RTSP_AUTH_MALFORMED;
+    if (d->qop.p && b->seen && b->seen->nonce_time == t && nc <= b->seen->nc)
+        return RTSP_AUTH_BAD; /* a count that does not grow on one nonce: a replay */
 
     char m[RTSP_MAX_METHOD + 1], expect[65], given[65];
     memcpy(m, method.p, method.len);
@@ -270,20 +300,27 @@ rtsp_auth_result rtsp_auth_check(const rtsp_nonces *n, const struct sockaddr *pe
     /* Right password on an old nonce: the client is told to retry, not refused. */
     if (now_s - t > RTSP_NONCE_LIFETIME || t - now_s > 5)
         return RTSP_AUTH_STALE;
+    if (d->qop.p && b->seen) {
+        b->seen->nonce_time = t;
+        b->seen->nc = nc;
+    }
     return RTSP_AUTH_OK;
 }
 
-size_t rtsp_auth_challenge(const rtsp_nonces *n, const struct sockaddr *peer, int64_t now_s,
+size_t rtsp_auth_challenge(const rtsp_nonces *n, const rtsp_auth_binding *b, int64_t now_s,
                            bool stale, char *out, size_t cap)
 {
     char nonce[48];
-    rtsp_nonce_make(n, peer, now_s, nonce);
+    rtsp_nonce_make(n, b, now_s, nonce);
     const char *st = stale ? ", stale=true" : "";
     int len = snprintf(out, cap,
                        "WWW-Authenticate: Digest realm=\"" RTSP_REALM "\", nonce=\"%s\", "
-                       "algorithm=SHA-256, qop=\"auth\"%s\r\n"
-                       "WWW-Authenticate: Digest realm=\"" RTSP_REALM "\", nonce=\"%s\", "
-                       "algorithm=MD5, qop=\"auth\"%s\r\n",
-                       nonce, st, nonce, st);
+                       "algorithm=SHA-256, qop=\"auth\"%s\r\n",
+                       nonce, st);
+    if (len > 0 && b->allow_md5 && (size_t)len < cap)
+        len += snprintf(out + len, cap - (size_t)len,
+                        "WWW-Authenticate: Digest realm=\"" RTSP_REALM "\", nonce=\"%s\", "
+                        "algorithm=MD5, qop=\"auth\"%s\r\n",
+                        nonce, st);
     return len > 0 && (size_t)len < cap ? (size_t)len : 0;
 }

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define TIMER_MS       500
@@ -268,15 +269,21 @@ static bool authorization(rtsp_pull *p, const char *method, const char *uri, cha
     return n > 0 && (size_t)n < cap;
 }
 
-/* Pick the strongest challenge of a 401 we can answer. False: none. */
+/*
+ * Pick the strongest challenge of a 401 we may answer. False: none. Basic
+ * sends the password itself, so only inside TLS; MD5 only when
+ * rtsp.allow_md5 says so (a captured MD5 exchange is cheap to crack).
+ */
 static bool take_challenge(rtsp_pull *p, const rtsp_parsed *m)
 {
     int best = 0; /* 1 Basic, 2 Digest MD5, 3 Digest SHA-256 */
+    bool md5_ok = cfg_of(p)->rtsp_allow_md5 != 0;
     for (int i = 0; i < m->nheaders; i++) {
         const rtsp_header *h = &m->headers[i];
         if (!rtsp_str_ieq(h->name, "WWW-Authenticate"))
             continue;
-        if (h->value.len >= 6 && rtsp_str_ieq((rtsp_str){h->value.p, 6}, "Basic ") && best < 1) {
+        if (h->value.len >= 6 && rtsp_str_ieq((rtsp_str){h->value.p, 6}, "Basic ") && best < 1 &&
+            p->tls) {
             best = 1;
             p->auth = AUTH_BASIC;
             continue;
@@ -286,12 +293,12 @@ static bool take_challenge(rtsp_pull *p, const rtsp_parsed *m)
             continue;
         int rank;
         if (!d.algorithm.p || rtsp_str_ieq(d.algorithm, "MD5"))
-            rank = 2;
+            rank = md5_ok ? 2 : 0;
         else if (rtsp_str_ieq(d.algorithm, "SHA-256"))
             rank = 3;
         else
             continue; /* -sess variants and others */
-        if (rank <= best || !str_copy(p->realm, sizeof(p->realm), d.realm) ||
+        if (rank == 0 || rank <= best || !str_copy(p->realm, sizeof(p->realm), d.realm) ||
             !str_copy(p->nonce, sizeof(p->nonce), d.nonce))
             continue;
         p->opaque[0] = '\0';
@@ -616,6 +623,13 @@ static bool redirect(rtsp_pull *p, const rtsp_parsed *m)
         pull_fail(p, "DESCRIBE redirected (%d) to an unusable location", m->code);
         return false;
     }
+    /* The credentials follow a redirect: to another host only when allowed. */
+    if (strcasecmp(u->host, p->host) != 0 && !cfg_of(p)->rtsp_pull_redirect_any_host) {
+        pull_fail(p, "DESCRIBE redirected (%d) to another host, %s (rtsp.pull_redirect_any_host=0)",
+                  m->code, u->host);
+        gst_rtsp_url_free(u);
+        return false;
+    }
     cu_strlcpy(p->host, u->host, sizeof(p->host));
     p->port = u->port ? u->port : p->tls ? 322 : 554;
     cu_strlcpy(p->url, url, sizeof(p->url));
@@ -647,8 +661,13 @@ static bool on_response(rtsp_pull *p, const rtsp_parsed *m)
             pull_fail(p, "%s needs credentials and the pull URL has none", p->req_method);
             return false;
         }
-        if (p->auth_tries >= AUTH_RETRIES || !take_challenge(p, m)) {
+        if (p->auth_tries >= AUTH_RETRIES) {
             pull_fail(p, "credentials refused (401)");
+            return false;
+        }
+        if (!take_challenge(p, m)) {
+            pull_fail(p, "the camera offers no authentication we accept (Basic only over "
+                         "rtsps://, Digest MD5 only with rtsp.allow_md5=1)");
             return false;
         }
         p->auth_tries++;

@@ -389,6 +389,8 @@ struct rtsp_conn {
     int ntracks;
     char session[17]; /* "" until the first SETUP */
     bool holds_device_slot;
+    uint8_t auth_salt[RTSP_CONN_SALT_LEN]; /* binds our nonces to this connection */
+    rtsp_nc_seen auth_seen;
     rtsp_conn *prev, *next;
 };
 
@@ -654,14 +656,17 @@ static bool authorize(rtsp_conn *c, request *q)
     rtsp_auth_result res = RTSP_AUTH_MISSING;
     rtsp_digest d;
     int64_t now_s = cu_time_ms() / 1000;
+    rtsp_auth_binding bind = {.peer = (struct sockaddr *)&c->peer,
+                              .salt = c->auth_salt,
+                              .allow_md5 = r->cfg->rtsp_allow_md5 != 0,
+                              .seen = &c->auth_seen};
     if (h) {
         if (!rtsp_digest_parse(*h, &d))
             res = RTSP_AUTH_MALFORMED;
         else if (!known || !rtsp_str_ieq(d.username, q->serial) || !password[0])
             res = RTSP_AUTH_BAD;
         else
-            res = rtsp_auth_check(&r->nonces, (struct sockaddr *)&c->peer, now_s, &d, q->m->method,
-                                  q->m->uri, password);
+            res = rtsp_auth_check(&r->nonces, &bind, now_s, &d, q->m->method, q->m->uri, password);
     }
     OPENSSL_cleanse(password, sizeof(password));
     if (res == RTSP_AUTH_OK) {
@@ -674,8 +679,8 @@ static bool authorize(rtsp_conn *c, request *q)
         CU_LOG(CU_LOG_INFO, "rtsp", "%s: authentication failed for %s", c->peer_text, q->serial);
     }
     char challenge[512];
-    if (!rtsp_auth_challenge(&r->nonces, (struct sockaddr *)&c->peer, now_s, res == RTSP_AUTH_STALE,
-                             challenge, sizeof(challenge)))
+    if (!rtsp_auth_challenge(&r->nonces, &bind, now_s, res == RTSP_AUTH_STALE, challenge,
+                             sizeof(challenge)))
         challenge[0] = '\0';
     reply(c, 401, q->cseq, challenge, NULL, 0);
     return false;
@@ -1179,6 +1184,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     rtsp_worker *rw = arg;
     bool tls = l == rw->tls;
     refuse_reason why;
+    uint8_t salt[RTSP_CONN_SALT_LEN];
+    if (RAND_bytes(salt, sizeof(salt)) != 1) {
+        close(fd);
+        return;
+    }
     if (!conn_admit(rw->r, sa, &why)) {
         refused(why);
         close(fd);
@@ -1187,6 +1197,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     rtsp_conn *c = cu_xcalloc(1, sizeof(*c));
     c->rw = rw;
     c->tls = tls;
+    memcpy(c->auth_salt, salt, sizeof(salt));
     memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;

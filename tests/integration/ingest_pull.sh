@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Pulling from cameras, end to end: a real gst-rtsp-server camera
-# (rtsp_camera) behind Digest, one behind Basic auth with an audio track, one
-# over TLS; ingestd pulls over TCP (interleaved), UDP and RTSPS (the camera's
-# certificate checked against rtsp.pull_ca_file and the URL's host). Each recording verifies and
-# starts on keyframes, and keeps the SDP. The camera is killed and started
-# again: the recordings of the first connection are sealed and a second
-# recording begins after the reconnect. Wrong credentials are refused and
-# retried with back-off; revoking a device stops its pull.
+# (rtsp_camera) behind Digest (MD5, all GStreamer 1.22 offers: rtsp.allow_md5=1
+# here), one behind Basic auth over TLS with an audio track, one over TLS;
+# ingestd pulls over TCP (interleaved), UDP and RTSPS (the camera's
+# certificate checked against rtsp.pull_ca_file and the URL's host). Each
+# recording verifies and starts on keyframes, and keeps the SDP. A camera
+# that asks for Basic over plain RTSP gets no password; a redirect is
+# followed to the same host and not to another. The camera is killed and
+# started again: the recordings of the first connection are sealed and a
+# second recording begins after the reconnect. Wrong credentials are refused
+# and retried with back-off; revoking a device stops its pull.
 . "$(dirname "$0")/lib.sh"
 
 base=$(it_tmpdir)
@@ -14,14 +17,21 @@ data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
 metric() { curl -fsS "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-cam_port=$(it_free_port)
-basic_port=$(it_free_port)
-while [ "$basic_port" = "$cam_port" ]; do basic_port=$(it_free_port); done
-tls_port=$(it_free_port)
-while [ "$tls_port" = "$cam_port" ] || [ "$tls_port" = "$basic_port" ]; do tls_port=$(it_free_port); done
-other_port=$(it_free_port)
-while [ "$other_port" = "$cam_port" ] || [ "$other_port" = "$basic_port" ] ||
-    [ "$other_port" = "$tls_port" ]; do other_port=$(it_free_port); done
+used_ports=" "
+new_port() { # a free port none of ours has
+    local p
+    p=$(it_free_port)
+    while [[ "$used_ports" == *" $p "* ]]; do p=$(it_free_port); done
+    used_ports+="$p "
+    echo "$p"
+}
+cam_port=$(new_port)
+basic_port=$(new_port)
+tls_port=$(new_port)
+other_port=$(new_port)
+plain_basic_port=$(new_port)
+same_port=$(new_port)
+away_port=$(new_port)
 # Two camera certificates, both trusted (rtsp.pull_ca_file holds both): one
 # for 127.0.0.1, where its camera is, and one for 127.0.0.9, which the camera
 # at 127.0.0.1 that presents it is not.
@@ -70,12 +80,22 @@ has_segments() { [ "$(segments_of "$1")" -ge "$2" ]; }
 has_sealed() { [ "$(sealed "$1")" -ge "$2" ]; }
 has_recordings() { [ "$(recordings "$1" | wc -l)" -ge "$2" ]; }
 
-note "provision: cameras behind Digest (TCP and UDP), Basic (with audio), wrong password"
+note "provision: cameras behind Digest (TCP and UDP), Basic over TLS (with audio), wrong password"
 url="rtsp://viewer:cam-secret-1@127.0.0.1:$cam_port/cam"
 ctl device add --serial PULL-TCP --pull "$url" >/dev/null || fail "device add PULL-TCP"
 ctl device add --serial PULL-UDP --pull "$url" --pull-udp >/dev/null || fail "device add PULL-UDP"
-ctl device add --serial PULL-BASIC --pull "rtsp://basic:b-secret-2@127.0.0.1:$basic_port/cam" \
+ctl device add --serial PULL-BASIC --pull "rtsps://basic:b-secret-2@127.0.0.1:$basic_port/cam" \
     >/dev/null || fail "device add PULL-BASIC"
+# Basic over plain RTSP would put the password on the wire: never sent.
+ctl device add --serial PULL-BASIC-PLAIN \
+    --pull "rtsp://basic:b-secret-3@127.0.0.1:$plain_basic_port/cam" >/dev/null ||
+    fail "device add PULL-BASIC-PLAIN"
+# Redirected: to the same host (followed, the credentials with it) and to
+# another (not followed).
+ctl device add --serial PULL-REDIR-SAME --pull "rtsp://viewer:cam-secret-1@127.0.0.1:$same_port/cam" \
+    >/dev/null || fail "device add PULL-REDIR-SAME"
+ctl device add --serial PULL-REDIR-AWAY --pull "rtsp://viewer:cam-secret-1@127.0.0.1:$away_port/cam" \
+    >/dev/null || fail "device add PULL-REDIR-AWAY"
 ctl device add --serial PULL-BADPW --pull "rtsp://viewer:wrong@127.0.0.1:$cam_port/cam" \
     >/dev/null || fail "device add PULL-BADPW"
 ctl device add --serial PULL-TLS --pull "rtsps://127.0.0.1:$tls_port/cam" >/dev/null ||
@@ -86,14 +106,18 @@ ctl device add --serial PULL-TLS-NAME --pull "rtsps://127.0.0.1:$other_port/cam"
 ctl device list | grep -q 'PULL-TCP' || fail "device list"
 
 start_camera camera "$cam_port" --user viewer --password cam-secret-1 --auth digest
-start_camera basic "$basic_port" --user basic --password b-secret-2 --auth basic --audio
+start_camera basic "$basic_port" --user basic --password b-secret-2 --auth basic --audio \
+    --tls-cert "$base/cam-cert.pem" --tls-key "$base/cam-key.pem"
+start_camera plainbasic "$plain_basic_port" --user basic --password b-secret-3 --auth basic
+start_camera samehost "$same_port" --redirect "rtsp://127.0.0.1:$cam_port/cam"
+start_camera awayhost "$away_port" --redirect "rtsp://127.0.0.2:$cam_port/cam"
 start_camera tlscam "$tls_port" --tls-cert "$base/cam-cert.pem" --tls-key "$base/cam-key.pem"
 start_camera othercam "$other_port" --tls-cert "$base/other-cert.pem" --tls-key "$base/other-key.pem"
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
     --set rtsp.pull_backoff_max_s=2 --set ingest.device_poll_ms=100 --set segment.target_ms=1000 \
-    --set rtsp.pull_ca_file="$base/trusted.pem"
+    --set rtsp.pull_ca_file="$base/trusted.pem" --set rtsp.allow_md5=1
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
 
@@ -102,7 +126,16 @@ wait_for 40 "PULL-TCP: 2 segments" has_segments PULL-TCP 2
 wait_for 20 "PULL-UDP: 2 segments" has_segments PULL-UDP 2
 wait_for 20 "PULL-BASIC: 2 segments" has_segments PULL-BASIC 2
 wait_for 20 "PULL-TLS: 2 segments" has_segments PULL-TLS 2
-[ "$(metric custos_rtsp_pull_sessions)" = 4 ] || fail "pull sessions: $(metric custos_rtsp_pull_sessions)"
+wait_for 20 "PULL-REDIR-SAME: 2 segments" has_segments PULL-REDIR-SAME 2
+[ "$(metric custos_rtsp_pull_sessions)" = 5 ] || fail "pull sessions: $(metric custos_rtsp_pull_sessions)"
+grep -q "pull PULL-REDIR-SAME: redirected to rtsp://127.0.0.1:$cam_port/cam" "$base/ingestd.log" ||
+    fail "PULL-REDIR-SAME: no redirect logged"
+grep -q 'pull PULL-REDIR-AWAY .*redirected (302) to another host, 127.0.0.2' "$base/ingestd.log" ||
+    fail "PULL-REDIR-AWAY: the redirect to another host was not refused"
+grep -q 'pull PULL-BASIC-PLAIN .*offers no authentication we accept' "$base/ingestd.log" ||
+    fail "PULL-BASIC-PLAIN: Basic over plain RTSP was not refused"
+[ -z "$(recordings PULL-REDIR-AWAY)$(recordings PULL-BASIC-PLAIN)" ] ||
+    fail "a refused pull recorded"
 grep -q 'pull PULL-TLS-NAME .*TLS: .*certificate verify failed' "$base/ingestd.log" ||
     fail "PULL-TLS-NAME: no certificate failure logged"
 [ -z "$(recordings PULL-TLS-NAME)" ] || fail "PULL-TLS-NAME recorded from a camera it cannot trust"
@@ -138,7 +171,7 @@ note "ingestd stops: every recording sealed and verified"
 kill -TERM "$pid"
 it_wait_exit "$pid" 30
 [ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS: $(tail -20 "$base/ingestd.log")"
-for s in PULL-TCP PULL-UDP PULL-BASIC PULL-TLS; do
+for s in PULL-TCP PULL-UDP PULL-BASIC PULL-TLS PULL-REDIR-SAME; do
     n=$(recordings "$s" | wc -l)
     [ "$(sealed "$s")" = "$n" ] || fail "$s: $(sealed "$s") of $n recordings sealed"
     for rec in $(recordings "$s"); do

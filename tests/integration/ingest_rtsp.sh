@@ -6,6 +6,7 @@
 # malformed-request class, a bad interleaved frame, a slow client, a silent
 # session, too many sessions — while another publisher streams unharmed.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/rtsp_lib.sh"
 trap '' PIPE # writing to a connection the server closed fails, not kills the test
 
 base=$(it_tmpdir)
@@ -28,7 +29,7 @@ pw() { json_field "$(cat "$base/$1.json")" rtsp_password; }
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
     --set rtsp.request_timeout_s=2 --set rtsp.session_timeout_s=5 \
-    --set rtsp.max_sessions_per_device=1 --set ingest.device_poll_ms=100
+    --set rtsp.max_sessions_per_device=1 --set ingest.device_poll_ms=100 --set rtsp.allow_md5=1
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
 
@@ -113,61 +114,6 @@ grep -q 'teardown' "$base/ingestd.log" || fail "no TEARDOWN logged"
 
 # ---------------------------------------------------------------- raw RTSP
 
-# rtsp_open: a connection on fd RT. rtsp_send TEXT. rtsp_read: the response
-# head into RESP (lines without CR), its status into CODE; CODE=eof when the
-# server closed the connection, timeout when it said nothing for 3 s.
-rtsp_open() { exec {RT}<>"/dev/tcp/127.0.0.1/${1:-$RTSP_PORT}" || fail "connect"; }
-rtsp_close() { exec {RT}>&- 2>/dev/null || true; }
-# The server may close while we write (a request over a limit): the write
-# then fails instead of SIGPIPE killing this shell (which ended the test
-# silently, without its cleanup, in one suite run).
-rtsp_send() { (trap '' PIPE; printf '%b' "$1" >&"$RT") 2>/dev/null || true; }
-rtsp_read() {
-    local line rc
-    RESP=""
-    CODE=""
-    while :; do
-        IFS= read -r -t 3 line <&"$RT"
-        rc=$?
-        if [ $rc -gt 128 ]; then
-            CODE=${CODE:-timeout}
-            return
-        elif [ $rc -ne 0 ] && [ -z "$line" ]; then
-            CODE=${CODE:-eof}
-            return
-        fi
-        line=${line%$'\r'}
-        [ -z "$line" ] && [ -n "$RESP" ] && return
-        [ -z "$RESP" ] && CODE=$(awk '{print $2}' <<<"$line")
-        RESP+="$line"$'\n'
-    done
-}
-expect() { # CODE WHAT
-    [ "$CODE" = "$1" ] || fail "$2: expected $1, got $CODE: $RESP"
-}
-nonce_of() { sed -n 's/.*nonce="\([^"]*\)".*/\1/p' <<<"$RESP" | head -1; }
-# RFC 2069 digest (what GStreamer sends): METHOD URI USER PASSWORD NONCE
-digest() {
-    local ha1 ha2 r
-    ha1=$(printf '%s' "$3:custos:$4" | md5sum | cut -c1-32)
-    ha2=$(printf '%s' "$1:$2" | md5sum | cut -c1-32)
-    r=$(printf '%s' "$ha1:$5:$ha2" | md5sum | cut -c1-32)
-    printf 'Authorization: Digest username="%s", realm="custos", nonce="%s", uri="%s", response="%s"\\r\\n' \
-        "$3" "$5" "$2" "$r"
-}
-SDP='v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=t\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n'
-SDP_LEN=$(printf '%b' "$SDP" | wc -c)
-# announce SERIAL PASSWORD: an authenticated ANNOUNCE on connection RT; sets NONCE.
-announce() {
-    local url="rtsp://127.0.0.1:$RTSP_PORT/live/$1"
-    rtsp_send "ANNOUNCE $url RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: $SDP_LEN\r\n\r\n$SDP"
-    rtsp_read
-    expect 401 "ANNOUNCE without credentials"
-    NONCE=$(nonce_of)
-    rtsp_send "ANNOUNCE $url RTSP/1.0\r\nCSeq: 2\r\n$(digest ANNOUNCE "$url" "$1" "$2" "$NONCE")Content-Type: application/sdp\r\nContent-Length: $SDP_LEN\r\n\r\n$SDP"
-    rtsp_read
-}
-session_of() { sed -n 's/^Session: \([0-9a-f]*\).*/\1/p' <<<"$RESP"; }
 
 note "a publisher streams in the background while the refusals below happen"
 "$RECORDERS" --devices "$base/bg.json" --seconds 25 --target "127.0.0.1:$RTSP_PORT" \

@@ -3,10 +3,12 @@
  * Serves live H.264 (videotestsrc, x264enc; 1 s GOP) and optionally PCMA
  * audio at rtsp://127.0.0.1:PORT/cam, over TCP and UDP, optionally behind
  * Basic or Digest authentication. Prints "ready" once it listens and runs
- * until killed. With --tls-cert and --tls-key it speaks RTSPS only.
+ * until killed. With --tls-cert and --tls-key it speaks RTSPS only. With
+ * --redirect URL it answers every DESCRIBE with 302 to URL (and serves
+ * nothing itself).
  *
  *   rtsp_camera --port P [--user U --password W [--auth basic|digest]] [--audio]
- *               [--tls-cert PEM --tls-key PEM]
+ *               [--tls-cert PEM --tls-key PEM] [--redirect URL]
  */
 #include <gst/gst.h>
 #include <gst/rtsp-server/rtsp-server.h>
@@ -17,8 +19,35 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: rtsp_camera --port P [--user U --password W [--auth basic|digest]] "
-                    "[--audio] [--tls-cert PEM --tls-key PEM]\n");
+                    "[--audio] [--tls-cert PEM --tls-key PEM] [--redirect URL]\n");
     exit(2);
+}
+
+static const char *redirect_to;
+
+static GstRTSPStatusCode on_pre_describe(GstRTSPClient *client, GstRTSPContext *ctx, gpointer data)
+{
+    (void)client, (void)ctx, (void)data;
+    return GST_RTSP_STS_MOVE_TEMPORARILY;
+}
+
+/* The 302 goes out with where to. */
+static void on_send_message(GstRTSPClient *client, GstRTSPContext *ctx, GstRTSPMessage *msg,
+                            gpointer data)
+{
+    (void)client, (void)ctx, (void)data;
+    GstRTSPStatusCode code;
+    if (gst_rtsp_message_get_type(msg) == GST_RTSP_MESSAGE_RESPONSE &&
+        gst_rtsp_message_parse_response(msg, &code, NULL, NULL) == GST_RTSP_OK &&
+        code == GST_RTSP_STS_MOVE_TEMPORARILY)
+        gst_rtsp_message_add_header(msg, GST_RTSP_HDR_LOCATION, redirect_to);
+}
+
+static void on_client(GstRTSPServer *server, GstRTSPClient *client, gpointer data)
+{
+    (void)server, (void)data;
+    g_signal_connect(client, "pre-describe-request", G_CALLBACK(on_pre_describe), NULL);
+    g_signal_connect(client, "send-message", G_CALLBACK(on_send_message), NULL);
 }
 
 int main(int argc, char **argv)
@@ -40,6 +69,8 @@ int main(int argc, char **argv)
             tls_cert = argv[++i];
         else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
             tls_key = argv[++i];
+        else if (strcmp(argv[i], "--redirect") == 0 && i + 1 < argc)
+            redirect_to = argv[++i];
         else if (strcmp(argv[i], "--audio") == 0)
             audio = TRUE;
         else
@@ -53,6 +84,8 @@ int main(int argc, char **argv)
     GstRTSPServer *server = gst_rtsp_server_new();
     gst_rtsp_server_set_address(server, "127.0.0.1");
     gst_rtsp_server_set_service(server, port);
+    if (redirect_to)
+        g_signal_connect(server, "client-connected", G_CALLBACK(on_client), NULL);
 
     GstRTSPMediaFactory *factory = gst_rtsp_media_factory_new();
     char launch[1024];

@@ -29,7 +29,7 @@ pw=$(json_field "$(cat "$base/pub.json")" rtsp_password)
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
-    --set segment.target_ms=500
+    --set segment.target_ms=500 --set rtsp.allow_md5=1
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
 

@@ -85,10 +85,15 @@ static void test_check(void)
     struct sockaddr_in peer = {.sin_family = AF_INET}, elsewhere = {.sin_family = AF_INET};
     inet_pton(AF_INET, "192.0.2.7", &peer.sin_addr);
     inet_pton(AF_INET, "192.0.2.8", &elsewhere.sin_addr);
-    const struct sockaddr *p = (const struct sockaddr *)&peer;
+    uint8_t salt[RTSP_CONN_SALT_LEN] = {1, 2, 3}, salt2[RTSP_CONN_SALT_LEN] = {1, 2, 4};
+    rtsp_auth_binding b = {.peer = (const struct sockaddr *)&peer, .salt = salt, .allow_md5 = true};
+    rtsp_auth_binding away = b, other_conn = b, no_md5 = b;
+    away.peer = (const struct sockaddr *)&elsewhere;
+    other_conn.salt = salt2;
+    no_md5.allow_md5 = false;
     int64_t now = 1800000000;
     char nonce[48], hdr[700];
-    rtsp_nonce_make(&n, p, now, nonce);
+    rtsp_nonce_make(&n, &b, now, nonce);
     CHECK_EQ_INT(strlen(nonce), 32);
     const char *base = "rtsp://h:8554/live/BWC-1";
     rtsp_digest d;
@@ -96,57 +101,96 @@ static void test_check(void)
     for (int modern = 0; modern < 2; modern++) {
         client_header(hdr, sizeof(hdr), nonce, base, "ANNOUNCE", "pw-right", modern);
         REQUIRE(rtsp_digest_parse(S(hdr), &d));
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now + 10, &d, S("ANNOUNCE"), S(base), "pw-right"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now + 10, &d, S("ANNOUNCE"), S(base), "pw-right"),
                      RTSP_AUTH_OK);
         /* GStreamer signs the presentation URL for a track's SETUP too. */
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("ANNOUNCE"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("ANNOUNCE"),
                                      S("rtsp://h:8554/live/BWC-1/"
                                        "streamid=0"),
                                      "pw-right"),
                      RTSP_AUTH_OK);
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("ANNOUNCE"), S("rtsp://h:8554/live/BWC-10"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("ANNOUNCE"), S("rtsp://h:8554/live/BWC-10"),
                                      "pw-right"),
                      RTSP_AUTH_BAD);
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("ANNOUNCE"), S(base), "pw-wrong"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("ANNOUNCE"), S(base), "pw-wrong"),
                      RTSP_AUTH_BAD);
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("RECORD"), S(base), "pw-right"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("RECORD"), S(base), "pw-right"),
                      RTSP_AUTH_BAD);
-        CHECK_EQ_INT(rtsp_auth_check(&n, (const struct sockaddr *)&elsewhere, now, &d,
-                                     S("ANNOUNCE"), S(base), "pw-right"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &away, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
                      RTSP_AUTH_BAD);
-        CHECK_EQ_INT(rtsp_auth_check(&other, p, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+        /* Captured on one connection, replayed on another: refused. */
+        CHECK_EQ_INT(rtsp_auth_check(&n, &other_conn, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
                      RTSP_AUTH_BAD);
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now + RTSP_NONCE_LIFETIME + 1, &d, S("ANNOUNCE"),
+        CHECK_EQ_INT(rtsp_auth_check(&other, &b, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                     RTSP_AUTH_BAD);
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now + RTSP_NONCE_LIFETIME + 1, &d, S("ANNOUNCE"),
                                      S(base), "pw-right"),
                      RTSP_AUTH_STALE);
-        CHECK_EQ_INT(rtsp_auth_check(&n, p, now + RTSP_NONCE_LIFETIME + 1, &d, S("ANNOUNCE"),
+        CHECK_EQ_INT(rtsp_auth_check(&n, &b, now + RTSP_NONCE_LIFETIME + 1, &d, S("ANNOUNCE"),
                                      S(base), "pw-wrong"),
                      RTSP_AUTH_BAD);
+        /* MD5 only where it is allowed; SHA-256 always. */
+        CHECK_EQ_INT(rtsp_auth_check(&n, &no_md5, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                     modern ? RTSP_AUTH_OK : RTSP_AUTH_BAD);
     }
+
+    /* qop=auth: one nonce's count must grow on the connection; a new nonce starts again. */
+    rtsp_nc_seen seen = {0};
+    rtsp_auth_binding counted = b;
+    counted.seen = &seen;
+    client_header(hdr, sizeof(hdr), nonce, base, "ANNOUNCE", "pw-right", true);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    CHECK_EQ_INT(rtsp_auth_check(&n, &counted, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                 RTSP_AUTH_OK);
+    CHECK_EQ_INT(seen.nc, 1);
+    CHECK_EQ_INT(rtsp_auth_check(&n, &counted, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                 RTSP_AUTH_BAD);
+    char *nc = strstr(hdr, "nc=00000001");
+    REQUIRE(nc);
+    memcpy(nc, "nc=00000002", 11);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d)); /* the response no longer matches the count */
+    CHECK_EQ_INT(rtsp_auth_check(&n, &counted, now, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                 RTSP_AUTH_BAD);
+    char later[48];
+    rtsp_nonce_make(&n, &b, now + 30, later);
+    client_header(hdr, sizeof(hdr), later, base, "ANNOUNCE", "pw-right", true);
+    REQUIRE(rtsp_digest_parse(S(hdr), &d));
+    CHECK_EQ_INT(rtsp_auth_check(&n, &counted, now + 30, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                 RTSP_AUTH_OK);
+    d.nc = S("0000000x");
+    CHECK_EQ_INT(rtsp_auth_check(&n, &counted, now + 30, &d, S("ANNOUNCE"), S(base), "pw-right"),
+                 RTSP_AUTH_MALFORMED);
+
     /* A nonce not of ours, a realm not ours, an algorithm we do not do. */
     client_header(hdr, sizeof(hdr), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", base, "OPTIONS", "pw",
                   true);
     REQUIRE(rtsp_digest_parse(S(hdr), &d));
-    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_BAD);
+    CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_BAD);
     client_header(hdr, sizeof(hdr), nonce, base, "OPTIONS", "pw", true);
     REQUIRE(rtsp_digest_parse(S(hdr), &d));
     d.realm = S("elsewhere");
-    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_BAD);
+    CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_BAD);
     REQUIRE(rtsp_digest_parse(S(hdr), &d));
     d.algorithm = S("SHA-512-256");
-    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_MALFORMED);
+    CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("OPTIONS"), S(base), "pw"),
+                 RTSP_AUTH_MALFORMED);
     REQUIRE(rtsp_digest_parse(S(hdr), &d));
     d.cnonce = (rtsp_str){NULL, 0};
-    CHECK_EQ_INT(rtsp_auth_check(&n, p, now, &d, S("OPTIONS"), S(base), "pw"), RTSP_AUTH_MALFORMED);
+    CHECK_EQ_INT(rtsp_auth_check(&n, &b, now, &d, S("OPTIONS"), S(base), "pw"),
+                 RTSP_AUTH_MALFORMED);
 
     char ch[600];
-    size_t len = rtsp_auth_challenge(&n, p, now, true, ch, sizeof(ch));
+    size_t len = rtsp_auth_challenge(&n, &b, now, true, ch, sizeof(ch));
     CHECK(len > 0 && strlen(ch) == len);
     CHECK_STR_CONTAINS(ch, "algorithm=SHA-256");
     CHECK_STR_CONTAINS(ch, "algorithm=MD5");
     CHECK_STR_CONTAINS(ch, "stale=true");
     CHECK(strstr(ch, "SHA-256") < strstr(ch, "MD5"));
-    CHECK_EQ_INT(rtsp_auth_challenge(&n, p, now, false, ch, 40), 0);
+    CHECK_EQ_INT(rtsp_auth_challenge(&n, &b, now, false, ch, 40), 0);
+    len = rtsp_auth_challenge(&n, &no_md5, now, false, ch, sizeof(ch));
+    CHECK(len > 0 && strlen(ch) == len);
+    CHECK_STR_CONTAINS(ch, "algorithm=SHA-256");
+    CHECK(!strstr(ch, "MD5"));
 }
 
 /* What a camera's 401 offers, as the pull client reads it. */
