@@ -150,6 +150,8 @@ static const cfg_row config_table[] = {
     {"rtsp.max_body_bytes", CFG_INT, OFF(rtsp_max_body_bytes), 1024, 1048576, "65536",
      "Largest request body (an SDP) accepted (larger: 413 and the connection closed).", NULL, NULL,
      0},
+    {"rtsp.max_output_bytes", CFG_INT, OFF(rtsp_max_output_bytes), 4096, 67108864, "262144",
+     "Answers a client has not read, at most (more: the connection is closed).", NULL, NULL, 0},
     {"rtsp.request_timeout_s", CFG_INT, OFF(rtsp_request_timeout_s), 1, 600, "10",
      "Close a connection whose request is not complete this long after it began.", NULL, NULL, 0},
     {"rtsp.session_timeout_s", CFG_INT, OFF(rtsp_session_timeout_s), 5, 3600, "60",

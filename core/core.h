@@ -153,6 +153,7 @@ typedef struct {
     char *rtsps_key_file;                 /* rtsps.key_file */
     int64_t rtsp_max_header_bytes;        /* rtsp.max_header_bytes */
     int64_t rtsp_max_body_bytes;          /* rtsp.max_body_bytes */
+    int64_t rtsp_max_output_bytes;        /* rtsp.max_output_bytes */
     int64_t rtsp_request_timeout_s;       /* rtsp.request_timeout_s */
     int64_t rtsp_session_timeout_s;       /* rtsp.session_timeout_s */
     int64_t rtsp_max_sessions_per_device; /* rtsp.max_sessions_per_device */

@@ -168,7 +168,7 @@ typedef struct open_req {
     uint64_t stream_id;
     uint64_t generation;
     int64_t device_id;
-    char *meta; /* owned */
+    char *meta;         /* owned */
     store_id continues; /* the damaged recording this one goes on from */
     bool has_continues;
     struct open_req *next;

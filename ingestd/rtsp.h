@@ -196,9 +196,11 @@ void rtsp_udp_pair_close(rtsp_service *r, rtsp_udp_pair *u);
 /**
  * One datagram from @p fd into @p buf (PIPE_RTP_MAX + 1 bytes): its length,
  * or -1 when nothing is left. *@p usable says whether it came from @p host's
- * address and is an RTP/RTCP size (8..PIPE_RTP_MAX bytes).
+ * address and from @p port (host order; 0: any port), and is an RTP/RTCP
+ * size (8..PIPE_RTP_MAX bytes).
  */
-ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, uint8_t *buf, bool *usable);
+ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, int port, uint8_t *buf,
+                      bool *usable);
 
 /** Listen on the RTSP and RTSPS ports in worker @p w (before its thread starts). */
 CU_WUR cu_rc rtsp_worker_start(ingest_worker *w, rtsp_service *r, cu_err *err);

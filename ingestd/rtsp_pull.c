@@ -73,8 +73,9 @@ typedef struct {
     rtsp_sdp_track d;
     char url[RTSP_MAX_URI + 1]; /* its SETUP URL */
     bool setup;
-    uint8_t rtp_channel, rtcp_channel; /* interleaved */
-    rtsp_udp_pair udp_ports;           /* ours over UDP; port 0 over TCP */
+    uint8_t rtp_channel, rtcp_channel;     /* interleaved */
+    rtsp_udp_pair udp_ports;               /* ours over UDP; port 0 over TCP */
+    int camera_rtp_port, camera_rtcp_port; /* its server_port (0: it named none) */
     ingest_stream *st;
     rtsp_meta_source src; /* where its recordings come from, set with the stream */
 } pull_track;
@@ -445,9 +446,12 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
     int64_t now_us = cu_time_us();
     /* Only from the camera's address; anything else is dropped. */
-    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->p->camera, buf, &usable)) >= 0; i++)
+    bool rtcp = fd == t->udp_ports.rtcp_fd;
+    int from_port = rtcp ? t->camera_rtcp_port : t->camera_rtp_port;
+    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->p->camera, from_port, buf, &usable)) >= 0;
+         i++)
         if (usable)
-            track_packet(t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n, now_us);
+            track_packet(t, rtcp, buf, (size_t)n, now_us);
 }
 
 /* ----------------------------------------------------------- responses */
@@ -550,6 +554,10 @@ static bool on_setup(rtsp_pull *p, const rtsp_parsed *m)
             t->rtp_channel = (uint8_t)lo;
             t->rtcp_channel = (uint8_t)hi;
         } else if (p->udp && tr->lower_transport == GST_RTSP_LOWER_TRANS_UDP) {
+            t->camera_rtp_port = tr->server_port.min > 0 ? tr->server_port.min : 0;
+            t->camera_rtcp_port = tr->server_port.max > 0  ? tr->server_port.max
+                                  : t->camera_rtp_port > 0 ? t->camera_rtp_port + 1
+                                                           : 0;
             ok = rtsp_udp_pair_watch(&t->udp_ports, p->w->base, on_udp, t);
         } else {
             ok = false;

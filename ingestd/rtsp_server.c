@@ -61,6 +61,7 @@ typedef enum {
     REFUSE_SESSION_TIMEOUT,
     REFUSE_BAD_FRAME,
     REFUSE_MEDIA,
+    REFUSE_OUTPUT,
     REFUSE_REASONS
 } refuse_reason;
 
@@ -82,10 +83,12 @@ REFUSED(ref_slow, "slow_request")
 REFUSED(ref_session_timeout, "session_timeout")
 REFUSED(ref_bad_frame, "bad_frame")
 REFUSED(ref_media, "media")
+REFUSED(ref_output, "output_not_read")
 static cu_metric *const refuse_metrics[REFUSE_REASONS] = {
-    &ref_unauthorized, &ref_revoked, &ref_not_found,       &ref_bad_request,   &ref_too_large,
-    &ref_state,        &ref_session, &ref_transport,       &ref_limit_address, &ref_limit_total,
-    &ref_limit_device, &ref_slow,    &ref_session_timeout, &ref_bad_frame,     &ref_media,
+    &ref_unauthorized,    &ref_revoked,     &ref_not_found,    &ref_bad_request,
+    &ref_too_large,       &ref_state,       &ref_session,      &ref_transport,
+    &ref_limit_address,   &ref_limit_total, &ref_limit_device, &ref_slow,
+    &ref_session_timeout, &ref_bad_frame,   &ref_media,        &ref_output,
 };
 
 static void refused(refuse_reason r)
@@ -333,7 +336,17 @@ void rtsp_udp_pair_close(rtsp_service *r, rtsp_udp_pair *u)
     rtsp_udp_pair_init(u);
 }
 
-ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, uint8_t *buf, bool *usable)
+static int addr_port(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    return -1;
+}
+
+ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, int port, uint8_t *buf,
+                      bool *usable)
 {
     struct sockaddr_storage from;
     socklen_t fl = sizeof(from);
@@ -345,7 +358,9 @@ ssize_t rtsp_udp_recv(int fd, const struct sockaddr_storage *host, uint8_t *buf,
     int fa, fb;
     addr_key((struct sockaddr *)&from, a, &fa);
     addr_key((const struct sockaddr *)host, b, &fb);
-    *usable = fa == fb && memcmp(a, b, 16) == 0 && n >= 8 && (size_t)n <= PIPE_RTP_MAX;
+    *usable = fa == fb && memcmp(a, b, 16) == 0 &&
+              (port == 0 || addr_port((struct sockaddr *)&from) == port) && n >= 8 &&
+              (size_t)n <= PIPE_RTP_MAX;
     return n;
 }
 
@@ -364,6 +379,7 @@ typedef struct {
     uint8_t rtp_channel, rtcp_channel; /* interleaved */
     rtsp_udp_pair udp_ports;           /* over UDP (port != 0): ours, where the publisher sends */
     struct sockaddr_storage client;    /* UDP: datagrams accepted only from its address */
+    int client_rtp_port, client_rtcp_port; /* and from the ports it declared in SETUP */
     ingest_stream *st;
     rtsp_meta_source src; /* where its recordings come from, set with the stream */
 } rtsp_track;
@@ -574,11 +590,14 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
     bool usable;
     ssize_t n;
     int64_t now_us = cu_time_us();
-    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->client, buf, &usable)) >= 0; i++) {
+    bool rtcp = fd == t->udp_ports.rtcp_fd;
+    int from_port = rtcp ? t->client_rtcp_port : t->client_rtp_port;
+    for (int i = 0; i < 64 && (n = rtsp_udp_recv(fd, &t->client, from_port, buf, &usable)) >= 0;
+         i++) {
         if (usable)
-            track_packet(c, t, fd == t->udp_ports.rtcp_fd, buf, (size_t)n, now_us);
+            track_packet(c, t, rtcp, buf, (size_t)n, now_us);
         else
-            refused(REFUSE_MEDIA); /* from another address, or not an RTP size */
+            refused(REFUSE_MEDIA); /* from another address or port, or not an RTP size */
     }
 }
 
@@ -814,6 +833,8 @@ static bool choose_transport(rtsp_conn *c, rtsp_track *t, rtsp_str value, char *
                 int port = t->udp_ports.port;
                 t->client = c->peer;
                 int cmax = tr->client_port.max > 0 ? tr->client_port.max : tr->client_port.min + 1;
+                t->client_rtp_port = tr->client_port.min;
+                t->client_rtcp_port = cmax;
                 snprintf(answer, cap,
                          "RTP/AVP;unicast;client_port=%d-%d;server_port=%d-%d;mode=record",
                          tr->client_port.min, cmax, port, port + 1);
@@ -1117,6 +1138,14 @@ static void on_read(struct bufferevent *bev, void *arg)
             handle_request(c, &m);
         /* a response from the client: nothing we asked, ignored */
         evbuffer_drain(in, m.consumed);
+        /* A client that asks and never reads: its answers are not kept without end. */
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > (size_t)cfg->rtsp_max_output_bytes) {
+            refused(REFUSE_OUTPUT);
+            CU_LOG(CU_LOG_INFO, "rtsp", "%s: over %lld bytes of answers not read; closing",
+                   c->peer_text, (long long)cfg->rtsp_max_output_bytes);
+            conn_free(c);
+            return;
+        }
     }
 }
 
