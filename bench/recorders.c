@@ -15,6 +15,12 @@
  *                  [--clip FILE] [--streams N] [--drop K,K...] [--no-bye]
  * --port-per-stream sends stream i to port+i; --no-rtcp sends RTP only;
  * --no-gso sends one datagram per message instead of UDP GSO runs.
+ * --state FILE goes on from where the last run with FILE left each SSRC's
+ * SRTP and SRTCP indexes, as a real recorder must with the same key (RFC
+ * 3711: an index is never used twice), and saves them at the end; one line
+ * per SSRC: "SSRC NEXT_RTP_INDEX NEXT_SRTCP_INDEX". Without it each run
+ * starts at a random sequence number, which ingestd refuses as a replay
+ * when an earlier run with that device went further.
  * FILE holds one JSON object per line, as `ingestctl device add --json`
  * prints them. Prints one JSON object: what was sent.
  */
@@ -66,6 +72,8 @@ typedef struct {
     uint32_t ssrc;
     srtp_t srtp;
     uint16_t seq0;
+    uint32_t roc0;       /* --state: the rollover counter it starts at */
+    uint32_t srtcp_used; /* SRTCP indexes used so far */
     uint32_t ts0;
     uint64_t sent; /* packets sent */
     uint64_t octets;
@@ -353,7 +361,92 @@ static int rtcp_packet(stream *s, int64_t now_us, bool bye, bool plain, uint8_t 
     }
     if (!plain && srtp_protect_rtcp(s->srtp, out, &len) != srtp_err_status_ok)
         return -1;
+    if (!plain)
+        s->srtcp_used++;
     return len;
+}
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct {
+    uint32_t ssrc;
+    uint64_t rtp_next;
+    uint32_t srtcp_next;
+} index_state;
+
+/* The lines of @p path (none when it does not exist yet). */
+static index_state *state_load(const char *path, size_t *n)
+{
+    index_state *st = NULL;
+    size_t cap = 0;
+    *n = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    unsigned long ssrc;
+    unsigned long long rtp;
+    unsigned long srtcp;
+    while (fscanf(f, "%lu %llu %lu", &ssrc, &rtp, &srtcp) == 3) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            st = realloc(st, cap * sizeof(*st));
+            if (!st)
+                abort();
+        }
+        st[(*n)++] = (index_state){(uint32_t)ssrc, rtp, (uint32_t)srtcp};
+    }
+    fclose(f);
+    return st;
+}
+
+/* Start @p s where the state says: its ROC and sequence number, and its
+ * SRTCP index (libsrtp has no setter for it: the indexes are used up). */
+static bool state_apply(stream *s, const index_state *st, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (st[i].ssrc != s->ssrc)
+            continue;
+        s->seq0 = (uint16_t)st[i].rtp_next;
+        s->roc0 = (uint32_t)(st[i].rtp_next >> 16);
+        if (s->roc0 && srtp_set_stream_roc(s->srtp, s->ssrc, s->roc0) != srtp_err_status_ok)
+            return false;
+        while (s->srtcp_used + 1 < st[i].srtcp_next) {
+            uint8_t rr[8 + 64] = {0x80, 201, 0, 1};
+            put32(rr + 4, s->ssrc);
+            int len = 8;
+            if (srtp_protect_rtcp(s->srtp, rr, &len) != srtp_err_status_ok)
+                return false;
+            s->srtcp_used++;
+        }
+        return true;
+    }
+    return true;
+}
+
+static bool state_save(const char *path, index_state *st, size_t n, const stream *streams,
+                       size_t nstreams)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return false;
+    for (size_t k = 0; k < nstreams; k++) {
+        const stream *s = &streams[k];
+        index_state now = {s->ssrc, ((uint64_t)s->roc0 << 16 | s->seq0) + s->sent,
+                           s->srtcp_used + 1};
+        size_t i = 0;
+        while (i < n && st[i].ssrc != s->ssrc)
+            i++;
+        if (i < n)
+            st[i] = now;
+        else
+            fprintf(f, "%u %llu %u\n", now.ssrc, (unsigned long long)now.rtp_next, now.srtcp_next);
+    }
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%u %llu %u\n", st[i].ssrc, (unsigned long long)st[i].rtp_next,
+                st[i].srtcp_next);
+    return fclose(f) == 0 && rename(tmp, path) == 0;
 }
 
 /* ----------------------------------------------------------------- send */
@@ -461,13 +554,21 @@ static int64_t now_us(void)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"devices", required_argument, NULL, 'd'},   {"seconds", required_argument, NULL, 's'},
-        {"target", required_argument, NULL, 't'},    {"clip", required_argument, NULL, 'c'},
-        {"streams", required_argument, NULL, 'n'},   {"drop", required_argument, NULL, 'x'},
-        {"no-bye", no_argument, NULL, 'b'},          {"port-per-stream", no_argument, NULL, 'p'},
-        {"no-rtcp", no_argument, NULL, 'r'},         {"no-gso", no_argument, NULL, 'g'},
-        {"transport", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
+        {"devices", required_argument, NULL, 'd'},
+        {"seconds", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},
+        {"clip", required_argument, NULL, 'c'},
+        {"streams", required_argument, NULL, 'n'},
+        {"drop", required_argument, NULL, 'x'},
+        {"no-bye", no_argument, NULL, 'b'},
+        {"port-per-stream", no_argument, NULL, 'p'},
+        {"no-rtcp", no_argument, NULL, 'r'},
+        {"no-gso", no_argument, NULL, 'g'},
+        {"transport", required_argument, NULL, 'T'},
+        {"state", required_argument, NULL, 'S'},
+        {NULL, 0, NULL, 0},
     };
+    const char *state_path = NULL;
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;
     uint64_t drops[MAX_DROPS];
@@ -500,6 +601,7 @@ int main(int argc, char **argv)
         case 'p': port_per_stream = true; break;
         case 'r': rtcp = false; break;
         case 'g': gso = false; break;
+        case 'S': state_path = optarg; break;
         case 'T':
             if (strcmp(optarg, "rtsp-tcp") == 0)
                 rtsp = true;
@@ -509,7 +611,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
                             "[--clip FILE] [--streams N] [--drop K,...] [--no-bye] "
-                            "[--transport srtp|rtsp-tcp]\n");
+                            "[--transport srtp|rtsp-tcp] [--state FILE]\n");
             return 2;
         }
     }
@@ -562,6 +664,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "recorders: no devices\n");
         return 1;
     }
+    size_t nstate = 0;
+    index_state *state = state_path ? state_load(state_path, &nstate) : NULL;
+    for (size_t i = 0; i < nstreams && state_path; i++)
+        if (!state_apply(&streams[i], state, nstate)) {
+            fprintf(stderr, "recorders: cannot go on from %s\n", state_path);
+            return 1;
+        }
 
     /* Where to: loopback unless told otherwise. */
     char host[64];
@@ -749,6 +858,9 @@ int main(int argc, char **argv)
                  (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec -
                           ru0.ru_stime.tv_usec) /
                      1e6;
+    if (state_path && !state_save(state_path, state, nstate, streams, nstreams))
+        fprintf(stderr, "recorders: cannot save %s\n", state_path);
+    free(state);
     uint64_t sent = 0, octets = 0;
     json_t *list = json_array();
     for (size_t i = 0; i < nstreams; i++) {

@@ -250,6 +250,28 @@ void ctl_api_stop(ctl_api *a);
 #define CTL_PULL_URL_MAX      1024 /* rtsp:// or rtsps:// URL, credentials included */
 
 /**
+ * A device's SRTP replay mark (docs/srtp-replay.md): the highest packet
+ * indexes ingest accepted from it, and how far they moved in the interval
+ * before they were saved (the margin after a crash is sized from it).
+ */
+typedef struct {
+    int64_t device_id;
+    bool known;          /* false: none saved yet */
+    uint64_t rtp_index;  /* ROC << 16 | SEQ, 48 bits */
+    uint64_t rtp_step;   /* how far rtp_index moved since the save before */
+    uint32_t rtcp_index; /* SRTCP index, 31 bits */
+    uint32_t rtcp_step;
+    bool clean; /* saved at a clean stop: exact, nothing was accepted after it */
+} ctl_replay_mark;
+
+/**
+ * Save @p n marks (each only raises what is stored: the table refuses a
+ * lower one). One statement; no audit entry (a mark is no one's decision).
+ */
+CU_WUR cu_rc ctl_replay_marks_save(PGconn *conn, const ctl_replay_mark *marks, size_t n,
+                                   cu_err *err);
+
+/**
  * A device as ingest needs it: identity, stream format and its secrets (SRTP
  * master key, RTSP password, pull URL), all in the clear here: wipe with
  * ctl_device_wipe() once used.
@@ -269,6 +291,7 @@ typedef struct {
     char rtsp_password[CTL_RTSP_PASSWORD_LEN + 1]; /* "" when it has none */
     char pull_url[CTL_PULL_URL_MAX + 1];           /* "" unless ingestd pulls from it */
     bool pull_udp;                                 /* pull over UDP rather than TCP */
+    ctl_replay_mark replay;                        /* as saved (replay.known false: none) */
 } ctl_device;
 
 typedef struct {

@@ -479,13 +479,16 @@ cu_rc ctl_devices_changed(PGconn *conn, keys_ring *keys, int64_t since, ctl_devi
     char since_text[24];
     snprintf(since_text, sizeof(since_text), "%lld", (long long)since);
     const char *params[1] = {since_text};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
-                                 "state, version, key_kek_id, encode(key_wrapped, 'hex'), "
-                                 "rtsp_kek_id, encode(rtsp_wrapped, 'hex'), "
-                                 "pull_kek_id, encode(pull_wrapped, 'hex'), pull_transport "
-                                 "FROM devices WHERE version > $1 ORDER BY version",
-                                 1, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(conn,
+                     "SELECT id, serial, ssrc, suite, codec, payload_type, clock_rate, "
+                     "state, version, key_kek_id, encode(key_wrapped, 'hex'), "
+                     "rtsp_kek_id, encode(rtsp_wrapped, 'hex'), "
+                     "pull_kek_id, encode(pull_wrapped, 'hex'), pull_transport, "
+                     "m.rtp_index, m.rtp_step, m.rtcp_index, m.rtcp_step, m.clean "
+                     "FROM devices d LEFT JOIN srtp_replay_marks m ON m.device_id = d.id "
+                     "WHERE version > $1 ORDER BY version",
+                     1, NULL, params, NULL, NULL, 0);
     cu_rc rc = CU_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char why[256];
@@ -507,6 +510,15 @@ cu_rc ctl_devices_changed(PGconn *conn, keys_ring *keys, int64_t since, ctl_devi
         d.active = strcmp(PQgetvalue(res, i, 7), "active") == 0;
         d.version = strtoll(PQgetvalue(res, i, 8), NULL, 10);
         d.pull_udp = strcmp(PQgetvalue(res, i, 15), "udp") == 0;
+        d.replay.device_id = d.id;
+        d.replay.known = !PQgetisnull(res, i, 16);
+        if (d.replay.known) {
+            d.replay.rtp_index = strtoull(PQgetvalue(res, i, 16), NULL, 10);
+            d.replay.rtp_step = strtoull(PQgetvalue(res, i, 17), NULL, 10);
+            d.replay.rtcp_index = (uint32_t)strtoul(PQgetvalue(res, i, 18), NULL, 10);
+            d.replay.rtcp_step = (uint32_t)strtoul(PQgetvalue(res, i, 19), NULL, 10);
+            d.replay.clean = strcmp(PQgetvalue(res, i, 20), "t") == 0;
+        }
         cu_err kerr;
         size_t ignore;
         if (d.active && (unwrap_column(keys, KEYS_LABEL_DEVICE_SRTP, d.serial, res, i, 9, 10, d.key,
@@ -530,5 +542,85 @@ cu_rc ctl_devices_changed(PGconn *conn, keys_ring *keys, int64_t since, ctl_devi
     }
 out:
     PQclear(res);
+    return rc;
+}
+
+/* ------------------------------------------------------- replay marks */
+
+/* "{a,b,...}" of @p n values from @p get into a fresh string. */
+static char *pg_array(size_t n, const ctl_replay_mark *marks,
+                      unsigned long long (*get)(const ctl_replay_mark *))
+{
+    size_t cap = 2 + n * 21 + 1;
+    char *out = cu_xmalloc(cap);
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%llu", i ? "," : "", get(&marks[i]));
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
+static unsigned long long mark_device(const ctl_replay_mark *m)
+{
+    return (unsigned long long)m->device_id;
+}
+static unsigned long long mark_rtp(const ctl_replay_mark *m)
+{
+    return m->rtp_index;
+}
+static unsigned long long mark_rtp_step(const ctl_replay_mark *m)
+{
+    return m->rtp_step;
+}
+static unsigned long long mark_rtcp(const ctl_replay_mark *m)
+{
+    return m->rtcp_index;
+}
+static unsigned long long mark_rtcp_step(const ctl_replay_mark *m)
+{
+    return m->rtcp_step;
+}
+static unsigned long long mark_clean(const ctl_replay_mark *m)
+{
+    return m->clean;
+}
+
+cu_rc ctl_replay_marks_save(PGconn *conn, const ctl_replay_mark *marks, size_t n, cu_err *err)
+{
+    if (n == 0)
+        return CU_OK;
+    unsigned long long (*const getters[6])(const ctl_replay_mark *) = {
+        mark_device, mark_rtp, mark_rtp_step, mark_rtcp, mark_rtcp_step, mark_clean};
+    char *arrays[6];
+    for (int i = 0; i < 6; i++)
+        arrays[i] = pg_array(n, marks, getters[i]);
+    const char *params[6] = {arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5]};
+    /* (one device's marks may come twice: the highest of them is kept) */
+    PGresult *res = PQexecParams(
+        conn,
+        "INSERT INTO srtp_replay_marks AS m "
+        "(device_id, rtp_index, rtp_step, rtcp_index, rtcp_step, clean) "
+        "SELECT device_id, max(rtp_index), max(rtp_step), max(rtcp_index), max(rtcp_step), "
+        "bool_or(clean <> 0) "
+        "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], "
+        "$6::int[]) AS v(device_id, rtp_index, rtp_step, rtcp_index, rtcp_step, clean) "
+        "WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = v.device_id) "
+        "GROUP BY device_id "
+        "ON CONFLICT (device_id) DO UPDATE SET "
+        "rtp_index = greatest(m.rtp_index, EXCLUDED.rtp_index), rtp_step = EXCLUDED.rtp_step, "
+        "rtcp_index = greatest(m.rtcp_index, EXCLUDED.rtcp_index), "
+        "rtcp_step = EXCLUDED.rtcp_step, clean = EXCLUDED.clean, saved_at = now()",
+        6, NULL, params, NULL, NULL, 0);
+    cu_rc rc = CU_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char why[256];
+        pq_reason(conn, why, sizeof(why));
+        rc = cu_err_set(err, CU_ERR_DB, "saving SRTP replay marks: %s", why);
+    }
+    PQclear(res);
+    for (int i = 0; i < 6; i++)
+        free(arrays[i]);
     return rc;
 }

@@ -124,6 +124,10 @@ static const cfg_row config_table[] = {
      "Close a recording when its device has sent nothing for this long.", NULL, NULL, 0},
     {"ingest.device_poll_ms", CFG_INT, OFF(ingest_device_poll_ms), 50, 60000, "500",
      "How often new, changed and revoked devices are read from the database.", NULL, NULL, 0},
+    {"ingest.replay_save_ms", CFG_INT, OFF(ingest_replay_save_ms), 100, 60000, "500",
+     "How often each device's highest accepted SRTP index is saved, so that packets captured "
+     "before a restart are refused after it (docs/srtp-replay.md).",
+     NULL, NULL, 0},
     {"ingest.coalesce_us", CFG_INT, OFF(ingest_coalesce_us), 0, 100000, "10000",
      "While a socket is busy, read it this often rather than on every datagram (0: always "
      "on arrival).",

@@ -143,6 +143,7 @@ typedef struct {
     int64_t ingest_reorder_packets;       /* ingest.reorder_packets */
     int64_t ingest_reorder_ms;            /* ingest.reorder_ms */
     int64_t ingest_idle_timeout_s;        /* ingest.idle_timeout_s */
+    int64_t ingest_replay_save_ms;        /* ingest.replay_save_ms */
     int64_t ingest_device_poll_ms;        /* ingest.device_poll_ms */
     int64_t ingest_coalesce_us;           /* ingest.coalesce_us */
     char *rtsp_bind;                      /* rtsp.bind */

@@ -98,14 +98,34 @@ void msg_free(msg *m)
     free(m);
 }
 
-/* An SRTP device as the worker it is steered to knows it. */
+/*
+ * An SRTP device as the worker it is steered to knows it, with its replay
+ * marks (docs/srtp-replay.md): what was accepted before the last restart is
+ * refused (the floor), and what is accepted now is saved from time to time.
+ */
 typedef struct dev {
     ctl_device info; /* secrets wiped once the SRTP session exists */
     srtp_t srtp;
     ingest_worker *w;
     ingest_stream *st;
     bool active;
+    bool has_floor;      /* a mark was saved before this start */
+    uint64_t rtp_floor;  /* refuse RTP whose index is at or below it */
+    uint32_t rtcp_floor; /* and SRTCP */
+    uint32_t floor_roc;  /* the ROC the session was started with */
+    bool authenticated;  /* a packet authenticated since then */
+    bool roc_found;      /* one above the floor: the stream's ROC is known */
+    bool seen_rtp, seen_rtcp;
+    uint64_t rtp_high; /* highest index accepted */
+    uint32_t rtcp_high;
+    uint64_t saved_rtp; /* as last handed to be saved */
+    uint32_t saved_rtcp;
+    bool dirty;
 } dev;
+
+#define REPLAY_SLACK  64 /* packets added to a margin after a crash */
+#define ROC_HUNT      4  /* ROCs beyond the saved one tried after a restart */
+#define RTP_INDEX_MAX ((UINT64_C(1) << 48) - 1)
 
 void worker_post(ingest_worker *w, msg *m)
 {
@@ -216,7 +236,32 @@ static bool dev_srtp(dev *d)
     p.allow_repeat_tx = 0;
     bool ok = srtp_create(&d->srtp, &p) == srtp_err_status_ok;
     ctl_device_wipe(&d->info); /* the session holds the derived keys now */
+    if (ok && d->has_floor && d->floor_roc)
+        ok = srtp_set_stream_roc(d->srtp, d->info.ssrc, d->floor_roc) == srtp_err_status_ok;
     return ok;
+}
+
+/*
+ * The floor from the mark saved before this start: exact after a clean
+ * stop; after a crash, what may have been accepted since the last save is
+ * refused too (twice the last interval's advance, plus slack).
+ */
+static void dev_floor(dev *d, const ctl_replay_mark *m)
+{
+    if (!m->known)
+        return;
+    uint64_t rtp_margin = m->clean ? 0 : 2 * m->rtp_step + REPLAY_SLACK;
+    uint64_t rtcp_margin = m->clean ? 0 : 2 * (uint64_t)m->rtcp_step + REPLAY_SLACK;
+    d->has_floor = true;
+    d->rtp_floor =
+        m->rtp_index + rtp_margin > RTP_INDEX_MAX ? RTP_INDEX_MAX : m->rtp_index + rtp_margin;
+    d->rtcp_floor = m->rtcp_index + rtcp_margin > 0x7fffffff
+                        ? 0x7fffffff
+                        : (uint32_t)(m->rtcp_index + rtcp_margin);
+    /* Packets go on from the highest accepted, not from the floor. */
+    d->floor_roc = (uint32_t)(m->rtp_index >> 16);
+    d->saved_rtp = m->rtp_index;
+    d->saved_rtcp = m->rtcp_index;
 }
 
 static void device_update(ingest_worker *w, const ctl_device *info)
@@ -236,6 +281,7 @@ static void device_update(ingest_worker *w, const ctl_device *info)
     d = cu_xcalloc(1, sizeof(*d));
     d->info = *info;
     d->w = w;
+    dev_floor(d, &info->replay);
     char label[80];
     snprintf(label, sizeof(label), "device %s", info->serial);
     d->st = ingest_stream_new(w, info->id, label);
@@ -253,6 +299,147 @@ static void device_update(ingest_worker *w, const ctl_device *info)
     }
     w->devs[w->ndevs++] = d;
     dev_rehash(w);
+}
+
+/* -------------------------------------------------------- replay marks */
+
+/* The SRTCP index of a protected packet (0 when it is too short to hold one). */
+static uint32_t srtcp_index(const dev *d, const uint8_t *buf, size_t len)
+{
+    /* AES-CM: ... ‖ E+index ‖ tag (10); AEAD: ... ‖ tag ‖ E+index */
+    size_t tail = strcmp(d->info.suite, "aead_aes_256_gcm") == 0 ? 4 : 4 + 10;
+    if (len < 8 + tail)
+        return 0;
+    const uint8_t *t = buf + len - tail;
+    return ((uint32_t)t[0] << 24 | (uint32_t)t[1] << 16 | (uint32_t)t[2] << 8 | t[3]) & 0x7fffffff;
+}
+
+/*
+ * After a restart the session starts at the saved ROC (as libsrtp's
+ * "pending" ROC, which decides a packet's index until it is cleared). A
+ * recorder that went on sending while ingestd was down may be a few
+ * rollovers further, and a replayed packet from just before a rollover one
+ * behind: try those (a copy of the packet each time). Whatever
+ * authenticates, the pending ROC is cleared, so that libsrtp follows the
+ * stream's rollovers itself from then on.
+ */
+static srtp_err_status_t roc_hunt(ingest_worker *w, dev *d, uint8_t *buf, size_t len, int *n)
+{
+    for (int k = -1; k <= ROC_HUNT; k++) {
+        if (k == 0 || (k < 0 && d->floor_roc == 0))
+            continue;
+        memcpy(buf, w->roc_scratch, len);
+        *n = (int)len;
+        if (srtp_set_stream_roc(d->srtp, d->info.ssrc, d->floor_roc + (uint32_t)k) !=
+            srtp_err_status_ok)
+            break;
+        if (srtp_unprotect(d->srtp, buf, n) == srtp_err_status_ok) {
+            srtp_set_stream_roc(d->srtp, d->info.ssrc, 0); /* none pending */
+            return srtp_err_status_ok;
+        }
+    }
+    /* As before: the saved ROC until something authenticated, then libsrtp's own. */
+    srtp_set_stream_roc(d->srtp, d->info.ssrc, d->authenticated ? 0 : d->floor_roc);
+    return srtp_err_status_auth_fail;
+}
+
+/* The 48-bit index of @p seq: the one nearest @p high (RFC 3711, 3.3.1). */
+static uint64_t index_near(uint64_t high, uint16_t seq)
+{
+    uint64_t roc = high >> 16;
+    int32_t diff = (int32_t)seq - (int32_t)(uint16_t)high;
+    if (diff > 32768 && roc > 0)
+        roc--;
+    else if (diff < -32768)
+        roc++;
+    return roc << 16 | seq;
+}
+
+/*
+ * An authenticated packet: false when it was accepted before the last
+ * restart (at or below the floor); otherwise its index raises the marks.
+ */
+static bool replay_mark(dev *d, bool rtcp, const uint8_t *buf, uint32_t rtcp_index)
+{
+    if (rtcp) {
+        if (d->has_floor && rtcp_index <= d->rtcp_floor)
+            return false;
+        if (!d->seen_rtcp || rtcp_index > d->rtcp_high) {
+            d->rtcp_high = rtcp_index;
+            d->seen_rtcp = d->dirty = true;
+        }
+        return true;
+    }
+    uint16_t seq = (uint16_t)(buf[2] << 8 | buf[3]);
+    uint64_t index;
+    if (d->seen_rtp) {
+        index = index_near(d->rtp_high, seq);
+    } else {
+        uint32_t roc = 0;
+        if (srtp_get_stream_roc(d->srtp, d->info.ssrc, &roc) != srtp_err_status_ok)
+            return false;
+        index = (uint64_t)roc << 16 | seq;
+    }
+    if (d->has_floor && index <= d->rtp_floor)
+        return false;
+    d->roc_found = true; /* (not on a replay: an attacker must not settle it) */
+    if (!d->seen_rtp || index > d->rtp_high) {
+        d->rtp_high = index;
+        d->seen_rtp = d->dirty = true;
+    }
+    return true;
+}
+
+static ctl_replay_mark dev_mark(dev *d, bool clean)
+{
+    ctl_replay_mark m = {.device_id = d->info.id, .known = true, .clean = clean};
+    m.rtp_index = d->seen_rtp ? d->rtp_high : d->saved_rtp;
+    m.rtcp_index = d->seen_rtcp ? d->rtcp_high : d->saved_rtcp;
+    m.rtp_step = m.rtp_index > d->saved_rtp ? m.rtp_index - d->saved_rtp : 0;
+    m.rtcp_step = m.rtcp_index > d->saved_rtcp ? m.rtcp_index - d->saved_rtcp : 0;
+    d->saved_rtp = m.rtp_index;
+    d->saved_rtcp = m.rtcp_index;
+    d->dirty = false;
+    return m;
+}
+
+/* Hand marks to the control thread, which saves them. */
+static void marks_hand(ingest_service *s, const ctl_replay_mark *m, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->nmarks + n > s->capmarks) {
+        size_t cap = s->capmarks ? s->capmarks : 64;
+        while (cap < s->nmarks + n)
+            cap *= 2;
+        ctl_replay_mark *bigger = realloc(s->marks, cap * sizeof(*bigger));
+        if (!bigger)
+            abort();
+        s->marks = bigger;
+        s->capmarks = cap;
+    }
+    memcpy(s->marks + s->nmarks, m, n * sizeof(*m));
+    s->nmarks += n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Every device whose marks moved (all that saw packets when @p clean: a stop). */
+static void worker_hand_marks(ingest_worker *w, bool clean)
+{
+    ctl_replay_mark batch[64];
+    size_t n = 0;
+    for (size_t i = 0; i < w->ndevs; i++) {
+        dev *d = w->devs[i];
+        if (!d->dirty && !(clean && (d->seen_rtp || d->seen_rtcp)))
+            continue;
+        batch[n++] = dev_mark(d, clean);
+        if (n == 64) {
+            marks_hand(w->svc, batch, n);
+            n = 0;
+        }
+    }
+    marks_hand(w->svc, batch, n);
 }
 
 /* ----------------------------------------------------------------- RTCP */
@@ -281,8 +468,20 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
     }
     int n = (int)len;
     bool rtcp = pipe_is_rtcp(buf, len);
+    uint32_t rtcp_index = rtcp ? srtcp_index(d, buf, len) : 0;
+    bool hunting = !rtcp && d->has_floor && !d->roc_found;
+    if (hunting)
+        memcpy(w->roc_scratch, buf, len); /* unprotect may leave it garbled */
     srtp_err_status_t st =
         rtcp ? srtp_unprotect_rtcp(d->srtp, buf, &n) : srtp_unprotect(d->srtp, buf, &n);
+    if (st == srtp_err_status_auth_fail && hunting)
+        st = roc_hunt(w, d, buf, len, &n);
+    else if (st == srtp_err_status_ok && hunting && !d->authenticated)
+        srtp_set_stream_roc(d->srtp, d->info.ssrc, 0); /* none pending from now */
+    if (st == srtp_err_status_ok && hunting)
+        d->authenticated = true;
+    if (st == srtp_err_status_ok && !replay_mark(d, rtcp, buf, rtcp_index))
+        st = srtp_err_status_replay_old; /* accepted before the last restart */
     if (st != srtp_err_status_ok) {
         drop(st == srtp_err_status_auth_fail ? DROP_SRTP_AUTH
              : st == srtp_err_status_replay_fail || st == srtp_err_status_replay_old
@@ -402,7 +601,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     ingest_worker *w = arg;
     (void)fd;
     (void)what;
-    ingest_streams_tick(w, cu_time_ms() * 1000);
+    int64_t now = cu_time_ms() * 1000;
+    ingest_streams_tick(w, now);
+    if (now >= w->next_mark_save_us) {
+        worker_hand_marks(w, false);
+        w->next_mark_save_us = now + w->svc->cfg->ingest_replay_save_ms * 1000;
+    }
 }
 
 static void drain_inbox(ingest_worker *w)
@@ -548,12 +752,86 @@ static void do_open(ingest_service *s, open_req *r)
     worker_post(&s->workers[r->worker], m);
 }
 
+static int mark_order(const void *a, const void *b)
+{
+    const ctl_replay_mark *x = a, *y = b;
+    if (x->device_id != y->device_id)
+        return x->device_id < y->device_id ? -1 : 1;
+    return x->rtp_index < y->rtp_index ? -1 : x->rtp_index > y->rtp_index ? 1 : 0;
+}
+
+/* Keep one mark per device, the highest (waiting marks stay bounded while
+ * the database is away). */
+static size_t marks_compact(ctl_replay_mark *m, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(m, n, sizeof(*m), mark_order);
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (out && m[out - 1].device_id == m[i].device_id) {
+            ctl_replay_mark *k = &m[out - 1];
+            uint32_t rtcp = k->rtcp_index > m[i].rtcp_index ? k->rtcp_index : m[i].rtcp_index;
+            bool clean = k->clean || m[i].clean;
+            *k = m[i]; /* the higher RTP index, sorted last */
+            k->rtcp_index = rtcp;
+            k->clean = clean;
+        } else {
+            m[out++] = m[i];
+        }
+    }
+    return out;
+}
+
+/* Called with s->lock held; returns with it held. */
+static void save_marks(ingest_service *s, PGconn **conn)
+{
+    ctl_replay_mark *marks = s->marks;
+    size_t n = s->nmarks;
+    s->marks = NULL;
+    s->nmarks = s->capmarks = 0;
+    pthread_mutex_unlock(&s->lock);
+    n = marks_compact(marks, n);
+    cu_err err;
+    bool saved = false;
+    if (*conn || db_connect(s->dsn, "custos-ingest", conn, &err) == CU_OK) {
+        saved = ctl_replay_marks_save(*conn, marks, n, &err) == CU_OK;
+        if (!saved) {
+            PQfinish(*conn);
+            *conn = NULL;
+        }
+    } else {
+        *conn = NULL;
+    }
+    if (!saved && s->mark_errors++ % 20 == 0)
+        CU_LOG(CU_LOG_WARN, "ingest", "SRTP replay marks not saved (kept, tried again): %s",
+               err.msg);
+    if (saved)
+        s->mark_errors = 0;
+    pthread_mutex_lock(&s->lock);
+    if (!saved) {
+        /* Back in front of what came meanwhile; one per device at most. */
+        size_t total = n + s->nmarks;
+        ctl_replay_mark *all = realloc(marks, (total ? total : 1) * sizeof(*all));
+        if (!all)
+            abort();
+        if (s->nmarks)
+            memcpy(all + n, s->marks, s->nmarks * sizeof(*all));
+        free(s->marks);
+        s->marks = all;
+        s->nmarks = marks_compact(all, total);
+        s->capmarks = total ? total : 1;
+    } else {
+        free(marks);
+    }
+}
+
 static void *control_main(void *arg)
 {
     ingest_service *s = arg;
     pthread_setname_np(pthread_self(), "ingest-control");
     PGconn *conn = NULL;
-    int64_t next_poll = 0;
+    int64_t next_poll = 0, next_mark_save = 0;
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (s->opens) {
@@ -567,6 +845,10 @@ static void *control_main(void *arg)
             free(r);
             pthread_mutex_lock(&s->lock);
         }
+        if (s->nmarks && (s->stop_control || cu_mono_ns() >= next_mark_save)) {
+            save_marks(s, &conn);
+            next_mark_save = cu_mono_ns() + s->cfg->ingest_replay_save_ms * 1000000;
+        }
         if (s->stop_control)
             break;
         int64_t now = cu_mono_ns();
@@ -579,7 +861,8 @@ static void *control_main(void *arg)
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t wait_ns = next_poll - now;
+        int64_t wake = s->nmarks && next_mark_save < next_poll ? next_mark_save : next_poll;
+        int64_t wait_ns = wake > now ? wake - now : 0;
         ts.tv_sec += wait_ns / 1000000000;
         ts.tv_nsec += wait_ns % 1000000000;
         if (ts.tv_nsec >= 1000000000) {
@@ -815,6 +1098,7 @@ static void ingest_service_free(ingest_service *s)
         free(r->meta);
         free(r);
     }
+    free(s->marks);
     rtsp_service_free(s->rtsp);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
@@ -833,6 +1117,9 @@ void ingest_service_stop(ingest_service *s)
         event_base_loopexit(s->workers[i].base, NULL);
     for (int i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i].thread, NULL);
+    /* The exact marks, saved as clean: no margin at the next start. */
+    for (int i = 0; i < s->nworkers; i++)
+        worker_hand_marks(&s->workers[i], true);
     if (s->control_started) {
         pthread_mutex_lock(&s->lock);
         s->stop_control = true;

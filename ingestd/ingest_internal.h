@@ -157,6 +157,9 @@ typedef struct ingest_worker {
     struct iovec iov[INGEST_BATCH];
     uint8_t (*bufs)[INGEST_RX_BUF];
     uint8_t ctrl[INGEST_BATCH][CMSG_SPACE(sizeof(int))];
+    /* SRTP replay marks (docs/srtp-replay.md) */
+    int64_t next_mark_save_us;
+    uint8_t roc_scratch[INGEST_RX_BUF]; /* a packet kept while its ROC is looked for */
 } ingest_worker;
 
 /** Hand @p m (taken) to worker @p w's thread. Any thread. */
@@ -195,6 +198,10 @@ struct ingest_service {
     bool stop_control;
     int64_t device_version;
     int device_errors;
+    /* replay marks handed by the workers, saved by the control thread (under lock) */
+    ctl_replay_mark *marks;
+    size_t nmarks, capmarks;
+    int mark_errors;
     struct rtsp_service *rtsp; /* RTSP and RTSPS (rtsp_server.c) */
 };
 
