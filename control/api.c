@@ -6,8 +6,9 @@
  * api_allowed(), the one place that decides; every login, read, denial and
  * change is audited before its answer leaves.
  *
- * So far: sessions (login, who am I, logout), unlocking accounts, security
- * alerts.
+ * Accounts and sessions are in api_session.c, the permission workflow in
+ * api_access.c, sharing in api_shares.c, forms in api_forms.c, the read
+ * path in api_read.c.
  */
 #include "api_internal.h"
 
@@ -35,14 +36,7 @@
 #include <unistd.h>
 
 #define TOKEN_BYTES 32
-/* The session timeouts as replies state them; session_check() (migration 0008) enforces them. */
-#define IDLE_TIMEOUT_S     1800  /* 30 minutes */
-#define ABSOLUTE_TIMEOUT_S 43200 /* 12 hours */
-#define STR_(x)            #x
-#define STR(x)             STR_(x)
-#define LOCK_FAILURES      5
-#define LOCK_WINDOW        "15 minutes"
-#define HEADERS_MAX        16384
+#define HEADERS_MAX 16384
 
 /* --------------------------------------------------------------- replies */
 
@@ -382,6 +376,7 @@ bool api_allowed(const caller *who, api_action action)
     case ACT_SESSION_SELF:
     case ACT_REQUEST_CREATE: return true;
     case ACT_USER_UNLOCK:
+    case ACT_USER_DISABLE:
     case ACT_ALERT_LIST:
     case ACT_GRANT_REVOKE:
     case ACT_SHARE_APPROVE:
@@ -398,301 +393,6 @@ bool api_require(request *r, const caller *who, api_action action, const char *n
     api_audit(r, who->actor, name, object, "denied");
     api_reply_error(r, 403, "forbidden", "your role does not allow this", NULL);
     return false;
-}
-
-/* --------------------------------------------------------------- handlers */
-
-static void alert(request *r, const char *kind, const char *username, const char *detail)
-{
-    const char *p[4] = {kind, username, r->source, detail};
-    if (!api_exec_ok(r->a,
-                     "INSERT INTO security_alerts (kind, username, source, detail) "
-                     "VALUES ($1, $2, $3, $4)",
-                     4, p))
-        return;
-    CU_LOG(CU_LOG_WARN, "api", "security alert %s: %s from %s: %s", kind, username, r->source,
-           detail);
-}
-
-static void record_attempt(request *r, const char *user_id, const char *username, bool ok)
-{
-    const char *p[4] = {user_id, username, r->source, ok ? "t" : "f"};
-    api_exec_ok(
-        r->a, "INSERT INTO login_attempts (user_id, username, source, ok) VALUES ($1, $2, $3, $4)",
-        4, p);
-}
-
-static const char *const login_fields[] = {"username", "password", "totp"};
-
-static void login(request *r)
-{
-    api_worker *a = r->a;
-    json_t *body = api_read_object(r, login_fields, 3);
-    if (!body)
-        return;
-    const char *name = api_string_field(r, body, "username", 64);
-    const char *password = name ? api_string_field(r, body, "password", CTL_PASSWORD_MAX) : NULL;
-    if (!password) {
-        json_decref(body);
-        return;
-    }
-    char username[65], totp[8] = "";
-    cu_strlcpy(username, name, sizeof(username));
-    if (json_object_get(body, "totp")) {
-        const char *code = api_string_field(r, body, "totp", 6);
-        if (code && (strlen(code) != 6 || strspn(code, "0123456789") != 6)) {
-            api_reply_error(r, 400, "invalid_value", "a TOTP code is 6 digits", "totp");
-            code = NULL;
-        }
-        if (!code) {
-            json_decref(body);
-            return;
-        }
-        cu_strlcpy(totp, code, sizeof(totp));
-    }
-    const char *p1[1] = {username};
-    PGresult *res = api_query(a,
-                              "SELECT id, password_hash, role, locked_at IS NOT NULL, "
-                              "disabled_at IS NOT NULL FROM users WHERE username = $1",
-                              1, p1);
-    if (!res) {
-        json_decref(body);
-        api_reply_unavailable(r);
-        return;
-    }
-    bool known = PQntuples(res) == 1;
-    char user_id[24] = "", role[16] = "";
-    char hash[CTL_PASSWORD_HASH_MAX] = "";
-    bool locked = false, disabled = false;
-    if (known) {
-        cu_strlcpy(user_id, PQgetvalue(res, 0, 0), sizeof(user_id));
-        cu_strlcpy(hash, PQgetvalue(res, 0, 1), sizeof(hash));
-        cu_strlcpy(role, PQgetvalue(res, 0, 2), sizeof(role));
-        locked = *PQgetvalue(res, 0, 3) == 't';
-        disabled = *PQgetvalue(res, 0, 4) == 't';
-    }
-    PQclear(res);
-    /* The same work whether or not the user exists, so timing tells nothing. */
-    bool match = ctl_password_verify(hash[0] ? hash : a->dummy_hash, password) && hash[0];
-    OPENSSL_cleanse(hash, sizeof(hash));
-    json_decref(body); /* the password with it */
-    static const char refused[] = "wrong username or password, or the account is locked";
-    if (!known || disabled) {
-        if (!api_change_begin(r))
-            return;
-        record_attempt(r, known ? user_id : NULL, username, false);
-        if (api_change_commit_as(r, "anonymous", "session.login", username, "failed"))
-            api_reply_error(r, 401, "invalid_credentials", refused, NULL);
-        return;
-    }
-    if (locked) {
-        if (!api_change_begin(r))
-            return;
-        record_attempt(r, user_id, username, false);
-        alert(r, "locked_account_attempt", username,
-              match ? "correct password refused: the account is locked" : "wrong password");
-        if (api_change_commit_as(r, "anonymous", "session.login", username, "denied"))
-            api_reply_error(r, 401, "invalid_credentials", refused, NULL);
-        return;
-    }
-    /* Admins give a TOTP code too; a wrong or replayed one is a failed login. */
-    bool admin = strcmp(role, "admin") == 0;
-    if (match && admin) {
-        cu_err terr;
-        ctl_totp_result t =
-            totp[0] ? ctl_totp_check(a->db, a->keys, username, totp, &terr) : CTL_TOTP_NOT_ENROLLED;
-        if (t == CTL_TOTP_ERROR) {
-            CU_LOG(CU_LOG_ERROR, "api", "TOTP check for %s: %s", username, terr.msg);
-            api_reply_error(r, 503, "unavailable", "the second factor cannot be checked now", NULL);
-            return;
-        }
-        if (t == CTL_TOTP_NOT_ENROLLED) {
-            api_audit(r, "anonymous", "session.login", username, "denied");
-            api_reply_error(r, 401, "mfa_required",
-                            totp[0] ? "no TOTP secret is enrolled: ingestctl user totp"
-                                    : "admins log in with a TOTP code too",
-                            "totp");
-            return;
-        }
-        match = t == CTL_TOTP_OK;
-    }
-    if (!match) {
-        /* The attempt, and the lock it may cause, commit with their entries. */
-        if (!api_change_begin(r))
-            return;
-        record_attempt(r, user_id, username, false);
-        const char *p2[1] = {user_id};
-        PGresult *c = api_query(a,
-                                "SELECT count(*) FROM login_attempts l JOIN users u ON u.id = "
-                                "l.user_id WHERE l.user_id = $1 AND NOT l.ok AND l.at > "
-                                "greatest(now() - interval '" LOCK_WINDOW "', "
-                                "coalesce(u.unlocked_at, '-infinity'))",
-                                1, p2);
-        long failures = c ? strtol(PQgetvalue(c, 0, 0), NULL, 10) : 0;
-        PQclear(c);
-        if (failures >= LOCK_FAILURES &&
-            api_exec_ok(a, "UPDATE users SET locked_at = now() WHERE id = $1 AND locked_at IS NULL",
-                        1, p2)) {
-            char detail[120];
-            snprintf(detail, sizeof(detail),
-                     "%ld failed logins within " LOCK_WINDOW "; account locked", failures);
-            alert(r, "failure_burst", username, detail);
-            if (!api_change_audit(r, "system", "user.lock", username, "ok")) {
-                api_change_abort(r);
-                api_reply_unavailable(r);
-                return;
-            }
-        }
-        if (api_change_commit_as(r, "anonymous", "session.login", username, "failed"))
-            api_reply_error(r, 401, "invalid_credentials", refused, NULL);
-        return;
-    }
-    /* A successful login: its attempt, its session and its entry commit together. */
-    if (!api_change_begin(r))
-        return;
-    /* A privileged login from an address this account never logged in from. */
-    if (admin) {
-        const char *p3[2] = {user_id, r->source};
-        PGresult *seen = api_query(a,
-                                   "SELECT count(*) FILTER (WHERE source = $2), count(*) FROM "
-                                   "login_attempts WHERE user_id = $1 AND ok",
-                                   2, p3);
-        if (seen && strcmp(PQgetvalue(seen, 0, 0), "0") == 0 &&
-            strcmp(PQgetvalue(seen, 0, 1), "0") != 0)
-            alert(r, "privileged_new_source", username, "admin login from a new address");
-        PQclear(seen);
-    }
-    record_attempt(r, user_id, username, true);
-    char token[48], thex[67];
-    if (!api_new_token(token, thex)) {
-        api_change_abort(r);
-        api_reply_error(r, 503, "unavailable", "no random bytes for a token", NULL);
-        return;
-    }
-    const char *p4[3] = {thex, user_id, r->source};
-    PGresult *s = api_query(a,
-                            "INSERT INTO sessions (token_hash, user_id, source) VALUES ($1::bytea, "
-                            "$2, $3) RETURNING to_char((created_at + interval '" STR(
-                                ABSOLUTE_TIMEOUT_S) " seconds') AT TIME ZONE 'UTC', "
-                                                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-                            3, p4);
-    if (!s) {
-        OPENSSL_cleanse(token, sizeof(token));
-        api_change_abort(r);
-        api_reply_unavailable(r);
-        return;
-    }
-    char actor[80];
-    snprintf(actor, sizeof(actor), "user:%s", username);
-    char expires[40];
-    cu_strlcpy(expires, PQgetvalue(s, 0, 0), sizeof(expires));
-    PQclear(s);
-    if (!api_change_commit(r, actor, "session.login", username)) {
-        OPENSSL_cleanse(token, sizeof(token));
-        return;
-    }
-    json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:s}}", "token", token, "token_type",
-                          "Bearer", "idle_timeout_s", IDLE_TIMEOUT_S, "expires_at", expires, "user",
-                          "username", username, "role", role);
-    OPENSSL_cleanse(token, sizeof(token));
-    api_reply_json(r, 201, j);
-}
-
-static void whoami(request *r, const caller *who)
-{
-    char sid[24];
-    snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
-    const char *p[1] = {sid};
-    PGresult *res = api_query(
-        r->a,
-        "SELECT to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-        "to_char((s.created_at + interval '" STR(
-            ABSOLUTE_TIMEOUT_S) " seconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-                                "coalesce(d.name, ''), u.display_name FROM sessions s JOIN users "
-                                "u ON u.id = s.user_id LEFT JOIN departments d ON d.id = "
-                                "u.department_id WHERE s.id = $1",
-        1, p);
-    if (!res || PQntuples(res) != 1) {
-        PQclear(res);
-        api_reply_unavailable(r);
-        return;
-    }
-    json_t *j = json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:i}", "user", "username",
-                          who->username, "role", who->role, "department", PQgetvalue(res, 0, 2),
-                          "name", PQgetvalue(res, 0, 3), "created_at", PQgetvalue(res, 0, 0),
-                          "expires_at", PQgetvalue(res, 0, 1), "idle_timeout_s", IDLE_TIMEOUT_S);
-    PQclear(res);
-    api_reply_json(r, 200, j);
-}
-
-static void logout(request *r, const caller *who)
-{
-    char sid[24];
-    snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
-    const char *p[1] = {sid};
-    if (!api_change_begin(r))
-        return;
-    if (!api_exec_ok(r->a, "UPDATE sessions SET revoked_at = now() WHERE id = $1", 1, p)) {
-        api_change_abort(r);
-        api_reply_unavailable(r);
-        return;
-    }
-    if (api_change_commit(r, who->actor, "session.logout", who->username))
-        api_reply_empty(r, 204);
-}
-
-static void unlock(request *r, const caller *who, const char *username)
-{
-    if (!api_require(r, who, ACT_USER_UNLOCK, "user.unlock", username))
-        return;
-    const char *p[1] = {username};
-    if (!api_change_begin(r))
-        return;
-    PGresult *res = api_query(r->a,
-                              "UPDATE users SET locked_at = NULL, unlocked_at = now() "
-                              "WHERE username = $1 RETURNING id",
-                              1, p);
-    if (!res) {
-        api_change_abort(r);
-        api_reply_unavailable(r);
-        return;
-    }
-    bool found = PQntuples(res) == 1;
-    PQclear(res);
-    if (!found) {
-        api_change_abort(r);
-        api_reply_error(r, 404, "not_found", "no such user", NULL);
-        return;
-    }
-    if (api_change_commit(r, who->actor, "user.unlock", username))
-        api_reply_json(r, 200, json_pack("{s:s, s:b}", "username", username, "locked", 0));
-}
-
-static void list_alerts(request *r, const caller *who)
-{
-    if (!api_require(r, who, ACT_ALERT_LIST, "alert.list", ""))
-        return;
-    PGresult *res = api_query(r->a,
-                              "SELECT id, to_char(at AT TIME ZONE 'UTC', " TS_FORMAT "), kind, "
-                              "username, source, detail FROM security_alerts ORDER BY id DESC "
-                              "LIMIT 200",
-                              0, NULL);
-    if (api_db_unavailable(r, res))
-        return;
-    json_t *arr = json_array();
-    for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(arr,
-                              json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id",
-                                        (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10), "at",
-                                        PQgetvalue(res, i, 1), "kind", PQgetvalue(res, i, 2),
-                                        "username", PQgetvalue(res, i, 3), "source",
-                                        PQgetvalue(res, i, 4), "detail", PQgetvalue(res, i, 5)));
-    PQclear(res);
-    if (!api_audit_or_503(r, who->actor, "alert.list", "", "ok")) {
-        json_decref(arr);
-        return;
-    }
-    api_reply_json(r, 200, json_pack("{s:o}", "alerts", arr));
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -714,42 +414,60 @@ static void handle(request *rq)
     }
     if (strcmp(path, "/api/v1/session") == 0) {
         if (m == EVHTTP_REQ_POST) {
-            login(rq);
+            api_login(rq);
         } else if (m == EVHTTP_REQ_GET) {
             if (api_authenticate(rq, &who) &&
                 api_require(rq, &who, ACT_SESSION_SELF, "session.read", ""))
-                whoami(rq, &who);
+                api_whoami(rq, &who);
         } else if (m == EVHTTP_REQ_DELETE) {
             if (api_authenticate(rq, &who) &&
                 api_require(rq, &who, ACT_SESSION_SELF, "session.logout", ""))
-                logout(rq, &who);
+                api_logout(rq, &who);
         } else {
             api_reply_error(rq, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
         }
+        return;
+    }
+    if (strcmp(path, "/api/v1/session/password") == 0) {
+        if (m != EVHTTP_REQ_POST)
+            api_reply_error(rq, 405, "method_not_allowed", "POST", NULL);
+        else if (api_authenticate(rq, &who) &&
+                 api_require(rq, &who, ACT_SESSION_SELF, "user.password", ""))
+            api_password_change(rq, &who);
+        return;
+    }
+    if (strcmp(path, "/api/v1/sessions") == 0) {
+        if (m != EVHTTP_REQ_GET)
+            api_reply_error(rq, 405, "method_not_allowed", "GET", NULL);
+        else if (api_authenticate(rq, &who) &&
+                 api_require(rq, &who, ACT_SESSION_SELF, "session.list", ""))
+            api_sessions_list(rq, &who);
+        return;
+    }
+    char id[64];
+    if (api_match_id(path, "/api/v1/sessions/", "", id) && id[0]) {
+        if (m != EVHTTP_REQ_DELETE)
+            api_reply_error(rq, 405, "method_not_allowed", "DELETE", NULL);
+        else if (api_authenticate(rq, &who) &&
+                 api_require(rq, &who, ACT_SESSION_SELF, "session.end", id))
+            api_session_end(rq, &who, id);
         return;
     }
     if (strcmp(path, "/api/v1/alerts") == 0) {
         if (m != EVHTTP_REQ_GET)
             api_reply_error(rq, 405, "method_not_allowed", "GET", NULL);
         else if (api_authenticate(rq, &who))
-            list_alerts(rq, &who);
+            api_alerts_list(rq, &who);
         return;
     }
-    static const char users[] = "/api/v1/users/";
-    size_t ul = strlen(users), pl = strlen(path);
-    if (strncmp(path, users, ul) == 0 && pl > ul + 7 && strcmp(path + pl - 7, "/unlock") == 0) {
-        char username[65];
-        size_t n = pl - ul - 7;
-        if (n >= sizeof(username)) {
-            api_reply_error(rq, 404, "not_found", "no such user", NULL);
-            return;
-        }
-        memcpy(username, path + ul, n);
-        username[n] = '\0';
+    bool unlock = api_match_id(path, "/api/v1/users/", "/unlock", id);
+    bool disable = !unlock && api_match_id(path, "/api/v1/users/", "/disable", id);
+    bool enable = !unlock && !disable && api_match_id(path, "/api/v1/users/", "/enable", id);
+    if (unlock || disable || enable) {
         if (m != EVHTTP_REQ_POST)
             api_reply_error(rq, 405, "method_not_allowed", "POST", NULL);
         else if (api_authenticate(rq, &who))
-            unlock(rq, &who, username);
+            unlock ? api_user_unlock(rq, &who, id) : api_user_disable(rq, &who, id, disable);
         return;
     }
     if (!api_access_route(rq, path, m) && !api_shares_route(rq, path, m))
@@ -776,10 +494,11 @@ struct ctl_api {
     /* the handlers', under mu */
     api_worker *workers;
     int nworkers;
+    api_logins *logins; /* login throttling and argon2 slots, shared by the handlers */
     pthread_mutex_t mu;
     pthread_cond_t queued;
     request *queue, **queue_tail; /* waiting for a handler */
-    size_t queue_len;
+    size_t queue_len, queue_bytes;
     request *replies, **replies_tail; /* answered, waiting for the I/O thread */
     bool stopping;
 };
@@ -834,6 +553,13 @@ void api_send_reply(request *r)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     evhttp_add_header(h, "Cache-Control", "no-store");
+    /* HTTPS only, from now on, for a year: a browser never tries plain HTTP. */
+    evhttp_add_header(h, "Strict-Transport-Security", "max-age=31536000");
+    if (r->retry_after_s) {
+        char v[16];
+        snprintf(v, sizeof(v), "%d", r->retry_after_s);
+        evhttp_add_header(h, "Retry-After", v);
+    }
     struct evbuffer *out = NULL;
     if (r->reply) {
         evhttp_add_header(h, "Content-Type", "application/json");
@@ -856,12 +582,17 @@ static void on_request(struct evhttp_request *req, void *arg)
         api_reads_list(api->reads, r);
         return;
     }
+    /* Bounded in count and in bytes: a flood of large bodies does not take the memory. */
+    r->size = sizeof(*r) + r->body_len + (r->path ? strlen(r->path) : 0) +
+              (r->query ? strlen(r->query) : 0) + (r->authorization ? strlen(r->authorization) : 0);
     pthread_mutex_lock(&api->mu);
-    bool full = api->queue_len >= QUEUE_MAX;
+    bool full = api->queue_len >= QUEUE_MAX ||
+                api->queue_bytes + r->size > (size_t)api->cfg->api_queue_max_bytes;
     if (!full) {
         *api->queue_tail = r;
         api->queue_tail = &r->next;
         api->queue_len++;
+        api->queue_bytes += r->size;
         pthread_cond_signal(&api->queued);
     }
     pthread_mutex_unlock(&api->mu);
@@ -921,6 +652,7 @@ static void *handler_main(void *arg)
         if (!api->queue)
             api->queue_tail = &api->queue;
         api->queue_len--;
+        api->queue_bytes -= r->size;
         pthread_mutex_unlock(&api->mu);
         r->a = w;
         r->next = NULL;
@@ -1047,6 +779,7 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     a->replies_fd = -1;
     a->queue_tail = &a->queue;
     a->replies_tail = &a->replies;
+    a->logins = api_logins_new(cfg);
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->queued, NULL);
     char dummy[CTL_PASSWORD_HASH_MAX];
@@ -1078,6 +811,7 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
         w->index = i;
         w->audit = a->audit;
         w->keys = keys;
+        w->logins = a->logins;
         rc = worker_start(w, dsn, dummy, err);
         if (rc)
             goto fail;
@@ -1135,6 +869,7 @@ void ctl_api_stop(ctl_api *a)
     free_list(a->queue);
     free_list(a->replies);
     api_reads_free(a->reads);
+    api_logins_free(a->logins);
     if (a->replies_ev)
         event_free(a->replies_ev);
     if (a->http)

@@ -22,6 +22,11 @@
  * handler (blocking on PostgreSQL is fine there) and hand the reply back to
  * the I/O thread to send. A slow query holds one handler, never the loop.
  */
+/* Login throttling and argon2 slots (api_session.c), shared by the handler threads. */
+typedef struct api_logins api_logins;
+api_logins *api_logins_new(const cu_config *cfg);
+void api_logins_free(api_logins *l);
+
 /* One handler thread. Everything a handler touches is its thread's. */
 typedef struct api_worker {
     ctl_api *api;
@@ -30,6 +35,7 @@ typedef struct api_worker {
     PGconn *db;
     keys_ring *keys;        /* borrowed: TOTP secrets are wrapped by its KEKs */
     ctl_audit_group *audit; /* the service's, shared: one group commit for all threads */
+    api_logins *logins;     /* the service's, shared */
     pthread_t thread;
     bool running;
     char dummy_hash[CTL_PASSWORD_HASH_MAX]; /* verified against for unknown users */
@@ -50,8 +56,10 @@ typedef struct request {
     char *body;          /* NUL-terminated copy, body_len bytes */
     size_t body_len;
     char source[INET6_ADDRSTRLEN + 1];
-    int status;  /* the reply: 0 until a handler sets it */
-    char *reply; /* JSON text (malloc) or NULL for an empty body */
+    size_t size;       /* what it holds, counted against api.queue_max_bytes */
+    int status;        /* the reply: 0 until a handler sets it */
+    int retry_after_s; /* a Retry-After header with the reply when set */
+    char *reply;       /* JSON text (malloc) or NULL for an empty body */
     struct request *next;
 } request;
 
@@ -71,6 +79,7 @@ typedef struct {
 typedef enum {
     ACT_SESSION_SELF,     /* their own session */
     ACT_USER_UNLOCK,      /* admin */
+    ACT_USER_DISABLE,     /* admin */
     ACT_ALERT_LIST,       /* admin */
     ACT_REQUEST_CREATE,   /* anyone, for themselves */
     ACT_GRANT_REVOKE,     /* admin */
@@ -210,6 +219,17 @@ bool api_db_unavailable(request *r, PGresult *res);
 
 /* api_shares.c: external sharing; false when @p path is not one of its resources. */
 bool api_shares_route(request *r, const char *path, enum evhttp_cmd_type m);
+
+/* api_session.c: accounts and sessions (docs/control.md, "Logins"). */
+void api_login(request *r);
+void api_whoami(request *r, const caller *who);
+void api_logout(request *r, const caller *who);
+void api_sessions_list(request *r, const caller *who);
+void api_session_end(request *r, const caller *who, const char *id);
+void api_password_change(request *r, const caller *who);
+void api_user_unlock(request *r, const caller *who, const char *username);
+void api_user_disable(request *r, const caller *who, const char *username, bool disable);
+void api_alerts_list(request *r, const caller *who);
 
 /* api_forms.c: GET (latest, or ?version=N) or PUT (a new version) of
  * recording @p id's enforcement record form. */

@@ -2,7 +2,8 @@
  * TLS server contexts (RTSPS, the HTTPS API): the operator's certificate and
  * key, or a self-signed P-256 certificate made once in <data dir>/tls/ (key
  * 0600), naming the host, localhost and 127.0.0.1, and logged with its SHA-256
- * fingerprint so that clients can pin it. TLS 1.2 or later.
+ * fingerprint so that clients can pin it. TLS 1.3 preferred; TLS 1.2 only
+ * with ECDHE and an AEAD cipher.
  */
 #include "control.h"
 
@@ -20,6 +21,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define TLS12_AEAD_SUITES                                                                          \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 static const char *ssl_reason(void)
 {
@@ -156,8 +162,15 @@ cu_rc ctl_tls_server_context(const ctl_tls_spec *t, SSL_CTX **out, cu_err *err)
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx)
         return cu_err_set(err, CU_ERR_NOMEM, "%s: %s", what, ssl_reason());
+    /* TLS 1.3 when the client has it (OpenSSL takes the highest both speak);
+     * TLS 1.2 only with forward-secret AEAD suites. */
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_set_cipher_list(ctx, TLS12_AEAD_SUITES) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1) {
+        rc = cu_err_set(err, CU_ERR_INVALID, "%s: cipher suites: %s", what, ssl_reason());
+        goto fail;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
         rc =
             cu_err_set(err, CU_ERR_INVALID, "%s certificate %s: %s", what, cert_path, ssl_reason());

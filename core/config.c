@@ -196,6 +196,16 @@ static const cfg_row config_table[] = {
     {"api.workers", CFG_INT, OFF(api_workers), 0, 64, "0",
      "API handler threads, each with its own database connection; 0 is two per CPU.", NULL, NULL,
      0},
+    {"api.login_failures_per_source", CFG_INT, OFF(api_login_failures_per_source), 1, 100000, "20",
+     "Failed logins one source address may make in a minute; beyond, its logins are answered "
+     "429 without being checked.",
+     NULL, NULL, 0},
+    {"api.login_concurrency", CFG_INT, OFF(api_login_concurrency), 1, 64, "2",
+     "Password checks (argon2id, 64 MiB each) run at once; one more for an account logging in "
+     "from an address it used before; beyond, 503 at once.",
+     NULL, NULL, 0},
+    {"api.queue_max_bytes", CFG_INT, OFF(api_queue_max_bytes), 65536, 1073741824, "16777216",
+     "Bytes of requests waiting for a handler, at most; beyond, 503 at once.", NULL, NULL, 0},
     {"api.max_body_bytes", CFG_INT, OFF(api_max_body_bytes), 1024, 16777216, "65536",
      "Largest request body the API reads (larger: 413).", NULL, NULL, 0},
     {"segment.target_ms", CFG_INT, OFF(segment_target_ms), 100, 10000, "2000",

@@ -170,6 +170,9 @@ typedef struct {
     int64_t api_port;                         /* api.port (0 = no API) */
     char *api_cert_file;                      /* api.cert_file ("" = self-signed) */
     char *api_key_file;                       /* api.key_file */
+    int64_t api_login_failures_per_source;    /* api.login_failures_per_source */
+    int64_t api_login_concurrency;            /* api.login_concurrency */
+    int64_t api_queue_max_bytes;              /* api.queue_max_bytes */
     int64_t api_max_body_bytes;               /* api.max_body_bytes */
     int64_t api_workers;                      /* api.workers (0 = one per CPU) */
     int64_t segment_target_ms;                /* segment.target_ms */

@@ -31,8 +31,10 @@ run() {
     pid=$INGESTD_PID
     unset LD_PRELOAD CUSTOS_FAULT CUSTOS_FAULT_LOG
     it_wait_healthy "$port" "$pid" "$base/ingestd.log"
+    # (--state: each run goes on with the device's SRTP indexes; one starting
+    # over would be refused as a replay of the run before)
     "$RECORDERS" --devices "$base/devices" --seconds 7 --target "127.0.0.1:$INGEST_PORT" \
-        --clip "$clip" >"$base/sent.json" || fail "recorders failed"
+        --clip "$clip" --state "$base/recorders.state" >"$base/sent.json" || fail "recorders failed"
     local want=$((closed + 1 + damages)) i
     for i in $(seq 1 100); do
         [ "$(as_super -c "SELECT count(*) FROM recordings WHERE state <> 'open'")" -ge "$want" ] &&
