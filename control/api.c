@@ -2,9 +2,10 @@
  * The HTTPS JSON API (docs/control.md, docs/api.yaml): libevent's evhttp
  * over OpenSSL bufferevents on one I/O thread; handlers on api.workers
  * threads, each with its own PostgreSQL connection (api_internal.h); JSON via
- * jansson. Every request is authenticated (except login) and authorized by
- * api_allowed(), the one place that decides; every login, read, denial and
- * change is audited before its answer leaves.
+ * jansson. Every request goes through one route table (api_routes.c), is
+ * authenticated (except login and shared links) and authorized by
+ * api_decide() (api_authz.c), the one place that decides; every login, read,
+ * denial and change is audited before its answer leaves.
  *
  * Accounts and sessions are in api_session.c, the permission workflow in
  * api_access.c, sharing in api_shares.c, forms in api_forms.c, the read
@@ -362,116 +363,21 @@ bool api_authenticate(request *r, caller *who)
     return true;
 }
 
-/* ---------------------------------------------------------- authorization */
-
-/*
- * The one place that decides whether @p who may do @p action. Handlers ask,
- * never decide. Which rows of data a caller reads is decided in the same
- * spirit by one SQL predicate, may_read_recording() (migration 0006).
- */
-bool api_allowed(const caller *who, api_action action)
-{
-    bool admin = strcmp(who->role, "admin") == 0;
-    switch (action) {
-    case ACT_SESSION_SELF:
-    case ACT_REQUEST_CREATE: return true;
-    case ACT_USER_UNLOCK:
-    case ACT_USER_DISABLE:
-    case ACT_ALERT_LIST:
-    case ACT_GRANT_REVOKE:
-    case ACT_SHARE_APPROVE:
-    case ACT_SHARE_REVOKE_ANY: return admin;
-    }
-    return false;
-}
-
-bool api_require(request *r, const caller *who, api_action action, const char *name,
-                 const char *object)
-{
-    if (api_allowed(who, action))
-        return true;
-    api_audit(r, who->actor, name, object, "denied");
-    api_reply_error(r, 403, "forbidden", "your role does not allow this", NULL);
-    return false;
-}
-
 /* ---------------------------------------------------------------- routing */
 
-/* Route @p rq to its handler (on a handler thread). */
+/* Route @p rq to its handler (on a handler thread): api_routes.c's table. */
 static void handle(request *rq)
 {
-    const char *path = rq->path;
-    enum evhttp_cmd_type m = rq->method;
-    caller who;
-    if (!path) {
+    if (!rq->path) {
         api_reply_error(rq, 400, "bad_request", "no path", NULL);
         return;
     }
     /* Path pieces become SQL parameters and audit fields: UTF-8 only. */
-    if (!cu_utf8_valid(path)) {
+    if (!cu_utf8_valid(rq->path)) {
         api_reply_error(rq, 400, "invalid_path", "the path is not valid UTF-8", NULL);
         return;
     }
-    if (strcmp(path, "/api/v1/session") == 0) {
-        if (m == EVHTTP_REQ_POST) {
-            api_login(rq);
-        } else if (m == EVHTTP_REQ_GET) {
-            if (api_authenticate(rq, &who) &&
-                api_require(rq, &who, ACT_SESSION_SELF, "session.read", ""))
-                api_whoami(rq, &who);
-        } else if (m == EVHTTP_REQ_DELETE) {
-            if (api_authenticate(rq, &who) &&
-                api_require(rq, &who, ACT_SESSION_SELF, "session.logout", ""))
-                api_logout(rq, &who);
-        } else {
-            api_reply_error(rq, 405, "method_not_allowed", "POST, GET or DELETE", NULL);
-        }
-        return;
-    }
-    if (strcmp(path, "/api/v1/session/password") == 0) {
-        if (m != EVHTTP_REQ_POST)
-            api_reply_error(rq, 405, "method_not_allowed", "POST", NULL);
-        else if (api_authenticate(rq, &who) &&
-                 api_require(rq, &who, ACT_SESSION_SELF, "user.password", ""))
-            api_password_change(rq, &who);
-        return;
-    }
-    if (strcmp(path, "/api/v1/sessions") == 0) {
-        if (m != EVHTTP_REQ_GET)
-            api_reply_error(rq, 405, "method_not_allowed", "GET", NULL);
-        else if (api_authenticate(rq, &who) &&
-                 api_require(rq, &who, ACT_SESSION_SELF, "session.list", ""))
-            api_sessions_list(rq, &who);
-        return;
-    }
-    char id[64];
-    if (api_match_id(path, "/api/v1/sessions/", "", id) && id[0]) {
-        if (m != EVHTTP_REQ_DELETE)
-            api_reply_error(rq, 405, "method_not_allowed", "DELETE", NULL);
-        else if (api_authenticate(rq, &who) &&
-                 api_require(rq, &who, ACT_SESSION_SELF, "session.end", id))
-            api_session_end(rq, &who, id);
-        return;
-    }
-    if (strcmp(path, "/api/v1/alerts") == 0) {
-        if (m != EVHTTP_REQ_GET)
-            api_reply_error(rq, 405, "method_not_allowed", "GET", NULL);
-        else if (api_authenticate(rq, &who))
-            api_alerts_list(rq, &who);
-        return;
-    }
-    bool unlock = api_match_id(path, "/api/v1/users/", "/unlock", id);
-    bool disable = !unlock && api_match_id(path, "/api/v1/users/", "/disable", id);
-    bool enable = !unlock && !disable && api_match_id(path, "/api/v1/users/", "/enable", id);
-    if (unlock || disable || enable) {
-        if (m != EVHTTP_REQ_POST)
-            api_reply_error(rq, 405, "method_not_allowed", "POST", NULL);
-        else if (api_authenticate(rq, &who))
-            unlock ? api_user_unlock(rq, &who, id) : api_user_disable(rq, &who, id, disable);
-        return;
-    }
-    if (!api_access_route(rq, path, m) && !api_shares_route(rq, path, m))
-        api_reply_error(rq, 404, "not_found", "no such resource", NULL);
+    api_dispatch(rq);
 }
 
 /* -------------------------------------------------------------- lifecycle */

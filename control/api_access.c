@@ -100,10 +100,9 @@ bool api_db_unavailable(request *r, PGresult *res)
 static const char *const request_fields[] = {"permission", "department",  "reason",
                                              "valid_from", "valid_until", "changes_grant"};
 
-static void create_request(request *r, const caller *who)
+void api_request_create(request *r, const caller *who, const char *param)
 {
-    if (!api_require(r, who, ACT_REQUEST_CREATE, "permission.request", ""))
-        return;
+    (void)param;
     json_t *body = api_read_object(r, request_fields, 6);
     if (!body)
         return;
@@ -206,8 +205,9 @@ static json_t *request_json(PGresult *res, int i)
     return j;
 }
 
-static void list_requests(request *r, const caller *who)
+void api_requests_list(request *r, const caller *who, const char *param)
 {
+    (void)param;
     const char *uid = who->uid;
     const char *p[2] = {uid, who->role};
     /* Yours; those your departments' heads (you) decide first; those the
@@ -217,7 +217,8 @@ static void list_requests(request *r, const caller *who)
         "SELECT " REQUEST_COLUMNS "FROM permission_requests q JOIN users u ON u.id = "
         "q.requester_id JOIN departments d ON d.id = q.department_id WHERE $2 = 'admin' OR "
         "q.requester_id = $1 OR d.head_user_id = $1 OR EXISTS (SELECT 1 FROM "
-        "permission_group_members m WHERE m.user_id = $1) ORDER BY q.id DESC LIMIT 500",
+        "permission_group_members m WHERE m.user_id = $1) ORDER BY q.created_at DESC, q.id LIMIT "
+        "500",
         2, p);
     if (api_db_unavailable(r, res))
         return;
@@ -241,8 +242,14 @@ static const char *const decision_fields[] = {"approve", "note"};
  * grant made). Only the head of the request's department, or a member of the
  * group, decides; never on their own request.
  */
-static void decide(request *r, const caller *who, const char *id, bool final)
+/* Who may decide was api_decide()'s; what is left is the request's state. */
+static void decide(request *r, const caller *who, const char *param, bool final)
 {
+    char id[24];
+    if (!api_parse_id(param, id)) {
+        api_reply_error(r, 404, "not_found", "no such permission request", NULL);
+        return;
+    }
     const char *action = final ? "permission.final" : "permission.preliminary";
     char object[64];
     snprintf(object, sizeof(object), "permission-request %s", id);
@@ -261,14 +268,8 @@ static void decide(request *r, const caller *who, const char *id, bool final)
         goto out;
     }
     const char *uid = who->uid;
-    const char *p1[2] = {id, uid};
-    PGresult *res = api_query(
-        r->a,
-        "SELECT q.state, q.requester_id = $2, d.head_user_id IS NOT DISTINCT FROM $2::bigint, "
-        "EXISTS (SELECT 1 FROM permission_group_members m WHERE m.user_id = $2), "
-        "q.head_id IS NOT DISTINCT FROM $2::bigint "
-        "FROM permission_requests q JOIN departments d ON d.id = q.department_id WHERE q.id = $1",
-        2, p1);
+    const char *p1[2] = {id, uid}; /* (the state query takes the first) */
+    PGresult *res = api_query(r->a, "SELECT state FROM permission_requests WHERE id = $1", 1, p1);
     if (api_db_unavailable(r, res))
         goto out;
     if (PQntuples(res) != 1) {
@@ -278,21 +279,7 @@ static void decide(request *r, const caller *who, const char *id, bool final)
     }
     char state[32];
     cu_strlcpy(state, PQgetvalue(res, 0, 0), sizeof(state));
-    bool own = *PQgetvalue(res, 0, 1) == 't';
-    bool head = *PQgetvalue(res, 0, 2) == 't', member = *PQgetvalue(res, 0, 3) == 't';
-    /* Two levels are two people: who decided first does not decide finally. */
-    bool decided_first = *PQgetvalue(res, 0, 4) == 't';
     PQclear(res);
-    if (own || (final ? !member || decided_first : !head)) {
-        api_audit(r, who->actor, action, object, "denied");
-        api_reply_error(r, 403, "forbidden",
-                        own             ? "nobody decides their own request"
-                        : decided_first ? "the final decision is not the preliminary decider's"
-                        : final         ? "only the permission group decides finally"
-                                        : "only the head of the request's department decides first",
-                        NULL);
-        goto out;
-    }
     const char *from = final ? "preliminary_approved" : "submitted";
     bool yes = json_is_true(approve);
     const char *to = !yes ? "rejected" : final ? "granted" : "preliminary_approved";
@@ -359,8 +346,9 @@ out:
 
 /* ----------------------------------------------------------------- grants */
 
-static void list_grants(request *r, const caller *who)
+void api_grants_list(request *r, const caller *who, const char *param)
 {
+    (void)param;
     const char *uid = who->uid;
     const char *p[2] = {uid, who->role};
     PGresult *res = api_query(
@@ -370,7 +358,8 @@ static void list_grants(request *r, const caller *who)
         "CASE WHEN g.revoked_at IS NOT NULL THEN 'revoked' WHEN now() < g.valid_from THEN "
         "'pending' WHEN now() >= g.valid_until THEN 'expired' ELSE 'active' END "
         "FROM grants g JOIN users u ON u.id = g.user_id JOIN departments d ON d.id = "
-        "g.department_id WHERE $2 = 'admin' OR g.user_id = $1 ORDER BY g.id DESC LIMIT 500",
+        "g.department_id WHERE $2 = 'admin' OR g.user_id = $1 ORDER BY g.created_at DESC, g.id "
+        "LIMIT 500",
         2, p);
     if (api_db_unavailable(r, res))
         return;
@@ -393,12 +382,14 @@ static void list_grants(request *r, const caller *who)
 static const char *const revoke_fields[] = {"reason"};
 
 /* An admin revokes a grant: the holder's notice is written first, in the same transaction. */
-static void revoke_grant(request *r, const caller *who, const char *id)
+void api_grant_revoke(request *r, const caller *who, const char *param)
 {
-    char object[64];
-    snprintf(object, sizeof(object), "grant %s", id);
-    if (!api_require(r, who, ACT_GRANT_REVOKE, "grant.revoke", object))
+    char id[24], object[64];
+    if (!api_parse_id(param, id)) { /* (api_decide() hid it already) */
+        api_reply_error(r, 404, "not_found", "no such grant", NULL);
         return;
+    }
+    snprintf(object, sizeof(object), "grant %s", id);
     json_t *body = api_read_object(r, revoke_fields, 1);
     if (!body)
         return;
@@ -450,14 +441,15 @@ out:
     json_decref(body);
 }
 
-static void list_notices(request *r, const caller *who)
+void api_notices_list(request *r, const caller *who, const char *param)
 {
+    (void)param;
     const char *uid = who->uid;
     const char *p[1] = {uid};
     PGresult *res =
         api_query(r->a,
                   "SELECT id, to_char(at AT TIME ZONE 'UTC', " TS_FORMAT "), kind, text, "
-                  "coalesce(grant_id, 0) FROM notices WHERE user_id = $1 ORDER BY id DESC "
+                  "coalesce(grant_id, 0) FROM notices WHERE user_id = $1 ORDER BY at DESC, id "
                   "LIMIT 200",
                   1, p);
     if (api_db_unavailable(r, res))
@@ -515,7 +507,7 @@ bool api_uuid_ok(const char *s)
     return true;
 }
 
-static void get_recording(request *r, const caller *who, const char *id)
+void api_recording_get(request *r, const caller *who, const char *id)
 {
     char object[64];
     snprintf(object, sizeof(object), "recording %s", id);
@@ -616,89 +608,14 @@ bool api_query_number(request *r, const char *name, long max, long *out)
     return true;
 }
 
-/* ---------------------------------------------------------------- routing */
+/* ---------------------------------------------------------------- handlers */
 
-/* "/prefix/{id}/suffix": the id into @p id (at most 63 bytes). */
-bool api_match_id(const char *path, const char *prefix, const char *suffix, char id[64])
+void api_request_decide_first(request *r, const caller *who, const char *id)
 {
-    size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(path);
-    if (n <= pl + sl || strncmp(path, prefix, pl) != 0 || strcmp(path + n - sl, suffix) != 0)
-        return false;
-    size_t len = n - pl - sl;
-    if (len >= 64 || memchr(path + pl, '/', len))
-        return false;
-    memcpy(id, path + pl, len);
-    id[len] = '\0';
-    return true;
+    decide(r, who, id, false);
 }
 
-static void method_not_allowed(request *r, const char *allowed)
+void api_request_decide_final(request *r, const caller *who, const char *id)
 {
-    api_reply_error(r, 405, "method_not_allowed", allowed, NULL);
-}
-
-bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m)
-{
-    caller who;
-    char id[64], num[24];
-    if (strcmp(path, "/api/v1/permission-requests") == 0) {
-        if (m != EVHTTP_REQ_POST && m != EVHTTP_REQ_GET)
-            method_not_allowed(r, "POST or GET");
-        else if (api_authenticate(r, &who))
-            m == EVHTTP_REQ_POST ? create_request(r, &who) : list_requests(r, &who);
-        return true;
-    }
-    bool pre = api_match_id(path, "/api/v1/permission-requests/", "/preliminary", id);
-    if (pre || api_match_id(path, "/api/v1/permission-requests/", "/final", id)) {
-        if (m != EVHTTP_REQ_POST)
-            method_not_allowed(r, "POST");
-        else if (!api_parse_id(id, num))
-            api_reply_error(r, 404, "not_found", "no such permission request", NULL);
-        else if (api_authenticate(r, &who))
-            decide(r, &who, num, !pre);
-        return true;
-    }
-    if (strcmp(path, "/api/v1/grants") == 0) {
-        if (m != EVHTTP_REQ_GET)
-            method_not_allowed(r, "GET");
-        else if (api_authenticate(r, &who))
-            list_grants(r, &who);
-        return true;
-    }
-    if (api_match_id(path, "/api/v1/grants/", "/revoke", id)) {
-        if (m != EVHTTP_REQ_POST)
-            method_not_allowed(r, "POST");
-        else if (!api_parse_id(id, num))
-            api_reply_error(r, 404, "not_found", "no such grant", NULL);
-        else if (api_authenticate(r, &who))
-            revoke_grant(r, &who, num);
-        return true;
-    }
-    if (strcmp(path, "/api/v1/notices") == 0) {
-        if (m != EVHTTP_REQ_GET)
-            method_not_allowed(r, "GET");
-        else if (api_authenticate(r, &who))
-            list_notices(r, &who);
-        return true;
-    }
-    if (strcmp(path, "/api/v1/recordings") == 0) {
-        /* GET is answered on the I/O thread (api_read.c); nothing else is allowed. */
-        method_not_allowed(r, "GET");
-        return true;
-    }
-    if (api_match_id(path, "/api/v1/recordings/", "/form", id)) {
-        if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_PUT)
-            method_not_allowed(r, "GET or PUT");
-        else if (api_authenticate(r, &who))
-            api_form(r, &who, id, m == EVHTTP_REQ_PUT);
-        return true;
-    }
-    if (api_match_id(path, "/api/v1/recordings/", "", id) && id[0]) {
-        if (m != EVHTTP_REQ_GET)
-            method_not_allowed(r, "GET");
-        else if (api_authenticate(r, &who))
-            get_recording(r, &who, id);
-        return true;
-    }
-    return false;
+    decide(r, who, id, true);
 }

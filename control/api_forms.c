@@ -39,24 +39,6 @@ static bool party_ok(const char *s, size_t n)
 static void put_form(request *r, const caller *who, const char *id, const char *uid,
                      const char *object)
 {
-    const char *p1[2] = {uid, id};
-    PGresult *res = api_query(r->a,
-                              "SELECT may_read_recording($1, $2::uuid, now()), "
-                              "may_edit_form($1, $2::uuid)",
-                              2, p1);
-    if (api_db_unavailable(r, res))
-        return;
-    bool readable = *PQgetvalue(res, 0, 0) == 't', editable = *PQgetvalue(res, 0, 1) == 't';
-    PQclear(res);
-    if (!readable || !editable) {
-        api_audit(r, who->actor, "form.edit", object, "denied");
-        if (readable)
-            api_reply_error(r, 403, "forbidden", "only the recording's officer or an admin edits",
-                            NULL);
-        else
-            api_reply_error(r, 404, "not_found", "no such recording", NULL);
-        return;
-    }
     json_t *body = api_read_object(r, form_fields, 5);
     if (!body)
         return;
@@ -96,13 +78,14 @@ static void put_form(request *r, const caller *who, const char *id, const char *
     const char *p2[7] = {id, cn, loc, at_ms, parties.data, summary, uid};
     if (!api_change_begin(r))
         goto out;
-    res = api_query(r->a,
-                    "INSERT INTO record_forms (recording_id, version, case_number, location, "
-                    "occurred_at, parties, summary, edited_by) SELECT $1::uuid, coalesce(max("
-                    "version), 0) + 1, $2, $3, 'epoch'::timestamptz + $4::bigint * interval "
-                    "'1 ms', $5::text[], $6, $7 FROM record_forms WHERE recording_id = $1::uuid "
-                    "RETURNING version",
-                    7, p2);
+    PGresult *res =
+        api_query(r->a,
+                  "INSERT INTO record_forms (recording_id, version, case_number, location, "
+                  "occurred_at, parties, summary, edited_by) SELECT $1::uuid, coalesce(max("
+                  "version), 0) + 1, $2, $3, 'epoch'::timestamptz + $4::bigint * interval "
+                  "'1 ms', $5::text[], $6, $7 FROM record_forms WHERE recording_id = $1::uuid "
+                  "RETURNING version",
+                  7, p2);
     if (!res)
         api_change_abort(r);
     if (api_db_unavailable(r, res))
@@ -161,17 +144,17 @@ static void get_form(request *r, const caller *who, const char *id, const char *
     api_reply_json(r, 200, j);
 }
 
-void api_form(request *r, const caller *who, const char *id, bool put)
+/* Who may read or edit was api_decide()'s (may_read_recording, may_edit_form). */
+void api_form_get(request *r, const caller *who, const char *id)
 {
-    const char *uid = who->uid;
     char object[64];
     snprintf(object, sizeof(object), "form of recording %s", id);
-    if (!api_uuid_ok(id)) {
-        api_reply_error(r, 404, "not_found", "no such recording", NULL);
-        return;
-    }
-    if (put)
-        put_form(r, who, id, uid, object);
-    else
-        get_form(r, who, id, uid, object);
+    get_form(r, who, id, who->uid, object);
+}
+
+void api_form_put(request *r, const caller *who, const char *id)
+{
+    char object[64];
+    snprintf(object, sizeof(object), "form of recording %s", id);
+    put_form(r, who, id, who->uid, object);
 }

@@ -75,17 +75,104 @@ typedef struct {
 /* A timestamptz as RFC 3339 UTC with milliseconds: to_char(x AT TIME ZONE 'UTC', TS_FORMAT). */
 #define TS_FORMAT "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
 
-/* What a caller asks to do: api_allowed() decides, the one place that does. */
+/* What a caller asks to do: api_decide() decides, the one place that does. */
 typedef enum {
-    ACT_SESSION_SELF,     /* their own session */
-    ACT_USER_UNLOCK,      /* admin */
-    ACT_USER_DISABLE,     /* admin */
-    ACT_ALERT_LIST,       /* admin */
-    ACT_REQUEST_CREATE,   /* anyone, for themselves */
-    ACT_GRANT_REVOKE,     /* admin */
-    ACT_SHARE_APPROVE,    /* admin (or, by membership, the permission group) */
-    ACT_SHARE_REVOKE_ANY, /* admin (a requester revokes their own) */
+    ACT_LOGIN,                /* anyone (anonymous) */
+    ACT_SHARED_LINK,          /* anyone with the link (anonymous) */
+    ACT_SESSION_SELF,         /* their own session */
+    ACT_SESSION_END,          /* one of their own sessions */
+    ACT_PASSWORD_CHANGE,      /* their own */
+    ACT_USER_UNLOCK,          /* admin */
+    ACT_USER_DISABLE,         /* admin (disable and enable) */
+    ACT_ALERT_LIST,           /* admin */
+    ACT_REQUEST_CREATE,       /* anyone, for themselves */
+    ACT_REQUEST_LIST,         /* anyone: their own, their department's as head, all as group */
+    ACT_REQUEST_DECIDE_FIRST, /* the head of its department, not its requester */
+    ACT_REQUEST_DECIDE_FINAL, /* the permission group, not its requester or first decider */
+    ACT_GRANT_LIST,           /* anyone: their own; admin: all */
+    ACT_GRANT_REVOKE,         /* admin */
+    ACT_NOTICE_LIST,          /* their own */
+    ACT_RECORDING_LIST,       /* anyone: what may_read_recording() lets them */
+    ACT_RECORDING_READ,       /* may_read_recording() */
+    ACT_FORM_READ,            /* may_read_recording() */
+    ACT_FORM_EDIT,            /* readable and may_edit_form() */
+    ACT_SHARE_CREATE,         /* anyone, of recordings they may read */
+    ACT_SHARE_LIST,           /* their own; group and admin: all */
+    ACT_SHARE_APPROVE,        /* admin or the permission group, not its requester */
+    ACT_SHARE_REVOKE,         /* its requester or an admin */
 } api_action;
+
+/* What a route's path parameter names. */
+typedef enum {
+    OBJ_NONE,
+    OBJ_USER,
+    OBJ_SESSION,
+    OBJ_REQUEST,
+    OBJ_GRANT,
+    OBJ_SHARE,
+    OBJ_RECORDING,
+} api_object_kind;
+
+/* What an object is to the caller, as the database says now (api_object_load). */
+typedef struct {
+    api_object_kind kind;
+    bool exists;
+    bool own;           /* theirs: their request, grant, share or session */
+    bool head;          /* they head the request's department */
+    bool member;        /* they are in the permission group */
+    bool decided_first; /* they decided the request's first level */
+    bool readable;      /* a recording: may_read_recording() (grants, rule 4's scope) */
+    bool editable;      /* a recording's form: may_edit_form() */
+} api_object;
+
+typedef enum { API_ALLOW, API_FORBID, API_HIDE } api_verdict;
+
+/**
+ * The one authorization function: may @p who do @p action on @p o? API_FORBID
+ * comes with *@p why; API_HIDE means "as if it did not exist" (404).
+ */
+api_verdict api_decide(const caller *who, api_action action, const api_object *o, const char **why);
+
+/** What object @p id of @p kind is to @p who (nothing for OBJ_NONE/OBJ_USER); false after a 503. */
+bool api_object_load(request *r, const caller *who, api_object_kind kind, const char *id,
+                     api_object *o);
+
+/**
+ * Load, decide, and when refused audit @p audit_action on @p object as
+ * denied and answer 403 or 404. True when allowed.
+ */
+bool api_authorize(request *r, const caller *who, api_action action, api_object_kind kind,
+                   const char *id, const char *audit_action, const char *object);
+
+/* ----------------------------------------------------- the route table */
+
+#define API_PARAM_MAX 63 /* bytes of a path parameter */
+
+/* A handler: @p who is NULL on an anonymous route; @p param the path's {...} ("" when none). */
+typedef void (*api_handler)(request *r, const caller *who, const char *param);
+
+typedef struct {
+    enum evhttp_cmd_type method;
+    const char *method_name;
+    const char *pattern; /* at most one "{...}" segment */
+    api_action action;
+    api_object_kind object;    /* what the parameter names, decided on */
+    const char *audit;         /* the action a denial is audited as */
+    const char *object_prefix; /* the audited object: prefix ‖ parameter */
+    api_handler fn;            /* NULL: answered on the I/O thread (api_read.c) */
+    bool anonymous;            /* no session needed */
+} api_route;
+
+/** Every route (api_routes.c). */
+const api_route *api_routes(size_t *n);
+
+/** The route for @p method on @p path (its parameter into @p param), or NULL; then
+ * @p allowed lists the methods the path has ("" when none: 404). */
+const api_route *api_route_find(enum evhttp_cmd_type method, const char *path,
+                                char param[API_PARAM_MAX + 1], char allowed[64]);
+
+/** Route @p r: authenticate, authorize, run its handler (a handler thread). */
+void api_dispatch(request *r);
 
 #define API_TOKEN_CHARS 43 /* base64url of 32 random bytes */
 
@@ -94,9 +181,6 @@ bool api_new_token(char token[48], char hash_hex[67]);
 
 /** The SHA-256 of @p token as a bytea literal. */
 void api_token_hash_hex(const char *token, char hash_hex[67]);
-
-/** "/prefix/{id}/suffix": @p id (at most 63 bytes, no '/') out of @p path. */
-bool api_match_id(const char *path, const char *prefix, const char *suffix, char id[64]);
 
 /** Query parameter @p name as a number in 1..@p max into *@p out (left alone when absent);
  * false after a 400 naming it. */
@@ -178,14 +262,6 @@ bool api_bearer_hash(request *r, char hash_hex[67]);
 /** The caller from the bearer token; false after a 401 (or 503). */
 bool api_authenticate(request *r, caller *who);
 
-/** Whether @p who may do @p action (role- and membership-level; data rows go
- * through may_read_recording() in SQL). */
-bool api_allowed(const caller *who, api_action action);
-
-/** api_allowed(), or a 403 and a "denied" audit entry. */
-bool api_require(request *r, const caller *who, api_action action, const char *name,
-                 const char *object);
-
 /*
  * api_read.c: the read path, GET /api/v1/recordings answered on the I/O
  * thread over a pipelined connection (docs/control.md, "Read path"). Every
@@ -204,9 +280,15 @@ void api_reads_list(api_reads *rd, request *r);
 /** Send @p r's reply and free it (I/O thread only). */
 void api_send_reply(request *r);
 
-/* api_access.c: permission workflow, grants, notices, recordings. Each
- * returns false when @p path is not one of its resources. */
-bool api_access_route(request *r, const char *path, enum evhttp_cmd_type m);
+/* api_access.c: permission workflow, grants, notices, recordings (handlers). */
+void api_request_create(request *r, const caller *who, const char *param);
+void api_requests_list(request *r, const caller *who, const char *param);
+void api_request_decide_first(request *r, const caller *who, const char *id);
+void api_request_decide_final(request *r, const caller *who, const char *id);
+void api_grants_list(request *r, const caller *who, const char *param);
+void api_grant_revoke(request *r, const caller *who, const char *id);
+void api_notices_list(request *r, const caller *who, const char *param);
+void api_recording_get(request *r, const caller *who, const char *id);
 
 /** An RFC 3339 time as milliseconds since the epoch (text); false if malformed or unreal. */
 bool api_parse_time(const char *s, char out[24]);
@@ -217,22 +299,28 @@ bool api_uuid_ok(const char *s);
 /** True (after a 503) when @p res is NULL: the database failed. */
 bool api_db_unavailable(request *r, PGresult *res);
 
-/* api_shares.c: external sharing; false when @p path is not one of its resources. */
-bool api_shares_route(request *r, const char *path, enum evhttp_cmd_type m);
+/* api_shares.c: external sharing (handlers). */
+void api_share_create(request *r, const caller *who, const char *param);
+void api_shares_list(request *r, const caller *who, const char *param);
+void api_share_decide(request *r, const caller *who, const char *id);
+void api_share_revoke(request *r, const caller *who, const char *id);
+void api_share_use(request *r, const caller *who, const char *token); /* who: NULL */
 
-/* api_session.c: accounts and sessions (docs/control.md, "Logins"). */
-void api_login(request *r);
-void api_whoami(request *r, const caller *who);
-void api_logout(request *r, const caller *who);
-void api_sessions_list(request *r, const caller *who);
+/* api_session.c: accounts and sessions (docs/control.md, "Logins"), handlers. */
+void api_login(request *r, const caller *who, const char *param); /* who: NULL */
+void api_whoami(request *r, const caller *who, const char *param);
+void api_logout(request *r, const caller *who, const char *param);
+void api_sessions_list(request *r, const caller *who, const char *param);
 void api_session_end(request *r, const caller *who, const char *id);
-void api_password_change(request *r, const caller *who);
+void api_password_change(request *r, const caller *who, const char *param);
 void api_user_unlock(request *r, const caller *who, const char *username);
-void api_user_disable(request *r, const caller *who, const char *username, bool disable);
-void api_alerts_list(request *r, const caller *who);
+void api_user_disable(request *r, const caller *who, const char *username);
+void api_user_enable(request *r, const caller *who, const char *username);
+void api_alerts_list(request *r, const caller *who, const char *param);
 
 /* api_forms.c: GET (latest, or ?version=N) or PUT (a new version) of
- * recording @p id's enforcement record form. */
-void api_form(request *r, const caller *who, const char *id, bool put);
+ * recording @p id's enforcement record form (handlers). */
+void api_form_get(request *r, const caller *who, const char *id);
+void api_form_put(request *r, const caller *who, const char *id);
 
 #endif /* CUSTOS_API_INTERNAL_H */

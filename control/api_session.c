@@ -273,8 +273,9 @@ fail:
 
 static const char *const login_fields[] = {"username", "password", "totp"};
 
-void api_login(request *r)
+void api_login(request *r, const caller *who, const char *param)
 {
+    (void)who, (void)param;
     api_worker *a = r->a;
     if (throttled(a->logins, r->source)) {
         reply_throttled(r);
@@ -427,8 +428,9 @@ void api_login(request *r)
 
 /* ---------------------------------------------------------- sessions */
 
-void api_whoami(request *r, const caller *who)
+void api_whoami(request *r, const caller *who, const char *param)
 {
+    (void)param;
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[1] = {sid};
@@ -454,8 +456,9 @@ void api_whoami(request *r, const caller *who)
     api_reply_json(r, 200, j);
 }
 
-void api_logout(request *r, const caller *who)
+void api_logout(request *r, const caller *who, const char *param)
 {
+    (void)param;
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[1] = {sid};
@@ -471,8 +474,9 @@ void api_logout(request *r, const caller *who)
 }
 
 /* The caller's sessions still in force, newest first; "current" marks this one. */
-void api_sessions_list(request *r, const caller *who)
+void api_sessions_list(request *r, const caller *who, const char *param)
 {
+    (void)param;
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)who->session_id);
     const char *p[2] = {who->uid, sid};
@@ -541,8 +545,9 @@ static const char *const password_fields[] = {"current_password", "new_password"
  * A user's new password: the current one again first (a stolen session
  * cannot take the account), then every other session of theirs ends.
  */
-void api_password_change(request *r, const caller *who)
+void api_password_change(request *r, const caller *who, const char *param)
 {
+    (void)param;
     api_worker *a = r->a;
     if (throttled(a->logins, r->source)) {
         reply_throttled(r);
@@ -665,47 +670,42 @@ static void user_change(request *r, const caller *who, const char *username, con
 
 void api_user_unlock(request *r, const caller *who, const char *username)
 {
-    if (!api_require(r, who, ACT_USER_UNLOCK, "user.unlock", username))
-        return;
     user_change(r, who, username,
                 "UPDATE users SET locked_at = NULL, new_sources_locked_at = NULL, "
                 "unlocked_at = now() WHERE username = $1 RETURNING id",
                 NULL, "user.unlock", json_pack("{s:s, s:b}", "username", username, "locked", 0));
 }
 
-/* Disable (its sessions end at once) or enable an account. */
-void api_user_disable(request *r, const caller *who, const char *username, bool disable)
+/* Disable an account: its sessions end at once. */
+void api_user_disable(request *r, const caller *who, const char *username)
 {
-    const char *action = disable ? "user.disable" : "user.enable";
-    if (!api_require(r, who, ACT_USER_DISABLE, action, username))
-        return;
-    if (disable && strcmp(username, who->username) == 0) {
-        api_audit(r, who->actor, action, username, "denied");
+    if (strcmp(username, who->username) == 0) {
+        api_audit(r, who->actor, "user.disable", username, "denied");
         api_reply_error(r, 409, "conflict", "an admin does not disable their own account", NULL);
         return;
     }
-    if (disable)
-        user_change(r, who, username,
-                    "UPDATE users SET disabled_at = coalesce(disabled_at, now()) "
-                    "WHERE username = $1 RETURNING id",
-                    "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 "
-                    "AND revoked_at IS NULL",
-                    action, json_pack("{s:s, s:b}", "username", username, "disabled", 1));
-    else
-        user_change(r, who, username,
-                    "UPDATE users SET disabled_at = NULL WHERE username = $1 RETURNING id", NULL,
-                    action, json_pack("{s:s, s:b}", "username", username, "disabled", 0));
+    user_change(r, who, username,
+                "UPDATE users SET disabled_at = coalesce(disabled_at, now()) "
+                "WHERE username = $1 RETURNING id",
+                "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+                "user.disable", json_pack("{s:s, s:b}", "username", username, "disabled", 1));
+}
+
+void api_user_enable(request *r, const caller *who, const char *username)
+{
+    user_change(r, who, username,
+                "UPDATE users SET disabled_at = NULL WHERE username = $1 RETURNING id", NULL,
+                "user.enable", json_pack("{s:s, s:b}", "username", username, "disabled", 0));
 }
 
 /* ------------------------------------------------------------- alerts */
 
-void api_alerts_list(request *r, const caller *who)
+void api_alerts_list(request *r, const caller *who, const char *param)
 {
-    if (!api_require(r, who, ACT_ALERT_LIST, "alert.list", ""))
-        return;
+    (void)param;
     PGresult *res = api_query(r->a,
                               "SELECT id, to_char(at AT TIME ZONE 'UTC', " TS_FORMAT "), kind, "
-                              "username, source, detail FROM security_alerts ORDER BY id DESC "
+                              "username, source, detail FROM security_alerts ORDER BY at DESC, id "
                               "LIMIT 200",
                               0, NULL);
     if (api_db_unavailable(r, res))

@@ -31,8 +31,9 @@ static bool recording_id_ok(const char *s, size_t n)
     return api_uuid_ok(s);
 }
 
-static void create_share(request *r, const caller *who)
+void api_share_create(request *r, const caller *who, const char *param)
 {
+    (void)param;
     json_t *body = api_read_object(r, share_fields, 4);
     if (!body)
         return;
@@ -114,8 +115,9 @@ out:
     json_decref(body);
 }
 
-static void list_shares(request *r, const caller *who)
+void api_shares_list(request *r, const caller *who, const char *param)
 {
+    (void)param;
     const char *uid = who->uid;
     const char *p[2] = {uid, who->role};
     PGresult *res = api_query(
@@ -125,7 +127,7 @@ static void list_shares(request *r, const caller *who)
         "'expired' ELSE s.state END, (SELECT count(*) FROM share_recordings x WHERE x.share_id = "
         "s.id) FROM shares s JOIN users u ON u.id = s.requester_id WHERE $2 = 'admin' OR "
         "s.requester_id = $1 OR EXISTS (SELECT 1 FROM permission_group_members m WHERE "
-        "m.user_id = $1) ORDER BY s.id DESC LIMIT 500",
+        "m.user_id = $1) ORDER BY s.created_at DESC, s.id LIMIT 500",
         2, p);
     if (api_db_unavailable(r, res))
         return;
@@ -148,10 +150,16 @@ static void list_shares(request *r, const caller *who)
 
 static const char *const decide_fields[] = {"approve", "note"};
 
-static void decide_share(request *r, const caller *who, const char *id)
+/* Who may approve was api_decide()'s; what is left is the share's state and
+ * whether its requester may still read what it holds. */
+void api_share_decide(request *r, const caller *who, const char *param)
 {
     const char *uid = who->uid;
-    char object[48];
+    char id[24], object[48];
+    if (!api_parse_id(param, id)) {
+        api_reply_error(r, 404, "not_found", "no such share", NULL);
+        return;
+    }
     snprintf(object, sizeof(object), "share %s", id);
     json_t *body = api_read_object(r, decide_fields, 2);
     if (!body)
@@ -167,29 +175,7 @@ static void decide_share(request *r, const caller *who, const char *id)
         goto out;
     }
     const char *p1[2] = {id, uid};
-    PGresult *res = api_query(r->a,
-                              "SELECT s.state, s.requester_id = $2, EXISTS (SELECT 1 FROM "
-                              "permission_group_members m WHERE m.user_id = $2) FROM shares s "
-                              "WHERE s.id = $1",
-                              2, p1);
-    if (api_db_unavailable(r, res))
-        goto out;
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        api_reply_error(r, 404, "not_found", "no such share", NULL);
-        goto out;
-    }
-    bool own = *PQgetvalue(res, 0, 1) == 't', member = *PQgetvalue(res, 0, 2) == 't';
-    PQclear(res);
-    bool approver = member || api_allowed(who, ACT_SHARE_APPROVE);
-    if (own || !approver) {
-        api_audit(r, who->actor, "share.decide", object, "denied");
-        api_reply_error(r, 403, "forbidden",
-                        own ? "nobody approves their own share"
-                            : "only an admin or the permission group approves shares",
-                        NULL);
-        goto out;
-    }
+    PGresult *res;
     bool yes = json_is_true(approve);
     if (yes) {
         /* What goes out is what the requester may read now, not when they asked. */
@@ -257,19 +243,23 @@ out:
     json_decref(body);
 }
 
-static void revoke_share(request *r, const caller *who, const char *id)
+/* Its requester or an admin (api_decide()); a share no longer live is 409. */
+void api_share_revoke(request *r, const caller *who, const char *param)
 {
-    const char *uid = who->uid;
-    char object[48];
+    char id[24], object[48];
+    if (!api_parse_id(param, id)) {
+        api_reply_error(r, 404, "not_found", "no such share", NULL);
+        return;
+    }
     snprintf(object, sizeof(object), "share %s", id);
-    const char *p[3] = {id, uid, api_allowed(who, ACT_SHARE_REVOKE_ANY) ? "t" : "f"};
+    const char *p[2] = {id, who->uid};
     if (!api_change_begin(r))
         return;
     PGresult *res = api_query(r->a,
                               "UPDATE shares SET state = 'revoked', revoked_at = now(), "
                               "revoked_by = $2 WHERE id = $1 AND state IN ('requested', "
-                              "'approved') AND (requester_id = $2 OR $3::bool) RETURNING id",
-                              3, p);
+                              "'approved') RETURNING id",
+                              2, p);
     if (!res || PQntuples(res) != 1)
         api_change_abort(r);
     if (api_db_unavailable(r, res))
@@ -281,21 +271,12 @@ static void revoke_share(request *r, const caller *who, const char *id)
             api_reply_json(r, 200, json_pack("{s:s, s:s}", "id", id, "state", "revoked"));
         return;
     }
-    const char *p1[1] = {id};
-    res = api_query(r->a, "SELECT state, requester_id FROM shares WHERE id = $1", 1, p1);
+    res = api_query(r->a, "SELECT state FROM shares WHERE id = $1", 1, p);
     if (api_db_unavailable(r, res))
         return;
     if (PQntuples(res) != 1) {
         PQclear(res);
         api_reply_error(r, 404, "not_found", "no such share", NULL);
-        return;
-    }
-    bool mine = strcmp(PQgetvalue(res, 0, 1), uid) == 0;
-    if (!mine && !api_allowed(who, ACT_SHARE_REVOKE_ANY)) {
-        PQclear(res);
-        api_audit(r, who->actor, "share.revoke", object, "denied");
-        api_reply_error(r, 403, "forbidden", "only the requester or an admin revokes a share",
-                        NULL);
         return;
     }
     json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
@@ -305,8 +286,13 @@ static void revoke_share(request *r, const caller *who, const char *id)
 }
 
 /* The recipient's side: no account, only the link's token. */
-static void use_share(request *r, const char *token)
+void api_share_use(request *r, const caller *who, const char *token)
 {
+    (void)who;
+    if (strlen(token) != API_TOKEN_CHARS) {
+        api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked", NULL);
+        return;
+    }
     char thex[67];
     api_token_hash_hex(token, thex);
     const char *p[1] = {thex};
@@ -350,40 +336,4 @@ static void use_share(request *r, const char *token)
         return;
     }
     api_reply_json(r, 200, j);
-}
-
-bool api_shares_route(request *r, const char *path, enum evhttp_cmd_type m)
-{
-    caller who;
-    char id[64], num[24];
-    static const char shared[] = "/api/v1/shared/";
-    if (strncmp(path, shared, sizeof(shared) - 1) == 0) {
-        const char *token = path + sizeof(shared) - 1;
-        if (m != EVHTTP_REQ_GET)
-            api_reply_error(r, 405, "method_not_allowed", "GET", NULL);
-        else if (strlen(token) != API_TOKEN_CHARS)
-            api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked",
-                            NULL);
-        else
-            use_share(r, token);
-        return true;
-    }
-    if (strcmp(path, "/api/v1/shares") == 0) {
-        if (m != EVHTTP_REQ_POST && m != EVHTTP_REQ_GET)
-            api_reply_error(r, 405, "method_not_allowed", "POST or GET", NULL);
-        else if (api_authenticate(r, &who))
-            m == EVHTTP_REQ_POST ? create_share(r, &who) : list_shares(r, &who);
-        return true;
-    }
-    bool decide = api_match_id(path, "/api/v1/shares/", "/decide", id);
-    if (decide || api_match_id(path, "/api/v1/shares/", "/revoke", id)) {
-        if (m != EVHTTP_REQ_POST)
-            api_reply_error(r, 405, "method_not_allowed", "POST", NULL);
-        else if (!api_parse_id(id, num))
-            api_reply_error(r, 404, "not_found", "no such share", NULL);
-        else if (api_authenticate(r, &who))
-            decide ? decide_share(r, &who, num) : revoke_share(r, &who, num);
-        return true;
-    }
-    return false;
 }

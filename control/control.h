@@ -237,6 +237,9 @@ typedef struct ctl_api ctl_api;
  * NULL) and serve /api/v1/ against the database at @p dsn. @p keys (borrowed,
  * must outlive the API) unwraps TOTP secrets.
  */
+/** Every route of the API, one "METHOD PATH anonymous|session" line each (api_routes.c). */
+void ctl_api_print_routes(FILE *out);
+
 CU_WUR cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
                            keys_ring *keys, ctl_api **out, cu_err *err);
 

@@ -1,4 +1,5 @@
 /* ingestd: command line → configuration → ingest_daemon_run(). */
+#include "control/control.h"
 #include "ingestd.h"
 
 #include <getopt.h>
@@ -10,7 +11,7 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: ingestd [--config FILE] [--data-dir DIR] [--set KEY=VALUE]...\n"
-                 "               [--check-config | --print-config]\n"
+                 "               [--check-config | --print-config | --print-routes]\n"
                  "\n"
                  "Custos ingest daemon. Settings are applied in order: defaults, FILE,\n"
                  "--data-dir, then each --set. --print-config lists every setting.\n"
@@ -20,19 +21,21 @@ static void usage(FILE *out)
                  "  -s, --set KEY=VALUE   override one setting (repeatable)\n"
                  "      --check-config    validate the settings and exit\n"
                  "      --print-config    print the effective settings and exit\n"
+                 "      --print-routes    print the API's routes (method, path, session) and exit\n"
                  "  -h, --help            this text\n"
                  "  -V, --version         print the version\n");
 }
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CHECK = 256, OPT_PRINT };
+    enum { OPT_CHECK = 256, OPT_PRINT, OPT_ROUTES };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"data-dir", required_argument, NULL, 'd'},
         {"set", required_argument, NULL, 's'},
         {"check-config", no_argument, NULL, OPT_CHECK},
         {"print-config", no_argument, NULL, OPT_PRINT},
+        {"print-routes", no_argument, NULL, OPT_ROUTES},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -60,6 +63,7 @@ int main(int argc, char **argv)
             break;
         case OPT_CHECK: check = true; break;
         case OPT_PRINT: print = true; break;
+        case OPT_ROUTES: ctl_api_print_routes(stdout); return 0;
         case 'h': usage(stdout); return 0;
         case 'V': printf("ingestd (Custos) %s\n", CUSTOS_VERSION); return 0;
         default:

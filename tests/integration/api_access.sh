@@ -98,7 +98,7 @@ api POST "/api/v1/permission-requests/$req/final" "$tok_gina" '{"approve":true}'
 expect 409 conflict
 [ "$(field state)" = submitted ] || fail "409 without the state: $(cat "$base/body")"
 api POST "/api/v1/permission-requests/$req/preliminary" "$tok_sue" '{"approve":true}'
-expect 403 forbidden # not North's head
+expect 404 not_found # not North's head: not hers to see
 api POST "/api/v1/permission-requests/$req/preliminary" "$tok_rita" '{"approve":true}'
 expect 403 forbidden # not on your own request
 api POST "/api/v1/permission-requests/$req/preliminary" "$tok_hank" '{"approve":"yes"}'
@@ -214,7 +214,7 @@ share=$(grep -o '"id":[0-9]*' "$base/body" | cut -d: -f2)
 api POST "/api/v1/shares/$share/decide" "$tok_rita" '{"approve":true}'
 expect 403 forbidden # not your own
 api POST "/api/v1/shares/$share/decide" "$tok_hank" '{"approve":true}'
-expect 403 forbidden # neither admin nor permission group
+expect 404 not_found # neither admin nor permission group: not his to see
 api POST "/api/v1/shares/$share/decide" "$tok_gina" '{"approve":true}'
 expect 200
 link=$(field link)
@@ -229,7 +229,7 @@ expect 200
 api GET "/api/v1/shared/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 expect 404 not_found
 api POST "/api/v1/shares/$share/revoke" "$tok_olive" ''
-expect 403 forbidden
+expect 404 not_found # another's share
 api POST "/api/v1/shares/$share/revoke" "$tok_rita" ''
 expect 200
 api GET "$link"

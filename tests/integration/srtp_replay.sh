@@ -87,6 +87,10 @@ kill -TERM "$pid"
 it_wait_exit "$pid" 30
 [ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS"
 start_ingestd "$base/ingestd.2.log"
+as_custos() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=custos dbname=custos" "$@"; }
+marks=$(as_custos -c "SELECT d.serial || ' ' || m.clean || ' ' || m.rtp_index || ' ' || m.rtp_step
+    FROM srtp_replay_marks m JOIN devices d ON d.id = m.device_id ORDER BY 1")
+[ "$(grep -c ' true ' <<<"$marks")" = 2 ] || fail "the marks saved at the clean stop: $marks"
 replay_refused "$base/clean.cap" "after a clean restart"
 sleep 1.5 # (an idle timeout: a recording would have been closed by now)
 [ "$(recordings_of R-CM)" = 1 ] && [ "$(recordings_of R-GCM)" = 1 ] ||
