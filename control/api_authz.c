@@ -21,7 +21,7 @@ static const char *const not_found[] = {
     [OBJ_NONE] = "no such resource",       [OBJ_USER] = "no such user",
     [OBJ_SESSION] = "no such session",     [OBJ_REQUEST] = "no such permission request",
     [OBJ_GRANT] = "no such grant",         [OBJ_SHARE] = "no such share",
-    [OBJ_RECORDING] = "no such recording",
+    [OBJ_RECORDING] = "no such recording", [OBJ_ALERT] = "no such alert",
 };
 
 api_verdict api_decide(const caller *who, api_action action, const api_object *o, const char **why)
@@ -46,6 +46,7 @@ api_verdict api_decide(const caller *who, api_action action, const api_object *o
     case ACT_USER_UNLOCK:
     case ACT_USER_DISABLE:
     case ACT_ALERT_LIST: return admin ? API_ALLOW : API_FORBID;
+    case ACT_ALERT_MANAGE:
     case ACT_GRANT_REVOKE:
         if (!admin)
             return API_FORBID;
@@ -139,6 +140,13 @@ bool api_object_load(request *r, const caller *who, api_object_kind kind, const 
         id = num;
         sql = "SELECT requester_id = $2, false, EXISTS (SELECT 1 FROM permission_group_members m "
               "WHERE m.user_id = $2), false, false, false FROM shares WHERE id = $1";
+        break;
+    case OBJ_ALERT:
+        if (!api_parse_id(id, num))
+            return true;
+        id = num;
+        sql = "SELECT false, false, false, false, false, false FROM security_alerts WHERE id = $1 "
+              "AND $2::bigint IS NOT NULL";
         break;
     case OBJ_RECORDING:
         if (!api_uuid_ok(id))

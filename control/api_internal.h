@@ -85,6 +85,7 @@ typedef enum {
     ACT_USER_UNLOCK,          /* admin */
     ACT_USER_DISABLE,         /* admin (disable and enable) */
     ACT_ALERT_LIST,           /* admin */
+    ACT_ALERT_MANAGE,         /* admin: acknowledge, close */
     ACT_REQUEST_CREATE,       /* anyone, for themselves */
     ACT_REQUEST_LIST,         /* anyone: their own, their department's as head, all as group */
     ACT_REQUEST_DECIDE_FIRST, /* the head of its department, not its requester */
@@ -111,6 +112,7 @@ typedef enum {
     OBJ_GRANT,
     OBJ_SHARE,
     OBJ_RECORDING,
+    OBJ_ALERT,
 } api_object_kind;
 
 /* What an object is to the caller, as the database says now (api_object_load). */
@@ -316,7 +318,11 @@ void api_password_change(request *r, const caller *who, const char *param);
 void api_user_unlock(request *r, const caller *who, const char *username);
 void api_user_disable(request *r, const caller *who, const char *username);
 void api_user_enable(request *r, const caller *who, const char *username);
+
+/* api_alerts.c: security alerts and their states (docs/alerts.md), handlers. */
 void api_alerts_list(request *r, const caller *who, const char *param);
+void api_alert_acknowledge(request *r, const caller *who, const char *id);
+void api_alert_close(request *r, const caller *who, const char *id);
 
 /* api_forms.c: GET (latest, or ?version=N) or PUT (a new version) of
  * recording @p id's enforcement record form (handlers). */

@@ -697,31 +697,3 @@ void api_user_enable(request *r, const caller *who, const char *username)
                 "UPDATE users SET disabled_at = NULL WHERE username = $1 RETURNING id", NULL,
                 "user.enable", json_pack("{s:s, s:b}", "username", username, "disabled", 0));
 }
-
-/* ------------------------------------------------------------- alerts */
-
-void api_alerts_list(request *r, const caller *who, const char *param)
-{
-    (void)param;
-    PGresult *res = api_query(r->a,
-                              "SELECT id, to_char(at AT TIME ZONE 'UTC', " TS_FORMAT "), kind, "
-                              "username, source, detail FROM security_alerts ORDER BY at DESC, id "
-                              "LIMIT 200",
-                              0, NULL);
-    if (api_db_unavailable(r, res))
-        return;
-    json_t *arr = json_array();
-    for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(arr,
-                              json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id",
-                                        (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10), "at",
-                                        PQgetvalue(res, i, 1), "kind", PQgetvalue(res, i, 2),
-                                        "username", PQgetvalue(res, i, 3), "source",
-                                        PQgetvalue(res, i, 4), "detail", PQgetvalue(res, i, 5)));
-    PQclear(res);
-    if (!api_audit_or_503(r, who->actor, "alert.list", "", "ok")) {
-        json_decref(arr);
-        return;
-    }
-    api_reply_json(r, 200, json_pack("{s:o}", "alerts", arr));
-}

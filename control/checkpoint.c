@@ -117,61 +117,10 @@ static cu_rc drop_torn_tail(int fd, const char *path, cu_err *err)
 /* Run audit.checkpoint_command with the line on stdin, bounded in time. */
 static void run_hook(const char *command, const char *line)
 {
-    int pipefd[2] = {-1, -1};
-    posix_spawn_file_actions_t fa;
-    pid_t pid = -1;
-    bool ok = false;
-    if (pipe2(pipefd, O_CLOEXEC) != 0) {
-        CU_LOG_ERRNO(CU_LOG_ERROR, "audit", errno, "checkpoint hook: pipe");
-        cu_metric_inc(&cp_hook_failed_metric);
-        return;
-    }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[0], STDIN_FILENO);
-    char *const argv[] = {"/bin/sh", "-c", (char *)command, NULL};
-    int e = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pipefd[0]);
-    if (e != 0) {
-        close(pipefd[1]);
-        CU_LOG_ERRNO(CU_LOG_ERROR, "audit", e, "checkpoint hook: cannot run /bin/sh");
-        cu_metric_inc(&cp_hook_failed_metric);
-        return;
-    }
-    size_t len = strlen(line);
-    char with_nl[CTL_CHECKPOINT_LINE_MAX + 2];
-    snprintf(with_nl, sizeof(with_nl), "%s\n", line);
-    /* The child reads the line (small: the pipe takes it at once) or not. */
-    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
-    sigaction(SIGPIPE, &ign, &old);
-    ssize_t w = write(pipefd[1], with_nl, len + 1);
-    sigaction(SIGPIPE, &old, NULL);
-    close(pipefd[1]);
-    int status = 0;
-    int64_t deadline = cu_mono_ns() + (int64_t)HOOK_TIMEOUT_MS * 1000000;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && w == (ssize_t)(len + 1);
-            break;
-        }
-        if (r < 0 && errno != EINTR)
-            break;
-        if (cu_mono_ns() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            CU_LOG(CU_LOG_ERROR, "audit", "checkpoint hook did not finish within %d s; killed",
-                   HOOK_TIMEOUT_MS / 1000);
-            cu_metric_inc(&cp_hook_failed_metric);
-            return;
-        }
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    if (!ok) {
-        CU_LOG(CU_LOG_ERROR, "audit", "checkpoint hook (audit.checkpoint_command) failed (%s %d)",
-               WIFEXITED(status) ? "exit status" : "signal",
-               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    char with_nl[CTL_CHECKPOINT_LINE_MAX + 2], why[160];
+    int len = snprintf(with_nl, sizeof(with_nl), "%s\n", line);
+    if (!cu_command_run(command, with_nl, (size_t)len, HOOK_TIMEOUT_MS, why, sizeof(why))) {
+        CU_LOG(CU_LOG_ERROR, "audit", "checkpoint hook (audit.checkpoint_command) failed: %s", why);
         cu_metric_inc(&cp_hook_failed_metric);
     }
 }

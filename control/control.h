@@ -180,6 +180,17 @@ CU_WUR cu_rc ctl_checkpoints_load(const char *data_dir, ctl_checkpoint **out, si
  * the log moves, one at stop; on its own thread and connection (to @p dsn),
  * signed with @p keys (borrowed; must outlive it).
  */
+/* ------------------------------------------------------------------ alerts */
+
+/**
+ * Security alerts delivered to alerts.command (control/alerts.c,
+ * docs/alerts.md): a thread of its own; *@p out is NULL (and nothing runs)
+ * when no command is set.
+ */
+typedef struct ctl_alerts ctl_alerts;
+CU_WUR cu_rc ctl_alerts_start(const cu_config *cfg, const char *dsn, ctl_alerts **out, cu_err *err);
+void ctl_alerts_stop(ctl_alerts *a); /* NULL: nothing */
+
 typedef struct ctl_checkpointer ctl_checkpointer;
 CU_WUR cu_rc ctl_checkpointer_start(const cu_config *cfg, const char *data_dir, const char *dsn,
                                     keys_ring *keys, ctl_checkpointer **out, cu_err *err);

@@ -102,6 +102,13 @@ static const cfg_row config_table[] = {
     {"audit.checkpoint_s", CFG_INT, OFF(audit_checkpoint_s), 1, 3600, "60",
      "Write a signed audit checkpoint this often while the audit log moves (and at every stop).",
      NULL, NULL, 0},
+    {"alerts.command", CFG_STRING, OFF(alerts_command), 0, 3800, "",
+     "Run (/bin/sh -c) for each security alert, the alert as JSON on its standard input; "
+     "retried until it exits 0 (docs/alerts.md). Empty: alerts are only listed by the API.",
+     NULL, NULL, 0},
+    {"alerts.command_timeout_s", CFG_INT, OFF(alerts_command_timeout_s), 1, 300, "10",
+     "A run of alerts.command still going after this long is killed and tried again later.", NULL,
+     NULL, 0},
     {"audit.checkpoint_command", CFG_STRING, OFF(audit_checkpoint_command), 0, 3800, "",
      "Shell command run with each new checkpoint line on stdin (copy it to WORM storage, "
      "syslog, another machine); empty: none.",

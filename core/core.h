@@ -127,6 +127,8 @@ typedef struct {
     char *db_owner_dsn;                   /* db.owner_dsn ("" = no migrations, external only) */
     char *keys_dir;                       /* keys.dir ("" = <data.dir>/keys) */
     int64_t audit_checkpoint_s;           /* audit.checkpoint_s */
+    char *alerts_command;                 /* alerts.command ("" = none) */
+    int64_t alerts_command_timeout_s;     /* alerts.command_timeout_s */
     char *audit_checkpoint_command;       /* audit.checkpoint_command ("" = none) */
     char *db_pg_bindir;                   /* db.pg_bindir ("" = discover) */
     char *db_pg_user;                     /* db.pg_user: runs the embedded cluster when root */
@@ -364,6 +366,16 @@ CU_WUR cu_rc cu_mkdir_durable(const char *path, mode_t mode, cu_err *err);
  */
 CU_WUR cu_rc cu_file_write_durably(const char *dir, const char *name, const void *data, size_t len,
                                    mode_t mode, cu_err *err);
+
+/* --------------------------------------------------------------- commands */
+
+/**
+ * Run /bin/sh -c @p command with @p len bytes of @p input on its standard
+ * input (small: what a pipe takes at once), killed after @p timeout_ms.
+ * True when it exited 0; otherwise why, in @p why.
+ */
+bool cu_command_run(const char *command, const char *input, size_t len, int timeout_ms, char *why,
+                    size_t why_cap);
 
 /* ---------------------------------------------------------------- helpers */
 

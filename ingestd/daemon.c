@@ -133,6 +133,9 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
                                 &d.checkpointer, err);
     if (rc)
         goto out;
+    rc = ctl_alerts_start(cfg, db_service_dsn(d.db), &d.alerts, err);
+    if (rc)
+        goto out;
     rc = ingest_ops_http_start(&d, err);
     if (rc)
         goto out;
@@ -154,6 +157,7 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
 out:
     cu_metric_set(&ingest_up_metric, 0);
     ingest_ops_http_stop(&d);
+    ctl_alerts_stop(d.alerts);
     ctl_api_stop(d.api);
     /* Receivers first: their last segments reach the store, their
      * recordings are sealed; then every segment settles in the store. */

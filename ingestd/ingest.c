@@ -121,6 +121,7 @@ typedef struct dev {
     uint64_t saved_rtp; /* as last handed to be saved */
     uint32_t saved_rtcp;
     bool dirty;
+    uint64_t revoked_drops, replay_drops; /* since the last tick: alerts */
 } dev;
 
 #define REPLAY_SLACK  64 /* packets added to a margin after a crash */
@@ -442,6 +443,108 @@ static void worker_hand_marks(ingest_worker *w, bool clean)
     marks_hand(w->svc, batch, n);
 }
 
+/* -------------------------------------------------------------- alerts */
+
+static const char *const alert_kinds[INGEST_ALERT_KINDS] = {"device_revoked_attempt", "srtp_replay",
+                                                            "rtsp_auth_failures"};
+static const uint64_t alert_threshold[INGEST_ALERT_KINDS] = {1, 1, 5};
+#define ALERT_WINDOW_US 60000000LL  /* the threshold counts within a minute */
+#define ALERT_REPEAT_US 600000000LL /* one alert per subject and kind in 10 minutes */
+
+void ingest_alert_note(ingest_service *s, ingest_alert_kind kind, const char *subject,
+                       const char *source, uint64_t n)
+{
+    int64_t now = cu_time_us();
+    pthread_mutex_lock(&s->lock);
+    ingest_alert_slot *slot = NULL, *oldest = &s->alerts[0];
+    for (int i = 0; i < INGEST_ALERT_SLOTS && !slot; i++) {
+        ingest_alert_slot *a = &s->alerts[i];
+        if (a->used && a->kind == kind && strcmp(a->subject, subject) == 0)
+            slot = a;
+        else if (!a->used || (oldest->used && a->since_us < oldest->since_us))
+            oldest = a;
+    }
+    if (!slot) {
+        slot = oldest;
+        memset(slot, 0, sizeof(*slot));
+        slot->used = true;
+        slot->kind = kind;
+        cu_strlcpy(slot->subject, subject, sizeof(slot->subject));
+        slot->since_us = now;
+    }
+    cu_strlcpy(slot->source, source, sizeof(slot->source));
+    slot->count += n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The devices' counts since the last tick, to the service. */
+static void worker_hand_alerts(ingest_worker *w)
+{
+    for (size_t i = 0; i < w->ndevs; i++) {
+        dev *d = w->devs[i];
+        if (d->revoked_drops)
+            ingest_alert_note(w->svc, INGEST_ALERT_REVOKED, d->info.serial, "srtp",
+                              d->revoked_drops);
+        if (d->replay_drops)
+            ingest_alert_note(w->svc, INGEST_ALERT_REPLAY, d->info.serial, "srtp", d->replay_drops);
+        d->revoked_drops = d->replay_drops = 0;
+    }
+}
+
+/* The alerts due (control thread; called with s->lock held, returns with it held). */
+static void raise_alerts(ingest_service *s, PGconn **conn)
+{
+    ingest_alert_slot due[INGEST_ALERT_SLOTS];
+    int n = 0;
+    int64_t now = cu_time_us();
+    for (int i = 0; i < INGEST_ALERT_SLOTS; i++) {
+        ingest_alert_slot *a = &s->alerts[i];
+        if (!a->used)
+            continue;
+        bool recent = a->raised_us && now - a->raised_us < ALERT_REPEAT_US;
+        if (a->count >= alert_threshold[a->kind] && !recent) {
+            due[n++] = *a;
+            a->raised_us = now;
+            a->count = 0;
+            a->since_us = now;
+        } else if (!recent && now - a->since_us > ALERT_WINDOW_US) {
+            a->used = false; /* below the threshold for a whole minute: forgotten */
+        }
+    }
+    if (!n)
+        return;
+    pthread_mutex_unlock(&s->lock);
+    cu_err err;
+    for (int i = 0; i < n; i++) {
+        static const char *const what[INGEST_ALERT_KINDS] = {
+            "packets or connections from the revoked device refused",
+            "replayed SRTP packets refused", "failed RTSP authentications"};
+        char detail[200];
+        snprintf(detail, sizeof(detail), "%llu %s (last from %s)", (unsigned long long)due[i].count,
+                 what[due[i].kind], due[i].source);
+        const char *p[4] = {alert_kinds[due[i].kind], due[i].subject, due[i].source, detail};
+        if (!*conn && db_connect(s->dsn, "custos-ingest", conn, &err) != CU_OK) {
+            *conn = NULL;
+            CU_LOG(CU_LOG_WARN, "ingest", "alert %s for %s not raised: %s",
+                   alert_kinds[due[i].kind], due[i].subject, err.msg);
+            continue;
+        }
+        PGresult *res =
+            PQexecParams(*conn, "SELECT alert_raise($1, $2, $3, $4)", 4, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            CU_LOG(CU_LOG_WARN, "ingest", "alert %s for %s not raised: %s",
+                   alert_kinds[due[i].kind], due[i].subject, PQerrorMessage(*conn));
+            PQfinish(*conn);
+            *conn = NULL;
+        } else {
+            CU_LOG(CU_LOG_WARN, "ingest", "security alert %s: %s: %s", alert_kinds[due[i].kind],
+                   due[i].subject, detail);
+        }
+        PQclear(res);
+    }
+    pthread_mutex_lock(&s->lock);
+}
+
 /* ----------------------------------------------------------------- RTCP */
 
 /* ------------------------------------------------------------- receive */
@@ -464,6 +567,7 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
     }
     if (!d->active) {
         drop(DROP_REVOKED, ssrc);
+        d->revoked_drops++;
         return;
     }
     int n = (int)len;
@@ -483,11 +587,12 @@ static void on_packet(ingest_worker *w, uint8_t *buf, size_t len, bool truncated
     if (st == srtp_err_status_ok && !replay_mark(d, rtcp, buf, rtcp_index))
         st = srtp_err_status_replay_old; /* accepted before the last restart */
     if (st != srtp_err_status_ok) {
+        bool replay = st == srtp_err_status_replay_fail || st == srtp_err_status_replay_old;
         drop(st == srtp_err_status_auth_fail ? DROP_SRTP_AUTH
-             : st == srtp_err_status_replay_fail || st == srtp_err_status_replay_old
-                 ? DROP_REPLAY
-                 : DROP_SRTP_OTHER,
+             : replay                        ? DROP_REPLAY
+                                             : DROP_SRTP_OTHER,
              ssrc);
+        d->replay_drops += replay;
         return;
     }
     cu_metric_inc(&rx_packets_metric);
@@ -605,6 +710,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     ingest_streams_tick(w, now);
     if (now >= w->next_mark_save_us) {
         worker_hand_marks(w, false);
+        worker_hand_alerts(w);
         w->next_mark_save_us = now + w->svc->cfg->ingest_replay_save_ms * 1000;
     }
 }
@@ -845,6 +951,7 @@ static void *control_main(void *arg)
             free(r);
             pthread_mutex_lock(&s->lock);
         }
+        raise_alerts(s, &conn);
         if (s->nmarks && (s->stop_control || cu_mono_ns() >= next_mark_save)) {
             save_marks(s, &conn);
             next_mark_save = cu_mono_ns() + s->cfg->ingest_replay_save_ms * 1000000;

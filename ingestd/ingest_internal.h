@@ -180,6 +180,30 @@ typedef struct open_req {
 /** Queue @p r (taken) for the control thread. Any thread. */
 void ingest_request_open(struct ingest_service *s, open_req *r);
 
+/* Alerts ingest raises (docs/alerts.md), counted where they are seen and
+ * raised by the control thread, at most one per subject and kind in 10 minutes. */
+typedef enum {
+    INGEST_ALERT_REVOKED,   /* device_revoked_attempt: a revoked device still sends or connects */
+    INGEST_ALERT_REPLAY,    /* srtp_replay: replayed SRTP packets */
+    INGEST_ALERT_RTSP_AUTH, /* rtsp_auth_failures: 5 failed RTSP logins in a minute */
+    INGEST_ALERT_KINDS
+} ingest_alert_kind;
+
+#define INGEST_ALERT_SLOTS 128
+
+typedef struct {
+    bool used;
+    ingest_alert_kind kind;
+    char subject[65]; /* the device's serial */
+    char source[64];
+    uint64_t count;
+    int64_t since_us, raised_us;
+} ingest_alert_slot;
+
+/** Count @p n sightings of @p kind for @p subject from @p source (any thread; not per packet). */
+void ingest_alert_note(struct ingest_service *s, ingest_alert_kind kind, const char *subject,
+                       const char *source, uint64_t n);
+
 struct ingest_service {
     const cu_config *cfg;
     char data_dir[PATH_MAX];
@@ -202,7 +226,8 @@ struct ingest_service {
     ctl_replay_mark *marks;
     size_t nmarks, capmarks;
     int mark_errors;
-    struct rtsp_service *rtsp; /* RTSP and RTSPS (rtsp_server.c) */
+    ingest_alert_slot alerts[INGEST_ALERT_SLOTS]; /* under lock */
+    struct rtsp_service *rtsp;                    /* RTSP and RTSPS (rtsp_server.c) */
 };
 
 #endif /* CUSTOS_INGEST_INTERNAL_H */

@@ -19,6 +19,7 @@ typedef struct ingest_daemon {
     ingest_service *ingest;
     ctl_api *api; /* NULL when api.port is 0 */
     ctl_checkpointer *checkpointer;
+    ctl_alerts *alerts; /* NULL without alerts.command */
     struct evhttp *ops_http;
     int ops_fd; /* listening socket, owned until handed to evhttp */
     struct event *signals[4];

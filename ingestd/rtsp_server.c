@@ -668,6 +668,7 @@ static bool authorize(rtsp_conn *c, request *q)
     pthread_mutex_unlock(&r->lock);
     if (known && !active) {
         refused(REFUSE_REVOKED);
+        ingest_alert_note(c->rw->w->svc, INGEST_ALERT_REVOKED, q->serial, c->peer_text, 1);
         reply(c, 403, q->cseq, NULL, NULL, 0);
         return false;
     }
@@ -695,6 +696,7 @@ static bool authorize(rtsp_conn *c, request *q)
     }
     if (res == RTSP_AUTH_BAD || res == RTSP_AUTH_MALFORMED) {
         refused(REFUSE_UNAUTHORIZED);
+        ingest_alert_note(c->rw->w->svc, INGEST_ALERT_RTSP_AUTH, q->serial, c->peer_text, 1);
         CU_LOG(CU_LOG_INFO, "rtsp", "%s: authentication failed for %s", c->peer_text, q->serial);
     }
     char challenge[512];

@@ -80,7 +80,8 @@ api POST /api/v1/shares "$tok_olive" "$share_body"
 expect 201
 share=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' "$base/body")
 sid=$(as_custos -c "SELECT public_id FROM sessions WHERE token_hash = sha256('$other_session'::bytea)")
-[ -n "$req" ] && [ -n "$req2" ] && [ -n "$grant" ] && [ -n "$share" ] && [ -n "$sid" ] ||
+alert=$(as_custos -c "SELECT alert_raise('srtp_replay', 'CAM-X', 'test', 'a test alert')")
+[ -n "$req" ] && [ -n "$req2" ] && [ -n "$grant" ] && [ -n "$share" ] && [ -n "$sid" ] && [ -n "$alert" ] ||
     fail "objects: request $req/$req2 grant $grant share $share session $sid"
 
 note "new ids are not sequential"
@@ -121,6 +122,8 @@ check POST   $P/users/{username}/unlock            $P/users/olive/unlock        
 check POST   $P/users/{username}/disable           $P/users/spare/disable          ''   401 403 403 200
 check POST   $P/users/{username}/enable            $P/users/spare/enable           ''   401 403 403 200
 check GET    $P/alerts                             $P/alerts                       ''   401 403 403 200
+check POST   $P/alerts/{id}/acknowledge            $P/alerts/$alert/acknowledge    ''   401 403 403 200
+check POST   $P/alerts/{id}/close                  $P/alerts/$alert/close          ''   401 403 403 200
 check POST   $P/permission-requests                $P/permission-requests          '{}' 401 400 400 400
 check GET    $P/permission-requests                $P/permission-requests          ''   401 200 200 200
 check POST   $P/permission-requests/{id}/preliminary $P/permission-requests/$req/preliminary '{}' 401 404 404 403
