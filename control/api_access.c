@@ -608,6 +608,28 @@ bool api_query_number(request *r, const char *name, long max, long *out)
     return true;
 }
 
+bool api_query_text(request *r, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (!r->query)
+        return true;
+    struct evkeyvalq params;
+    if (evhttp_parse_query_str(r->query, &params) != 0) {
+        api_reply_error(r, 400, "invalid_value", "a malformed query string", NULL);
+        return false;
+    }
+    const char *v = evhttp_find_header(&params, name);
+    bool ok = !v || cu_strlcpy(out, v, size);
+    evhttp_clear_headers(&params);
+    if (!ok) {
+        out[0] = '\0';
+        char why[64];
+        snprintf(why, sizeof(why), "at most %zu bytes", size - 1);
+        api_reply_error(r, 400, "invalid_value", why, name);
+    }
+    return ok;
+}
+
 /* ---------------------------------------------------------------- handlers */
 
 void api_request_decide_first(request *r, const caller *who, const char *id)

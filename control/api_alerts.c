@@ -6,30 +6,19 @@
  */
 #include "api_internal.h"
 
-#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ?state=new|acknowledged|closed into @p state ("" when absent); false after a 400. */
 static bool state_filter(request *r, char state[16])
 {
-    state[0] = '\0';
-    if (!r->query)
-        return true;
-    struct evkeyvalq params;
-    if (evhttp_parse_query_str(r->query, &params) != 0) {
-        api_reply_error(r, 400, "invalid_value", "a malformed query string", NULL);
+    if (!api_query_text(r, "state", state, 16))
         return false;
-    }
-    const char *v = evhttp_find_header(&params, "state");
-    bool ok =
-        !v || strcmp(v, "new") == 0 || strcmp(v, "acknowledged") == 0 || strcmp(v, "closed") == 0;
-    if (ok && v)
-        cu_strlcpy(state, v, 16);
-    evhttp_clear_headers(&params);
-    if (!ok)
-        api_reply_error(r, 400, "invalid_value", "new, acknowledged or closed", "state");
-    return ok;
+    if (!state[0] || strcmp(state, "new") == 0 || strcmp(state, "acknowledged") == 0 ||
+        strcmp(state, "closed") == 0)
+        return true;
+    api_reply_error(r, 400, "invalid_value", "new, acknowledged or closed", "state");
+    return false;
 }
 
 void api_alerts_list(request *r, const caller *who, const char *param)

@@ -188,6 +188,10 @@ void api_token_hash_hex(const char *token, char hash_hex[67]);
  * false after a 400 naming it. */
 bool api_query_number(request *r, const char *name, long max, long *out);
 
+/** Query parameter @p name into @p out ("" when absent); false after a 400
+ * naming it when it is longer than @p size - 1 bytes or the query is malformed. */
+bool api_query_text(request *r, const char *name, char *out, size_t size);
+
 /**
  * JSON array @p arr (request member @p field) of @p min..@p max strings,
  * each accepted by @p valid, as a PostgreSQL array literal appended to @p out

@@ -22,14 +22,16 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PAGE_SIZE        50
-#define PAGE_MAX         1000000
-#define INFLIGHT_MAX     256               /* sent and not answered; beyond, 503 at once */
-#define JSON_MAX         1048576           /* a page is ~9 KiB */
+#define PAGE_MAX         20      /* deeper pages by cursor (next): OFFSET reads every row before */
+#define CURSOR_MAX       64      /* <opened_at, Unix microseconds>.<id, 32 hex digits> */
+#define INFLIGHT_MAX     256     /* sent and not answered; beyond, 503 at once */
+#define JSON_MAX         1048576 /* a page is ~9 KiB */
 #define PG_EPOCH_US      946684800000000LL /* 2000-01-01 in Unix microseconds */
 #define READ_PIPES       2                 /* connections that read pages, used in turn */
 #define SESSION_SQL_NAME "read_session"
@@ -53,15 +55,19 @@ static const char session_sql[] =
 
 enum { S_REFUSED, S_WHY, S_USERNAME, S_USER, S_GEN };
 
-/* $1 user, $2 offset, $3 limit. The page (one row without an id when empty),
- * each row with the generation it was computed at and when its reader's
- * scope next changes by the clock (NULL: not by the clock). */
+/* $1 user, $2 offset, $3 limit, $4 and $5 the cursor (NULL: from the newest):
+ * what comes after (opened_at in Unix microseconds, id). The page (one row
+ * without an id when empty), each row with the generation it was computed
+ * at and when its reader's scope next changes by the clock (NULL: not by
+ * the clock). */
 static const char page_sql[] =
     "SELECT g.gen, g.until, p.id, p.device, p.officer, p.department, p.opened_at, p.sealed_at, "
     "       p.state, p.segments, p.bytes, p.duration_ms "
     "FROM (SELECT gen, reader_scope_changes_at($1::bigint, now()) AS until "
     "      FROM read_generation OFFSET 0) g "
-    "LEFT JOIN LATERAL recordings_page($1::bigint, now(), $2::integer, $3::integer) p ON true "
+    "LEFT JOIN LATERAL recordings_page($1::bigint, now(), $2::integer, $3::integer, "
+    "    coalesce(timestamptz 'epoch' + $4::bigint * interval '1 microsecond', 'infinity'), "
+    "    coalesce($5::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')) p ON true "
     "ORDER BY p.opened_at DESC, p.id DESC";
 
 enum {
@@ -83,11 +89,14 @@ enum {
 /* One request, from its statement to its reply. */
 typedef struct read_job {
     request *r;
-    long page;
-    bool paging;     /* its page statement is out, after its session's */
-    int64_t user_id; /* from the session */
-    int64_t gen;     /* the read generation the session saw */
-    char actor[80];  /* user:<name> */
+    long page;               /* 0: by cursor */
+    char after_us[24];       /* the cursor: the last row shown, its opened_at... */
+    char after_id[37];       /* ...and its id */
+    char cursor[CURSOR_MAX]; /* as given */
+    bool paging;             /* its page statement is out, after its session's */
+    int64_t user_id;         /* from the session */
+    int64_t gen;             /* the read generation the session saw */
+    char actor[80];          /* user:<name> */
 } read_job;
 
 /* A page as it was sent, for the next request of the same user and page. */
@@ -102,7 +111,7 @@ typedef struct cached_page {
 /* A shown page's audit entry, queued until its append has committed. */
 typedef struct audit_item {
     char actor[80]; /* user:<name> */
-    char object[32];
+    char object[CURSOR_MAX + 8];
     char source[INET6_ADDRSTRLEN + 1];
     struct audit_item *next;
 } audit_item;
@@ -312,13 +321,27 @@ static bool answer(read_job *job, PGresult *res)
             int8_col(res, i, C_SEGMENTS), int8_col(res, i, C_BYTES), int8_col(res, i, C_DURATION));
         put(&b, num, (size_t)n);
     }
-    int more = 0;
-    for (int i = 0; i < rows; i++)
-        more += !PQgetisnull(res, i, C_ID);
-    char tail[96];
-    int n = snprintf(tail, sizeof(tail), "],\"page\":%ld,\"per_page\":%d,\"has_more\":%s}",
-                     job->page, PAGE_SIZE, more > PAGE_SIZE ? "true" : "false");
+    int more = 0, last = -1;
+    for (int i = 0; i < rows; i++) {
+        if (PQgetisnull(res, i, C_ID))
+            continue;
+        if (more++ < PAGE_SIZE)
+            last = i;
+    }
+    char tail[192];
+    int n = job->page ? snprintf(tail, sizeof(tail), "],\"page\":%ld", job->page)
+                      : snprintf(tail, sizeof(tail), "],\"after\":\"%s\"", job->cursor);
+    n += snprintf(tail + n, sizeof(tail) - (size_t)n, ",\"per_page\":%d,\"has_more\":%s", PAGE_SIZE,
+                  more > PAGE_SIZE ? "true" : "false");
+    if (more > PAGE_SIZE && last >= 0) {
+        /* (rows are checked above: a 16-byte id, an 8-byte opened_at) */
+        char id[33];
+        cu_hex_encode(PQgetvalue(res, last, C_ID), 16, id);
+        n += snprintf(tail + n, sizeof(tail) - (size_t)n, ",\"next\":\"%lld.%s\"",
+                      (long long)(be64(PQgetvalue(res, last, C_OPENED)) + PG_EPOCH_US), id);
+    }
     put(&b, tail, (size_t)n);
+    put(&b, "}", 1);
     if (b.full) {
         cu_buf_free(&b.b);
         api_reply_error(r, 500, "internal", "the page is too large to send", NULL);
@@ -336,7 +359,10 @@ static void queue_entry(api_reads *rd, read_job *job)
 {
     audit_item *it = cu_xcalloc(1, sizeof(*it));
     cu_strlcpy(it->actor, job->actor, sizeof(it->actor));
-    snprintf(it->object, sizeof(it->object), "page %ld", job->page);
+    if (job->page)
+        snprintf(it->object, sizeof(it->object), "page %ld", job->page);
+    else
+        snprintf(it->object, sizeof(it->object), "after %s", job->cursor);
     cu_strlcpy(it->source, job->r->source, sizeof(it->source));
     *rd->queued_tail = it;
     rd->queued_tail = &it->next;
@@ -404,6 +430,8 @@ static cached_page *cache_slot(api_reads *rd, int64_t user_id, long page)
  * user, page and read generation, and before its reader's scope may change. */
 static char *cache_get(api_reads *rd, const read_job *job)
 {
+    if (!job->page)
+        return NULL; /* (by cursor: not kept) */
     cached_page *c = cache_slot(rd, job->user_id, job->page);
     if (!c->json || c->user_id != job->user_id || c->page != job->page || c->gen != job->gen ||
         cu_time_us() >= c->until_us)
@@ -413,6 +441,8 @@ static char *cache_get(api_reads *rd, const read_job *job)
 
 static void cache_put(api_reads *rd, const read_job *job, PGresult *res, const char *json)
 {
+    if (!job->page)
+        return;
     int64_t now = cu_time_us(), until = now + CACHE_TTL_US;
     if (!PQgetisnull(res, 0, C_UNTIL) && PQgetlength(res, 0, C_UNTIL) == 8) {
         int64_t changes = be64(PQgetvalue(res, 0, C_UNTIL)) + PG_EPOCH_US;
@@ -476,10 +506,11 @@ static void session_done(pipeline *p, read_job *job, PGresult *res)
     }
     char user[24], offset[24], limit[24];
     snprintf(user, sizeof(user), "%lld", (long long)job->user_id);
-    snprintf(offset, sizeof(offset), "%ld", (job->page - 1) * PAGE_SIZE);
+    snprintf(offset, sizeof(offset), "%ld", job->page ? (job->page - 1) * PAGE_SIZE : 0);
     snprintf(limit, sizeof(limit), "%d", PAGE_SIZE + 1);
-    const char *params[3] = {user, offset, limit};
-    if (!p->conn || !PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 3, params, NULL, NULL, 1) ||
+    const char *params[5] = {user, offset, limit, job->page ? NULL : job->after_us,
+                             job->page ? NULL : job->after_id};
+    if (!p->conn || !PQsendQueryPrepared(p->conn, PAGE_SQL_NAME, 5, params, NULL, NULL, 1) ||
         !PQpipelineSync(p->conn)) {
         api_reply_unavailable(r);
         reply_and_free(job);
@@ -773,11 +804,57 @@ void api_reads_free(api_reads *rd)
     free(rd);
 }
 
+/* ?after=<Unix microseconds>.<32 hex digits> (a reply's next) into @p job;
+ * false after a 400. */
+static bool parse_cursor(request *r, const char *cursor, read_job *job)
+{
+    const char *dot = strchr(cursor, '.');
+    size_t digits = dot ? (size_t)(dot - cursor) : 0;
+    uint8_t id[16];
+    bool ok = digits >= 1 && digits <= 18 && strspn(cursor, "0123456789") == digits &&
+              strlen(dot + 1) == 32 && cu_hex_decode(dot + 1, id, 16);
+    if (!ok) {
+        api_reply_error(r, 400, "invalid_value", "a cursor as given in next", "after");
+        return false;
+    }
+    memcpy(job->after_us, cursor, digits);
+    job->after_us[digits] = '\0';
+    char hex[33];
+    cu_hex_encode(id, 16, hex);
+    snprintf(job->after_id, sizeof(job->after_id), "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8,
+             hex + 12, hex + 16, hex + 20);
+    cu_strlcpy(job->cursor, cursor, sizeof(job->cursor));
+    return true;
+}
+
+/* Pages 1..PAGE_MAX by number, deeper ones after a cursor; false after a 400. */
+static bool page_wanted(request *r, read_job *job)
+{
+    char cursor[CURSOR_MAX];
+    long page = 0;
+    if (!api_query_number(r, "page", LONG_MAX, &page) ||
+        !api_query_text(r, "after", cursor, sizeof(cursor)))
+        return false;
+    if (page && cursor[0]) {
+        api_reply_error(r, 400, "invalid_value", "either a page number or a cursor", "after");
+        return false;
+    }
+    if (page > PAGE_MAX) {
+        api_reply_error(r, 400, "invalid_value",
+                        "page numbers stop at 20: deeper pages follow next (?after=)", "page");
+        return false;
+    }
+    if (cursor[0])
+        return parse_cursor(r, cursor, job);
+    job->page = page ? page : 1;
+    return true;
+}
+
 void api_reads_list(api_reads *rd, request *r)
 {
-    long page = 1;
+    read_job want = {.r = r};
     char thex[67];
-    if (!api_query_number(r, "page", PAGE_MAX, &page) || !api_bearer_hash(r, thex)) {
+    if (!page_wanted(r, &want) || !api_bearer_hash(r, thex)) {
         api_send_reply(r);
         return;
     }
@@ -810,8 +887,7 @@ void api_reads_list(api_reads *rd, request *r)
         return;
     }
     read_job *job = cu_xcalloc(1, sizeof(*job));
-    job->r = r;
-    job->page = page;
+    *job = want;
     sent *st = cu_xcalloc(1, sizeof(*st));
     st->job = job;
     sent_push(p, st);

@@ -280,6 +280,53 @@ grep -q "user:gina .*share.decide .*ok" "$base/audit" || fail "no share approval
 grep -q "user:hank .*share.decide .*denied" "$base/audit" || fail "no denied share approval"
 ctl audit verify >/dev/null || fail "$(ctl audit verify)"
 
+note "deep pages by cursor: 20 page numbers, then next; ties on opened_at broken by id"
+# 1100 more for olive, 5 per second of opened_at (ties), beside oscar's.
+as_custos -c "INSERT INTO recordings (id, key_id, opened_at, officer_id) SELECT gen_random_uuid(),
+    decode(md5(random()::text), 'hex'), now() - (g / 5) * interval '1 second', u.id
+    FROM users u, generate_series(1, 1100) g WHERE u.username = 'olive'" ||
+    fail "recordings for olive"
+api GET "/api/v1/recordings?page=21" "$tok_olive"
+expect 400 invalid_value page
+api GET "/api/v1/recordings?page=2&after=1.00000000000000000000000000000000" "$tok_olive"
+expect 400 invalid_value after
+for bad in x 1. .00000000000000000000000000000000 1.0000 "1.$(printf 'g%.0s' {1..32})" \
+    "$(printf '9%.0s' {1..19}).00000000000000000000000000000000" "$(printf 'a%.0s' {1..80})"; do
+    api GET "/api/v1/recordings?after=$bad" "$tok_olive"
+    expect 400 invalid_value after
+done
+api GET "/api/v1/recordings?page=2" "$tok_olive"
+expect 200
+by_number=$(json_ids)
+api GET /api/v1/recordings "$tok_olive"
+expect 200
+: >"$base/walked"
+pages=0
+while :; do
+    grep -o '"id":"[0-9a-f-]*"' "$base/body" | sed 's/"id":"\(.*\)"/\1/' >>"$base/walked"
+    pages=$((pages + 1))
+    next=$(field next)
+    if [ "$pages" = 1 ]; then
+        api GET "/api/v1/recordings?after=$next" "$tok_olive"
+        expect 200
+        [ "$(json_ids)" = "$by_number" ] || fail "page 2 by cursor is not page 2 by number"
+        grep -q "\"after\":\"$next\"" "$base/body" || fail "no after: $(head -c 300 "$base/body")"
+    fi
+    grep -q '"has_more":true' "$base/body" || break
+    [ -n "$next" ] || fail "has_more without next: $(tail -c 300 "$base/body")"
+    [ "$pages" -lt 40 ] || fail "the walk does not end"
+    api GET "/api/v1/recordings?after=$next" "$tok_olive"
+    expect 200
+done
+grep -q '"next"' "$base/body" && fail "a next on the last page"
+expected=$(as_custos -c "SELECT r.id FROM recordings r JOIN users u ON u.id = r.officer_id
+    WHERE u.username = 'olive' ORDER BY r.opened_at DESC, r.id DESC")
+[ "$(cat "$base/walked")" = "$expected" ] ||
+    fail "the walk ($(wc -l <"$base/walked") rows, $(sort "$base/walked" | uniq -d | wc -l) twice) is not olive's $(wc -l <<<"$expected"), in order"
+note "walked $(wc -l <"$base/walked") recordings in $pages pages, each once, in order"
+ctl audit list --last 50 | grep -q "user:olive .*recording.list .*after [0-9]*\.[0-9a-f]\{32\}" ||
+    fail "pages by cursor not audited"
+
 kill -TERM "$pid"
 it_wait_exit "$pid" 15
 [ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS"
