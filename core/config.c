@@ -87,9 +87,10 @@ static const cfg_row config_table[] = {
     {"db.pg_bindir", CFG_STRING, OFF(db_pg_bindir), 0, 3800, "",
      "Directory holding initdb and postgres; empty asks pg_config, then /usr/lib/postgresql/*/bin.",
      NULL, NULL, 0},
-    {"db.pg_user", CFG_STRING, OFF(db_pg_user), 1, 63, "postgres",
-     "Unprivileged account that runs the embedded cluster when Custos runs as root.", NULL,
-     check_pg_user, 0},
+    {"db.pg_user", CFG_STRING, OFF(db_pg_user), 1, 63, CU_SERVICE_ACCOUNT,
+     "Started as root, ingestd, ingestctl and the embedded cluster run as this unprivileged "
+     "account (custos: made as a system account when missing), which owns the data dir.",
+     NULL, check_pg_user, 0},
     {"db.start_timeout_s", CFG_INT, OFF(db_start_timeout_s), 1, 600, "60",
      "Give up when the embedded PostgreSQL is not accepting connections after this long.", NULL,
      NULL, 0},

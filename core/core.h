@@ -96,6 +96,9 @@ CU_WUR cu_rc cu_log_open(const char *program, const char *path, cu_err *err);
 /** Reopen the log file at the same path (after rotation; SIGHUP). */
 CU_WUR cu_rc cu_log_reopen(cu_err *err);
 
+/** The log file (when one is open) to @p uid:@p gid, so that they can reopen it. */
+void cu_log_give_to(uid_t uid, gid_t gid);
+
 /** Close the log file; later lines go to stderr. */
 void cu_log_close(void);
 
@@ -353,6 +356,10 @@ void cu_chunk_copy_out(const cu_chunk *chain, size_t off, void *out, size_t len)
 /** fsync a directory by path (so that the names in it are durable). -1 + errno on failure. */
 CU_WUR int cu_fsync_dir(const char *path);
 
+/** mkdir -p: parents 0755, the leaf with @p leaf_mode (exactly, whatever the
+ * umask), its name made durable; -1 with errno (EEXIST: the leaf exists). */
+CU_WUR int cu_mkdir_parents(const char *path, mode_t leaf_mode);
+
 /**
  * Make directory @p path (mode @p mode) so that it survives a power cut: when
  * it is new, its parent is fsynced too. An existing directory is fine.
@@ -366,6 +373,39 @@ CU_WUR cu_rc cu_mkdir_durable(const char *path, mode_t mode, cu_err *err);
  */
 CU_WUR cu_rc cu_file_write_durably(const char *dir, const char *name, const void *data, size_t len,
                                    mode_t mode, cu_err *err);
+
+/* ---------------------------------------------------------------- account */
+
+#define CU_SERVICE_ACCOUNT "custos" /* db.pg_user's default: made when missing */
+
+/** The account @p name exists (CU_SERVICE_ACCOUNT is created as a system account if not). */
+CU_WUR cu_rc cu_account_ensure(const char *name, cu_err *err);
+
+/**
+ * Run as root: become account @p name (ensured first), after handing it each
+ * of @p dirs (made if missing; chowned with their contents unless already its
+ * own). With @p keep_net only CAP_NET_BIND_SERVICE and CAP_NET_ADMIN are
+ * kept. Not root: nothing.
+ */
+CU_WUR cu_rc cu_account_become(const char *name, const char *const *dirs, size_t ndirs,
+                               bool keep_net, cu_err *err);
+
+/* ----------------------------------------------------------- capabilities */
+
+#define CU_CAP_NET ((1ULL << 10) | (1ULL << 12)) /* CAP_NET_BIND_SERVICE, CAP_NET_ADMIN */
+
+/** The calling thread's permitted capabilities (bit n: capability n). */
+uint64_t cu_caps_permitted(void);
+
+/** The calling thread keeps those of @p wanted it holds (*@p kept), no others. */
+CU_WUR bool cu_caps_keep(uint64_t wanted, uint64_t *kept);
+
+/**
+ * Every thread of the process gives up every capability (once the sockets
+ * that needed them are open); checked for each thread in /proc. Holding
+ * none already: nothing.
+ */
+CU_WUR cu_rc cu_caps_drop_all(cu_err *err);
 
 /* --------------------------------------------------------------- commands */
 

@@ -15,8 +15,7 @@ struct cu_datadir {
     int lock_fd; /* flock()ed, close-on-exec */
 };
 
-/* mkdir -p: parents 0755, the leaf with @p leaf_mode. */
-static int mkdir_parents(const char *path, mode_t leaf_mode)
+int cu_mkdir_parents(const char *path, mode_t leaf_mode)
 {
     char tmp[PATH_MAX];
     if (!cu_strlcpy(tmp, path, sizeof(tmp))) {
@@ -60,7 +59,7 @@ cu_rc cu_datadir_open(const char *path, const char *holder, cu_datadir **out, cu
         int e = errno;
         if (e != ENOENT)
             return cu_err_set(err, CU_ERR_IO, "data dir %s: %s", path, strerror(e));
-        if (mkdir_parents(path, 0711) != 0 && errno != EEXIST) {
+        if (cu_mkdir_parents(path, 0711) != 0 && errno != EEXIST) {
             e = errno;
             return cu_err_set(err, CU_ERR_IO, "data dir %s: cannot create it: %s", path,
                               strerror(e));

@@ -171,6 +171,16 @@ out:
     return rc;
 }
 
+void cu_log_give_to(uid_t uid, gid_t gid)
+{
+    pthread_mutex_lock(&log_config_lock);
+    int cur = atomic_load(&log_fd);
+    if (log_path[0] && cur != STDERR_FILENO && fchown(cur, uid, gid) != 0)
+        fprintf(stderr, "cannot give the log file %s to uid %u: %s\n", log_path, (unsigned)uid,
+                strerror(errno));
+    pthread_mutex_unlock(&log_config_lock);
+}
+
 void cu_log_close(void)
 {
     pthread_mutex_lock(&log_config_lock);

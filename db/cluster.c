@@ -1,7 +1,10 @@
 /*
  * The embedded PostgreSQL cluster: <dir>/data is PGDATA, <dir> holds the
- * Unix socket and postgres.log. No TCP listener; the socket directory is
- * 0700, so only its owner (and root) can connect, and trust auth is safe.
+ * Unix socket, postgres.log, pg_hba.conf and pg_ident.conf. No TCP listener;
+ * the socket directory is 0700, so only its owner (and root) can reach the
+ * socket, and authentication is peer: the connecting process's account must
+ * be the cluster's (or root), mapped to the roles (pg_ident.conf). Nothing
+ * is trusted.
  */
 #include "db.h"
 
@@ -305,19 +308,22 @@ static cu_rc cluster_resolve_account(db_cluster *c, const char *run_as, cu_err *
 {
     if (geteuid() != 0) {
         struct passwd *pw = getpwuid(geteuid());
+        if (!pw) /* (PostgreSQL needs it, and peer authentication maps it) */
+            return cu_err_set(err, CU_ERR_CONFIG, "uid %u has no account name",
+                              (unsigned)geteuid());
         c->drop_privileges = false;
         c->uid = geteuid();
         c->gid = getegid();
-        cu_strlcpy(c->user, pw ? pw->pw_name : "current user", sizeof(c->user));
+        cu_strlcpy(c->user, pw->pw_name, sizeof(c->user));
         return CU_OK;
     }
+    /* PostgreSQL refuses to run as root: the service account (made when missing). */
+    cu_rc rc = cu_account_ensure(run_as, err);
+    if (rc)
+        return rc;
     struct passwd *pw = getpwnam(run_as);
     if (!pw)
-        return cu_err_set(err, CU_ERR_NOTFOUND,
-                          "running as root, and PostgreSQL refuses to run as root: account "
-                          "'%s' (db.pg_user) does not exist; create it, set db.pg_user, or "
-                          "run as an unprivileged user",
-                          run_as);
+        return cu_err_set(err, CU_ERR_NOTFOUND, "account '%s' (db.pg_user) does not exist", run_as);
     if (pw->pw_uid == 0)
         return cu_err_set(err, CU_ERR_CONFIG,
                           "db.pg_user '%s' is root; PostgreSQL refuses to run as root", run_as);
@@ -489,8 +495,9 @@ static cu_rc cluster_initdb(db_cluster *c, cu_err *err)
         goto out;
     }
     CU_LOG(CU_LOG_INFO, "db", "creating the embedded PostgreSQL cluster in %s", c->data);
-    char *argv[] = {initdb,  "-D", staging, "-U",          CLUSTER_SUPERUSER,  "-A",
-                    "trust", "-E", "UTF8",  "--no-locale", "--data-checksums", NULL};
+    /* (its pg_hba.conf is never used: the server is given ours, cluster_write_auth) */
+    char *argv[] = {initdb, "-D", staging, "-U",          CLUSTER_SUPERUSER,  "-A",
+                    "peer", "-E", "UTF8",  "--no-locale", "--data-checksums", NULL};
     spawn_opts so = {.c = c, .out_fd = log_fd, .detach = false};
     pid_t pid;
     rc = spawn(argv, &so, &pid, err);
@@ -523,8 +530,56 @@ out:
     return rc;
 }
 
+/* Write @p text to @p path for the cluster's account, 0600. */
+static cu_rc write_private(const db_cluster *c, const char *path, const char *text, cu_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    size_t len = strlen(text);
+    errno = EIO; /* (a short write sets none) */
+    bool ok = fd >= 0 && fchmod(fd, 0600) == 0 && write(fd, text, len) == (ssize_t)len &&
+              (!c->drop_privileges || fchown(fd, c->uid, c->gid) == 0) && fsync(fd) == 0;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    return ok ? CU_OK : cu_err_set(err, CU_ERR_IO, "cannot write %s: %s", path, strerror(e));
+}
+
+/*
+ * Who may connect, written at every start (so that a cluster made before
+ * this, with trust, is closed too): over the socket only, by peer
+ * authentication, the cluster's account (or root) as any of its roles.
+ */
+static cu_rc cluster_write_auth(const db_cluster *c, cu_err *err)
+{
+    char path[PATH_MAX], ident[1024];
+    snprintf(path, sizeof(path), "%s/pg_hba.conf", c->dir);
+    cu_rc rc = write_private(c, path,
+                             "# Written by Custos at every start (db/cluster.c): nothing else "
+                             "is allowed.\n"
+                             "local all all peer map=custos\n",
+                             err);
+    if (rc)
+        return rc;
+    static const char *const roles[] = {CLUSTER_SUPERUSER, CLUSTER_ROLE, CLUSTER_OWNER};
+    size_t n = (size_t)snprintf(ident, sizeof(ident),
+                                "# Written by Custos at every start (db/cluster.c).\n");
+    for (size_t i = 0; i < CU_ARRAY_LEN(roles); i++) {
+        n += (size_t)snprintf(ident + n, sizeof(ident) - n, "custos %s %s\n", c->user, roles[i]);
+        if (strcmp(c->user, "root") != 0)
+            n += (size_t)snprintf(ident + n, sizeof(ident) - n, "custos root %s\n", roles[i]);
+    }
+    snprintf(path, sizeof(path), "%s/pg_ident.conf", c->dir);
+    return write_private(c, path, ident, err);
+}
+
 static cu_rc cluster_spawn_server(db_cluster *c, cu_err *err)
 {
+    cu_rc arc = cluster_write_auth(c, err);
+    if (arc)
+        return arc;
+    char hba[PATH_MAX + 16], ident[PATH_MAX + 16];
+    snprintf(hba, sizeof(hba), "hba_file=%s/pg_hba.conf", c->dir);
+    snprintf(ident, sizeof(ident), "ident_file=%s/pg_ident.conf", c->dir);
     char postgres[PATH_MAX];
     snprintf(postgres, sizeof(postgres), "%s/postgres", c->bindir);
     int log_fd = open(c->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -548,6 +603,10 @@ static cu_rc cluster_spawn_server(db_cluster *c, cu_err *err)
                     "listen_addresses=",
                     "-c",
                     "unix_socket_permissions=0700",
+                    "-c",
+                    hba,
+                    "-c",
+                    ident,
                     "-c",
                     "logging_collector=off",
                     "-c",

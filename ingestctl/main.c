@@ -205,6 +205,16 @@ int main(int argc, char **argv)
     atomic_store(&cu_log_threshold, CU_LOG_WARN);
     if (cu_log_open("ingestctl", NULL, &err) != CU_OK)
         goto out;
+    /* Started as root: the service account's, like ingestd (what is made in
+     * the data dir stays readable to it). */
+    char keys_dir[PATH_MAX];
+    cu_config_keys_dir(&env.cfg, env.cfg.data_dir, keys_dir, sizeof(keys_dir));
+    const char *own[2] = {env.cfg.data_dir, keys_dir};
+    if (cu_account_become(env.cfg.db_pg_user, own, 2, false, &err) != CU_OK) {
+        fprintf(stderr, "ingestctl: %s\n", err.msg);
+        status = 1;
+        goto out;
+    }
     if (ctl_open(&env) != 0)
         goto out;
     status = fn(&env, argc - word, argv + word);

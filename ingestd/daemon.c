@@ -83,6 +83,15 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     if (evthread_use_pthreads() != 0)
         return cu_err_set(err, CU_ERR_IO, "libevent without thread support");
 
+    /* Started as root: from here on the service account, with only the
+     * capabilities to bind low ports and size receive buffers, until every
+     * socket is open. */
+    char keys_dir[PATH_MAX];
+    cu_config_keys_dir(cfg, cfg->data_dir, keys_dir, sizeof(keys_dir));
+    const char *own[2] = {cfg->data_dir, keys_dir};
+    rc = cu_account_become(cfg->db_pg_user, own, 2, true, err);
+    if (rc)
+        goto out;
     rc = cu_datadir_open(cfg->data_dir, "ingestd", &d.datadir, err);
     if (rc)
         goto out;
@@ -137,6 +146,10 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     if (rc)
         goto out;
     rc = ingest_ops_http_start(&d, err);
+    if (rc)
+        goto out;
+    /* Every listening socket is open: the capabilities kept for them go. */
+    rc = cu_caps_drop_all(err);
     if (rc)
         goto out;
 

@@ -41,7 +41,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X PATCH "http://127.0.0.1:$port/h
 pgdata="$data/pg/data"
 stat -c '%a %U' "$data/pg" | grep -q '^700 ' || fail "cluster dir mode: $(stat -c '%a %U' "$data/pg")"
 if [ "$(id -u)" = 0 ]; then
-    [ "$(stat -c %U "$pgdata")" = postgres ] || fail "cluster not run as postgres"
+    [ "$(stat -c %U "$pgdata")" = custos ] || fail "cluster not run as custos"
 fi
 ss_out=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A" {print $2}' | grep -ci ':1538$' || true)
 [ "$ss_out" = 0 ] || fail "something listens on TCP 5432: the embedded cluster must not"

@@ -50,11 +50,12 @@ grep -q "had mode 0644; corrected to 0600" "$base/ingestd2.log" || fail "no warn
 
 note "a key file that belongs to another account is refused"
 if [ "$(id -u)" = 0 ]; then
+    owner=$(stat -c %u "$keys/$kek")
     chown nobody "$keys/$kek"
     it_expect_refusal "belongs to uid $(id -u nobody), not to the account Custos runs as" \
         "$INGESTD" --data-dir "$data" --set http.port="$(it_free_port)" --set "keys.dir=$keys" \
         --set rtsp.port=0 --set rtsps.port=0 --set api.port=0
-    chown 0 "$keys/$kek"
+    chown "$owner" "$keys/$kek"
 else
     note "(not root: the owner check is not exercised)"
 fi

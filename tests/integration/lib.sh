@@ -64,7 +64,9 @@ as_super() { psql -X -q -A -t -v ON_ERROR_STOP=1 "host=$data/pg user=postgres db
 it_tmpdir() {
     local d
     d=$(mktemp -d /tmp/custos-it-XXXXXX) || fail "mktemp"
-    chmod 0711 "$d"
+    # (sticky and writable by all, like /tmp: ingestd runs as the service
+    # account and writes its hooks' and shims' output here too)
+    chmod 1777 "$d"
     echo "$d" >>"$IT_REGISTRY"
     echo "$d"
 }

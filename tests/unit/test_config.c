@@ -56,7 +56,7 @@ static void test_defaults(void)
     CHECK(strcmp(cfg.http_bind, "127.0.0.1") == 0);
     CHECK_EQ_INT(cfg.log_level, CU_LOG_INFO);
     CHECK(strcmp(cfg.db_dsn, "") == 0);
-    CHECK(strcmp(cfg.db_pg_user, "postgres") == 0);
+    CHECK(strcmp(cfg.db_pg_user, "custos") == 0);
     cu_config_free(&cfg);
 }
 
