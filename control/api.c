@@ -68,6 +68,13 @@ void api_reply_error(request *r, int status, const char *code, const char *messa
     api_reply_json(r, status, j);
 }
 
+void api_reply_conflict(request *r, const char *message, const char *state)
+{
+    api_reply_json(
+        r, 409,
+        json_pack("{s:s, s:s, s:s}", "error", "conflict", "message", message, "state", state));
+}
+
 void api_reply_unavailable(request *r)
 {
     api_reply_error(r, 503, "unavailable", "the database is not reachable; try again", NULL);

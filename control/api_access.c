@@ -328,13 +328,12 @@ static void decide(request *r, const caller *who, const char *param, bool final)
         /* Someone else moved it meanwhile, or it was never in the state this needs. */
         res = api_query(r->a, "SELECT state FROM permission_requests WHERE id = $1", 1, p1);
         if (!api_db_unavailable(r, res)) {
-            json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
-                                  final ? "a final decision needs a preliminary approval first"
-                                        : "the preliminary decision was already made",
-                                  "state", PQntuples(res) ? PQgetvalue(res, 0, 0) : state);
+            api_reply_conflict(r,
+                               final ? "a final decision needs a preliminary approval first"
+                                     : "the preliminary decision was already made",
+                               PQntuples(res) ? PQgetvalue(res, 0, 0) : state);
             PQclear(res);
             api_audit(r, who->actor, action, object, "failed");
-            api_reply_json(r, 409, j);
         }
         goto out;
     }
@@ -427,9 +426,7 @@ void api_grant_revoke(request *r, const caller *who, const char *param)
             bool exists = s && PQntuples(s) == 1;
             PQclear(s);
             if (exists)
-                api_reply_json(r, 409,
-                               json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
-                                         "the grant is already revoked", "state", "revoked"));
+                api_reply_conflict(r, "the grant is already revoked", "revoked");
             else
                 api_reply_error(r, 404, "not_found", "no such grant", NULL);
         }

@@ -114,11 +114,9 @@ static void change_state(request *r, const caller *who, const char *param, const
                         "$1 ORDER BY x.at DESC LIMIT 1), 'new')",
                         1, p);
         if (!api_db_unavailable(r, res)) {
-            json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
-                                  "the alert is not in a state this applies to", "state",
-                                  PQgetvalue(res, 0, 0));
+            api_reply_conflict(r, "the alert is not in a state this applies to",
+                               PQgetvalue(res, 0, 0));
             PQclear(res);
-            api_reply_json(r, 409, j);
         }
         goto out;
     }

@@ -209,6 +209,8 @@ void api_reply_error(request *r, int status, const char *code, const char *messa
                      const char *field);
 void api_reply_empty(request *r, int status);
 void api_reply_unavailable(request *r); /* 503: the database failed */
+/** 409 {"error": "conflict", "message", "state": what the object is now}. */
+void api_reply_conflict(request *r, const char *message, const char *state);
 
 /**
  * An audit entry with the request's source, committed before it returns;

@@ -190,11 +190,10 @@ void api_share_decide(request *r, const caller *who, const char *param)
         PQclear(res);
         if (lost) {
             api_audit(r, who->actor, "share.decide", object, "failed");
-            api_reply_json(r, 409,
-                           json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
-                                     "the requester may no longer read every shared recording: "
-                                     "reject it, or ask for a new share",
-                                     "state", "requested"));
+            api_reply_conflict(r,
+                               "the requester may no longer read every shared recording: "
+                               "reject it, or ask for a new share",
+                               "requested");
             goto out;
         }
     }
@@ -220,12 +219,10 @@ void api_share_decide(request *r, const caller *who, const char *param)
         PQclear(res);
         res = api_query(r->a, "SELECT state FROM shares WHERE id = $1", 1, p1);
         if (!api_db_unavailable(r, res)) {
-            json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
-                                  "the share was already decided", "state",
-                                  PQntuples(res) ? PQgetvalue(res, 0, 0) : "?");
+            api_reply_conflict(r, "the share was already decided",
+                               PQntuples(res) ? PQgetvalue(res, 0, 0) : "?");
             PQclear(res);
             api_audit(r, who->actor, "share.decide", object, "failed");
-            api_reply_json(r, 409, j);
         }
         goto out;
     }
@@ -279,10 +276,8 @@ void api_share_revoke(request *r, const caller *who, const char *param)
         api_reply_error(r, 404, "not_found", "no such share", NULL);
         return;
     }
-    json_t *j = json_pack("{s:s, s:s, s:s}", "error", "conflict", "message",
-                          "the share is no longer live", "state", PQgetvalue(res, 0, 0));
+    api_reply_conflict(r, "the share is no longer live", PQgetvalue(res, 0, 0));
     PQclear(res);
-    api_reply_json(r, 409, j);
 }
 
 /* The recipient's side: no account, only the link's token. */
