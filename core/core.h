@@ -451,6 +451,10 @@ bool cu_utf8_valid(const char *s);
 /** @p ms since the epoch as RFC 3339 UTC with milliseconds ("…T10:30:30.123Z"). */
 void cu_time_format_ms(int64_t ms, char out[CU_TIME_TEXT_LEN]);
 
+/** RFC 3339 ("2026-12-01T10:30:30.123456Z", or with an offset "+02:00") into
+ * microseconds since the epoch; false when @p s is not one, or before 1970. */
+CU_WUR bool cu_time_parse_us(const char *s, int64_t *out);
+
 /** Wall clock in milliseconds since the epoch. */
 int64_t cu_time_ms(void);
 /** Wall clock in microseconds since the epoch. */

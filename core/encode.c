@@ -134,3 +134,66 @@ void cu_time_format_ms(int64_t ms, char out[CU_TIME_TEXT_LEN])
     snprintf(out, CU_TIME_TEXT_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - sec * 1000));
 }
+
+/* @p n digits at @p s as a number, or -1. */
+static int digits_at(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+bool cu_time_parse_us(const char *s, int64_t *out)
+{
+    /* YYYY-MM-DDTHH:MM:SS */
+    if (strlen(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+        s[13] != ':' || s[16] != ':')
+        return false;
+    int year = digits_at(s, 4), month = digits_at(s + 5, 2), day = digits_at(s + 8, 2);
+    int hour = digits_at(s + 11, 2), min = digits_at(s + 14, 2), sec = digits_at(s + 17, 2);
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > mdays[month - 1] || hour > 23 ||
+        min > 59 || sec > 59 || hour < 0 || min < 0 || sec < 0)
+        return false;
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (month == 2 && day == 29 && !leap)
+        return false;
+    const char *p = s + 19;
+    int64_t frac_us = 0;
+    if (*p == '.') {
+        int n = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 6)
+                frac_us = frac_us * 10 + (*p - '0');
+        if (n == 0)
+            return false;
+        for (; n < 6; n++)
+            frac_us *= 10;
+    }
+    int64_t offset_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && p[3] == ':') {
+        int oh = digits_at(p + 1, 2), om = digits_at(p + 4, 2);
+        if (oh < 0 || om < 0 || oh > 23 || om > 59)
+            return false;
+        offset_s = (*p == '-' ? -1 : 1) * (int64_t)(oh * 3600 + om * 60);
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p)
+        return false;
+    /* Days from the civil date (H. Hinnant's algorithm). */
+    int y = year - (month <= 2);
+    int era = y / 400, yoe = y - era * 400;
+    int doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = (int64_t)era * 146097 + doe - 719468;
+    *out = ((days * 86400 + hour * 3600 + min * 60 + sec) - offset_s) * 1000000 + frac_us;
+    return true;
+}

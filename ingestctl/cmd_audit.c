@@ -1,7 +1,6 @@
 /* ingestctl audit verify|list, and the entries ingestctl's own changes leave. */
 #include "ingestctl.h"
 
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +29,7 @@ int ctl_audited(ctl_env *env, const char *action, const char *object, const cu_e
     char actor[96];
     PGconn *conn = db_service_conn(env->db);
     bool in_tx = PQtransactionStatus(conn) != PQTRANS_IDLE;
-    const struct passwd *pw = getpwuid(geteuid());
-    snprintf(actor, sizeof(actor), "ingestctl:%s", pw ? pw->pw_name : "?");
+    snprintf(actor, sizeof(actor), "ingestctl:%s", env->invoker[0] ? env->invoker : "?");
     ctl_audit_entry e = {.actor = actor,
                          .action = action,
                          .object = object ? object : "",

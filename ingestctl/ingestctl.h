@@ -12,6 +12,7 @@ typedef struct {
     db_mode mode;
     char *attached_dir; /* absolute data dir when attached */
     keys_ring *keys;    /* opened by the first ctl_keys() */
+    char invoker[64];   /* the account that ran ingestctl (before it became the service's) */
 } ctl_env;
 
 /** Runs one command; argv[0] is the command's last word. Returns the exit status. */
@@ -35,6 +36,9 @@ int cmd_keys_rotate(ctl_env *env, int argc, char **argv);
 int cmd_keys_list(ctl_env *env, int argc, char **argv);
 int cmd_keys_retire(ctl_env *env, int argc, char **argv);
 int cmd_packets(ctl_env *env, int argc, char **argv);
+
+/* cmd_export.c */
+int cmd_export(ctl_env *env, int argc, char **argv);
 
 /* cmd_audit.c */
 /**

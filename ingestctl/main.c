@@ -7,6 +7,7 @@
 
 #include <getopt.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +29,10 @@ static const struct {
     {"packets", NULL, cmd_packets,
      "packets --recording ID [--summary]\n"
      "      decrypt a recording and list its packets (sequence, timestamp, gaps, keyframes)"},
+    {"export", NULL, cmd_export,
+     "export --recording ID [--start RFC3339] [--end RFC3339] --out FILE.mp4|-\n"
+     "      an MP4 of the recording or of that range (from the keyframe at or before\n"
+     "      --start), every segment verified first; audited with its SHA-256"},
     {"recordings", NULL, cmd_recordings,
      "recordings [--json] [--limit N]\n      recordings, newest first"},
     {"device", "add", cmd_device_add,
@@ -207,6 +212,8 @@ int main(int argc, char **argv)
         goto out;
     /* Started as root: the service account's, like ingestd (what is made in
      * the data dir stays readable to it). */
+    const struct passwd *pw = getpwuid(getuid());
+    snprintf(env.invoker, sizeof(env.invoker), "%s", pw ? pw->pw_name : "?");
     char keys_dir[PATH_MAX];
     cu_config_keys_dir(&env.cfg, env.cfg.data_dir, keys_dir, sizeof(keys_dir));
     const char *own[2] = {env.cfg.data_dir, keys_dir};

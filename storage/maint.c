@@ -36,9 +36,8 @@ static cu_rc load_segment(const char *path, cu_buf *file, store_found_segment *s
     return CU_OK;
 }
 
-/* Decrypt in place into @p plain (file->len - 184 bytes); false on a bad tag. */
-static bool decrypt_segment(const cu_buf *file, const store_header *h, const uint8_t key[32],
-                            uint8_t *plain)
+bool store_segment_decrypt(const cu_buf *file, const store_header *h, const uint8_t key[32],
+                           uint8_t *plain)
 {
     const uint8_t *bytes = (const uint8_t *)file->data;
     uint8_t tag[STORE_TAG_LEN];
@@ -111,7 +110,7 @@ cu_rc store_segment_read(const char *data_dir, PGconn *conn, keys_ring *k,
         cu_err_set(err, rc, "out of memory for a segment");
         goto out;
     }
-    if (!decrypt_segment(&file, &seg.h, dek.key, (uint8_t *)plaintext->data)) {
+    if (!store_segment_decrypt(&file, &seg.h, dek.key, (uint8_t *)plaintext->data)) {
         cu_buf_reset(plaintext);
         rc = cu_err_set(err, CU_ERR_INVALID, "%s: authentication failed (GCM tag)", path);
         goto out;

@@ -157,6 +157,24 @@ CU_WUR cu_rc store_segment_read(const char *data_dir, PGconn *conn, keys_ring *k
                                 const store_id *recording, uint64_t index, cu_buf *plaintext,
                                 cu_err *err);
 
+/*
+ * A recording read back for export: at open its chain is walked over every
+ * segment header from the genesis, each held against its index row, and a
+ * sealed recording must end at its sealed head; each segment read must be
+ * the file walked, its GCM tag and SHA-256 holding. Errors name the
+ * segment. The reader owns the recording's data key until closed.
+ */
+typedef struct store_reader store_reader;
+
+CU_WUR cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
+                               const store_id *recording, store_reader **out, cu_err *err);
+uint64_t store_reader_count(const store_reader *r);
+/** Segment @p index's times and counts, from its checked header (NULL past the end). */
+const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t index);
+/** Segment @p index's plaintext into @p plaintext (its max at least STORE_SEGMENT_MAX). */
+CU_WUR cu_rc store_reader_read(store_reader *r, uint64_t index, cu_buf *plaintext, cu_err *err);
+void store_reader_close(store_reader *r);
+
 typedef struct {
     const store_id *recording; /* only this one, or NULL for all */
     bool quick;                /* XXH3 + headers + chain, no keys */

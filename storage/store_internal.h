@@ -30,6 +30,11 @@ typedef struct {
 /** The nonce of segment @p index: 00 00 00 01 ‖ index. */
 void store_nonce_for(uint64_t index, uint8_t out[STORE_NONCE_LEN]);
 
+/** Decrypt segment file @p file (header @p h, parsed from it) into @p plain
+ * (h->plaintext_len bytes); false when the GCM tag does not hold. */
+bool store_segment_decrypt(const cu_buf *file, const store_header *h, const uint8_t key[32],
+                           uint8_t *plain);
+
 /** Serialize @p h (big-endian) into exactly STORE_HEADER_LEN bytes. */
 void store_header_encode(const store_header *h, uint8_t out[STORE_HEADER_LEN]);
 

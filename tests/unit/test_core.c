@@ -211,6 +211,27 @@ static void test_helpers(void)
     CHECK(strcmp(cu_rc_str(CU_ERR_BUSY), "busy") == 0);
 }
 
+static void test_time_parse(void)
+{
+    int64_t us = 0;
+    CHECK(cu_time_parse_us("1970-01-01T00:00:00Z", &us) && us == 0);
+    CHECK(cu_time_parse_us("2026-12-01T10:30:30.123456Z", &us) && us == 1796121030123456LL);
+    CHECK(cu_time_parse_us("2026-12-01T10:30:30.5Z", &us) && us == 1796121030500000LL);
+    CHECK(cu_time_parse_us("2026-12-01T12:30:30+02:00", &us) && us == 1796121030000000LL);
+    CHECK(cu_time_parse_us("2024-02-29T00:00:00Z", &us) && us == 1709164800000000LL);
+    CHECK(!cu_time_parse_us("2023-02-29T00:00:00Z", &us)); /* not a leap year */
+    CHECK(!cu_time_parse_us("2026-13-01T00:00:00Z", &us));
+    CHECK(!cu_time_parse_us("2026-12-01T24:00:00Z", &us));
+    CHECK(!cu_time_parse_us("2026-12-01T10:30:30", &us)); /* no zone */
+    CHECK(!cu_time_parse_us("2026-12-01T10:30:30.Z", &us));
+    CHECK(!cu_time_parse_us("2026-12-01T10:30:30Zjunk", &us));
+    CHECK(!cu_time_parse_us("1969-12-31T23:59:59Z", &us));
+    char text[CU_TIME_TEXT_LEN];
+    CHECK(cu_time_parse_us("2026-12-01T10:30:30.123Z", &us));
+    cu_time_format_ms(us / 1000, text);
+    CHECK(strcmp(text, "2026-12-01T10:30:30.123Z") == 0);
+}
+
 int main(void)
 {
     REQUIRE(mkdtemp(tmpdir));
@@ -219,6 +240,7 @@ int main(void)
     test_datadir();
     test_log();
     test_helpers();
+    test_time_parse();
     test_remove_tree(tmpdir);
     return test_finish("test_core");
 }

@@ -1,0 +1,404 @@
+/*
+ * MP4 clips (docs/export.md): the stored RTP packets of a recording, from
+ * the keyframe at or before the range's start to the last access unit at
+ * or before its end, through GStreamer: appsrc → rtph264depay/rtph265depay
+ * → h264parse/h265parse → mp4mux → appsink.
+ *
+ * Timestamps are the packets' own: each RTP timestamp is extended past its
+ * 32-bit wrap and made relative to the clip's first packet, so a gap in the
+ * recording stays a gap in the clip (never stretched, never filled). The
+ * capture time of a packet is its segment's (from RTCP sender reports, as
+ * ingest mapped it) plus its RTP time since the segment's first packet; the
+ * clip's creation_time is its first packet's.
+ *
+ * First every segment in the range is read and verified; only then is the
+ * pipeline built and fed, reading each again.
+ */
+#include "export.h"
+
+#include "pipeline/pipeline.h"
+
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/gst.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QUEUE_MAX_BYTES (4u * 1024 * 1024) /* appsrc's queue: fed while below */
+#define EOS_WAIT_NS     (120 * GST_SECOND)
+
+/* ------------------------------------------------------------------- init */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static char init_error[256];
+static char registry_path[PATH_MAX];
+
+static void init_gstreamer(void)
+{
+    /* The registry cache where the account running us may write. */
+    if (registry_path[0])
+        setenv("GST_REGISTRY_1_0", registry_path, 0);
+    GError *e = NULL;
+    if (!gst_init_check(NULL, NULL, &e)) {
+        snprintf(init_error, sizeof(init_error), "GStreamer: %s",
+                 e && e->message ? e->message : "cannot initialise");
+        g_clear_error(&e);
+    }
+}
+
+cu_rc export_init(const char *cache_dir, cu_err *err)
+{
+    if (cache_dir && !registry_path[0])
+        snprintf(registry_path, sizeof(registry_path), "%s/gst-registry.bin", cache_dir);
+    pthread_once(&init_once, init_gstreamer);
+    if (init_error[0])
+        return cu_err_set(err, CU_ERR_IO, "%s", init_error);
+    return CU_OK;
+}
+
+/* ---------------------------------------------------------------- output */
+
+typedef struct {
+    export_write_fn write;
+    void *ctx;
+    export_mp4_times times;
+    EVP_MD_CTX *sha;
+    uint64_t bytes;
+    bool refused; /* the receiver stopped */
+    bool bad_mp4;
+} output;
+
+static bool hashed_write(void *ctx, const uint8_t *data, size_t len)
+{
+    output *o = ctx;
+    EVP_DigestUpdate(o->sha, data, len);
+    o->bytes += len;
+    if (!o->write(o->ctx, data, len)) {
+        o->refused = true;
+        return false;
+    }
+    return true;
+}
+
+static GstFlowReturn on_sample(GstAppSink *sink, gpointer data)
+{
+    output *o = data;
+    GstSample *sample = gst_app_sink_pull_sample(sink);
+    if (!sample)
+        return GST_FLOW_EOS;
+    GstBuffer *b = gst_sample_get_buffer(sample);
+    GstMapInfo map;
+    bool ok = b && gst_buffer_map(b, &map, GST_MAP_READ);
+    if (ok) {
+        bool bad = false;
+        ok = export_mp4_times_feed(&o->times, map.data, map.size, hashed_write, o, &bad);
+        o->bad_mp4 |= bad;
+        gst_buffer_unmap(b, &map);
+    }
+    gst_sample_unref(sample);
+    return ok ? GST_FLOW_OK : GST_FLOW_ERROR;
+}
+
+/* ------------------------------------------------------------------ plan */
+
+/* What of the recording the clip takes. */
+typedef struct {
+    uint64_t first, last; /* segments */
+    pipe_codec codec;
+    uint8_t payload_type;
+    uint32_t clock_rate;
+    uint32_t start_ts; /* the access unit it starts on, in the first segment */
+} plan;
+
+/* Capture time of RTP timestamp @p ts in a segment that starts at @p seg_start_us with @p seg_ts.
+ */
+static int64_t capture_us(const store_segment_meta *m, uint32_t seg_ts, uint32_t ts, uint32_t clock)
+{
+    return m->start_us + (int64_t)(int32_t)(ts - seg_ts) * 1000000 / (int64_t)clock;
+}
+
+static int keyframe(pipe_codec codec, const pipe_rtp *p)
+{
+    return codec == PIPE_CODEC_H264   ? pipe_h264_keyframe(p->payload, p->payload_len)
+           : codec == PIPE_CODEC_H265 ? pipe_h265_keyframe(p->payload, p->payload_len)
+                                      : 0;
+}
+
+/* The segments in range, each read and verified; the keyframe to start on. */
+static cu_rc make_plan(store_reader *rd, const export_clip_opts *o, cu_buf *plain, plan *pl,
+                       cu_err *err)
+{
+    uint64_t n = store_reader_count(rd);
+    if (n == 0)
+        return cu_err_set(err, CU_ERR_NOTFOUND, "the recording has no segments");
+    pl->first = 0;
+    pl->last = n - 1;
+    for (uint64_t i = 0; i < n; i++) {
+        const store_segment_meta *m = store_reader_meta(rd, i);
+        if (o->start_us && m->start_us <= o->start_us)
+            pl->first = i;
+        if (o->end_us && m->start_us <= o->end_us)
+            pl->last = i;
+    }
+    const store_segment_meta *first = store_reader_meta(rd, pl->first);
+    const store_segment_meta *last = store_reader_meta(rd, n - 1);
+    if ((o->end_us && o->end_us < store_reader_meta(rd, 0)->start_us) ||
+        (o->start_us && o->start_us > last->end_us) || pl->first > pl->last)
+        return cu_err_set(err, CU_ERR_NOTFOUND, "nothing of the recording lies in that range");
+    for (uint64_t i = pl->first; i <= pl->last; i++) {
+        cu_rc rc = store_reader_read(rd, i, plain, err);
+        if (rc)
+            return rc;
+        pipe_payload_reader r;
+        if (!pipe_payload_open(&r, (const uint8_t *)plain->data, plain->len))
+            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: not an RTP payload",
+                              (unsigned long long)i);
+        if (i == pl->first) {
+            pl->codec = r.codec;
+            pl->payload_type = r.payload_type;
+            pl->clock_rate = r.clock_rate;
+            if (r.codec != PIPE_CODEC_H264 && r.codec != PIPE_CODEC_H265)
+                return cu_err_set(err, CU_ERR_INVALID,
+                                  "a %s recording: clips are made of video (H.264, H.265)",
+                                  pipe_codec_name(r.codec));
+            if (r.clock_rate == 0)
+                return cu_err_set(err, CU_ERR_INVALID, "segment %llu: no clock rate",
+                                  (unsigned long long)i);
+        } else if (r.codec != pl->codec || r.clock_rate != pl->clock_rate) {
+            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: another codec or clock",
+                              (unsigned long long)i);
+        }
+        /* In the first segment: the last keyframe at or before the start. */
+        pipe_record rec;
+        bool have_seg_ts = false, have_start = false;
+        uint32_t seg_ts = 0;
+        int more;
+        while ((more = pipe_payload_next(&r, &rec)) == 1) {
+            pipe_rtp p;
+            if (i != pl->first || pipe_rtp_parse(rec.pkt, rec.len, &p) != PIPE_RTP_OK)
+                continue;
+            if (!have_seg_ts) {
+                seg_ts = p.timestamp;
+                have_seg_ts = true;
+            }
+            if (keyframe(pl->codec, &p) != 1)
+                continue;
+            if (!have_start || (o->start_us && capture_us(first, seg_ts, p.timestamp,
+                                                          pl->clock_rate) <= o->start_us)) {
+                pl->start_ts = p.timestamp;
+                have_start = true;
+            }
+        }
+        if (more < 0)
+            return cu_err_set(err, CU_ERR_INVALID,
+                              "segment %llu: a packet record runs past its end",
+                              (unsigned long long)i);
+        if (i == pl->first && !have_start)
+            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: no keyframe to start on",
+                              (unsigned long long)i);
+    }
+    return CU_OK;
+}
+
+/* -------------------------------------------------------------- pipeline */
+
+static GstElement *build(const plan *pl, const export_clip_opts *o, output *out,
+                         GstElement **src_out, cu_err *err)
+{
+    const char *name = pl->codec == PIPE_CODEC_H264 ? "H264" : "H265";
+    const char *lower = pl->codec == PIPE_CODEC_H264 ? "264" : "265";
+    char desc[1024];
+    snprintf(desc, sizeof(desc),
+             "appsrc name=src format=time stream-type=stream "
+             "caps=application/x-rtp,media=video,encoding-name=%s,clock-rate=%u,payload=%u "
+             "! rtph%sdepay ! h%sparse ! video/x-h%s,stream-format=%s,alignment=au "
+             "! mp4mux name=mux %s ! appsink name=sink sync=false",
+             name, pl->clock_rate, pl->payload_type, lower, lower, lower,
+             pl->codec == PIPE_CODEC_H264 ? "avc" : "hvc1",
+             o->fragmented ? "fragment-duration=1000 streamable=true" : "faststart=true");
+    GError *e = NULL;
+    GstElement *pipeline = gst_parse_launch(desc, &e);
+    if (!pipeline || e) {
+        cu_err_set(err, CU_ERR_IO, "GStreamer pipeline: %s", e ? e->message : "cannot build");
+        g_clear_error(&e);
+        if (pipeline)
+            gst_object_unref(pipeline);
+        return NULL;
+    }
+    GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+    GstAppSinkCallbacks cb = {.new_sample = on_sample};
+    gst_app_sink_set_callbacks(GST_APP_SINK(sink), &cb, out, NULL);
+    gst_object_unref(sink);
+    *src_out = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+    return pipeline;
+}
+
+/* The first error on @p bus (waiting up to @p wait_ns), as text; false when none. */
+static bool bus_error(GstBus *bus, GstClockTime wait_ns, bool *eos, char *why, size_t why_len)
+{
+    GstMessage *m = gst_bus_timed_pop_filtered(bus, wait_ns, GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+    if (!m)
+        return false;
+    bool error = GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR;
+    if (error) {
+        GError *e = NULL;
+        gst_message_parse_error(m, &e, NULL);
+        snprintf(why, why_len, "%s: %s", GST_OBJECT_NAME(GST_MESSAGE_SRC(m)),
+                 e ? e->message : "error");
+        g_clear_error(&e);
+    } else {
+        *eos = true;
+    }
+    gst_message_unref(m);
+    return error;
+}
+
+/* ----------------------------------------------------------------- clip */
+
+cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn write, void *ctx,
+                  export_clip_report *rep, cu_err *err)
+{
+    memset(rep, 0, sizeof(*rep));
+    cu_rc rc = export_init(NULL, err);
+    if (rc)
+        return rc;
+    cu_buf plain;
+    cu_buf_init(&plain, STORE_SEGMENT_MAX);
+    plan pl;
+    memset(&pl, 0, sizeof(pl));
+    output out = {.write = write, .ctx = ctx, .sha = EVP_MD_CTX_new()};
+    GstElement *pipeline = NULL, *src = NULL;
+    GstBus *bus = NULL;
+    char why[512] = "";
+    bool eos = false, started = false, done = false;
+    int64_t ext = 0, ext_first = 0;
+    uint32_t prev_ts = 0, last_pushed_ts = 0;
+
+    rc = make_plan(rd, o, &plain, &pl, err);
+    if (rc)
+        goto out;
+    if (!out.sha || EVP_DigestInit_ex(out.sha, EVP_sha256(), NULL) != 1) {
+        rc = cu_err_set(err, CU_ERR_NOMEM, "no SHA-256 context");
+        goto out;
+    }
+    pipeline = build(&pl, o, &out, &src, err);
+    if (!pipeline) {
+        rc = CU_ERR_IO;
+        goto out;
+    }
+    bus = gst_element_get_bus(pipeline);
+    cu_strlcpy(rep->codec, pl.codec == PIPE_CODEC_H264 ? "h264" : "h265", sizeof(rep->codec));
+    rep->first_segment = pl.first;
+    rep->last_segment = pl.last;
+
+    /* The capture time the clip carries is its first packet's: the muxer's
+     * output waits for it (the pipeline plays from that packet on). */
+    for (uint64_t i = pl.first; i <= pl.last && !done && !rc; i++) {
+        const store_segment_meta *m = store_reader_meta(rd, i);
+        rc = store_reader_read(rd, i, &plain, err);
+        if (rc)
+            break;
+        pipe_payload_reader r;
+        if (!pipe_payload_open(&r, (const uint8_t *)plain.data, plain.len)) {
+            rc = cu_err_set(err, CU_ERR_INVALID, "segment %llu: not an RTP payload",
+                            (unsigned long long)i);
+            break;
+        }
+        pipe_record rec;
+        bool have_seg_ts = false;
+        uint32_t seg_ts = 0;
+        bool discont = false;
+        while (pipe_payload_next(&r, &rec) == 1) {
+            pipe_rtp p;
+            discont |= rec.lost_before > 0;
+            if (pipe_rtp_parse(rec.pkt, rec.len, &p) != PIPE_RTP_OK)
+                continue;
+            if (!have_seg_ts) {
+                seg_ts = p.timestamp;
+                have_seg_ts = true;
+            }
+            if (!started) {
+                if (i != pl.first || p.timestamp != pl.start_ts)
+                    continue;
+                started = true;
+                ext = ext_first = 0;
+                prev_ts = p.timestamp;
+                last_pushed_ts = p.timestamp;
+                rep->first_us = capture_us(m, seg_ts, p.timestamp, pl.clock_rate);
+                export_mp4_times_init(&out.times, rep->first_us);
+                if (gst_element_set_state(pipeline, GST_STATE_PLAYING) ==
+                    GST_STATE_CHANGE_FAILURE) {
+                    rc = cu_err_set(err, CU_ERR_IO, "GStreamer: the pipeline does not start");
+                    break;
+                }
+            }
+            int64_t at = capture_us(m, seg_ts, p.timestamp, pl.clock_rate);
+            if (o->end_us && at > o->end_us && p.timestamp != last_pushed_ts) {
+                done = true; /* the first access unit past the end */
+                break;
+            }
+            ext += (int32_t)(p.timestamp - prev_ts);
+            prev_ts = p.timestamp;
+            GstBuffer *b = gst_buffer_new_memdup(rec.pkt, rec.len);
+            GST_BUFFER_PTS(b) = ext < ext_first ? 0
+                                                : gst_util_uint64_scale((uint64_t)(ext - ext_first),
+                                                                        GST_SECOND, pl.clock_rate);
+            if (discont) {
+                GST_BUFFER_FLAG_SET(b, GST_BUFFER_FLAG_DISCONT);
+                discont = false;
+            }
+            /* Fed while the queue is short; meanwhile, watch for errors. */
+            while (gst_app_src_get_current_level_bytes(GST_APP_SRC(src)) > QUEUE_MAX_BYTES)
+                if (bus_error(bus, 5 * GST_MSECOND, &eos, why, sizeof(why)))
+                    break;
+            if (why[0] || gst_app_src_push_buffer(GST_APP_SRC(src), b) != GST_FLOW_OK) {
+                rc = cu_err_set(err, out.refused ? CU_ERR_IO : CU_ERR_INVALID, "%s",
+                                out.refused ? "the receiver stopped taking the clip"
+                                : why[0]    ? why
+                                            : "GStreamer refused a packet");
+                break;
+            }
+            rep->packets++;
+            rep->lost += rec.lost_before;
+            rep->last_us = at;
+            last_pushed_ts = p.timestamp;
+        }
+    }
+    if (!rc && !started)
+        rc = cu_err_set(err, CU_ERR_NOTFOUND, "nothing of the recording lies in that range");
+    if (rc)
+        goto out;
+    gst_app_src_end_of_stream(GST_APP_SRC(src));
+    while (!eos && !why[0])
+        if (!bus_error(bus, EOS_WAIT_NS, &eos, why, sizeof(why)) && !eos) {
+            snprintf(why, sizeof(why), "the muxer did not finish within 120 s");
+            break;
+        }
+    if (why[0] || out.refused || out.bad_mp4 || !out.times.passed) {
+        rc = cu_err_set(err, out.refused ? CU_ERR_IO : CU_ERR_INVALID, "%s",
+                        out.refused   ? "the receiver stopped taking the clip"
+                        : why[0]      ? why
+                        : out.bad_mp4 ? "the muxer's output has no movie header in its first 64 MiB"
+                                      : "the muxer wrote no movie header");
+        goto out;
+    }
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(out.sha, rep->sha256, &len);
+    rep->bytes = out.bytes;
+out:
+    if (pipeline) {
+        gst_element_set_state(pipeline, GST_STATE_NULL);
+        gst_object_unref(pipeline);
+    }
+    if (src)
+        gst_object_unref(src);
+    if (bus)
+        gst_object_unref(bus);
+    if (started)
+        export_mp4_times_free(&out.times);
+    EVP_MD_CTX_free(out.sha);
+    cu_buf_free(&plain);
+    return rc;
+}

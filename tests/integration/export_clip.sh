@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Clips out of the store (docs/export.md): recordings from bench/recorders
+# (H.264 over SRTP) exported whole and by a middle range with ingestctl
+# export. ffprobe shows H.264, every stored access unit as a frame, the
+# capture time as creation_time, a range starting on the keyframe at or
+# before its start; ffmpeg decodes it without an error. Packets dropped on
+# purpose show as a gap at their time. A segment altered in the store stops
+# the export, naming it, and leaves no file. Every export is audited with
+# the SHA-256 of what it wrote.
+. "$(dirname "$0")/lib.sh"
+
+base=$(it_tmpdir)
+data="$base/var"
+ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
+# (GStreamer in the process: GLib's own leak at load is suppressed, tests/lsan.supp)
+export_() {
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0" \
+        LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")/.." && pwd)/lsan.supp" ctl export "$@"
+}
+probe() { ffprobe -v error -of default=nw=1:nk=1 "$@"; }
+rec_of() { ctl recordings | awk -v s="$1" '$2 == s {print $1}'; }
+start_of() { ctl recordings | awk -v s="$1" '$2 == s {print $4}'; }
+# RFC 3339 of a time in seconds since the epoch (with decimals).
+at() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%S.%3NZ; }
+secs() { date -u -d "$1" +%s.%N; }
+plus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
+
+clip=$(bash "$(dirname "$0")/../../bench/make-clip" "$base/clip.h264") || fail "cannot make the clip"
+ctl user add --username alice --role officer >/dev/null || fail "user add"
+ctl device add --serial CAM-A --officer alice --json >"$base/dev-a" || fail "device add"
+ctl device add --serial CAM-B --officer alice --json >"$base/dev-b" || fail "device add"
+
+port=$(it_free_port)
+it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
+    --set rtsp.port=0 --set rtsps.port=0 --set api.port=0
+pid=$INGESTD_PID
+it_wait_healthy "$port" "$pid" "$base/ingestd.log"
+
+note "recorders: CAM-A 8 s whole; CAM-B 8 s with packets 1500-1559 dropped"
+"$RECORDERS" --devices "$base/dev-a" --seconds 8 --target "127.0.0.1:$INGEST_PORT" \
+    --clip "$clip" >"$base/sent-a.json" &
+a=$!
+"$RECORDERS" --devices "$base/dev-b" --seconds 8 --target "127.0.0.1:$INGEST_PORT" \
+    --clip "$clip" --drop "$(seq -s, 1500 1559)" >"$base/sent-b.json" || fail "recorders B"
+wait "$a" || fail "recorders A"
+for i in $(seq 1 50); do
+    [ "$(ctl recordings | grep -c ' sealed$')" -ge 2 ] && break
+    sleep 0.1
+done
+[ "$(ctl recordings | grep -c ' sealed$')" -ge 2 ] || fail "not sealed: $(ctl recordings)"
+rec_a=$(rec_of CAM-A) rec_b=$(rec_of CAM-B)
+
+note "whole: H.264, every stored access unit a frame, creation_time the capture's"
+export_ --recording "$rec_a" --out "$base/a.mp4" >"$base/a.json" || fail "export A"
+[ "$(probe -show_entries stream=codec_name "$base/a.mp4")" = h264 ] || fail "codec"
+stored_aus=$(ctl packets --recording "$rec_a" | awk '$3 == "seq" {print $6}' | uniq | wc -l)
+frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/a.mp4")
+[ "$frames" = "$stored_aus" ] || fail "$frames frames, $stored_aus access units stored"
+created=$(probe -show_entries format_tags=creation_time "$base/a.mp4")
+[ "${created%%.*}" = "$(start_of CAM-A | cut -c1-19)" ] ||
+    fail "creation_time $created, capture started $(start_of CAM-A)"
+errors=$(ffmpeg -v error -i "$base/a.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg: $errors"
+duration=$(probe -show_entries format=duration "$base/a.mp4")
+note "CAM-A: $frames frames, ${duration} s, created $created, $(wc -c <"$base/a.mp4") bytes"
+
+note "a middle range starts on the keyframe at or before its start"
+t0=$(secs "$(start_of CAM-A)")
+from=$(at "$(plus "$t0" 3.1)") to=$(at "$(plus "$t0" 5.6)")
+export_ --recording "$rec_a" --start "$from" --end "$to" --out "$base/mid.mp4" \
+    >"$base/mid.json" || fail "export range"
+first=$(sed -n 's/.*"first":"\([^"]*\)".*/\1/p' "$base/mid.json")
+last=$(sed -n 's/.*"last":"\([^"]*\)".*/\1/p' "$base/mid.json")
+d=$(probe -show_entries format=duration "$base/mid.mp4")
+# (the clip's GOP is 2 s: it starts at most 2 s before, ends at the range's end)
+awk -v f="$(secs "$first")" -v l="$(secs "$last")" -v s="$(secs "$from")" -v e="$(secs "$to")" \
+    -v d="$d" 'BEGIN { exit !(f <= s && s - f <= 2.05 && l <= e && e - l < 0.05 &&
+                              d >= e - s - 0.05 && d <= e - s + 2.1) }' ||
+    fail "range $from..$to gave $first..$last, $d s"
+[ "$(probe -show_entries format_tags=creation_time "$base/mid.mp4" | cut -c1-19)" = "${first:0:19}" ] ||
+    fail "range creation_time"
+key=$(probe -select_streams v -show_frames -read_intervals '%+#1' -show_entries frame=key_frame "$base/mid.mp4")
+[ "$key" = 1 ] || fail "the range does not start on a keyframe"
+errors=$(ffmpeg -v error -i "$base/mid.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg: $errors"
+note "range $from..$to: $first..$last, $d s"
+
+note "packets dropped on purpose: a gap at their time, not filled"
+export_ --recording "$rec_b" --out "$base/b.mp4" >"$base/b.json" || fail "export B"
+grep -q '"lost":60' "$base/b.json" || fail "lost: $(cat "$base/b.json")"
+# The stored packet after the hole, and its time from the clip's start.
+read -r gap_ts first_ts < <(ctl packets --recording "$rec_b" |
+    awk '$3 == "seq" && !f {f = $6} $3 == "seq" && $10 > 0 {print $6, f; exit}')
+expect=$(awk -v g="$gap_ts" -v f="$first_ts" 'BEGIN { printf "%.6f", (g - f) / 90000 }')
+probe -select_streams v -show_frames -show_entries frame=pts_time "$base/b.mp4" |
+    awk -v want="$expect" 'NR > 1 && $1 - prev > 0.1 {gap = $1 - prev; at = $1}
+        {prev = $1} END { printf "%.3f %.3f\n", gap, at; exit !(gap > 0.1 && at - want < 0.04 && want - at < 0.04) }' \
+    >"$base/gap" || fail "no gap at ${expect}s: $(cat "$base/gap")"
+note "CAM-B: a $(cut -d' ' -f1 "$base/gap") s gap before the frame at $(cut -d' ' -f2 "$base/gap") s (expected at $(printf %.3f "$expect") s)"
+
+note "every export audited with the SHA-256 of what it wrote"
+for f in a mid b; do
+    sum=$(sha256sum "$base/$f.mp4" | cut -d' ' -f1)
+    ctl audit list --last 20 | grep -q "recording.export .*ok .*sha256 $sum" ||
+        fail "$f.mp4 ($sum) not audited"
+done
+
+note "a segment altered in the store: the export stops, naming it; no file left"
+seg=$(find "$data/segments" -path "*$rec_a/00000002.seg")
+[ -f "$seg" ] || fail "no segment 2"
+size=$(stat -c %s "$seg")
+printf '\x55' | dd of="$seg" bs=1 seek=$((size / 2)) conv=notrunc status=none
+out=$(export_ --recording "$rec_a" --out "$base/bad.mp4" 2>&1) && fail "exported: $out"
+grep -q "segment 2 .*authentication failed" <<<"$out" || fail "not named: $out"
+[ ! -e "$base/bad.mp4" ] && [ ! -e "$base/bad.mp4.part" ] || fail "a file was left"
+ctl audit list --last 5 | grep -q "recording.export .*failed .*recording:$rec_a" ||
+    fail "the refusal is not audited"
+note "refused: $(head -1 <<<"$out")"
+# (what lies before it still comes out)
+export_ --recording "$rec_a" --end "$(at "$(plus "$t0" 1)")" --out "$base/head.mp4" \
+    >/dev/null || fail "the part before the altered segment"
+
+kill -TERM "$pid"
+it_wait_exit "$pid" 30
+[ "$IT_STATUS" = 0 ] || fail "ingestd exit $IT_STATUS"
+note "ok"
