@@ -416,7 +416,12 @@ struct ctl_api {
     bool stopping;
 };
 
-static void request_free(request *r)
+struct event_base *api_io_base(const api_worker *w)
+{
+    return w->api->base;
+}
+
+void api_request_free(request *r)
 {
     free(r->path);
     free(r->query);
@@ -483,7 +488,7 @@ void api_send_reply(request *r)
     evhttp_send_reply(r->req, r->status, NULL, out);
     if (out)
         evbuffer_free(out);
-    request_free(r);
+    api_request_free(r);
 }
 
 /* evhttp's callback (I/O thread): queue the request for a handler. */
@@ -570,6 +575,10 @@ static void *handler_main(void *arg)
         r->a = w;
         r->next = NULL;
         handle(r);
+        if (r->streamed) { /* its stream answers it */
+            pthread_mutex_lock(&api->mu);
+            continue;
+        }
         if (!r->status) {
             CU_LOG(CU_LOG_ERROR, "api", "no reply to %s", r->path ? r->path : "?");
             api_reply_error(r, 500, "internal", "the server did not answer this request", NULL);
@@ -724,6 +733,7 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
         w->index = i;
         w->audit = a->audit;
         w->keys = keys;
+        w->data_dir = data_dir;
         w->logins = a->logins;
         rc = worker_start(w, dsn, dummy, err);
         if (rc)
@@ -754,7 +764,7 @@ static void free_list(request *r)
 {
     while (r) {
         request *next = r->next;
-        request_free(r);
+        api_request_free(r);
         r = next;
     }
 }

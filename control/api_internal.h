@@ -34,6 +34,7 @@ typedef struct api_worker {
     int index;
     PGconn *db;
     keys_ring *keys;        /* borrowed: TOTP secrets are wrapped by its KEKs */
+    const char *data_dir;   /* the store's (exports read it) */
     ctl_audit_group *audit; /* the service's, shared: one group commit for all threads */
     api_logins *logins;     /* the service's, shared */
     pthread_t thread;
@@ -60,8 +61,35 @@ typedef struct request {
     int status;        /* the reply: 0 until a handler sets it */
     int retry_after_s; /* a Retry-After header with the reply when set */
     char *reply;       /* JSON text (malloc) or NULL for an empty body */
+    bool streamed;     /* an api_stream answers it (and owns it) */
     struct request *next;
 } request;
+
+/*
+ * A reply streamed from a handler (api_stream.c): a body too large to hold,
+ * sent chunked as it is made. The handler writes; the I/O thread sends, at
+ * most API_STREAM_QUEUE_MAX bytes ahead of the client; a client that goes
+ * away makes the next write fail. From api_stream_start() the stream owns
+ * the request: the handler returns without a reply of its own.
+ */
+typedef struct api_stream api_stream;
+#define API_STREAM_QUEUE_MAX (8u * 1024 * 1024)
+
+/** Start @p r's reply: @p status, @p content_type and an optional
+ * Content-Disposition @p disposition (NULL: none). */
+api_stream *api_stream_start(request *r, int status, const char *content_type,
+                             const char *disposition);
+/** Queue @p len bytes (waiting while the client is far behind); false once it has gone. */
+bool api_stream_write(api_stream *s, const void *data, size_t len);
+/** The end: @p complete, the reply ends normally; else the connection is
+ * cut, so that the client sees an incomplete body. @p s is gone after. */
+void api_stream_end(api_stream *s, bool complete);
+
+/** Free @p r (its evhttp request is evhttp's). */
+void api_request_free(request *r);
+
+/** The event loop the replies are sent from (api.c). */
+struct event_base *api_io_base(const api_worker *w);
 
 /* Who is asking: from a valid session. */
 typedef struct {
@@ -297,6 +325,8 @@ void api_grants_list(request *r, const caller *who, const char *param);
 void api_grant_revoke(request *r, const caller *who, const char *id);
 void api_notices_list(request *r, const caller *who, const char *param);
 void api_recording_get(request *r, const caller *who, const char *id);
+/* api_export.c */
+void api_recording_clip(request *r, const caller *who, const char *id);
 
 /** An RFC 3339 time as milliseconds since the epoch (text); false if malformed or unreal. */
 bool api_parse_time(const char *s, char out[24]);

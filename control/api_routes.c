@@ -56,6 +56,8 @@ static const api_route routes[] = {
     R(GET, "/api/v1/recordings", ACT_RECORDING_LIST, OBJ_NONE, "recording.list", "", NULL),
     R(GET, "/api/v1/recordings/{id}", ACT_RECORDING_READ, OBJ_RECORDING, "recording.read",
       "recording ", api_recording_get),
+    R(GET, "/api/v1/recordings/{id}/clip.mp4", ACT_RECORDING_READ, OBJ_RECORDING,
+      "recording.export", "recording ", api_recording_clip),
     R(GET, "/api/v1/recordings/{id}/form", ACT_FORM_READ, OBJ_RECORDING, "form.read",
       "form of recording ", api_form_get),
     R(PUT, "/api/v1/recordings/{id}/form", ACT_FORM_EDIT, OBJ_RECORDING, "form.edit",

@@ -133,6 +133,7 @@ check POST   $P/grants/{id}/revoke                 $P/grants/$grant/revoke      
 check GET    $P/notices                            $P/notices                      ''   401 200 200 200
 check GET    $P/recordings                         $P/recordings                   ''   401 200 200 200
 check GET    $P/recordings/{id}                    $P/recordings/$rec              ''   401 200 404 200
+check GET    $P/recordings/{id}/clip.mp4           $P/recordings/$rec/clip.mp4     ''   401 422 404 422
 check GET    $P/recordings/{id}/form               $P/recordings/$rec/form         ''   401 200 404 200
 check PUT    $P/recordings/{id}/form               $P/recordings/$rec/form         '{}' 401 400 404 400
 check POST   $P/shares                             $P/shares                       '{}' 401 400 400 400

@@ -3,20 +3,23 @@
 # (H.264 over SRTP) exported whole and by a middle range with ingestctl
 # export. ffprobe shows H.264, every stored access unit as a frame, the
 # capture time as creation_time, a range starting on the keyframe at or
-# before its start; ffmpeg decodes it without an error. Packets dropped on
+# before its start; ffmpeg decodes it without an error. The same over HTTPS
+# (GET /api/v1/recordings/{id}/clip.mp4, streamed), 404 for an officer who
+# may not read it. Packets dropped on
 # purpose show as a gap at their time. A segment altered in the store stops
 # the export, naming it, and leaves no file. Every export is audited with
 # the SHA-256 of what it wrote.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/api_lib.sh"
 
 base=$(it_tmpdir)
 data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
-# (GStreamer in the process: GLib's own leak at load is suppressed, tests/lsan.supp)
-export_() {
-    ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0" \
-        LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")/.." && pwd)/lsan.supp" ctl export "$@"
-}
+# GStreamer in ingestd and ingestctl: GLib's own leak at load is suppressed
+# (tests/lsan.supp), which needs full stacks.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
+export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")/.." && pwd)/lsan.supp"
+export_() { ctl export "$@"; }
 probe() { ffprobe -v error -of default=nw=1:nk=1 "$@"; }
 rec_of() { ctl recordings | awk -v s="$1" '$2 == s {print $1}'; }
 start_of() { ctl recordings | awk -v s="$1" '$2 == s {print $4}'; }
@@ -26,15 +29,17 @@ secs() { date -u -d "$1" +%s.%N; }
 plus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
 
 clip=$(bash "$(dirname "$0")/../../bench/make-clip" "$base/clip.h264") || fail "cannot make the clip"
-ctl user add --username alice --role officer >/dev/null || fail "user add"
+user alice officer
+user bob officer
 ctl device add --serial CAM-A --officer alice --json >"$base/dev-a" || fail "device add"
 ctl device add --serial CAM-B --officer alice --json >"$base/dev-b" || fail "device add"
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
-    --set rtsp.port=0 --set rtsps.port=0 --set api.port=0
+    --set rtsp.port=0 --set rtsps.port=0
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
+api_wait_cert
 
 note "recorders: CAM-A 8 s whole; CAM-B 8 s with packets 1500-1559 dropped"
 "$RECORDERS" --devices "$base/dev-a" --seconds 8 --target "127.0.0.1:$INGEST_PORT" \
@@ -98,7 +103,43 @@ probe -select_streams v -show_frames -show_entries frame=pts_time "$base/b.mp4" 
     >"$base/gap" || fail "no gap at ${expect}s: $(cat "$base/gap")"
 note "CAM-B: a $(cut -d' ' -f1 "$base/gap") s gap before the frame at $(cut -d' ' -f2 "$base/gap") s (expected at $(printf %.3f "$expect") s)"
 
+note "over HTTPS: the officer's clip streams (fragmented MP4), the same frames; another officer's is 404"
+login alice "passphrase of alice ok" && tok_alice=$TOKEN
+login bob "passphrase of bob ok" && tok_bob=$TOKEN
+get_clip() { # TOKEN QUERY FILE -> CODE
+    curl -sS --cacert "$data/tls/api-cert.pem" -H "Authorization: Bearer $1" -o "$3" \
+        -D "$3.headers" -w '%{http_code} %{time_starttransfer} %{time_total}' \
+        "https://127.0.0.1:$API_PORT/api/v1/recordings/$rec_a/clip.mp4$2"
+}
+read -r code first_byte total < <(get_clip "$tok_alice" "" "$base/api.mp4")
+[ "$code" = 200 ] || fail "clip over the API: $code $(head -c 300 "$base/api.mp4")"
+grep -qi '^content-type: video/mp4' "$base/api.mp4.headers" || fail "$(cat "$base/api.mp4.headers")"
+grep -qi '^transfer-encoding: chunked' "$base/api.mp4.headers" || fail "not streamed"
+[ "$(probe -show_entries stream=codec_name "$base/api.mp4")" = h264 ] || fail "API codec"
+frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/api.mp4")
+[ "$frames" = "$stored_aus" ] || fail "API clip: $frames frames, $stored_aus stored"
+[ "$(probe -show_entries format_tags=creation_time "$base/api.mp4")" = "$created" ] ||
+    fail "API creation_time"
+errors=$(ffmpeg -v error -i "$base/api.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on the API clip: $errors"
+note "API clip: $frames frames, first byte after ${first_byte} s, all in ${total} s"
+read -r code _ _ < <(get_clip "$tok_alice" "?start=$from&end=$to" "$base/api-mid.mp4")
+[ "$code" = 200 ] || fail "range over the API: $code"
+[ "$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/api-mid.mp4")" = \
+  "$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/mid.mp4")" ] ||
+    fail "the API's range is not ingestctl's"
+read -r code _ _ < <(get_clip "$tok_bob" "" "$base/bob.mp4")
+[ "$code" = 404 ] || fail "another officer got $code"
+read -r code _ _ < <(get_clip "$tok_alice" "?start=yesterday" "$base/bad-range.mp4")
+[ "$code" = 400 ] || fail "a bad start gave $code"
+read -r code _ _ < <(get_clip "$tok_alice" "?start=2001-01-01T00:00:00Z&end=2001-01-01T00:00:01Z" "$base/empty.mp4")
+[ "$code" = 422 ] || fail "an empty range gave $code"
+ctl audit list --last 50 | grep -q "user:bob .*recording.export .*denied" || fail "bob's denial not audited"
+
 note "every export audited with the SHA-256 of what it wrote"
+sum=$(sha256sum "$base/api.mp4" | cut -d' ' -f1)
+ctl audit list --last 50 | grep -q "user:alice .*recording.export .*ok .*recording:$rec_a from start to end .*sha256 $sum" ||
+    fail "the API clip ($sum) is not audited"
 for f in a mid b; do
     sum=$(sha256sum "$base/$f.mp4" | cut -d' ' -f1)
     ctl audit list --last 20 | grep -q "recording.export .*ok .*sha256 $sum" ||
@@ -112,6 +153,9 @@ size=$(stat -c %s "$seg")
 printf '\x55' | dd of="$seg" bs=1 seek=$((size / 2)) conv=notrunc status=none
 out=$(export_ --recording "$rec_a" --out "$base/bad.mp4" 2>&1) && fail "exported: $out"
 grep -q "segment 2 .*authentication failed" <<<"$out" || fail "not named: $out"
+read -r code _ _ < <(get_clip "$tok_alice" "" "$base/api-bad.mp4")
+[ "$code" = 409 ] && grep -q 'segment 2 .*authentication failed' "$base/api-bad.mp4" ||
+    fail "the API sent $code: $(head -c 300 "$base/api-bad.mp4")"
 [ ! -e "$base/bad.mp4" ] && [ ! -e "$base/bad.mp4.part" ] || fail "a file was left"
 ctl audit list --last 5 | grep -q "recording.export .*failed .*recording:$rec_a" ||
     fail "the refusal is not audited"
