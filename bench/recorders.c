@@ -15,6 +15,9 @@
  *                  [--clip FILE] [--streams N] [--drop K,K...] [--no-bye]
  * --port-per-stream sends stream i to port+i; --no-rtcp sends RTP only;
  * --no-gso sends one datagram per message instead of UDP GSO runs.
+ * --speed N sends N seconds of media each second (1..64), the recorders'
+ * clock (sender reports) running as fast: long recordings for the export
+ * bench in a fraction of their length.
  * --state FILE goes on from where the last run with FILE left each SSRC's
  * SRTP and SRTCP indexes, as a real recorder must with the same key (RFC
  * 3711: an index is never used twice), and saves them at the end; one line
@@ -566,9 +569,11 @@ int main(int argc, char **argv)
         {"no-gso", no_argument, NULL, 'g'},
         {"transport", required_argument, NULL, 'T'},
         {"state", required_argument, NULL, 'S'},
+        {"speed", required_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *state_path = NULL;
+    int speed = 1; /* --speed: media seconds per wall second */
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;
     uint64_t drops[MAX_DROPS];
@@ -602,6 +607,11 @@ int main(int argc, char **argv)
         case 'r': rtcp = false; break;
         case 'g': gso = false; break;
         case 'S': state_path = optarg; break;
+        case 'V':
+            speed = atoi(optarg);
+            if (speed < 1 || speed > 64)
+                return 2;
+            break;
         case 'T':
             if (strcmp(optarg, "rtsp-tcp") == 0)
                 rtsp = true;
@@ -611,7 +621,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
                             "[--clip FILE] [--streams N] [--drop K,...] [--no-bye] "
-                            "[--transport srtp|rtsp-tcp] [--state FILE]\n");
+                            "[--transport srtp|rtsp-tcp] [--state FILE] [--speed N]\n");
             return 2;
         }
     }
@@ -755,8 +765,11 @@ int main(int argc, char **argv)
             }
             continue;
         }
-        int64_t due = t0 + (int64_t)frame_no * FRAME_US + streams[next].phase_us;
+        int64_t due = t0 + ((int64_t)frame_no * FRAME_US + streams[next].phase_us) / speed;
         int64_t now = now_us();
+        /* --speed: the recorders' clock (capture times, sender reports) runs
+         * that much faster than the wall's. */
+        int64_t clock_us = t0 + (now - t0) * speed;
         if (due > now) {
             flush(&x);
             if (due - now > 200) {
@@ -765,7 +778,7 @@ int main(int argc, char **argv)
             }
             continue;
         }
-        if (now - due > FRAME_US)
+        if (now - due > FRAME_US / speed)
             late_frames++;
         stream *s = &streams[next];
         if (!rtsp && x.fd != s->fd) {
@@ -816,8 +829,8 @@ int main(int argc, char **argv)
             }
         }
         s->frame++;
-        if (rtcp && now >= s->next_sr_us) {
-            int len = rtcp_packet(s, now, false, rtsp, rtsp ? ibuf + ilen + 4 : slot(&x));
+        if (rtcp && clock_us >= s->next_sr_us) {
+            int len = rtcp_packet(s, clock_us, false, rtsp, rtsp ? ibuf + ilen + 4 : slot(&x));
             if (len > 0 && rtsp) {
                 interleave(ibuf + ilen, 1, (size_t)len);
                 ilen += 4 + (size_t)len;
@@ -840,7 +853,7 @@ int main(int argc, char **argv)
             }
             s->fd = -1;
         } else if (bye && rtcp && s->frame == stream_frames) {
-            int len = rtcp_packet(s, now, true, false, slot(&x));
+            int len = rtcp_packet(s, clock_us, true, false, slot(&x));
             if (len > 0) {
                 queue(&x, len, &s->to);
                 rtcp_sent++;

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define QUEUE_MAX_BYTES (4u * 1024 * 1024) /* appsrc's queue: fed while below */
 #define EOS_WAIT_NS     (120 * GST_SECOND)
@@ -126,7 +127,86 @@ static int keyframe(pipe_codec codec, const pipe_rtp *p)
                                       : 0;
 }
 
-/* The segments in range, each read and verified; the keyframe to start on. */
+/* One segment's payload: RTP of the plan's codec and clock, every record
+ * whole. The first segment sets them. */
+static cu_rc check_payload(const cu_buf *plain, uint64_t i, plan *pl, bool first, cu_err *err)
+{
+    pipe_payload_reader r;
+    if (!pipe_payload_open(&r, (const uint8_t *)plain->data, plain->len))
+        return cu_err_set(err, CU_ERR_INVALID, "segment %llu: not an RTP payload",
+                          (unsigned long long)i);
+    if (first) {
+        pl->codec = r.codec;
+        pl->payload_type = r.payload_type;
+        pl->clock_rate = r.clock_rate;
+        if (r.codec != PIPE_CODEC_H264 && r.codec != PIPE_CODEC_H265)
+            return cu_err_set(err, CU_ERR_INVALID,
+                              "a %s recording: clips are made of video (H.264, H.265)",
+                              pipe_codec_name(r.codec));
+        if (r.clock_rate == 0)
+            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: no clock rate",
+                              (unsigned long long)i);
+    } else if (r.codec != pl->codec || r.clock_rate != pl->clock_rate) {
+        return cu_err_set(err, CU_ERR_INVALID, "segment %llu: another codec or clock",
+                          (unsigned long long)i);
+    }
+    pipe_record rec;
+    int more;
+    while ((more = pipe_payload_next(&r, &rec)) == 1)
+        ;
+    if (more < 0)
+        return cu_err_set(err, CU_ERR_INVALID, "segment %llu: a packet record runs past its end",
+                          (unsigned long long)i);
+    return CU_OK;
+}
+
+/* The verification of a range, shared by its threads: each takes the next
+ * segment; the failure kept is the earliest segment's (the one named). */
+typedef struct {
+    const store_reader *rd;
+    plan *pl;
+    pthread_mutex_t mu;
+    uint64_t next, last;
+    cu_rc rc;
+    uint64_t failed; /* the segment of rc */
+    cu_err err;
+} verification;
+
+static void *verify_segments(void *arg)
+{
+    verification *v = arg;
+    cu_buf plain;
+    cu_buf_init(&plain, STORE_READ_BUF_MAX);
+    for (;;) {
+        pthread_mutex_lock(&v->mu);
+        uint64_t i = v->next++;
+        bool done = i > v->last || (v->rc && i > v->failed);
+        pthread_mutex_unlock(&v->mu);
+        if (done)
+            break;
+        cu_err e;
+        plan mine = *v->pl; /* (the first segment's fields, read only) */
+        cu_rc rc = store_reader_read(v->rd, i, &plain, &e);
+        if (!rc)
+            rc = check_payload(&plain, i, &mine, false, &e);
+        if (rc) {
+            pthread_mutex_lock(&v->mu);
+            if (!v->rc || i < v->failed) {
+                v->rc = rc;
+                v->failed = i;
+                v->err = e;
+            }
+            pthread_mutex_unlock(&v->mu);
+        }
+    }
+    cu_buf_free(&plain);
+    return NULL;
+}
+
+#define VERIFY_THREADS_MAX 4
+
+/* The segments in range, each read and verified (on up to one thread per
+ * core); the keyframe to start on. */
 static cu_rc make_plan(store_reader *rd, const export_clip_opts *o, cu_buf *plain, plan *pl,
                        cu_err *err)
 {
@@ -147,57 +227,57 @@ static cu_rc make_plan(store_reader *rd, const export_clip_opts *o, cu_buf *plai
     if ((o->end_us && o->end_us < store_reader_meta(rd, 0)->start_us) ||
         (o->start_us && o->start_us > last->end_us) || pl->first > pl->last)
         return cu_err_set(err, CU_ERR_NOTFOUND, "nothing of the recording lies in that range");
-    for (uint64_t i = pl->first; i <= pl->last; i++) {
-        cu_rc rc = store_reader_read(rd, i, plain, err);
-        if (rc)
-            return rc;
-        pipe_payload_reader r;
-        if (!pipe_payload_open(&r, (const uint8_t *)plain->data, plain->len))
-            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: not an RTP payload",
-                              (unsigned long long)i);
-        if (i == pl->first) {
-            pl->codec = r.codec;
-            pl->payload_type = r.payload_type;
-            pl->clock_rate = r.clock_rate;
-            if (r.codec != PIPE_CODEC_H264 && r.codec != PIPE_CODEC_H265)
-                return cu_err_set(err, CU_ERR_INVALID,
-                                  "a %s recording: clips are made of video (H.264, H.265)",
-                                  pipe_codec_name(r.codec));
-            if (r.clock_rate == 0)
-                return cu_err_set(err, CU_ERR_INVALID, "segment %llu: no clock rate",
-                                  (unsigned long long)i);
-        } else if (r.codec != pl->codec || r.clock_rate != pl->clock_rate) {
-            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: another codec or clock",
-                              (unsigned long long)i);
+
+    /* The first segment here: its codec, and the keyframe to start on. */
+    cu_rc rc = store_reader_read(rd, pl->first, plain, err);
+    if (!rc)
+        rc = check_payload(plain, pl->first, pl, true, err);
+    if (rc)
+        return rc;
+    pipe_payload_reader r;
+    if (!pipe_payload_open(&r, (const uint8_t *)plain->data, plain->len))
+        return cu_err_set(err, CU_ERR_INVALID, "segment %llu: not an RTP payload",
+                          (unsigned long long)pl->first); /* (checked above) */
+    pipe_record rec;
+    bool have_seg_ts = false, have_start = false;
+    uint32_t seg_ts = 0;
+    while (pipe_payload_next(&r, &rec) == 1) {
+        pipe_rtp p;
+        if (pipe_rtp_parse(rec.pkt, rec.len, &p) != PIPE_RTP_OK)
+            continue;
+        if (!have_seg_ts) {
+            seg_ts = p.timestamp;
+            have_seg_ts = true;
         }
-        /* In the first segment: the last keyframe at or before the start. */
-        pipe_record rec;
-        bool have_seg_ts = false, have_start = false;
-        uint32_t seg_ts = 0;
-        int more;
-        while ((more = pipe_payload_next(&r, &rec)) == 1) {
-            pipe_rtp p;
-            if (i != pl->first || pipe_rtp_parse(rec.pkt, rec.len, &p) != PIPE_RTP_OK)
-                continue;
-            if (!have_seg_ts) {
-                seg_ts = p.timestamp;
-                have_seg_ts = true;
-            }
-            if (keyframe(pl->codec, &p) != 1)
-                continue;
-            if (!have_start || (o->start_us && capture_us(first, seg_ts, p.timestamp,
-                                                          pl->clock_rate) <= o->start_us)) {
-                pl->start_ts = p.timestamp;
-                have_start = true;
-            }
+        if (keyframe(pl->codec, &p) != 1)
+            continue;
+        if (!have_start || (o->start_us && capture_us(first, seg_ts, p.timestamp, pl->clock_rate) <=
+                                               o->start_us)) {
+            pl->start_ts = p.timestamp;
+            have_start = true;
         }
-        if (more < 0)
-            return cu_err_set(err, CU_ERR_INVALID,
-                              "segment %llu: a packet record runs past its end",
-                              (unsigned long long)i);
-        if (i == pl->first && !have_start)
-            return cu_err_set(err, CU_ERR_INVALID, "segment %llu: no keyframe to start on",
-                              (unsigned long long)i);
+    }
+    if (!have_start)
+        return cu_err_set(err, CU_ERR_INVALID, "segment %llu: no keyframe to start on",
+                          (unsigned long long)pl->first);
+
+    /* The rest, in parallel. */
+    verification v = {.rd = rd, .pl = pl, .next = pl->first + 1, .last = pl->last};
+    pthread_mutex_init(&v.mu, NULL);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = cores < 1 ? 1 : cores > VERIFY_THREADS_MAX ? VERIFY_THREADS_MAX : (int)cores;
+    pthread_t helpers[VERIFY_THREADS_MAX];
+    int started = 0;
+    for (int t = 1; t < threads; t++)
+        if (pthread_create(&helpers[started], NULL, verify_segments, &v) == 0)
+            started++;
+    verify_segments(&v);
+    for (int t = 0; t < started; t++)
+        pthread_join(helpers[t], NULL);
+    pthread_mutex_destroy(&v.mu);
+    if (v.rc) {
+        *err = v.err;
+        return v.rc;
     }
     return CU_OK;
 }
@@ -265,7 +345,7 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
     if (rc)
         return rc;
     cu_buf plain;
-    cu_buf_init(&plain, STORE_SEGMENT_MAX);
+    cu_buf_init(&plain, STORE_READ_BUF_MAX);
     plan pl;
     memset(&pl, 0, sizeof(pl));
     output out = {.write = write, .ctx = ctx, .sha = EVP_MD_CTX_new()};

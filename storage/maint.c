@@ -54,6 +54,27 @@ bool store_segment_decrypt(const cu_buf *file, const store_header *h, const uint
     return ok;
 }
 
+bool store_segment_decrypt_in_place(cu_buf *buf, const store_header *h, const uint8_t key[32])
+{
+    if (buf->len != STORE_HEADER_LEN + h->plaintext_len + STORE_TAG_LEN)
+        return false;
+    uint8_t header[STORE_HEADER_LEN], tag[STORE_TAG_LEN];
+    uint8_t *bytes = (uint8_t *)buf->data;
+    memcpy(header, bytes, STORE_HEADER_LEN);
+    memcpy(tag, bytes + STORE_HEADER_LEN + h->plaintext_len, STORE_TAG_LEN);
+    memmove(bytes, bytes + STORE_HEADER_LEN, h->plaintext_len);
+    int n = 0;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    bool ok = c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, h->nonce) == 1 &&
+              EVP_DecryptUpdate(c, NULL, &n, header, STORE_HEADER_LEN) == 1 &&
+              EVP_DecryptUpdate(c, bytes, &n, bytes, (int)h->plaintext_len) == 1 &&
+              EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, STORE_TAG_LEN, tag) == 1 &&
+              EVP_DecryptFinal_ex(c, bytes + n, &n) == 1;
+    EVP_CIPHER_CTX_free(c);
+    buf->len = ok ? h->plaintext_len : 0;
+    return ok;
+}
+
 void store_remove_temp_files(const char *dir)
 {
     DIR *d = opendir(dir);

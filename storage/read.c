@@ -17,7 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SEGMENT_FILE_MAX (STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN)
+#define SEGMENT_FILE_MAX STORE_READ_BUF_MAX
+_Static_assert(STORE_READ_BUF_MAX == STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN,
+               "a read buffer holds a whole segment file");
 
 struct store_reader {
     char dir[PATH_MAX];
@@ -26,7 +28,6 @@ struct store_reader {
     uint64_t count;
     store_header *headers; /* [count], as walked at open */
     store_segment_meta *meta;
-    cu_buf file;
 };
 
 /* An index row: what the database says segment idx is. */
@@ -126,7 +127,6 @@ cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
     store_origin origin;
 
     r->id = *recording;
-    cu_buf_init(&r->file, SEGMENT_FILE_MAX);
     store_recording_dir(data_dir, recording, r->dir);
     cu_rc rc = store_dek_load(data_dir, conn, keys, recording, &r->dek, err);
     if (!rc)
@@ -198,34 +198,36 @@ const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t inde
     return index < r->count ? &r->meta[index] : NULL;
 }
 
-cu_rc store_reader_read(store_reader *r, uint64_t index, cu_buf *plaintext, cu_err *err)
+cu_rc store_reader_read(const store_reader *r, uint64_t index, cu_buf *plaintext, cu_err *err)
 {
     char path[PATH_MAX], why[200];
     if (index >= r->count)
         return cu_err_set(err, CU_ERR_NOTFOUND, "segment %llu: no such segment",
                           (unsigned long long)index);
     store_segment_path(r->dir, index, path);
+    /* The file into @p plaintext, then decrypted there (no second buffer:
+     * readers on several threads share nothing but the walked headers). */
+    if (plaintext->max < SEGMENT_FILE_MAX)
+        return cu_err_set(err, CU_ERR_NOMEM, "segment %llu: the buffer is too small",
+                          (unsigned long long)index);
     cu_err read_err;
-    cu_rc rc = store_read_file(path, SEGMENT_FILE_MAX, &r->file, &read_err);
+    cu_rc rc = store_read_file(path, SEGMENT_FILE_MAX, plaintext, &read_err);
     if (rc) /* (the message names the file) */
         return cu_err_set(err, CU_ERR_INVALID, "segment %llu: %s", (unsigned long long)index,
                           read_err.msg);
     store_header h;
-    if (store_header_parse((const uint8_t *)r->file.data, r->file.len, r->file.len, &h, why,
-                           sizeof(why)) != CU_OK)
+    if (store_header_parse((const uint8_t *)plaintext->data, plaintext->len, plaintext->len, &h,
+                           why, sizeof(why)) != CU_OK) {
+        cu_buf_reset(plaintext);
         return cu_err_set(err, CU_ERR_INVALID, "segment %llu (%s): %s", (unsigned long long)index,
                           path, why);
-    if (memcmp(h.chain, r->headers[index].chain, 32) != 0)
+    }
+    if (memcmp(h.chain, r->headers[index].chain, 32) != 0) {
+        cu_buf_reset(plaintext);
         return cu_err_set(err, CU_ERR_INVALID, "segment %llu (%s): changed since it was checked",
                           (unsigned long long)index, path);
-    cu_buf_reset(plaintext);
-    if (h.plaintext_len > plaintext->max)
-        return cu_err_set(err, CU_ERR_NOMEM, "segment %llu: larger than the buffer allows",
-                          (unsigned long long)index);
-    rc = cu_buf_append(plaintext, r->file.data + STORE_HEADER_LEN, h.plaintext_len);
-    if (rc)
-        return cu_err_set(err, rc, "out of memory for segment %llu", (unsigned long long)index);
-    if (!store_segment_decrypt(&r->file, &h, r->dek.key, (uint8_t *)plaintext->data)) {
+    }
+    if (!store_segment_decrypt_in_place(plaintext, &h, r->dek.key)) {
         cu_buf_reset(plaintext);
         return cu_err_set(err, CU_ERR_INVALID, "segment %llu (%s): authentication failed (GCM tag)",
                           (unsigned long long)index, path);
@@ -247,6 +249,5 @@ void store_reader_close(store_reader *r)
     store_dek_wipe(&r->dek);
     free(r->headers);
     free(r->meta);
-    cu_buf_free(&r->file);
     free(r);
 }

@@ -171,8 +171,12 @@ CU_WUR cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *ke
 uint64_t store_reader_count(const store_reader *r);
 /** Segment @p index's times and counts, from its checked header (NULL past the end). */
 const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t index);
-/** Segment @p index's plaintext into @p plaintext (its max at least STORE_SEGMENT_MAX). */
-CU_WUR cu_rc store_reader_read(store_reader *r, uint64_t index, cu_buf *plaintext, cu_err *err);
+/** Segment @p index's plaintext into @p plaintext, whose max must be at least
+ * STORE_READ_BUF_MAX (the file is read into it and decrypted in place).
+ * Safe to call from several threads at once, each with its own buffer. */
+#define STORE_READ_BUF_MAX (STORE_SEGMENT_MAX + 184)
+CU_WUR cu_rc store_reader_read(const store_reader *r, uint64_t index, cu_buf *plaintext,
+                               cu_err *err);
 void store_reader_close(store_reader *r);
 
 typedef struct {

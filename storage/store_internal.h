@@ -35,6 +35,11 @@ void store_nonce_for(uint64_t index, uint8_t out[STORE_NONCE_LEN]);
 bool store_segment_decrypt(const cu_buf *file, const store_header *h, const uint8_t key[32],
                            uint8_t *plain);
 
+/** Decrypt the segment file held in @p buf (header @p h, parsed from it) in
+ * place: afterwards @p buf holds the plaintext alone; false when the tag
+ * does not hold. */
+bool store_segment_decrypt_in_place(cu_buf *buf, const store_header *h, const uint8_t key[32]);
+
 /** Serialize @p h (big-endian) into exactly STORE_HEADER_LEN bytes. */
 void store_header_encode(const store_header *h, uint8_t out[STORE_HEADER_LEN]);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Clips out of the store (docs/export.md): recordings from bench/recorders
-# (H.264 over SRTP) exported whole and by a middle range with ingestctl
+# (H.264 over SRTP) and a GStreamer H.265 sender, exported whole and by a middle range with ingestctl
 # export. ffprobe shows H.264, every stored access unit as a frame, the
 # capture time as creation_time, a range starting on the keyframe at or
 # before its start; ffmpeg decodes it without an error. The same over HTTPS
@@ -33,10 +33,11 @@ user alice officer
 user bob officer
 ctl device add --serial CAM-A --officer alice --json >"$base/dev-a" || fail "device add"
 ctl device add --serial CAM-B --officer alice --json >"$base/dev-b" || fail "device add"
+hevc_dev=$(ctl device add --serial CAM-HEVC --officer alice --codec h265 --json) || fail "device add h265"
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
-    --set rtsp.port=0 --set rtsps.port=0
+    --set rtsp.port=0 --set rtsps.port=0 --set ingest.idle_timeout_s=2
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
 api_wait_cert
@@ -136,11 +137,38 @@ read -r code _ _ < <(get_clip "$tok_alice" "?start=2001-01-01T00:00:00Z&end=2001
 [ "$code" = 422 ] || fail "an empty range gave $code"
 ctl audit list --last 50 | grep -q "user:bob .*recording.export .*denied" || fail "bob's denial not audited"
 
+note "H.265 from a GStreamer sender (x265enc, rtph265pay, srtpenc): exported as HEVC"
+json_field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$1"; }
+hevc_ssrc=$(json_field "$hevc_dev" ssrc)
+hevc_key=$(json_field "$hevc_dev" key_b64 | base64 -d | od -An -tx1 | tr -d ' \n')
+timeout 60 gst-launch-1.0 -q videotestsrc num-buffers=150 is-live=true \
+    ! video/x-raw,width=640,height=360,framerate=30/1 \
+    ! x265enc tune=zerolatency key-int-max=30 speed-preset=ultrafast bitrate=800 \
+    ! rtph265pay pt=96 ssrc="$hevc_ssrc" config-interval=-1 mtu=1200 \
+    ! "application/x-rtp,payload=96,ssrc=(uint)$hevc_ssrc" \
+    ! srtpenc key="$hevc_key" rtp-cipher=aes-128-icm rtp-auth=hmac-sha1-80 \
+      rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 \
+    ! udpsink host=127.0.0.1 port="$INGEST_PORT" >"$base/gst.log" 2>&1 || fail "gst: $(cat "$base/gst.log")"
+for i in $(seq 1 60); do
+    ctl recordings | awk '$2 == "CAM-HEVC"' | grep -q ' sealed$' && break
+    sleep 0.1
+done
+rec_h=$(rec_of CAM-HEVC)
+[ -n "$rec_h" ] || fail "no H.265 recording: $(ctl recordings)"
+export_ --recording "$rec_h" --out "$base/hevc.mp4" >"$base/hevc.json" || fail "export H.265"
+[ "$(probe -show_entries stream=codec_name "$base/hevc.mp4")" = hevc ] || fail "H.265 codec"
+hevc_aus=$(ctl packets --recording "$rec_h" | awk '$3 == "seq" {print $6}' | uniq | wc -l)
+frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/hevc.mp4")
+[ "$frames" = "$hevc_aus" ] || fail "H.265: $frames frames, $hevc_aus access units stored"
+errors=$(ffmpeg -v error -i "$base/hevc.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on H.265: $errors"
+note "CAM-HEVC: $frames frames, $(probe -show_entries format=duration "$base/hevc.mp4") s"
+
 note "every export audited with the SHA-256 of what it wrote"
 sum=$(sha256sum "$base/api.mp4" | cut -d' ' -f1)
 ctl audit list --last 50 | grep -q "user:alice .*recording.export .*ok .*recording:$rec_a from start to end .*sha256 $sum" ||
     fail "the API clip ($sum) is not audited"
-for f in a mid b; do
+for f in a mid b hevc; do
     sum=$(sha256sum "$base/$f.mp4" | cut -d' ' -f1)
     ctl audit list --last 20 | grep -q "recording.export .*ok .*sha256 $sum" ||
         fail "$f.mp4 ($sum) not audited"

@@ -16,6 +16,7 @@ IT_PIDS=()
 # reads, not in a variable.
 IT_REGISTRY=$(mktemp /tmp/custos-it-registry-XXXXXX) || { echo "FAIL: mktemp" >&2; exit 1; }
 
+
 it_cleanup() {
     local pid dir log rc=$?
     local IT_DIRS=()
@@ -142,7 +143,10 @@ it_start_ingestd() {
         extra+=(--set api.bind=127.0.0.1 --set "api.port=$API_PORT")
         ;;
     esac
-    "$INGESTD" "$@" "${extra[@]}" >"$log" 2>&1 &
+    # (one GStreamer plugin registry for every test's ingestd, which loads
+    # GStreamer at start for clips: made once, not once per data dir)
+    GST_REGISTRY_1_0="/tmp/custos-test-gst-registry-ingestd-$(id -u).bin" \
+        "$INGESTD" "$@" "${extra[@]}" >"$log" 2>&1 &
     INGESTD_PID=$!
     IT_PIDS+=("$INGESTD_PID")
 }
