@@ -282,9 +282,99 @@ static cu_rc make_plan(store_reader *rd, const export_clip_opts *o, cu_buf *plai
     return CU_OK;
 }
 
+/* ------------------------------------------------- parameter sets (SDP) */
+
+#define SDP_MAX 49152
+
+/* Whether @p v (@p n bytes) is base64 and commas only (safe inside caps). */
+static bool sprop_value_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > 4096)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= 'a' && v[i] <= 'z') ||
+              (v[i] >= '0' && v[i] <= '9') || v[i] == '+' || v[i] == '/' || v[i] == '=' ||
+              v[i] == ','))
+            return false;
+    return true;
+}
+
+/* The fmtp parameters of @p fmtp ("a=fmtp:PT k=v;k=v", @p n bytes) that carry
+ * parameter sets, as caps fields appended to @p out. */
+static void sprop_fields(const char *fmtp, size_t n, pipe_codec codec, cu_buf *out)
+{
+    static const char *const h264[] = {"sprop-parameter-sets", NULL};
+    static const char *const h265[] = {"sprop-vps", "sprop-sps", "sprop-pps", NULL};
+    const char *const *keys = codec == PIPE_CODEC_H264 ? h264 : h265;
+    const char *p = memchr(fmtp, ' ', n), *end = fmtp + n;
+    while (p && p < end) {
+        while (p < end && (*p == ' ' || *p == ';'))
+            p++;
+        const char *stop = memchr(p, ';', (size_t)(end - p));
+        if (!stop)
+            stop = end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        for (int k = 0; eq && keys[k]; k++) {
+            size_t kl = strlen(keys[k]);
+            const char *v = eq + 1;
+            size_t vl = (size_t)(stop - v);
+            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\r'))
+                vl--;
+            if ((size_t)(eq - p) == kl && memcmp(p, keys[k], kl) == 0 && sprop_value_ok(v, vl)) {
+                char head[64];
+                int hl = snprintf(head, sizeof(head), ",%s=(string)\"", keys[k]);
+                if (cu_buf_append(out, head, (size_t)hl) || cu_buf_append(out, v, vl) ||
+                    cu_buf_append(out, "\"", 1))
+                    return;
+            }
+        }
+        p = stop;
+    }
+}
+
+/*
+ * Parameter sets that travel only in the SDP (an RTSP publisher's
+ * sprop-parameter-sets; a payloader without config-interval sends none in
+ * band): from the meta file's SDP, the video section's fmtp for the
+ * recording's payload type, as caps fields for the depayloader. Empty when
+ * there are none.
+ */
+static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf *out)
+{
+    static const char key[] = "sdp_b64=";
+    const char *line = meta, *end = meta + meta_len;
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        if (n > sizeof(key) - 1 && memcmp(line, key, sizeof(key) - 1) == 0) {
+            uint8_t *sdp = cu_xmalloc(SDP_MAX);
+            size_t sdp_len = 0;
+            if (cu_base64_decode(line + sizeof(key) - 1, n - (sizeof(key) - 1), sdp, SDP_MAX,
+                                 &sdp_len)) {
+                bool video = false;
+                const char *l = (const char *)sdp, *se = l + sdp_len;
+                char fmtp[32];
+                int fl = snprintf(fmtp, sizeof(fmtp), "a=fmtp:%u ", pl->payload_type);
+                while (l < se) {
+                    const char *e = memchr(l, '\n', (size_t)(se - l));
+                    size_t ln = e ? (size_t)(e - l) : (size_t)(se - l);
+                    if (ln >= 2 && l[0] == 'm' && l[1] == '=')
+                        video = ln >= 7 && memcmp(l, "m=video", 7) == 0;
+                    else if (video && ln > (size_t)fl && memcmp(l, fmtp, (size_t)fl) == 0)
+                        sprop_fields(l, ln, pl->codec, out);
+                    l += ln + 1;
+                }
+            }
+            free(sdp);
+            return;
+        }
+        line += n + 1;
+    }
+}
+
 /* -------------------------------------------------------------- pipeline */
 
-static GstElement *build(const plan *pl, const export_clip_opts *o, output *out,
+static GstElement *build(const plan *pl, const export_clip_opts *o, const char *sprop, output *out,
                          GstElement **src_out, cu_err *err)
 {
     const char *name = pl->codec == PIPE_CODEC_H264 ? "H264" : "H265";
@@ -292,12 +382,23 @@ static GstElement *build(const plan *pl, const export_clip_opts *o, output *out,
     char desc[1024];
     snprintf(desc, sizeof(desc),
              "appsrc name=src format=time stream-type=stream "
-             "caps=application/x-rtp,media=video,encoding-name=%s,clock-rate=%u,payload=%u "
              "! rtph%sdepay ! h%sparse ! video/x-h%s,stream-format=%s,alignment=au "
              "! mp4mux name=mux %s ! appsink name=sink sync=false",
-             name, pl->clock_rate, pl->payload_type, lower, lower, lower,
-             pl->codec == PIPE_CODEC_H264 ? "avc" : "hvc1",
+             lower, lower, lower, pl->codec == PIPE_CODEC_H264 ? "avc" : "hvc1",
              o->fragmented ? "fragment-duration=1000 streamable=true" : "faststart=true");
+    /* (the caps apart: the SDP's parameter sets are quoted strings) */
+    size_t caps_len = strlen(sprop) + 160;
+    char *caps_text = cu_xmalloc(caps_len);
+    snprintf(caps_text, caps_len,
+             "application/x-rtp,media=(string)video,encoding-name=(string)%s,clock-rate=(int)%u,"
+             "payload=(int)%u%s",
+             name, pl->clock_rate, pl->payload_type, sprop);
+    GstCaps *caps = gst_caps_from_string(caps_text);
+    free(caps_text);
+    if (!caps) {
+        cu_err_set(err, CU_ERR_INVALID, "the recording's RTP caps do not parse");
+        return NULL;
+    }
     GError *e = NULL;
     GstElement *pipeline = gst_parse_launch(desc, &e);
     if (!pipeline || e) {
@@ -305,6 +406,7 @@ static GstElement *build(const plan *pl, const export_clip_opts *o, output *out,
         g_clear_error(&e);
         if (pipeline)
             gst_object_unref(pipeline);
+        gst_caps_unref(caps);
         return NULL;
     }
     GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
@@ -312,6 +414,8 @@ static GstElement *build(const plan *pl, const export_clip_opts *o, output *out,
     gst_app_sink_set_callbacks(GST_APP_SINK(sink), &cb, out, NULL);
     gst_object_unref(sink);
     *src_out = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+    g_object_set(*src_out, "caps", caps, NULL);
+    gst_caps_unref(caps);
     return pipeline;
 }
 
@@ -363,7 +467,19 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
         rc = cu_err_set(err, CU_ERR_NOMEM, "no SHA-256 context");
         goto out;
     }
-    pipeline = build(&pl, o, &out, &src, err);
+    cu_buf sprop;
+    cu_buf_init(&sprop, 12288);
+    size_t meta_len;
+    const char *meta = store_reader_meta_file(rd, &meta_len);
+    sprop_caps(meta, meta_len, &pl, &sprop);
+    rep->sdp_parameter_sets = sprop.len > 0;
+    if (cu_buf_append(&sprop, "", 1) != CU_OK) { /* (NUL) */
+        cu_buf_free(&sprop);
+        rc = cu_err_set(err, CU_ERR_INVALID, "the SDP's parameter sets are too long");
+        goto out;
+    }
+    pipeline = build(&pl, o, sprop.data, &out, &src, err);
+    cu_buf_free(&sprop);
     if (!pipeline) {
         rc = CU_ERR_IO;
         goto out;

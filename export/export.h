@@ -26,10 +26,11 @@ typedef struct {
     int64_t last_us;        /* ... and of the last */
     uint64_t first_segment; /* the segments used */
     uint64_t last_segment;
-    uint64_t packets;   /* RTP packets given to the muxer */
-    uint64_t lost;      /* packets the recording lost inside the range (gaps kept as gaps) */
-    uint64_t bytes;     /* MP4 bytes written */
-    uint8_t sha256[32]; /* of those bytes */
+    uint64_t packets;        /* RTP packets given to the muxer */
+    uint64_t lost;           /* packets the recording lost inside the range (gaps kept as gaps) */
+    bool sdp_parameter_sets; /* the SDP's sprop-* given to the depayloader */
+    uint64_t bytes;          /* MP4 bytes written */
+    uint8_t sha256[32];      /* of those bytes */
 } export_clip_report;
 
 /** Where the MP4 goes, as it is made; false stops the export (a client gone). */

@@ -143,9 +143,10 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     fprintf(report,
             "{\"recording\":\"%s\",\"codec\":\"%s\",\"first\":\"%s\",\"last\":\"%s\","
             "\"segments\":[%llu,%llu],\"packets\":%llu,\"lost\":%llu,\"bytes\":%llu,"
-            "\"sha256\":\"%s\"}\n",
+            "\"sdp_parameter_sets\":%s,\"sha256\":\"%s\"}\n",
             rec, rep.codec, first, last, (unsigned long long)rep.first_segment,
             (unsigned long long)rep.last_segment, (unsigned long long)rep.packets,
-            (unsigned long long)rep.lost, (unsigned long long)rep.bytes, sha);
+            (unsigned long long)rep.lost, (unsigned long long)rep.bytes,
+            rep.sdp_parameter_sets ? "true" : "false", sha);
     return status;
 }

@@ -28,6 +28,7 @@ struct store_reader {
     uint64_t count;
     store_header *headers; /* [count], as walked at open */
     store_segment_meta *meta;
+    cu_buf meta_file; /* the recording's meta file, as hashed into the chain's genesis */
 };
 
 /* An index row: what the database says segment idx is. */
@@ -124,17 +125,27 @@ cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
     uint8_t sealed_head[32], chain[32];
     uint64_t sealed_count = 0;
     char path[PATH_MAX];
-    store_origin origin;
 
     r->id = *recording;
+    cu_buf_init(&r->meta_file, STORE_META_MAX);
     store_recording_dir(data_dir, recording, r->dir);
     cu_rc rc = store_dek_load(data_dir, conn, keys, recording, &r->dek, err);
     if (!rc)
         rc = load_index(conn, recording, &rows, &nrows, &sealed, sealed_head, &sealed_count, err);
-    if (!rc)
-        rc = store_recording_genesis(r->dir, recording, chain, &origin, err);
     if (rc)
         goto out;
+    /* The genesis from the very bytes kept (what export reads of the meta
+     * is what the chain holds). An absent file reads as empty. */
+    snprintf(path, sizeof(path), "%s/meta", r->dir);
+    rc = store_read_file(path, STORE_META_MAX, &r->meta_file, err);
+    if (rc == CU_ERR_NOTFOUND)
+        rc = CU_OK;
+    if (rc)
+        goto out;
+    uint8_t meta_sha[32];
+    EVP_Digest(r->meta_file.data ? r->meta_file.data : "", r->meta_file.len, meta_sha, NULL,
+               EVP_sha256(), NULL);
+    store_chain_genesis(recording, meta_sha, chain);
     r->count = nrows;
     r->headers = cu_xcalloc(nrows ? nrows : 1, sizeof(*r->headers));
     r->meta = cu_xcalloc(nrows ? nrows : 1, sizeof(*r->meta));
@@ -193,6 +204,12 @@ uint64_t store_reader_count(const store_reader *r)
     return r->count;
 }
 
+const char *store_reader_meta_file(const store_reader *r, size_t *len)
+{
+    *len = r->meta_file.len;
+    return r->meta_file.data ? r->meta_file.data : "";
+}
+
 const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t index)
 {
     return index < r->count ? &r->meta[index] : NULL;
@@ -249,5 +266,6 @@ void store_reader_close(store_reader *r)
     store_dek_wipe(&r->dek);
     free(r->headers);
     free(r->meta);
+    cu_buf_free(&r->meta_file);
     free(r);
 }

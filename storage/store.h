@@ -169,6 +169,9 @@ typedef struct store_reader store_reader;
 CU_WUR cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
                                const store_id *recording, store_reader **out, cu_err *err);
 uint64_t store_reader_count(const store_reader *r);
+/** The recording's meta file ("key=value" lines: source, codec, SDP...), the
+ * bytes its chain starts from; not NUL-terminated, borrowed from @p r. */
+const char *store_reader_meta_file(const store_reader *r, size_t *len);
 /** Segment @p index's times and counts, from its checked header (NULL past the end). */
 const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t index);
 /** Segment @p index's plaintext into @p plaintext, whose max must be at least

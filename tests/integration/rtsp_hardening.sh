@@ -93,8 +93,13 @@ grep -q 'pull CAM-MD5 .*offers no authentication we accept' "$base/ingestd.log" 
 [ -z "$(ctl recordings | awk '$2 == "CAM-MD5"')" ] || fail "CAM-MD5 has recordings"
 
 note "RTP over UDP only from the declared port: spoofed from another port, dropped"
-client_port=$(it_free_port)
-[ $((client_port % 2)) = 0 ] || client_port=$((client_port - 1))
+# (an even port and the next, both taken from the allocator the parallel
+# tests share, and another for the spoofer: none can be another test's)
+for i in $(seq 1 20); do
+    client_port=$(it_free_port)
+    [ $((client_port % 2)) = 0 ] && [ "$(it_free_port)" = $((client_port + 1)) ] && break
+done
+spoof_port=$(it_free_port)
 rtsp_open
 announce UDP-1 "$udp_pw"
 expect 200 "ANNOUNCE UDP-1"
@@ -117,7 +122,7 @@ rtp_stream() { # BIND-PORT: 2 s of H.264 over RTP to the server port, sent from 
         fail "udpsink from $1: $(tail -3 "$base/udp-$1.log")"
 }
 before=$(refused media)
-rtp_stream $((client_port + 10))
+rtp_stream "$spoof_port"
 sleep 0.3
 spoofed=$(( $(refused media) - before ))
 [ "$spoofed" -ge 50 ] || fail "spoofed datagrams not refused: $spoofed counted"
