@@ -46,22 +46,32 @@ static uint64_t be_col(PGresult *res, int row, int col)
     return v;
 }
 
-/* The index rows of the recording, and its sealed head and count (when sealed). */
-static cu_rc load_index(PGconn *conn, const store_id *id, index_row **rows_out, size_t *n_out,
-                        bool *sealed, uint8_t head[32], uint64_t *count, cu_err *err)
+/* @p sql with the recording id as its one parameter, binary results; NULL
+ * (and @p err, naming @p what) when it failed. */
+static PGresult *query_recording(PGconn *conn, const char *sql, const store_id *id,
+                                 const char *what, cu_err *err)
 {
     char text[37];
     store_id_format(id, text);
     const char *params[1] = {text};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT s.idx, s.sha256, s.chain FROM segments s "
-                                 "WHERE s.recording_id = $1 ORDER BY s.idx",
-                                 1, NULL, params, NULL, NULL, 1);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cu_rc rc = cu_err_set(err, CU_ERR_DB, "reading segments: %s", PQerrorMessage(conn));
-        PQclear(res);
-        return rc;
-    }
+    PGresult *res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 1);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        return res;
+    cu_err_set(err, CU_ERR_DB, "reading %s: %s", what, PQerrorMessage(conn));
+    PQclear(res);
+    return NULL;
+}
+
+/* The index rows of the recording, and its sealed head and count (when sealed). */
+static cu_rc load_index(PGconn *conn, const store_id *id, index_row **rows_out, size_t *n_out,
+                        bool *sealed, uint8_t head[32], uint64_t *count, cu_err *err)
+{
+    PGresult *res = query_recording(conn,
+                                    "SELECT s.idx, s.sha256, s.chain FROM segments s "
+                                    "WHERE s.recording_id = $1 ORDER BY s.idx",
+                                    id, "segments", err);
+    if (!res)
+        return CU_ERR_DB;
     int n = PQntuples(res);
     index_row *rows = cu_xcalloc(n ? (size_t)n : 1, sizeof(*rows));
     for (int i = 0; i < n; i++) {
@@ -72,15 +82,13 @@ static cu_rc load_index(PGconn *conn, const store_id *id, index_row **rows_out, 
             memcpy(rows[i].chain, PQgetvalue(res, i, 2), 32);
     }
     PQclear(res);
-    res = PQexecParams(conn,
-                       "SELECT chain_head, segment_count FROM recordings "
-                       "WHERE id = $1 AND chain_head IS NOT NULL",
-                       1, NULL, params, NULL, NULL, 1);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cu_rc rc = cu_err_set(err, CU_ERR_DB, "reading the recording: %s", PQerrorMessage(conn));
-        PQclear(res);
+    res = query_recording(conn,
+                          "SELECT chain_head, segment_count FROM recordings "
+                          "WHERE id = $1 AND chain_head IS NOT NULL",
+                          id, "the recording", err);
+    if (!res) {
         free(rows);
-        return rc;
+        return CU_ERR_DB;
     }
     *sealed = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 32;
     if (*sealed) {

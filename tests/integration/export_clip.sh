@@ -22,6 +22,28 @@ export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")/.." && pwd)/lsan.supp"
 export_() { ctl export "$@"; }
 probe() { ffprobe -v error -of default=nw=1:nk=1 "$@"; }
 rec_of() { ctl recordings | awk -v s="$1" '$2 == s {print $1}'; }
+stored_aus() { ctl packets --recording "$1" | awk '$3 == "seq" {print $6}' | uniq | wc -l; }
+frames_of() { probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$1"; }
+wait_sealed() { # SERIAL
+    local i
+    for i in $(seq 1 100); do
+        ctl recordings | awk -v s="$1" '$2 == s' | grep -q ' sealed$' && return 0
+        sleep 0.1
+    done
+    fail "$1 not sealed: $(ctl recordings)"
+}
+# clip_ok RECORDING FILE CODEC: that codec, every stored access unit a frame,
+# decoded by ffmpeg without an error; sets FRAMES.
+clip_ok() {
+    [ "$(probe -show_entries stream=codec_name "$2")" = "$3" ] || fail "$2: not $3"
+    FRAMES=$(frames_of "$2")
+    local stored
+    stored=$(stored_aus "$1")
+    [ "$FRAMES" = "$stored" ] || fail "$2: $FRAMES frames, $stored access units stored"
+    local errors
+    errors=$(ffmpeg -v error -i "$2" -f null - 2>&1)
+    [ -z "$errors" ] || fail "ffmpeg on $2: $errors"
+}
 start_of() { ctl recordings | awk -v s="$1" '$2 == s {print $4}'; }
 # RFC 3339 of a time in seconds since the epoch (with decimals).
 at() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%S.%3NZ; }
@@ -59,15 +81,11 @@ rec_a=$(rec_of CAM-A) rec_b=$(rec_of CAM-B)
 
 note "whole: H.264, every stored access unit a frame, creation_time the capture's"
 export_ --recording "$rec_a" --out "$base/a.mp4" >"$base/a.json" || fail "export A"
-[ "$(probe -show_entries stream=codec_name "$base/a.mp4")" = h264 ] || fail "codec"
-stored_aus=$(ctl packets --recording "$rec_a" | awk '$3 == "seq" {print $6}' | uniq | wc -l)
-frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/a.mp4")
-[ "$frames" = "$stored_aus" ] || fail "$frames frames, $stored_aus access units stored"
+clip_ok "$rec_a" "$base/a.mp4" h264
+frames=$FRAMES
 created=$(probe -show_entries format_tags=creation_time "$base/a.mp4")
 [ "${created%%.*}" = "$(start_of CAM-A | cut -c1-19)" ] ||
     fail "creation_time $created, capture started $(start_of CAM-A)"
-errors=$(ffmpeg -v error -i "$base/a.mp4" -f null - 2>&1)
-[ -z "$errors" ] || fail "ffmpeg: $errors"
 duration=$(probe -show_entries format=duration "$base/a.mp4")
 note "CAM-A: $frames frames, ${duration} s, created $created, $(wc -c <"$base/a.mp4") bytes"
 
@@ -117,18 +135,13 @@ read -r code first_byte total < <(get_clip "$tok_alice" "" "$base/api.mp4")
 [ "$code" = 200 ] || fail "clip over the API: $code $(head -c 300 "$base/api.mp4")"
 grep -qi '^content-type: video/mp4' "$base/api.mp4.headers" || fail "$(cat "$base/api.mp4.headers")"
 grep -qi '^transfer-encoding: chunked' "$base/api.mp4.headers" || fail "not streamed"
-[ "$(probe -show_entries stream=codec_name "$base/api.mp4")" = h264 ] || fail "API codec"
-frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/api.mp4")
-[ "$frames" = "$stored_aus" ] || fail "API clip: $frames frames, $stored_aus stored"
+clip_ok "$rec_a" "$base/api.mp4" h264
 [ "$(probe -show_entries format_tags=creation_time "$base/api.mp4")" = "$created" ] ||
     fail "API creation_time"
-errors=$(ffmpeg -v error -i "$base/api.mp4" -f null - 2>&1)
-[ -z "$errors" ] || fail "ffmpeg on the API clip: $errors"
-note "API clip: $frames frames, first byte after ${first_byte} s, all in ${total} s"
+note "API clip: $FRAMES frames, first byte after ${first_byte} s, all in ${total} s"
 read -r code _ _ < <(get_clip "$tok_alice" "?start=$from&end=$to" "$base/api-mid.mp4")
 [ "$code" = 200 ] || fail "range over the API: $code"
-[ "$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/api-mid.mp4")" = \
-  "$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/mid.mp4")" ] ||
+[ "$(frames_of "$base/api-mid.mp4")" = "$(frames_of "$base/mid.mp4")" ] ||
     fail "the API's range is not ingestctl's"
 read -r code _ _ < <(get_clip "$tok_bob" "" "$base/bob.mp4")
 [ "$code" = 404 ] || fail "another officer got $code"
@@ -150,20 +163,11 @@ timeout 60 gst-launch-1.0 -q videotestsrc num-buffers=150 is-live=true \
     ! srtpenc key="$hevc_key" rtp-cipher=aes-128-icm rtp-auth=hmac-sha1-80 \
       rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 \
     ! udpsink host=127.0.0.1 port="$INGEST_PORT" >"$base/gst.log" 2>&1 || fail "gst: $(cat "$base/gst.log")"
-for i in $(seq 1 60); do
-    ctl recordings | awk '$2 == "CAM-HEVC"' | grep -q ' sealed$' && break
-    sleep 0.1
-done
+wait_sealed CAM-HEVC
 rec_h=$(rec_of CAM-HEVC)
-[ -n "$rec_h" ] || fail "no H.265 recording: $(ctl recordings)"
 export_ --recording "$rec_h" --out "$base/hevc.mp4" >"$base/hevc.json" || fail "export H.265"
-[ "$(probe -show_entries stream=codec_name "$base/hevc.mp4")" = hevc ] || fail "H.265 codec"
-hevc_aus=$(ctl packets --recording "$rec_h" | awk '$3 == "seq" {print $6}' | uniq | wc -l)
-frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/hevc.mp4")
-[ "$frames" = "$hevc_aus" ] || fail "H.265: $frames frames, $hevc_aus access units stored"
-errors=$(ffmpeg -v error -i "$base/hevc.mp4" -f null - 2>&1)
-[ -z "$errors" ] || fail "ffmpeg on H.265: $errors"
-note "CAM-HEVC: $frames frames, $(probe -show_entries format=duration "$base/hevc.mp4") s"
+clip_ok "$rec_h" "$base/hevc.mp4" hevc
+note "CAM-HEVC: $FRAMES frames, $(probe -show_entries format=duration "$base/hevc.mp4") s"
 
 note "an RTSP publish (rtspclientsink): the parameter sets of its SDP given to the depayloader"
 pub_pw=$(json_field "$pub_dev" rtsp_password)
@@ -176,21 +180,13 @@ timeout 15 gst-launch-1.0 -e videotestsrc is-live=true num-buffers=120 \
 # (GStreamer 1.22's rtspclientsink sometimes never ends, or fails its own
 # TEARDOWN: tolerated as in ingest_rtsp, once it recorded)
 [ "$rc" = 0 ] || grep -q 'Starting recording' "$base/gst-pub.log" || fail "rtspclientsink: $(tail -5 "$base/gst-pub.log")"
-for i in $(seq 1 100); do
-    ctl recordings | awk '$2 == "CAM-PUB"' | grep -q ' sealed$' && break
-    sleep 0.1
-done
+wait_sealed CAM-PUB
 rec_p=$(rec_of CAM-PUB)
-[ -n "$rec_p" ] || fail "no RTSP recording: $(ctl recordings)"
 export_ --recording "$rec_p" --out "$base/pub.mp4" >"$base/pub.json" || fail "export RTSP"
 grep -q '"sdp_parameter_sets":true' "$base/pub.json" || fail "SDP parameter sets not used: $(cat "$base/pub.json")"
 grep -q '"sdp_parameter_sets":false' "$base/a.json" || fail "SDP parameter sets for SRTP: $(cat "$base/a.json")"
-pub_aus=$(ctl packets --recording "$rec_p" | awk '$3 == "seq" {print $6}' | uniq | wc -l)
-frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/pub.mp4")
-[ "$frames" = "$pub_aus" ] || fail "RTSP: $frames frames, $pub_aus access units stored"
-errors=$(ffmpeg -v error -i "$base/pub.mp4" -f null - 2>&1)
-[ -z "$errors" ] || fail "ffmpeg on the RTSP clip: $errors"
-note "CAM-PUB: $frames frames, $(probe -show_entries stream=width,height -of csv=p=0 "$base/pub.mp4")"
+clip_ok "$rec_p" "$base/pub.mp4" h264
+note "CAM-PUB: $FRAMES frames, $(probe -show_entries stream=width,height -of csv=p=0 "$base/pub.mp4")"
 
 note "every export audited with the SHA-256 of what it wrote"
 sum=$(sha256sum "$base/api.mp4" | cut -d' ' -f1)
