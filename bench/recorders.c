@@ -557,23 +557,16 @@ static int64_t now_us(void)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"devices", required_argument, NULL, 'd'},
-        {"seconds", required_argument, NULL, 's'},
-        {"target", required_argument, NULL, 't'},
-        {"clip", required_argument, NULL, 'c'},
-        {"streams", required_argument, NULL, 'n'},
-        {"drop", required_argument, NULL, 'x'},
-        {"no-bye", no_argument, NULL, 'b'},
-        {"port-per-stream", no_argument, NULL, 'p'},
-        {"no-rtcp", no_argument, NULL, 'r'},
-        {"no-gso", no_argument, NULL, 'g'},
-        {"transport", required_argument, NULL, 'T'},
-        {"state", required_argument, NULL, 'S'},
-        {"speed", required_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"devices", required_argument, NULL, 'd'},   {"seconds", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},    {"clip", required_argument, NULL, 'c'},
+        {"streams", required_argument, NULL, 'n'},   {"drop", required_argument, NULL, 'x'},
+        {"no-bye", no_argument, NULL, 'b'},          {"port-per-stream", no_argument, NULL, 'p'},
+        {"no-rtcp", no_argument, NULL, 'r'},         {"no-gso", no_argument, NULL, 'g'},
+        {"transport", required_argument, NULL, 'T'}, {"state", required_argument, NULL, 'S'},
+        {"speed", required_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
     };
     const char *state_path = NULL;
-    int speed = 1; /* --speed: media seconds per wall second */
+    int64_t speed = 1; /* --speed: media seconds per wall second */
     const char *devices_path = NULL, *target = "127.0.0.1:5004", *clip_path = NULL;
     int64_t seconds = 10, want_streams = 0;
     uint64_t drops[MAX_DROPS];
@@ -608,8 +601,7 @@ int main(int argc, char **argv)
         case 'g': gso = false; break;
         case 'S': state_path = optarg; break;
         case 'V':
-            speed = atoi(optarg);
-            if (speed < 1 || speed > 64)
+            if (!cu_parse_int64(optarg, &speed) || speed < 1 || speed > 64)
                 return 2;
             break;
         case 'T':

@@ -115,8 +115,9 @@ cu_rc cu_caps_drop_all(cu_err *err)
     DIR *tasks = opendir("/proc/self/task");
     struct dirent *de;
     while (tasks && (de = readdir(tasks))) {
-        pid_t tid = (pid_t)atoi(de->d_name);
-        if (tid > 0 && tid != self && syscall(SYS_tgkill, getpid(), tid, DROP_SIGNAL) == 0)
+        int64_t tid = 0;
+        if (cu_parse_int64(de->d_name, &tid) && tid > 0 && tid != self &&
+            syscall(SYS_tgkill, getpid(), (pid_t)tid, DROP_SIGNAL) == 0)
             asked++;
     }
     if (tasks)

@@ -457,7 +457,7 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
     GstBus *bus = NULL;
     char why[512] = "";
     bool eos = false, started = false, done = false;
-    int64_t ext = 0, ext_first = 0;
+    int64_t ext = 0; /* RTP time since the clip's first packet, past 32-bit wraps */
     uint32_t prev_ts = 0, last_pushed_ts = 0;
 
     rc = make_plan(rd, o, &plain, &pl, err);
@@ -519,7 +519,7 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
                 if (i != pl.first || p.timestamp != pl.start_ts)
                     continue;
                 started = true;
-                ext = ext_first = 0;
+                ext = 0;
                 prev_ts = p.timestamp;
                 last_pushed_ts = p.timestamp;
                 rep->first_us = capture_us(m, seg_ts, p.timestamp, pl.clock_rate);
@@ -538,9 +538,8 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
             ext += (int32_t)(p.timestamp - prev_ts);
             prev_ts = p.timestamp;
             GstBuffer *b = gst_buffer_new_memdup(rec.pkt, rec.len);
-            GST_BUFFER_PTS(b) = ext < ext_first ? 0
-                                                : gst_util_uint64_scale((uint64_t)(ext - ext_first),
-                                                                        GST_SECOND, pl.clock_rate);
+            GST_BUFFER_PTS(b) =
+                ext < 0 ? 0 : gst_util_uint64_scale((uint64_t)ext, GST_SECOND, pl.clock_rate);
             if (discont) {
                 GST_BUFFER_FLAG_SET(b, GST_BUFFER_FLAG_DISCONT);
                 discont = false;

@@ -114,8 +114,8 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     if (!rc)
         rc = export_clip(rd, &o, write_all, &f, &rep, &err);
     store_reader_close(rd);
-    if (!rc && f.error)
-        rc = cu_err_set(&err, CU_ERR_IO, "%s: %s", out_path, strerror(f.error));
+    if (f.error) /* (the export stopped because a write failed: say which, and why) */
+        rc = cu_err_set(&err, CU_ERR_IO, "%s: %s", to_stdout ? "stdout" : tmp, strerror(f.error));
     if (!rc && !to_stdout && (fsync(f.fd) != 0 || rename(tmp, out_path) != 0))
         rc = cu_err_set(&err, CU_ERR_IO, "%s: %s", out_path, strerror(errno));
     if (!to_stdout) {

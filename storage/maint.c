@@ -13,8 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SEGMENT_FILE_MAX (STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN)
-
 /* ---------------------------------------------------------------- shared */
 
 /* Read a segment file and parse its header; @p why says what is wrong. */

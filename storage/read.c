@@ -17,10 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SEGMENT_FILE_MAX STORE_READ_BUF_MAX
-_Static_assert(STORE_READ_BUF_MAX == STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN,
-               "a read buffer holds a whole segment file");
-
 struct store_reader {
     char dir[PATH_MAX];
     store_id id;

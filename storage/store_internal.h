@@ -13,6 +13,9 @@
 #define STORE_NONCE_LEN     12
 #define STORE_SEAL_LEN      128
 #define STORE_SEAL_BODY_LEN 96
+/* A whole segment file: header, payload, tag (what a read buffer holds). */
+#define SEGMENT_FILE_MAX (STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN)
+_Static_assert(SEGMENT_FILE_MAX == STORE_READ_BUF_MAX, "store.h's read buffer holds a file");
 
 typedef struct {
     uint32_t flags;

@@ -10,8 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SEGMENT_FILE_MAX (STORE_HEADER_LEN + STORE_SEGMENT_MAX + STORE_TAG_LEN)
-
 typedef struct {
     uint64_t idx;
     int64_t start_us, end_us;
