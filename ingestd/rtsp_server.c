@@ -391,6 +391,7 @@ struct rtsp_conn {
     char peer_text[64];
     bool tls;
     bool closing;
+    int64_t linger_until_us; /* closed for writing: its input dropped until EOF or then */
     int64_t opened_us, last_us;
     int64_t partial_since_us; /* an incomplete request or frame waits since */
     size_t scanned;           /* bytes of it looked at for a line end */
@@ -469,13 +470,37 @@ static void reply(rtsp_conn *c, int code, const char *cseq, const char *extra, c
 
 static void conn_free(rtsp_conn *c);
 
+#define LINGER_US 2000000
+
+/*
+ * The answers are written: end the connection without losing them. Closing
+ * a socket whose peer's bytes are still unread sends a reset, which can
+ * destroy the last answer before the client reads it; so a plain
+ * connection is shut for writing and its input read and dropped until the
+ * client closes (or LINGER_US passes), as a lingering close. TLS ends at
+ * once (its close_notify is the end).
+ */
+static void finish_close(rtsp_conn *c)
+{
+    if (c->tls) {
+        conn_free(c);
+        return;
+    }
+    if (c->linger_until_us)
+        return;
+    c->linger_until_us = cu_time_us() + LINGER_US;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
 /* Close once what was answered has been written. */
 static void close_after_reply(rtsp_conn *c)
 {
     c->closing = true;
-    bufferevent_disable(c->bev, EV_READ);
+    if (c->tls)
+        bufferevent_disable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        conn_free(c);
+        finish_close(c);
 }
 
 /* -------------------------------------------------------------- tracks */
@@ -1078,6 +1103,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     rtsp_conn *c = arg;
     const cu_config *cfg = c->rw->r->cfg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->closing) { /* (what comes after the last answer is dropped) */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     rtsp_limits lim = {.max_header_bytes = (size_t)cfg->rtsp_max_header_bytes,
                        .max_body_bytes = (size_t)cfg->rtsp_max_body_bytes};
     int64_t now = cu_time_us();
@@ -1155,7 +1184,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     rtsp_conn *c = arg;
     if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        conn_free(c);
+        finish_close(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -1188,8 +1217,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     rtsp_conn *next;
     for (rtsp_conn *c = rw->conns; c; c = next) {
         next = c->next;
-        if (c->closing)
+        if (c->closing) {
+            if (c->linger_until_us && now > c->linger_until_us)
+                conn_free(c);
             continue;
+        }
         if (c->partial_since_us &&
             now - c->partial_since_us > cfg->rtsp_request_timeout_s * 1000000) {
             refused(REFUSE_SLOW);

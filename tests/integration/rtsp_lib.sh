@@ -11,7 +11,7 @@ rtsp_close() { { exec {RT}>&-; } 2>/dev/null || true; } # (a redirection of exec
 # silently, without its cleanup, in one suite run).
 rtsp_send() { (trap '' PIPE; printf '%b' "$1" >&"$RT") 2>/dev/null || true; }
 rtsp_read() {
-    local line rc
+    local line="" rc
     RESP=""
     CODE=""
     while :; do
