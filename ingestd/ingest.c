@@ -956,8 +956,12 @@ static void *control_main(void *arg)
             save_marks(s, &conn);
             next_mark_save = cu_mono_ns() + s->cfg->ingest_replay_save_ms * 1000000;
         }
-        if (s->stop_control)
+        if (s->stop_control) {
+            /* The stop's exact marks may have come while the save above ran. */
+            if (s->nmarks)
+                save_marks(s, &conn);
             break;
+        }
         int64_t now = cu_mono_ns();
         if (now >= next_poll) {
             pthread_mutex_unlock(&s->lock);
