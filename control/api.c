@@ -576,8 +576,9 @@ static void *handler_main(void *arg)
         pthread_mutex_unlock(&api->mu);
         r->a = w;
         r->next = NULL;
+        w->streamed = false;
         handle(r);
-        if (r->streamed) { /* its stream answers it */
+        if (w->streamed) { /* its stream answers it, and frees it */
             pthread_mutex_lock(&api->mu);
             continue;
         }

@@ -35,6 +35,7 @@ typedef struct api_worker {
     PGconn *db;
     keys_ring *keys;        /* borrowed: TOTP secrets are wrapped by its KEKs */
     const char *data_dir;   /* the store's (exports read it) */
+    bool streamed;          /* its request now belongs to an api_stream (set in it) */
     ctl_audit_group *audit; /* the service's, shared: one group commit for all threads */
     api_logins *logins;     /* the service's, shared */
     pthread_t thread;
@@ -61,7 +62,6 @@ typedef struct request {
     int status;        /* the reply: 0 until a handler sets it */
     int retry_after_s; /* a Retry-After header with the reply when set */
     char *reply;       /* JSON text (malloc) or NULL for an empty body */
-    bool streamed;     /* an api_stream answers it (and owns it) */
     struct request *next;
 } request;
 

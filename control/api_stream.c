@@ -131,7 +131,7 @@ api_stream *api_stream_start(request *r, int status, const char *content_type,
         abort(); /* (allocation: as cu_xcalloc) */
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->drained, NULL);
-    r->streamed = true;
+    r->a->streamed = true; /* (the handler's thread: r may be freed once it ends) */
     r->status = status;
     event_active(s->wake, 0, 0);
     return s;
