@@ -416,7 +416,39 @@ struct ctl_api {
     size_t queue_len, queue_bytes;
     request *replies, **replies_tail; /* answered, waiting for the I/O thread */
     bool stopping;
+    int exports; /* clips and package downloads streaming now (export.max_concurrent) */
+    api_packager *packager;
 };
+
+api_packager *api_packager_of(const api_worker *w)
+{
+    return w->api->packager;
+}
+
+bool api_export_slot_take(request *r)
+{
+    ctl_api *a = r->a->api;
+    pthread_mutex_lock(&a->mu);
+    bool ok = a->exports < (int)a->cfg->export_max_concurrent;
+    if (ok)
+        a->exports++;
+    pthread_mutex_unlock(&a->mu);
+    if (!ok) {
+        r->retry_after_s = 5;
+        api_reply_error(r, 503, "busy",
+                        "as many clips and packages as allowed are being sent "
+                        "(export.max_concurrent); try again shortly",
+                        NULL);
+    }
+    return ok;
+}
+
+void api_export_slot_give(api_worker *w)
+{
+    pthread_mutex_lock(&w->api->mu);
+    w->api->exports--;
+    pthread_mutex_unlock(&w->api->mu);
+}
 
 struct event_base *api_io_base(const api_worker *w)
 {
@@ -757,6 +789,9 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
         }
         a->workers[i].running = true;
     }
+    rc = api_packager_start(cfg, data_dir, dsn, keys, &a->packager, err);
+    if (rc)
+        goto fail;
     if (pthread_create(&a->io_thread, NULL, io_main, a) != 0) {
         rc = cu_err_set(err, CU_ERR_IO, "cannot start the API's I/O thread");
         goto fail;
@@ -800,6 +835,7 @@ void ctl_api_stop(ctl_api *a)
             pthread_join(w->thread, NULL);
         PQfinish(w->db);
     }
+    api_packager_stop(a->packager);
     free_list(a->queue);
     free_list(a->replies);
     api_reads_free(a->reads);

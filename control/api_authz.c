@@ -22,6 +22,7 @@ static const char *const not_found[] = {
     [OBJ_SESSION] = "no such session",     [OBJ_REQUEST] = "no such permission request",
     [OBJ_GRANT] = "no such grant",         [OBJ_SHARE] = "no such share",
     [OBJ_RECORDING] = "no such recording", [OBJ_ALERT] = "no such alert",
+    [OBJ_PACKAGE] = "no such package",
 };
 
 api_verdict api_decide(const caller *who, api_action action, const api_object *o, const char **why)
@@ -89,6 +90,7 @@ api_verdict api_decide(const caller *who, api_action action, const api_object *o
         }
         return API_ALLOW;
     case ACT_RECORDING_READ:
+    case ACT_PACKAGE_READ:
     case ACT_FORM_READ: return o->readable ? API_ALLOW : API_HIDE;
     case ACT_FORM_EDIT:
         if (!o->readable)
@@ -153,6 +155,13 @@ bool api_object_load(request *r, const caller *who, api_object_kind kind, const 
             return true;
         sql = "SELECT false, false, false, false, may_read_recording($2, $1::uuid, now()), "
               "may_edit_form($2, $1::uuid)";
+        break;
+    case OBJ_PACKAGE: /* (as its recording) */
+        if (!api_uuid_ok(id))
+            return true;
+        sql = "SELECT requested_by = $2, false, false, false, "
+              "may_read_recording($2, recording_id, now()), false FROM packages "
+              "WHERE id = $1::uuid";
         break;
     }
     const char *p[2] = {id, who->uid};

@@ -60,7 +60,7 @@ static bool clip_write(void *ctx, const uint8_t *data, size_t len)
     return api_stream_write(c->stream, data, len);
 }
 
-void api_recording_clip(request *r, const caller *who, const char *id)
+static void clip_send(request *r, const caller *who, const char *id)
 {
     export_clip_opts o = {.fragmented = true};
     char from[CU_TIME_TEXT_LEN], to[CU_TIME_TEXT_LEN], object[400];
@@ -105,4 +105,13 @@ void api_recording_clip(request *r, const caller *who, const char *id)
     /* Logged before it ends: unlogged, the client gets an incomplete body. */
     bool logged = api_audit(r, who->actor, "recording.export", object, "ok");
     api_stream_end(out.stream, logged);
+}
+
+void api_recording_clip(request *r, const caller *who, const char *id)
+{
+    api_worker *w = r->a; /* (r may be the stream's, and gone, after clip_send) */
+    if (!api_export_slot_take(r))
+        return;
+    clip_send(r, who, id);
+    api_export_slot_give(w);
 }

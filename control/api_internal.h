@@ -129,6 +129,7 @@ typedef enum {
     ACT_SHARE_LIST,           /* their own; group and admin: all */
     ACT_SHARE_APPROVE,        /* admin or the permission group, not its requester */
     ACT_SHARE_REVOKE,         /* its requester or an admin */
+    ACT_PACKAGE_READ,         /* may_read_recording() of its recording */
 } api_action;
 
 /* What a route's path parameter names. */
@@ -141,6 +142,7 @@ typedef enum {
     OBJ_SHARE,
     OBJ_RECORDING,
     OBJ_ALERT,
+    OBJ_PACKAGE,
 } api_object_kind;
 
 /* What an object is to the caller, as the database says now (api_object_load). */
@@ -327,6 +329,25 @@ void api_notices_list(request *r, const caller *who, const char *param);
 void api_recording_get(request *r, const caller *who, const char *id);
 /* api_export.c */
 void api_recording_clip(request *r, const caller *who, const char *id);
+
+/* Clips and package downloads streaming at once, bounded by export.max_concurrent
+ * (api.c): false after a 503 busy. A slot taken is given back when the reply ends. */
+bool api_export_slot_take(request *r);
+void api_export_slot_give(api_worker *w);
+
+/* api_packages.c: evidence packages, built by one packager thread per API. */
+typedef struct api_packager api_packager;
+CU_WUR cu_rc api_packager_start(const cu_config *cfg, const char *data_dir, const char *dsn,
+                                keys_ring *keys, api_packager **out, cu_err *err);
+/** A package was queued: build it now. */
+void api_packager_wake(api_packager *p);
+/** Stop (a package being built is queued again for the next start). NULL is a no-op. */
+void api_packager_stop(api_packager *p);
+api_packager *api_packager_of(const api_worker *w);
+void api_package_create(request *r, const caller *who, const char *recording);
+void api_packages_list(request *r, const caller *who, const char *recording);
+void api_package_status(request *r, const caller *who, const char *id);
+void api_package_download(request *r, const caller *who, const char *id);
 
 /** An RFC 3339 time as milliseconds since the epoch (text); false if malformed or unreal. */
 bool api_parse_time(const char *s, char out[24]);

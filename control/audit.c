@@ -84,22 +84,13 @@ static void rollback(PGconn *conn)
     PQclear(PQexec(conn, "ROLLBACK"));
 }
 
-/* Characters (not bytes) of UTF-8 @p s, as the table's CHECKs count them. */
-static size_t chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
-
 /* A field PostgreSQL will take: valid UTF-8 (the database's encoding) of
  * at most @p max characters (what the table's CHECK counts). */
 static bool field_ok(const char *s, size_t min, size_t max)
 {
     if (!s)
         return min == 0;
-    size_t n = chars(s);
+    size_t n = cu_utf8_chars(s); /* (as the table's CHECKs count) */
     return n >= min && n <= max && cu_utf8_valid(s);
 }
 

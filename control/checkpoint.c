@@ -125,6 +125,17 @@ static void run_hook(const char *command, const char *line)
     }
 }
 
+cu_rc ctl_checkpoint_latest(const char *data_dir, char *line, size_t len, cu_err *err)
+{
+    char path[PATH_MAX];
+    ctl_checkpoint_path(data_dir, path, sizeof(path));
+    cu_rc rc = last_line(path, line, len, err);
+    ctl_checkpoint c;
+    if (!rc && line[0] && !ctl_checkpoint_parse(line, &c))
+        line[0] = '\0'; /* (not a checkpoint: none to give) */
+    return rc;
+}
+
 cu_rc ctl_checkpoint_write(PGconn *conn, keys_ring *keys, const char *data_dir, const char *hook,
                            bool force, ctl_checkpoint *out, cu_err *err)
 {

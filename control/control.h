@@ -161,6 +161,9 @@ void ctl_checkpoint_path(const char *data_dir, char *out, size_t len);
 CU_WUR cu_rc ctl_checkpoint_write(PGconn *conn, keys_ring *keys, const char *data_dir,
                                   const char *hook, bool force, ctl_checkpoint *out, cu_err *err);
 
+/** The newest checkpoint's line (no newline) into @p line ("" when there is none). */
+CU_WUR cu_rc ctl_checkpoint_latest(const char *data_dir, char *line, size_t len, cu_err *err);
+
 /** Parse one line (no newline); false when it is not a well-formed checkpoint. */
 bool ctl_checkpoint_parse(const char *line, ctl_checkpoint *c);
 

@@ -204,6 +204,14 @@ static const cfg_row config_table[] = {
     {"api.workers", CFG_INT, OFF(api_workers), 0, 64, "0",
      "API handler threads, each with its own database connection; 0 is two per CPU.", NULL, NULL,
      0},
+    {"export.max_concurrent", CFG_INT, OFF(export_max_concurrent), 1, 64, "2",
+     "Clips and package downloads sent at once (each holds an API handler thread while it "
+     "streams); beyond, 503 busy with Retry-After.",
+     NULL, NULL, 0},
+    {"export.package_keep_h", CFG_INT, OFF(export_package_keep_h), 1, 8760, "168",
+     "Hours a built evidence package is kept for download under <data.dir>/packages; then its "
+     "file is removed (the record of it stays).",
+     NULL, NULL, 0},
     {"api.login_failures_per_source", CFG_INT, OFF(api_login_failures_per_source), 1, 100000, "20",
      "Failed logins one source address may make in a minute; beyond, its logins are answered "
      "429 without being checked.",

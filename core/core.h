@@ -180,6 +180,8 @@ typedef struct {
     int64_t api_queue_max_bytes;              /* api.queue_max_bytes */
     int64_t api_max_body_bytes;               /* api.max_body_bytes */
     int64_t api_workers;                      /* api.workers (0 = one per CPU) */
+    int64_t export_max_concurrent;            /* export.max_concurrent */
+    int64_t export_package_keep_h;            /* export.package_keep_h */
     int64_t segment_target_ms;                /* segment.target_ms */
     int64_t segment_max_ms;                   /* segment.max_ms */
 } cu_config;
@@ -422,6 +424,7 @@ bool cu_command_run(const char *command, const char *input, size_t len, int time
 /** malloc/calloc/strdup that abort on failure: for small internal sizes only. */
 void *cu_xmalloc(size_t n);
 void *cu_xcalloc(size_t n, size_t size);
+void *cu_xrealloc(void *p, size_t n);
 char *cu_xstrdup(const char *s);
 /** printf into a fresh allocation (aborts on failure). Caller frees. */
 char *cu_xasprintf(const char *fmt, ...) CU_PRINTF(1, 2);
@@ -446,6 +449,8 @@ CU_WUR bool cu_base64_decode(const char *text, size_t text_len, uint8_t *out, si
                              size_t *len);
 /** True when @p s (NUL-terminated) is well-formed UTF-8: no overlongs, surrogates or > U+10FFFF. */
 bool cu_utf8_valid(const char *s);
+/** Characters (code points) of UTF-8 @p s: its bytes that do not continue a character. */
+size_t cu_utf8_chars(const char *s);
 
 #define CU_TIME_TEXT_LEN 25 /* "2026-12-01T10:30:30.123Z" and NUL */
 /** @p ms since the epoch as RFC 3339 UTC with milliseconds ("…T10:30:30.123Z"). */

@@ -91,6 +91,14 @@ bool cu_base64_decode(const char *text, size_t text_len, uint8_t *out, size_t ca
     return true;
 }
 
+size_t cu_utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
 bool cu_utf8_valid(const char *s)
 {
     const uint8_t *p = (const uint8_t *)s;

@@ -66,6 +66,14 @@ void *cu_xcalloc(size_t n, size_t size)
     return p;
 }
 
+void *cu_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        cu_oom_abort(n);
+    return q;
+}
+
 char *cu_xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;

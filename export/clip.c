@@ -375,12 +375,11 @@ static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf
 /* -------------------------------------------------------------- pipeline */
 
 static GstElement *build(const plan *pl, const export_clip_opts *o, const char *sprop, output *out,
-                         GstElement **src_out, cu_err *err)
+                         GstElement **src_out, char *desc, size_t desc_len, cu_err *err)
 {
     const char *name = pl->codec == PIPE_CODEC_H264 ? "H264" : "H265";
     const char *lower = pl->codec == PIPE_CODEC_H264 ? "264" : "265";
-    char desc[1024];
-    snprintf(desc, sizeof(desc),
+    snprintf(desc, desc_len,
              "appsrc name=src format=time stream-type=stream "
              "! rtph%sdepay ! h%sparse ! video/x-h%s,stream-format=%s,alignment=au "
              "! mp4mux name=mux %s ! appsink name=sink sync=false",
@@ -478,7 +477,7 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
         rc = cu_err_set(err, CU_ERR_INVALID, "the SDP's parameter sets are too long");
         goto out;
     }
-    pipeline = build(&pl, o, sprop.data, &out, &src, err);
+    pipeline = build(&pl, o, sprop.data, &out, &src, rep->pipeline, sizeof(rep->pipeline), err);
     cu_buf_free(&sprop);
     if (!pipeline) {
         rc = CU_ERR_IO;

@@ -31,6 +31,7 @@ typedef struct {
     bool sdp_parameter_sets; /* the SDP's sprop-* given to the depayloader */
     uint64_t bytes;          /* MP4 bytes written */
     uint8_t sha256[32];      /* of those bytes */
+    char pipeline[512];      /* the GStreamer pipeline that made it (gst-launch syntax) */
 } export_clip_report;
 
 /** Where the MP4 goes, as it is made; false stops the export (a client gone). */
@@ -66,5 +67,83 @@ void export_mp4_times_init(export_mp4_times *t, int64_t unix_us);
 bool export_mp4_times_feed(export_mp4_times *t, const uint8_t *data, size_t len,
                            export_write_fn write, void *ctx, bool *bad);
 void export_mp4_times_free(export_mp4_times *t);
+
+/* ------------------------------------------------------------ ZIP, streamed */
+
+/** One entry written. */
+typedef struct {
+    char *name;
+    uint64_t offset, size;
+    uint32_t crc;
+    uint8_t sha256[32];
+} export_zip_entry;
+
+/**
+ * A ZIP archive written front to back through a write function (entries
+ * stored, each with a data descriptor, ZIP64 throughout: export/zip.c).
+ * Any failed write sticks: every later call returns false.
+ */
+typedef struct {
+    export_write_fn write;
+    void *ctx;
+    bool ok, open;
+    uint64_t offset;
+    uint16_t dos_date, dos_time;
+    export_zip_entry *entries;
+    size_t count, cap;
+    void *sha; /* EVP_MD_CTX of the open entry */
+} export_zip;
+
+void export_zip_init(export_zip *z, int64_t mtime_us, export_write_fn write, void *ctx);
+/** Start entry @p name ("dir/file", UTF-8); its bytes follow with export_zip_data(). */
+bool export_zip_begin(export_zip *z, const char *name);
+bool export_zip_data(export_zip *z, const void *data, size_t len);
+/** An export_write_fn over export_zip_data() (@p zip is the export_zip). */
+bool export_zip_write(void *zip, const uint8_t *data, size_t len);
+/** End the open entry; @p sha256 (may be NULL) gets the SHA-256 of its bytes. */
+bool export_zip_end(export_zip *z, uint8_t sha256[32]);
+/** A whole entry at once. */
+bool export_zip_file(export_zip *z, const char *name, const void *data, size_t len,
+                     uint8_t sha256[32]);
+/** The central directory: the archive is complete. */
+bool export_zip_finish(export_zip *z);
+void export_zip_free(export_zip *z);
+
+/* --------------------------------------------------------- evidence package */
+
+/** What a package says about the recording beyond its store (from the index). */
+typedef struct {
+    const char *package_id; /* shown in bag-info.txt and the statement */
+    int64_t start_us;       /* the range asked for (0: the start) */
+    int64_t end_us;         /* (0: the end) */
+    const char *reason;     /* why it was made (in the statement) */
+    const char *made_by;    /* the audit actor who asked ("user:ana") */
+    PGconn *conn;           /* the recording's row and custody log */
+    keys_ring *keys;        /* signs the statement */
+    const char *checkpoint; /* the latest signed audit checkpoint line, or NULL */
+    int64_t now_us;         /* the bag's date (0: now) */
+} export_package_opts;
+
+typedef struct {
+    uint64_t first_segment, last_segment; /* whose packets are in it */
+    uint64_t packets;
+    uint64_t custody_entries;
+    bool clip;                        /* a derived MP4 is in it (video) */
+    export_clip_report clip_report;   /* when clip */
+    uint64_t bytes;                   /* of the ZIP */
+    uint8_t sha256[32];               /* of the ZIP */
+} export_package_report;
+
+/**
+ * The evidence package (docs/package.md) of @p rd's recording, or of a
+ * range, as a ZIP to @p write: a BagIt bag with the original packets
+ * (pcapng), every segment's hashes and chain values, the metadata, the
+ * custody log, a statement signed with the installation key, the latest
+ * checkpoint, the derived MP4 and the stand-alone verifier's source.
+ * Every segment whose packets go in is verified before it is written; one
+ * that fails stops the package with an error naming it.
+ */
+CU_WUR cu_rc export_package(store_reader *rd, const export_package_opts *o, export_write_fn write,
+                            void *ctx, export_package_report *rep, cu_err *err);
 
 #endif /* CUSTOS_EXPORT_H */

@@ -1,4 +1,5 @@
-/* ingestctl export: a recording's MP4 clip, offline (docs/export.md). */
+/* ingestctl export and package: a recording's MP4 clip and its evidence
+ * package, offline (docs/export.md, docs/package.md). */
 #include "ingestctl.h"
 
 #include "export/export.h"
@@ -7,6 +8,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +16,8 @@
 typedef struct {
     int fd;
     int error; /* errno of a failed write */
+    bool to_stdout;
+    char path[PATH_MAX], tmp[PATH_MAX];
 } file_out;
 
 static bool write_all(void *ctx, const uint8_t *data, size_t len)
@@ -31,6 +35,46 @@ static bool write_all(void *ctx, const uint8_t *data, size_t len)
         len -= (size_t)n;
     }
     return true;
+}
+
+/* --out: written beside its name and renamed once complete (never half a
+ * file under the name asked for), or stdout for "-". False: said why. */
+static bool out_open(ctl_env *env, const char *path, file_out *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->fd = STDOUT_FILENO;
+    f->to_stdout = strcmp(path, "-") == 0;
+    if (f->to_stdout)
+        return true;
+    if (!cu_strlcpy(f->path, path, sizeof(f->path)) ||
+        snprintf(f->tmp, sizeof(f->tmp), "%s.part", path) >= (int)sizeof(f->tmp)) {
+        fprintf(stderr, "ingestctl: --out: path too long\n");
+        return false;
+    }
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (f->fd < 0) {
+        fprintf(stderr, "ingestctl: %s: %s (ingestctl runs as the '%s' account)\n", f->tmp,
+                strerror(errno), env->cfg.db_pg_user);
+        return false;
+    }
+    return true;
+}
+
+/* Settle --out after the export's @p rc: a failed write named, the file
+ * made durable and renamed, or removed. */
+static cu_rc out_close(file_out *f, cu_rc rc, cu_err *err)
+{
+    if (f->error) /* (the export stopped because a write failed: say which, and why) */
+        rc = cu_err_set(err, CU_ERR_IO, "%s: %s", f->to_stdout ? "stdout" : f->tmp,
+                        strerror(f->error));
+    if (f->to_stdout)
+        return rc;
+    if (!rc && (fsync(f->fd) != 0 || rename(f->tmp, f->path) != 0))
+        rc = cu_err_set(err, CU_ERR_IO, "%s: %s", f->path, strerror(errno));
+    close(f->fd);
+    if (rc)
+        unlink(f->tmp);
+    return rc;
 }
 
 static void usage(void)
@@ -86,23 +130,9 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     if (!keys)
         return 1;
 
-    /* Written beside its name and renamed once complete: never half a clip
-     * under the name asked for. */
-    bool to_stdout = strcmp(out_path, "-") == 0;
-    char tmp[PATH_MAX];
-    file_out f = {.fd = STDOUT_FILENO};
-    if (!to_stdout) {
-        if (snprintf(tmp, sizeof(tmp), "%s.part", out_path) >= (int)sizeof(tmp)) {
-            fprintf(stderr, "ingestctl: --out: path too long\n");
-            return 2;
-        }
-        f.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-        if (f.fd < 0) {
-            fprintf(stderr, "ingestctl: %s: %s (ingestctl runs as the '%s' account)\n", tmp,
-                    strerror(errno), env->cfg.db_pg_user);
-            return 1;
-        }
-    }
+    file_out f;
+    if (!out_open(env, out_path, &f))
+        return 1;
     char rec[37], from[CU_TIME_TEXT_LEN] = "start", to[CU_TIME_TEXT_LEN] = "end";
     store_id_format(&id, rec);
     cu_err err;
@@ -114,15 +144,7 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     if (!rc)
         rc = export_clip(rd, &o, write_all, &f, &rep, &err);
     store_reader_close(rd);
-    if (f.error) /* (the export stopped because a write failed: say which, and why) */
-        rc = cu_err_set(&err, CU_ERR_IO, "%s: %s", to_stdout ? "stdout" : tmp, strerror(f.error));
-    if (!rc && !to_stdout && (fsync(f.fd) != 0 || rename(tmp, out_path) != 0))
-        rc = cu_err_set(&err, CU_ERR_IO, "%s: %s", out_path, strerror(errno));
-    if (!to_stdout) {
-        close(f.fd);
-        if (rc)
-            unlink(tmp);
-    }
+    rc = out_close(&f, rc, &err);
     if (o.start_us)
         cu_time_format_ms(o.start_us / 1000, from);
     if (o.end_us)
@@ -139,7 +161,7 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     snprintf(object, sizeof(object), "recording:%s from %s to %s mp4 %llu bytes sha256 %s", rec,
              from, to, (unsigned long long)rep.bytes, sha);
     int status = ctl_audited(env, "recording.export", object, NULL);
-    FILE *report = to_stdout ? stderr : stdout;
+    FILE *report = f.to_stdout ? stderr : stdout;
     fprintf(report,
             "{\"recording\":\"%s\",\"codec\":\"%s\",\"first\":\"%s\",\"last\":\"%s\","
             "\"segments\":[%llu,%llu],\"packets\":%llu,\"lost\":%llu,\"bytes\":%llu,"
@@ -148,5 +170,110 @@ int cmd_export(ctl_env *env, int argc, char **argv)
             (unsigned long long)rep.last_segment, (unsigned long long)rep.packets,
             (unsigned long long)rep.lost, (unsigned long long)rep.bytes,
             rep.sdp_parameter_sets ? "true" : "false", sha);
+    return status;
+}
+
+/* ---------------------------------------------------------------- package */
+
+static void package_usage(void)
+{
+    fprintf(stderr, "usage: ingestctl package --recording ID [--start RFC3339] [--end RFC3339] "
+                    "[--reason TEXT] --out FILE.zip|-\n");
+}
+
+int cmd_package(ctl_env *env, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"recording", required_argument, NULL, 'r'}, {"start", required_argument, NULL, 's'},
+        {"end", required_argument, NULL, 'e'},       {"reason", required_argument, NULL, 'w'},
+        {"out", required_argument, NULL, 'o'},       {NULL, 0, NULL, 0},
+    };
+    store_id id;
+    bool have_id = false;
+    const char *out_path = NULL, *reason = "made with ingestctl package";
+    int64_t start_us = 0, end_us = 0;
+    int opt;
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+r:s:e:w:o:", options, NULL)) != -1) {
+        bool ok = true;
+        if (opt == 'r')
+            ok = have_id = store_id_parse(optarg, &id);
+        else if (opt == 's')
+            ok = cu_time_parse_us(optarg, &start_us);
+        else if (opt == 'e')
+            ok = cu_time_parse_us(optarg, &end_us);
+        else if (opt == 'w')
+            ok = strlen(optarg) <= 1000 && cu_utf8_valid(reason = optarg);
+        else if (opt == 'o')
+            out_path = optarg;
+        else
+            ok = false;
+        if (!ok) {
+            package_usage();
+            return 2;
+        }
+    }
+    if (!have_id || !out_path || optind < argc || (start_us && end_us && end_us <= start_us)) {
+        package_usage();
+        return 2;
+    }
+    keys_ring *keys = ctl_keys(env);
+    if (!keys)
+        return 1;
+    file_out f;
+    if (!out_open(env, out_path, &f))
+        return 1;
+    char rec[37], pkg[37], actor[96], checkpoint[CTL_CHECKPOINT_LINE_MAX + 1] = "";
+    store_id_format(&id, rec);
+    store_id pkg_id;
+    if (RAND_bytes(pkg_id.b, sizeof(pkg_id.b)) != 1) {
+        fprintf(stderr, "ingestctl: no randomness for the package id\n");
+        return 1;
+    }
+    store_id_format(&pkg_id, pkg);
+    snprintf(actor, sizeof(actor), "ingestctl:%s", env->invoker[0] ? env->invoker : "?");
+    cu_err err;
+    export_package_report rep;
+    store_reader *rd = NULL;
+    cu_rc rc = export_init(ctl_data_dir(env), &err);
+    if (!rc)
+        rc = ctl_checkpoint_latest(ctl_data_dir(env), checkpoint, sizeof(checkpoint), &err);
+    if (!rc)
+        rc = store_reader_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, &rd, &err);
+    if (!rc) {
+        export_package_opts o = {.package_id = pkg,
+                                 .start_us = start_us,
+                                 .end_us = end_us,
+                                 .reason = reason,
+                                 .made_by = actor,
+                                 .conn = db_service_conn(env->db),
+                                 .keys = keys,
+                                 .checkpoint = checkpoint};
+        rc = export_package(rd, &o, write_all, &f, &rep, &err);
+    }
+    store_reader_close(rd);
+    rc = out_close(&f, rc, &err);
+    char from[CU_TIME_TEXT_LEN] = "start", to[CU_TIME_TEXT_LEN] = "end", object[400];
+    if (start_us)
+        cu_time_format_ms(start_us / 1000, from);
+    if (end_us)
+        cu_time_format_ms(end_us / 1000, to);
+    if (rc) {
+        snprintf(object, sizeof(object), "recording:%s package %s from %s to %s", rec, pkg, from,
+                 to);
+        return ctl_audited(env, "recording.package", object, &err);
+    }
+    char sha[65];
+    cu_hex_encode(rep.sha256, 32, sha);
+    snprintf(object, sizeof(object),
+             "recording:%s package %s from %s to %s zip %llu bytes sha256 %s", rec, pkg, from, to,
+             (unsigned long long)rep.bytes, sha);
+    int status = ctl_audited(env, "recording.package", object, NULL);
+    fprintf(f.to_stdout ? stderr : stdout,
+            "{\"package\":\"%s\",\"recording\":\"%s\",\"segments\":[%llu,%llu],\"packets\":%llu,"
+            "\"custody_entries\":%llu,\"clip\":%s,\"bytes\":%llu,\"sha256\":\"%s\"}\n",
+            pkg, rec, (unsigned long long)rep.first_segment, (unsigned long long)rep.last_segment,
+            (unsigned long long)rep.packets, (unsigned long long)rep.custody_entries,
+            rep.clip ? "true" : "false", (unsigned long long)rep.bytes, sha);
     return status;
 }

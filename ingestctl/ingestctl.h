@@ -39,6 +39,7 @@ int cmd_packets(ctl_env *env, int argc, char **argv);
 
 /* cmd_export.c */
 int cmd_export(ctl_env *env, int argc, char **argv);
+int cmd_package(ctl_env *env, int argc, char **argv);
 
 /* cmd_audit.c */
 /**

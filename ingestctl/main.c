@@ -33,6 +33,11 @@ static const struct {
      "export --recording ID [--start RFC3339] [--end RFC3339] --out FILE.mp4|-\n"
      "      an MP4 of the recording or of that range (from the keyframe at or before\n"
      "      --start), every segment verified first; audited with its SHA-256"},
+    {"package", NULL, cmd_package,
+     "package --recording ID [--start RFC3339] [--end RFC3339] [--reason TEXT] --out FILE.zip|-\n"
+     "      the evidence package of the recording or of that range: a BagIt bag with\n"
+     "      the original packets, hashes, chain, custody log and signed statement, which\n"
+     "      verifier/custos-verify.c inside it checks offline; audited with its SHA-256"},
     {"recordings", NULL, cmd_recordings,
      "recordings [--json] [--limit N]\n      recordings, newest first"},
     {"device", "add", cmd_device_add,

@@ -25,6 +25,9 @@ struct store_reader {
     store_header *headers; /* [count], as walked at open */
     store_segment_meta *meta;
     cu_buf meta_file; /* the recording's meta file, as hashed into the chain's genesis */
+    uint8_t genesis[32];
+    bool sealed;
+    uint8_t sealed_head[32];
 };
 
 /* An index row: what the database says segment idx is. */
@@ -150,6 +153,7 @@ cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
     EVP_Digest(r->meta_file.data ? r->meta_file.data : "", r->meta_file.len, meta_sha, NULL,
                EVP_sha256(), NULL);
     store_chain_genesis(recording, meta_sha, chain);
+    memcpy(r->genesis, chain, 32);
     r->count = nrows;
     r->headers = cu_xcalloc(nrows ? nrows : 1, sizeof(*r->headers));
     r->meta = cu_xcalloc(nrows ? nrows : 1, sizeof(*r->meta));
@@ -195,12 +199,20 @@ cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
                         (unsigned long long)sealed_count, nrows);
         goto out;
     }
+    r->sealed = sealed;
+    if (sealed)
+        memcpy(r->sealed_head, sealed_head, 32);
     *out = r;
     r = NULL;
 out:
     free(rows);
     store_reader_close(r);
     return rc;
+}
+
+const store_id *store_reader_id(const store_reader *r)
+{
+    return &r->id;
 }
 
 uint64_t store_reader_count(const store_reader *r)
@@ -217,6 +229,27 @@ const char *store_reader_meta_file(const store_reader *r, size_t *len)
 const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t index)
 {
     return index < r->count ? &r->meta[index] : NULL;
+}
+
+bool store_reader_chain(const store_reader *r, int64_t index, uint8_t sha256[32], uint8_t chain[32])
+{
+    if (index < -1 || index >= (int64_t)r->count)
+        return false;
+    if (index == -1) {
+        memset(sha256, 0, 32);
+        memcpy(chain, r->genesis, 32);
+        return true;
+    }
+    memcpy(sha256, r->headers[index].sha256, 32);
+    memcpy(chain, r->headers[index].chain, 32);
+    return true;
+}
+
+bool store_reader_sealed(const store_reader *r, uint8_t head[32])
+{
+    if (r->sealed)
+        memcpy(head, r->sealed_head, 32);
+    return r->sealed;
 }
 
 cu_rc store_reader_read(const store_reader *r, uint64_t index, cu_buf *plaintext, cu_err *err)

@@ -168,12 +168,19 @@ typedef struct store_reader store_reader;
 
 CU_WUR cu_rc store_reader_open(const char *data_dir, PGconn *conn, keys_ring *keys,
                                const store_id *recording, store_reader **out, cu_err *err);
+const store_id *store_reader_id(const store_reader *r);
 uint64_t store_reader_count(const store_reader *r);
 /** The recording's meta file ("key=value" lines: source, codec, SDP...), the
  * bytes its chain starts from; not NUL-terminated, borrowed from @p r. */
 const char *store_reader_meta_file(const store_reader *r, size_t *len);
 /** Segment @p index's times and counts, from its checked header (NULL past the end). */
 const store_segment_meta *store_reader_meta(const store_reader *r, uint64_t index);
+/** Segment @p index's plaintext hash and chain value, as walked (index -1:
+ * the genesis c_-1, hash zero); false past the end. */
+bool store_reader_chain(const store_reader *r, int64_t index, uint8_t sha256[32],
+                        uint8_t chain[32]);
+/** True when the recording is sealed; @p head gets its sealed head (the walk ended there). */
+bool store_reader_sealed(const store_reader *r, uint8_t head[32]);
 /** Segment @p index's plaintext into @p plaintext, whose max must be at least
  * STORE_READ_BUF_MAX (the file is read into it and decrypted in place).
  * Safe to call from several threads at once, each with its own buffer. */
