@@ -49,6 +49,7 @@ struct api_packager {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool wake, stopping;
+    bool requeue_pending; /* packages left 'building' to be queued again */
 };
 
 static void package_path(const char *data_dir, const char *id, const char *suffix, char *out)
@@ -184,8 +185,10 @@ static cu_rc build_file(api_packager *p, const char *id, const char *rec, int64_
         if (dfd >= 0)
             close(dfd);
     }
-    if (rc || *stopped)
+    if (rc || *stopped) {
         unlink(tmp);
+        unlink(path); /* (renamed, but its directory not durable: not a package) */
+    }
     return *stopped && !rc ? CU_ERR_BUSY : rc;
 }
 
@@ -222,23 +225,25 @@ static bool build_next(api_packager *p)
     int64_t t0 = cu_time_us();
     cu_rc rc = build_file(p, id, rec, start_us, end_us, reason, actor, &rep, &stopped, &err);
     free(reason);
-    char object[1000], sha[65], bytes[24], keep[24];
+    char object[4096], sha[65], bytes[24], keep[24];
     const char *params[4] = {id, bytes, sha, keep};
-    if (stopped) { /* (again at the next start) */
+    if (stopped || rc == CU_ERR_DB) { /* (again: at the next start, or once the database is back) */
         packager_exec(p, "UPDATE packages SET state = 'queued', started_at = NULL WHERE id = $1", 1,
                       params, NULL);
         return false;
     }
     if (rc) {
         CU_LOG(CU_LOG_ERROR, "packages", "package %s of recording %s failed: %s", id, rec, err.msg);
-        snprintf(object, sizeof(object), "recording:%s package %s from %s to %s: %.500s", rec, id,
-                 from, to, err.msg);
+        snprintf(object, sizeof(object), "recording:%s package %s from %s to %s: %s", rec, id, from,
+                 to, err.msg);
         const char *fp[2] = {id, err.msg};
         if (!packager_change(p,
                              "UPDATE packages SET state = 'failed', error = left($2, 600) "
                              "WHERE id = $1",
-                             2, fp, "recording.package", object, "failed"))
+                             2, fp, "recording.package", object, "failed")) {
             CU_LOG(CU_LOG_ERROR, "packages", "package %s: its failure could not be recorded", id);
+            p->requeue_pending = true; /* (tried again, and recorded then) */
+        }
         return true;
     }
     cu_hex_encode(rep.sha256, 32, sha);
@@ -254,8 +259,10 @@ static bool build_next(api_packager *p)
                          4, params, "recording.package", object, "ok")) {
         char path[PATH_MAX];
         package_path(p->data_dir, id, "", path);
-        unlink(path); /* (unrecorded, it is not delivered: queued again next start) */
-        packager_exec(p, "UPDATE packages SET state = 'queued' WHERE id = $1", 1, params, NULL);
+        unlink(path); /* (unrecorded, it is not delivered: queued again) */
+        if (!packager_exec(p, "UPDATE packages SET state = 'queued' WHERE id = $1", 1, params,
+                           NULL))
+            p->requeue_pending = true;
         return false;
     }
     CU_LOG(CU_LOG_INFO, "packages", "package %s of recording %s: %s bytes in %.1f s", id, rec,
@@ -292,7 +299,7 @@ static void *packager_main(void *arg)
 {
     api_packager *p = arg;
     pthread_setname_np(pthread_self(), "api-packager");
-    bool recovered = false;
+    p->requeue_pending = true; /* (those a stop or a crash left building) */
     for (;;) {
         pthread_mutex_lock(&p->mu);
         if (!p->wake && !p->stopping) {
@@ -314,13 +321,15 @@ static void *packager_main(void *arg)
                 CU_LOG(CU_LOG_WARN, "packages", "no database: %s", err.msg);
                 continue;
             }
+            p->requeue_pending = true;
         }
-        /* Left building by a stop or a crash: again, from the start. */
-        if (!recovered)
-            recovered = packager_exec(p,
-                                      "UPDATE packages SET state = 'queued', started_at = NULL "
-                                      "WHERE state = 'building'",
-                                      0, NULL, NULL);
+        /* Left building by a stop, a crash or a lost connection: again, from
+         * the start (only this thread builds, so none is being built now). */
+        if (p->requeue_pending)
+            p->requeue_pending = !packager_exec(p,
+                                                "UPDATE packages SET state = 'queued', "
+                                                "started_at = NULL WHERE state = 'building'",
+                                                0, NULL, NULL);
         expire_old(p);
         while (!__atomic_load_n(&p->stopping, __ATOMIC_RELAXED) && build_next(p))
             ;
@@ -477,7 +486,7 @@ void api_package_create(request *r, const caller *who, const char *rec)
         api_reply_unavailable(r);
         goto out;
     }
-    char id[37], object[1000];
+    char id[37], object[4096];
     cu_strlcpy(id, PQgetvalue(res, 0, 0), sizeof(id));
     PQclear(res);
     snprintf(object, sizeof(object), "recording:%s package %s requested from %s to %s: %s", rec, id,

@@ -18,6 +18,9 @@ typedef struct {
     int64_t end_us;   /* capture time; the last access unit at or before it; 0: the end */
     bool fragmented;  /* fragmented MP4 written as it is made (a stream); else progressive,
                          moov first, written when complete (a file) */
+    bool verified;    /* the caller has just read and verified every segment of the range (a
+                         package): no pass over them before muxing (each is still verified as
+                         it is read) */
 } export_clip_opts;
 
 typedef struct {
@@ -87,6 +90,7 @@ typedef struct {
     export_write_fn write;
     void *ctx;
     bool ok, open;
+    bool hash; /* the open entry's SHA-256 is computed here */
     uint64_t offset;
     uint16_t dos_date, dos_time;
     export_zip_entry *entries;
@@ -95,12 +99,15 @@ typedef struct {
 } export_zip;
 
 void export_zip_init(export_zip *z, int64_t mtime_us, export_write_fn write, void *ctx);
-/** Start entry @p name ("dir/file", UTF-8); its bytes follow with export_zip_data(). */
-bool export_zip_begin(export_zip *z, const char *name);
+/** Start entry @p name ("dir/file", UTF-8); its bytes follow with export_zip_data().
+ * With @p hash false, the caller computes the entry's SHA-256 and gives it to
+ * export_zip_end(). */
+bool export_zip_begin(export_zip *z, const char *name, bool hash);
 bool export_zip_data(export_zip *z, const void *data, size_t len);
 /** An export_write_fn over export_zip_data() (@p zip is the export_zip). */
 bool export_zip_write(void *zip, const uint8_t *data, size_t len);
-/** End the open entry; @p sha256 (may be NULL) gets the SHA-256 of its bytes. */
+/** End the open entry; @p sha256 (may be NULL) gets the SHA-256 of its bytes (or,
+ * for an entry begun without @p hash, gives it). */
 bool export_zip_end(export_zip *z, uint8_t sha256[32]);
 /** A whole entry at once. */
 bool export_zip_file(export_zip *z, const char *name, const void *data, size_t len,

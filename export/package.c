@@ -12,6 +12,7 @@
 #include <gst/gst.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,21 +56,35 @@ static bool manifest_line(cu_buf *m, const uint8_t sha[32], const char *name)
     return cu_buf_printf(m, "%s  %s\n", hex, name) == CU_OK;
 }
 
-static bool bag_begin(bag *b, const char *name)
+/* Start entry @p name of the bag; @p hash false: its SHA-256 is given at the end. */
+static bool bag_begin_hashed(bag *b, const char *name, bool hash)
 {
     char full[600];
     snprintf(full, sizeof(full), "%s%s", b->top, name);
-    return export_zip_begin(&b->zip, full);
+    return export_zip_begin(&b->zip, full, hash);
 }
 
-/* End the open entry, a payload file under data/ (its name given again). */
-static bool bag_payload_end(bag *b, const char *name)
+static bool bag_begin(bag *b, const char *name)
 {
+    return bag_begin_hashed(b, name, true);
+}
+
+/* End the open entry, a payload file under data/ (its name given again;
+ * @p sha256 when it was begun without hashing, else NULL). */
+static bool bag_payload_end_with(bag *b, const char *name, const uint8_t *sha256)
+{
+    if (sha256)
+        memcpy(b->entry_sha, sha256, 32);
     if (!export_zip_end(&b->zip, b->entry_sha))
         return false;
     b->payload_files++;
     b->payload_bytes += b->zip.entries[b->zip.count - 1].size;
     return manifest_line(&b->manifest, b->entry_sha, name);
+}
+
+static bool bag_payload_end(bag *b, const char *name)
+{
+    return bag_payload_end_with(b, name, NULL);
 }
 
 static bool bag_payload(bag *b, const char *name, const void *data, size_t len)
@@ -445,14 +460,108 @@ static cu_rc pick_range(const store_reader *rd, const export_package_opts *o, ui
     return CU_OK;
 }
 
+/* Segments read (and verified) one ahead of the one being written, on a
+ * thread of their own: decryption and hashing overlap the pcapng's making. */
+typedef struct {
+    const store_reader *rd;
+    uint64_t first, last;
+    cu_buf buf[2];
+    cu_rc rc[2];
+    cu_err err[2];
+    bool ready[2];
+    bool stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool running;
+} read_ahead;
+
+static void *read_ahead_main(void *arg)
+{
+    read_ahead *ra = arg;
+    for (uint64_t i = ra->first; i <= ra->last; i++) {
+        int slot = (int)((i - ra->first) % 2);
+        pthread_mutex_lock(&ra->mu);
+        while (ra->ready[slot] && !ra->stop)
+            pthread_cond_wait(&ra->cv, &ra->mu);
+        bool stop = ra->stop;
+        pthread_mutex_unlock(&ra->mu);
+        if (stop)
+            break;
+        cu_rc rc = store_reader_read(ra->rd, i, &ra->buf[slot], &ra->err[slot]);
+        pthread_mutex_lock(&ra->mu);
+        ra->rc[slot] = rc;
+        ra->ready[slot] = true;
+        pthread_cond_broadcast(&ra->cv);
+        pthread_mutex_unlock(&ra->mu);
+        if (rc)
+            break;
+    }
+    return NULL;
+}
+
+static void read_ahead_start(read_ahead *ra, const store_reader *rd, uint64_t first, uint64_t last)
+{
+    memset(ra, 0, sizeof(*ra));
+    ra->rd = rd;
+    ra->first = first;
+    ra->last = last;
+    cu_buf_init(&ra->buf[0], STORE_READ_BUF_MAX);
+    cu_buf_init(&ra->buf[1], STORE_READ_BUF_MAX);
+    pthread_mutex_init(&ra->mu, NULL);
+    pthread_cond_init(&ra->cv, NULL);
+    ra->running = pthread_create(&ra->thread, NULL, read_ahead_main, ra) == 0;
+}
+
+/* Segment @p i (the next in order), read and verified; NULL with @p err set. */
+static cu_buf *read_ahead_take(read_ahead *ra, uint64_t i, cu_err *err)
+{
+    int slot = (int)((i - ra->first) % 2);
+    if (!ra->running) { /* (no thread: read here) */
+        return store_reader_read(ra->rd, i, &ra->buf[slot], err) == CU_OK ? &ra->buf[slot] : NULL;
+    }
+    pthread_mutex_lock(&ra->mu);
+    while (!ra->ready[slot])
+        pthread_cond_wait(&ra->cv, &ra->mu);
+    cu_rc rc = ra->rc[slot];
+    if (rc)
+        *err = ra->err[slot];
+    pthread_mutex_unlock(&ra->mu);
+    return rc ? NULL : &ra->buf[slot];
+}
+
+/* Segment @p i written: its buffer may take the one after next. */
+static void read_ahead_done(read_ahead *ra, uint64_t i)
+{
+    pthread_mutex_lock(&ra->mu);
+    ra->ready[(i - ra->first) % 2] = false;
+    pthread_cond_broadcast(&ra->cv);
+    pthread_mutex_unlock(&ra->mu);
+}
+
+static void read_ahead_stop(read_ahead *ra)
+{
+    pthread_mutex_lock(&ra->mu);
+    ra->stop = true;
+    pthread_cond_broadcast(&ra->cv);
+    pthread_mutex_unlock(&ra->mu);
+    if (ra->running)
+        pthread_join(ra->thread, NULL);
+    cu_buf_free(&ra->buf[0]);
+    cu_buf_free(&ra->buf[1]);
+    pthread_cond_destroy(&ra->cv);
+    pthread_mutex_destroy(&ra->mu);
+}
+
 /* packets.pcapng, segment by segment (each read and verified first), and
  * the segments' entries of segments.json. */
 static cu_rc write_packets(bag *b, const store_reader *rd, uint64_t first, uint64_t last,
                            json_t *segments, pipe_codec *codec, export_package_report *rep,
                            cu_err *err)
 {
-    cu_buf plain, blocks;
-    cu_buf_init(&plain, STORE_READ_BUF_MAX);
+    cu_buf blocks;
+    read_ahead ra;
+    read_ahead_start(&ra, rd, first, last);
     cu_buf_init(&blocks, PCAPNG_FLUSH + 2 * 65536 + 256);
     cu_rc rc = bag_begin(b, "data/packets.pcapng") && pcapng_start(b) ? CU_OK : CU_ERR_IO;
     uint64_t n = store_reader_count(rd);
@@ -469,9 +578,12 @@ static cu_rc write_packets(bag *b, const store_reader *rd, uint64_t first, uint6
         json_array_append_new(segments, seg);
         if (i < first || i > last)
             continue;
-        rc = store_reader_read(rd, i, &plain, err);
-        if (rc)
+        cu_buf *plain_p = read_ahead_take(&ra, i, err);
+        if (!plain_p) {
+            rc = CU_ERR_INVALID;
             break;
+        }
+        const cu_buf plain = *plain_p;
         pipe_payload_reader r;
         if (!pipe_payload_open(&r, (const uint8_t *)plain.data, plain.len)) {
             rc = cu_err_set(err, CU_ERR_INVALID, "segment %llu: not an RTP payload",
@@ -514,12 +626,13 @@ static cu_rc write_packets(bag *b, const store_reader *rd, uint64_t first, uint6
             break;
         }
         rep->packets += records;
+        read_ahead_done(&ra, i);
     }
     if (!rc && blocks.len && !export_zip_data(&b->zip, blocks.data, blocks.len))
         rc = cu_err_set(err, CU_ERR_IO, "the package could not be written");
     if (!rc && !bag_payload_end(b, "data/packets.pcapng"))
         rc = cu_err_set(err, CU_ERR_IO, "the package could not be written");
-    cu_buf_free(&plain);
+    read_ahead_stop(&ra);
     cu_buf_free(&blocks);
     return rc;
 }
@@ -528,14 +641,16 @@ static cu_rc write_packets(bag *b, const store_reader *rd, uint64_t first, uint6
 static cu_rc write_clip(bag *b, store_reader *rd, const export_package_opts *o,
                         export_package_report *rep, cu_err *err)
 {
-    export_clip_opts co = {.start_us = o->start_us, .end_us = o->end_us, .fragmented = false};
+    export_clip_opts co = {
+        .start_us = o->start_us, .end_us = o->end_us, .fragmented = false, .verified = true};
     export_clip_report *cr = &rep->clip_report;
-    if (!bag_begin(b, "data/derived/clip.mp4"))
+    /* (the clip's SHA-256 is export_clip's: the bytes are not hashed twice) */
+    if (!bag_begin_hashed(b, "data/derived/clip.mp4", false))
         return cu_err_set(err, CU_ERR_IO, "the package could not be written");
     cu_rc rc = export_clip(rd, &co, export_zip_write, &b->zip, cr, err);
     if (rc)
         return rc;
-    if (!bag_payload_end(b, "data/derived/clip.mp4"))
+    if (!bag_payload_end_with(b, "data/derived/clip.mp4", cr->sha256))
         return cu_err_set(err, CU_ERR_IO, "the package could not be written");
     rep->clip = true;
     char sha[65];
@@ -574,6 +689,7 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     PGresult *res = NULL;
     char *statement_text = NULL;
     uint64_t first = 0, last = 0;
+    bool own_tx = false; /* a read transaction of ours is open */
     cu_rc rc = pick_range(rd, o, &first, &last, err);
     if (rc)
         goto out;
@@ -583,6 +699,18 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     }
     rep->first_segment = first;
     rep->last_segment = last;
+    /* The audit head, the recording's row and its custody log as of one
+     * moment (an entry appended meanwhile is in all three or in none). */
+    own_tx = PQtransactionStatus(o->conn) == PQTRANS_IDLE;
+    if (own_tx) {
+        PGresult *b0 = PQexec(o->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        bool begun = PQresultStatus(b0) == PGRES_COMMAND_OK;
+        PQclear(b0);
+        if (!begun) {
+            rc = cu_err_set(err, CU_ERR_DB, "reading the custody log: %s", PQerrorMessage(o->conn));
+            goto out;
+        }
+    }
     res = query(o->conn,
                 "SELECT i.id::text, (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1), "
                 "(SELECT encode(hash, 'hex') FROM audit_log ORDER BY seq DESC LIMIT 1) "
@@ -611,6 +739,11 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     custody = custody_doc(o->conn, rec, instance, custody_list, &rep->custody_entries, &rc, err);
     if (!custody)
         goto out;
+    if (own_tx) {
+        PGresult *c0 = PQexec(o->conn, "COMMIT");
+        PQclear(c0);
+        own_tx = false;
+    }
 
     export_zip_init(&b.zip, now_us, sink_write, &out);
     snprintf(b.top, sizeof(b.top), "custos-package-%.40s/", o->package_id ? o->package_id : rec);
@@ -687,12 +820,15 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
                       instance, date, rec, rec, from, to, (unsigned long long)b.payload_bytes,
                       (unsigned long long)b.payload_files, o->package_id ? o->package_id : "-",
                       CUSTOS_VERSION);
-    uint8_t manifest_sha[32];
+    uint8_t manifest_sha[32], info_sha[32], verifier_sha[32], spec_sha[32];
     EVP_Digest(b.manifest.data, b.manifest.len, manifest_sha, NULL, EVP_sha256(), NULL);
+    EVP_Digest(bag_info, (size_t)bi, info_sha, NULL, EVP_sha256(), NULL);
+    EVP_Digest(export_verifier_c, export_verifier_c_len, verifier_sha, NULL, EVP_sha256(), NULL);
+    EVP_Digest(export_verifier_spec, export_verifier_spec_len, spec_sha, NULL, EVP_sha256(), NULL);
     cu_hex_encode(chain_last, 32, chain_hex);
     statement = json_pack(
         "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:s, s:{s:I, s:I, s:I, s:o, s:s}, s:o, s:o, "
-        "s:O, s:{s:I, s:s}}",
+        "s:O, s:{s:I, s:s}, s:{s:o, s:o, s:o, s:o}}",
         "format", "custos-statement-v1", "installation", instance, "package",
         o->package_id ? o->package_id : "", "recording", rec, "range", "start", from, "end", to,
         "reason", o->reason ? o->reason : "", "made_by", o->made_by ? o->made_by : "", "made_at",
@@ -700,7 +836,10 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
         (json_int_t)store_reader_count(rd), "chain_before", hex_json(chain_before, 32),
         "chain_last", chain_hex, "sealed_head", sealed ? hex_json(sealed_head, 32) : json_null(),
         "manifest_sha256", hex_json(manifest_sha, 32), "custody", custody_list, "audit_head", "seq",
-        (json_int_t)audit_seq, "hash", head_hex);
+        (json_int_t)audit_seq, "hash", head_hex, "tag_files", "bagit.txt",
+        hex_json(b.tags[0].sha256, 32), "bag-info.txt", hex_json(info_sha, 32),
+        "verifier/custos-verify.c", hex_json(verifier_sha, 32), "verifier/SPEC.md",
+        hex_json(spec_sha, 32));
     statement_text = statement ? json_dumps(statement, JSON_INDENT(1) | JSON_ENSURE_ASCII) : NULL;
     if (!statement_text) {
         rc = cu_err_set(err, CU_ERR_NOMEM, "the statement could not be made");
@@ -744,6 +883,8 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
 out:
     if (res)
         PQclear(res);
+    if (own_tx)
+        PQclear(PQexec(o->conn, "ROLLBACK"));
     free(statement_text);
     json_decref(statement);
     json_decref(doc);

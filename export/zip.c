@@ -69,7 +69,7 @@ void export_zip_init(export_zip *z, int64_t mtime_us, export_write_fn write, voi
     }
 }
 
-bool export_zip_begin(export_zip *z, const char *name)
+bool export_zip_begin(export_zip *z, const char *name, bool hash)
 {
     size_t n = strlen(name);
     if (!z->ok || z->open || n == 0 || n > ZIP_NAME_MAX || z->count >= ZIP_ENTRIES_MAX)
@@ -83,7 +83,9 @@ bool export_zip_begin(export_zip *z, const char *name)
     e->name = cu_xstrdup(name);
     e->offset = z->offset;
     e->crc = (uint32_t)crc32(0L, Z_NULL, 0);
-    EVP_DigestInit_ex(z->sha = z->sha ? z->sha : EVP_MD_CTX_new(), EVP_sha256(), NULL);
+    z->hash = hash;
+    if (hash)
+        EVP_DigestInit_ex(z->sha = z->sha ? z->sha : EVP_MD_CTX_new(), EVP_sha256(), NULL);
     z->open = true;
 
     uint8_t h[30 + 20];
@@ -116,7 +118,8 @@ bool export_zip_data(export_zip *z, const void *data, size_t len)
         e->crc = (uint32_t)crc32(e->crc, p + done, (uInt)step);
         done += step;
     }
-    EVP_DigestUpdate(z->sha, data, len);
+    if (z->hash)
+        EVP_DigestUpdate(z->sha, data, len);
     e->size += len;
     return out(z, data, len);
 }
@@ -132,7 +135,10 @@ bool export_zip_end(export_zip *z, uint8_t sha256[32])
         return z->ok = false;
     z->open = false;
     export_zip_entry *e = &z->entries[z->count - 1];
-    EVP_DigestFinal_ex(z->sha, e->sha256, NULL);
+    if (z->hash)
+        EVP_DigestFinal_ex(z->sha, e->sha256, NULL);
+    else if (sha256) /* (the caller hashed what it wrote) */
+        memcpy(e->sha256, sha256, 32);
     if (sha256)
         memcpy(sha256, e->sha256, 32);
     uint8_t d[24];
@@ -146,7 +152,8 @@ bool export_zip_end(export_zip *z, uint8_t sha256[32])
 bool export_zip_file(export_zip *z, const char *name, const void *data, size_t len,
                      uint8_t sha256[32])
 {
-    return export_zip_begin(z, name) && export_zip_data(z, data, len) && export_zip_end(z, sha256);
+    return export_zip_begin(z, name, true) && export_zip_data(z, data, len) &&
+           export_zip_end(z, sha256);
 }
 
 bool export_zip_finish(export_zip *z)

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -106,8 +107,12 @@ typedef struct {
 static vfile *files;
 static size_t nfiles;
 
+#define FILES_MAX 10000 /* a package holds a few dozen */
+
 static void add_file(const char *name, const unsigned char *data, size_t len)
 {
+    if (nfiles == FILES_MAX)
+        fail("more than %d files: not a Custos package", FILES_MAX);
     files = xrealloc(files, (nfiles + 1) * sizeof(*files));
     files[nfiles].name = strdup(name);
     files[nfiles].data = data;
@@ -115,6 +120,31 @@ static void add_file(const char *name, const unsigned char *data, size_t len)
     if (!files[nfiles].name)
         die("out of memory");
     nfiles++;
+}
+
+/* A name a bag may hold: relative, '/'-separated, no empty, "." or ".."
+ * part, no backslash or control character; and no two alike, even to a
+ * file system that ignores case. Otherwise what is checked here might not
+ * be what an unpacker writes. */
+static void check_names(void)
+{
+    for (size_t i = 0; i < nfiles; i++) {
+        const char *n = files[i].name;
+        int bad = n[0] == '\0' || n[0] == '/' || strstr(n, "//") || strchr(n, '\\') ||
+                  n[strlen(n) - 1] == '/';
+        for (const char *p = n; *p && !bad; p++)
+            bad = (unsigned char)*p < 0x20 || *p == 0x7f;
+        for (const char *part = n; *part && !bad;) {
+            size_t l = strcspn(part, "/");
+            bad = (l == 1 && part[0] == '.') || (l == 2 && part[0] == '.' && part[1] == '.');
+            part += l + (part[l] == '/');
+        }
+        if (bad)
+            fail("%s: a file name a bag may not hold", n);
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(files[j].name, n) == 0)
+                fail("%s: in the package twice (as %s too)", n, files[j].name);
+    }
 }
 
 static const vfile *find_file(const char *name)
@@ -162,6 +192,8 @@ static int dir_entry(const char *path, const struct stat *st, int type, struct F
         add_file(path + dir_prefix, p, len);
     } else if (type == FTW_SL || (type == FTW_F && !S_ISREG(st->st_mode))) {
         fail("%s: not a regular file", path + dir_prefix);
+    } else if (type == FTW_DNR || type == FTW_NS) {
+        die("%s: cannot be read", path);
     }
     return 0;
 }
@@ -213,7 +245,7 @@ static void load_zip(const char *path)
         if (eocd < 20 || le32(z + eocd - 20) != 0x07064b50)
             die("%s: ZIP64 locator missing", path);
         uint64_t at = le64(z + eocd - 12);
-        if (at + 56 > len || le32(z + at) != 0x06064b50)
+        if (len < 56 || at > len - 56 || le32(z + at) != 0x06064b50)
             die("%s: ZIP64 end of central directory missing", path);
         count = le64(z + at + 32);
         cd_size = le64(z + at + 40);
@@ -236,9 +268,14 @@ static void load_zip(const char *path)
         char *name = xmalloc(nlen + 1);
         memcpy(name, z + p + 46, nlen);
         name[nlen] = '\0';
-        for (size_t x = p + 46 + nlen; x + 4 <= p + 46 + nlen + xlen;) {
+        if (strlen(name) != nlen)
+            fail("an entry name with a NUL byte in it (%s...)", name);
+        size_t xend = p + 46 + nlen + xlen;
+        for (size_t x = p + 46 + nlen; x + 4 <= xend;) {
             uint32_t id = le16(z + x), sz = le16(z + x + 2);
             size_t v = x + 4;
+            if (sz > xend - v)
+                die("%s: %s: an extra field runs past its entry", path, name);
             if (id == 1) {
                 if (usize == 0xffffffff && v + 8 <= x + 4 + sz)
                     usize = le64(z + v), v += 8;
@@ -260,9 +297,13 @@ static void load_zip(const char *path)
             die("%s: %s is compressed; custos-verify reads stored ZIP entries (what Custos "
                 "writes): unpack the archive and give the directory instead",
                 path, name);
-        if (loff + 30 > len || le32(z + loff) != 0x04034b50)
+        if (len < 30 || loff > len - 30 || le32(z + loff) != 0x04034b50)
             die("%s: %s: local header missing", path, name);
-        uint64_t data = loff + 30 + le16(z + loff + 26) + le16(z + loff + 28);
+        uint32_t lnlen = le16(z + loff + 26);
+        uint64_t data = loff + 30 + lnlen + le16(z + loff + 28);
+        if (data > len || lnlen != nlen || memcmp(z + loff + 30, name, nlen) != 0 ||
+            le16(z + loff + 8) != 0)
+            fail("%s: its local header does not match the central directory", name);
         if (data > len || usize > len - data)
             die("%s: %s lies outside the archive", path, name);
         if (strstr(name, "..") || name[0] == '/')
@@ -624,18 +665,24 @@ static void check_bag(void)
     size_t payload = check_manifest("manifest-sha256.txt", 1);
     unsigned long long bytes = 0, count = 0;
     for (size_t i = 0; i < nfiles; i++) {
-        if (is_tag_manifest_free(files[i].name))
+        if (is_tag_manifest_free(files[i].name)) {
+            if (strcmp(files[i].name, "tagmanifest-sha256.txt") != 0 &&
+                !listed("tagmanifest-sha256.txt", files[i].name))
+                fail("%s: a file that tagmanifest-sha256.txt does not list", files[i].name);
             continue;
+        }
         if (!listed("manifest-sha256.txt", files[i].name))
             fail("%s: a payload file that manifest-sha256.txt does not list", files[i].name);
         bytes += files[i].len;
         count++;
     }
     const vfile *info = need_file("bag-info.txt");
-    char *oxum = memmem(info->data, info->len, "Payload-Oxum: ", 14);
+    char *info_text = strndup((const char *)info->data, info->len);
+    char *oxum = info_text ? strstr(info_text, "Payload-Oxum: ") : NULL;
     unsigned long long ob = 0, oc = 0;
     if (!oxum || sscanf(oxum + 14, "%llu.%llu", &ob, &oc) != 2 || ob != bytes || oc != count)
         fail("bag-info.txt: Payload-Oxum does not match the payload (%llu.%llu)", bytes, count);
+    free(info_text);
     ok("bag: BagIt 1.0, %zu payload files (%llu bytes) and %zu tag files match their manifests",
        payload, bytes, tags);
 }
@@ -670,6 +717,8 @@ static void load_pcapng(void)
             fail("%s: a damaged block at byte %zu", name, off);
         const unsigned char *b = p + off;
         if (type == 1) {
+            if (blen < 20)
+                fail("%s: an interface block at byte %zu is too short", name, off);
             if (have_if++)
                 fail("%s: more than one interface", name);
             if (le16(b + 8) != 101)
@@ -686,10 +735,12 @@ static void load_pcapng(void)
             if (!tsresol_ok)
                 fail("%s: timestamps are not in microseconds", name);
         } else if (type == 6) {
+            if (blen < 32 + 28)
+                fail("%s: a packet block at byte %zu is too short", name, off);
             if (!have_if || le32(b + 8) != 0)
                 fail("%s: a packet at byte %zu of no interface", name, off);
             uint32_t caplen = le32(b + 20);
-            if (28 + (size_t)((caplen + 3) & ~3u) > blen - 4 || caplen < 28 ||
+            if (28 + (((uint64_t)caplen + 3) & ~(uint64_t)3) > (uint64_t)blen - 4 || caplen < 28 ||
                 le32(b + 24) != caplen)
                 fail("%s: a packet block at byte %zu is damaged", name, off);
             const unsigned char *ip = b + 28;
@@ -1018,6 +1069,19 @@ static void check_statement(EVP_PKEY *key, const segment_facts *sf, const jv *cu
     if (memcmp(want, got, 32) != 0)
         fail("manifest-sha256.txt: not the payload manifest the statement signed (payload "
              "files were changed and the manifest rewritten)");
+    /* The tag files the statement binds besides the manifest: the bag's
+     * declaration and description, and this verifier's own source. */
+    static const char *const tags[] = {"bagit.txt", "bag-info.txt", "verifier/custos-verify.c",
+                                       "verifier/SPEC.md"};
+    const jv *tag_files = get(doc, "tag_files");
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+        const vfile *t = need_file(tags[i]);
+        unsigned char h[32];
+        get_hash(tag_files, tags[i], name, want);
+        sha256(t->data, t->len, h);
+        if (memcmp(h, want, 32) != 0)
+            fail("%s: not the file the statement signed", tags[i]);
+    }
     const jv *segs = get(doc, "segments");
     unsigned char before[32], last[32];
     get_hash(segs, "chain_before", name, before);
@@ -1046,8 +1110,9 @@ static void check_statement(EVP_PKEY *key, const segment_facts *sf, const jv *cu
             strcmp(pair->items[1].str, get_str(e, "hash", name)) != 0)
             fail("custody entry %lld: not the entry the statement signed", get_num(e, "seq", name));
     }
-    ok("statement: signed by the installation key; it binds the payload manifest, segments "
-       "%lld..%lld of %lld, the chain values and %zu custody entries",
+    ok("statement: signed by the installation key; it binds the payload manifest, the tag "
+       "files and this verifier's source, segments %lld..%lld of %lld, the chain values and %zu "
+       "custody entries",
        sf->first, sf->last, sf->count, list->n);
     printf("      made %s by %s, range %s .. %s, reason: %s\n", get_str(doc, "made_at", name),
            get_str(doc, "made_by", name), get_str(get(doc, "range"), "start", name),
@@ -1071,10 +1136,13 @@ static void check_checkpoint(EVP_PKEY *key, const jv *custody, const char *insta
             6 ||
         strcmp(magic, "custos-checkpoint-v1") != 0)
         fail("data/checkpoint.txt: not a custos-checkpoint-v1 line");
-    char *last_space = strrchr(line, ' ');
+    char signed_part[400];
+    int sl = snprintf(signed_part, sizeof(signed_part), "%s %s %s %lld %s", magic, inst, at, seq,
+                      head_hex);
     unsigned char sig[64];
-    if (unbase64(sig64, strlen(sig64), sig, sizeof(sig)) != 64 ||
-        !signature_ok(key, line, (size_t)(last_space - line), sig, 64))
+    if (sl < 0 || (size_t)sl >= sizeof(signed_part) || strncmp(line, signed_part, (size_t)sl) ||
+        unbase64(sig64, strlen(sig64), sig, sizeof(sig)) != 64 ||
+        !signature_ok(key, signed_part, (size_t)sl, sig, 64))
         fail("data/checkpoint.txt: its signature does not verify with data/installation-key.pem");
     if (strcmp(inst, installation) != 0)
         fail("data/checkpoint.txt: of another installation");
@@ -1089,8 +1157,16 @@ static void check_checkpoint(EVP_PKEY *key, const jv *custody, const char *insta
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: custos-verify PACKAGE.zip|DIRECTORY\n");
+    const char *pinned = NULL;
+    if (argc == 4 && strcmp(argv[1], "--key-sha256") == 0) {
+        pinned = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
+    if (argc != 2 || argv[1][0] == '-' || (pinned && strlen(pinned) != 64)) {
+        fprintf(stderr, "usage: custos-verify [--key-sha256 HEX] PACKAGE.zip|DIRECTORY\n"
+                        "  --key-sha256: the SHA-256 of the installation's public key (raw 32\n"
+                        "  bytes), as it publishes it; without it the package's own key is used\n");
         return 2;
     }
     struct stat st;
@@ -1100,6 +1176,7 @@ int main(int argc, char **argv)
         load_dir(argv[1]);
     else
         load_zip(argv[1]);
+    check_names();
     printf("custos-verify: %s (%zu files)\n", argv[1], nfiles);
     check_bag();
     load_pcapng();
@@ -1111,13 +1188,15 @@ int main(int argc, char **argv)
     EVP_PKEY *key = load_key();
     unsigned char raw[32], fp[32];
     size_t raw_len = sizeof(raw);
-    char fp_hex[65];
+    char fp_hex[65] = "?";
     if (EVP_PKEY_get_raw_public_key(key, raw, &raw_len) == 1) {
         sha256(raw, raw_len, fp);
         hex(fp, 32, fp_hex);
-        printf("      installation %s, key SHA-256 %s (compare with the one it publishes)\n",
-               installation, fp_hex);
     }
+    if (pinned && strcasecmp(pinned, fp_hex) != 0)
+        fail("data/installation-key.pem: not the key given (its SHA-256 is %s)", fp_hex);
+    printf("      installation %s, key SHA-256 %s%s\n", installation, fp_hex,
+           pinned ? " (the key given)" : " (compare with the one the installation publishes)");
     check_statement(key, &sf, custody, installation);
     check_checkpoint(key, custody, installation);
     const vfile *clip = find_file("data/derived/clip.mp4");
@@ -1125,7 +1204,9 @@ int main(int argc, char **argv)
         printf("note  data/derived/clip.mp4 is a derived copy for viewing (made as "
                "data/derived/provenance.json says); the packets are the evidence\n");
     EVP_PKEY_free(key);
-    printf("verdict: VERIFIED (%d checks): recording %s, segments %lld..%lld\n", checks,
-           sf.recording, sf.first, sf.last);
+    printf("verdict: VERIFIED (%d checks): recording %s, segments %lld..%lld, against %s key "
+           "%.16s...\n",
+           checks, sf.recording, sf.first, sf.last, pinned ? "the given" : "the package's own",
+           fp_hex);
     return 0;
 }

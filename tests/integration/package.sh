@@ -74,6 +74,13 @@ note "$(grep -c '^ok' <<<"$out") checks held: $(tail -1 <<<"$out")"
 out=$(verify "$bag") || fail "the verifier refused the unpacked bag: $out"
 grep -q 'custody: .* audit entries .* the seal' <<<"$out" || fail "custody not checked: $out"
 grep -q 'checkpoint: .* signed' <<<"$out" || fail "checkpoint not checked: $out"
+# The key pinned to the one the installation publishes (its raw 32 bytes' SHA-256), and a wrong one.
+key_sha=$(openssl pkey -pubin -in "$bag/data/installation-key.pem" -outform DER | tail -c 32 | sha256sum | cut -d' ' -f1)
+out=$(cd "$base/expert" && ./custos-verify --key-sha256 "$key_sha" whole.zip) || fail "pinned key refused: $out"
+grep -q "against the given key" <<<"$out" || fail "not pinned: $out"
+out=$(cd "$base/expert" && ./custos-verify --key-sha256 "$(printf '0%.0s' $(seq 64))" whole.zip) &&
+    fail "a wrong key passed: $out"
+grep -q '^FAIL  data/installation-key.pem: not the key given' <<<"$out" || fail "wrong key: $out"
 [ "$(ffprobe -v error -show_entries stream=codec_name -of csv=p=0 "$bag/data/derived/clip.mp4")" = h264 ] ||
     fail "the derived clip is not H.264"
 grep -q '"pipeline": "appsrc' "$bag/data/derived/provenance.json" || fail "no pipeline in provenance"
@@ -106,9 +113,12 @@ remanifest() { # DIR: bag-info's Payload-Oxum and both manifests rewritten as a 
     local oxum
     oxum="$(find "$1/data" -type f -printf '%s\n' | awk '{b += $1} END {print b}').$(find "$1/data" -type f | wc -l)"
     sed -i "s/^Payload-Oxum: .*/Payload-Oxum: $oxum/" "$1/bag-info.txt"
-    (cd "$1" && find data -type f | sort | xargs sha256sum >manifest-sha256.txt &&
-        sha256sum bagit.txt bag-info.txt manifest-sha256.txt statement.json statement.sig \
-            verifier/custos-verify.c verifier/SPEC.md >tagmanifest-sha256.txt)
+    (cd "$1" && find data -type f | sort | xargs sha256sum >manifest-sha256.txt)
+    retagmanifest "$1"
+}
+retagmanifest() { # DIR: the tag manifest rewritten
+    (cd "$1" && sha256sum bagit.txt bag-info.txt manifest-sha256.txt statement.json statement.sig \
+        verifier/custos-verify.c verifier/SPEC.md >tagmanifest-sha256.txt)
 }
 flip_pcap() { flip "$1/data/packets.pcapng" $(($(stat -c %s "$1/data/packets.pcapng") / 2)); }
 flip_clip() { flip "$1/data/derived/clip.mp4" $(($(stat -c %s "$1/data/derived/clip.mp4") / 2)); }
@@ -128,6 +138,9 @@ flip_pcap_forged() { flip_pcap "$1"; remanifest "$1"; }
 flip_clip_forged() { flip_clip "$1"; remanifest "$1"; }
 flip_statement() { sed -i 's/court order/court 0rder/' "$1/statement.json"; remanifest "$1"; }
 extra_file() { echo "planted" >"$1/data/extra.txt"; }
+# (a verifier that says yes to anything, shipped in place of ours)
+swap_verifier() { echo 'int main(void) { return 0; }' >>"$1/verifier/custos-verify.c"; retagmanifest "$1"; }
+retag() { echo "planted" >"$1/notes.txt"; }
 attack packets "data/packets.pcapng: its SHA-256 does not match" flip_pcap
 attack clip "data/derived/clip.mp4: its SHA-256 does not match" flip_clip
 attack meta "data/meta: its SHA-256 does not match" flip_meta
@@ -139,6 +152,8 @@ attack packets-forged "its packets do not hash to its SHA-256" flip_pcap_forged
 attack clip-forged "manifest-sha256.txt: not the payload manifest the statement signed" flip_clip_forged
 attack statement-edited "statement.json: its signature" flip_statement
 attack planted "data/extra.txt: a payload file that manifest-sha256.txt does not list" extra_file
+attack planted-tag "notes.txt: a file that tagmanifest-sha256.txt does not list" retag
+attack verifier-swapped "verifier/custos-verify.c: not the file the statement signed" swap_verifier
 (cd "$base/attack-packets" && ! sha256sum --quiet -c manifest-sha256.txt >/dev/null 2>&1) ||
     fail "sha256sum -c missed the flipped packet"
 
