@@ -60,7 +60,7 @@ static bool clip_write(void *ctx, const uint8_t *data, size_t len)
     return api_stream_write(c->stream, data, len);
 }
 
-static void clip_send(request *r, const caller *who, const char *id)
+static void clip_send(request *r, const char *actor, const char *id)
 {
     export_clip_opts o = {.fragmented = true};
     char from[CU_TIME_TEXT_LEN], to[CU_TIME_TEXT_LEN], object[400];
@@ -83,7 +83,7 @@ static void clip_send(request *r, const caller *who, const char *id)
     store_reader_close(rd);
     if (rc) {
         snprintf(object, sizeof(object), "recording:%s from %s to %s", id, from, to);
-        api_audit(r, who->actor, "recording.export", object, "failed");
+        api_audit(r, actor, "recording.export", object, "failed");
         if (out.stream) { /* (after the first byte: the muxer failed, or the client left) */
             CU_LOG(CU_LOG_WARN, "api", "clip of %s cut off: %s", id, err.msg);
             api_stream_end(out.stream, false);
@@ -103,15 +103,20 @@ static void clip_send(request *r, const caller *who, const char *id)
     snprintf(object, sizeof(object), "recording:%s from %s to %s mp4 %llu bytes sha256 %s", id,
              from, to, (unsigned long long)rep.bytes, sha);
     /* Logged before it ends: unlogged, the client gets an incomplete body. */
-    bool logged = api_audit(r, who->actor, "recording.export", object, "ok");
+    bool logged = api_audit(r, actor, "recording.export", object, "ok");
     api_stream_end(out.stream, logged);
 }
 
-void api_recording_clip(request *r, const caller *who, const char *id)
+void api_clip_send(request *r, const char *actor, const char *id)
 {
     api_worker *w = r->a; /* (r may be the stream's, and gone, after clip_send) */
     if (!api_export_slot_take(r))
         return;
-    clip_send(r, who, id);
+    clip_send(r, actor, id);
     api_export_slot_give(w);
+}
+
+void api_recording_clip(request *r, const caller *who, const char *id)
+{
+    api_clip_send(r, who->actor, id);
 }

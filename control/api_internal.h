@@ -329,6 +329,22 @@ void api_notices_list(request *r, const caller *who, const char *param);
 void api_recording_get(request *r, const caller *who, const char *id);
 /* api_export.c */
 void api_recording_clip(request *r, const caller *who, const char *id);
+/** The clip of recording @p id (?start=&end=), its export audited as @p actor's. */
+void api_clip_send(request *r, const char *actor, const char *id);
+
+/* A live share link (api_shares.c): approved, not expired, its requester
+ * still able to read all it shares. */
+typedef struct {
+    char id[24];
+    char token[48];
+    char recipient[201];
+    char requester_uid[24];
+    char actor[48]; /* "share:<id>" */
+} api_share;
+/** The live share of link @p token, or false after a 404 (audited as a refused use) or 503. */
+bool api_share_open(request *r, const char *token, api_share *out);
+/** Whether recording @p rec is one @p sh shares; false after a 404 (audited). */
+bool api_share_holds(request *r, const api_share *sh, const char *rec);
 
 /* Clips and package downloads streaming at once, bounded by export.max_concurrent
  * (api.c): false after a 503 busy. A slot taken is given back when the reply ends. */
@@ -348,6 +364,10 @@ void api_package_create(request *r, const caller *who, const char *recording);
 void api_packages_list(request *r, const caller *who, const char *recording);
 void api_package_status(request *r, const caller *who, const char *id);
 void api_package_download(request *r, const caller *who, const char *id);
+/* Through a share link: a package of one of its recordings ({recording, start?, end?}),
+ * and a package made through it (?id=). */
+void api_shared_package_create(request *r, const api_share *sh);
+void api_shared_package_get(request *r, const api_share *sh);
 
 /** An RFC 3339 time as milliseconds since the epoch (text); false if malformed or unreal. */
 bool api_parse_time(const char *s, char out[24]);
@@ -364,6 +384,9 @@ void api_shares_list(request *r, const caller *who, const char *param);
 void api_share_decide(request *r, const caller *who, const char *id);
 void api_share_revoke(request *r, const caller *who, const char *id);
 void api_share_use(request *r, const caller *who, const char *token); /* who: NULL */
+void api_shared_clip(request *r, const caller *who, const char *token);
+void api_shared_packages_post(request *r, const caller *who, const char *token);
+void api_shared_package(request *r, const caller *who, const char *token);
 
 /* api_session.c: accounts and sessions (docs/control.md, "Logins"), handlers. */
 void api_login(request *r, const caller *who, const char *param); /* who: NULL */

@@ -431,23 +431,22 @@ static json_t *package_json(PGresult *res, int i)
     "to_char(p.expires_at AT TIME ZONE 'UTC', " TS_FORMAT "), encode(p.sha256, 'hex'), "           \
     "p.error, p.bytes FROM packages p JOIN users u ON u.id = p.requested_by "
 
-void api_package_create(request *r, const caller *who, const char *rec)
+/* Queue a package of @p rec for @p uid (audited as @p actor; @p share, the
+ * share link it is made through, or NULL), its range in @p body; answers 202. */
+static void package_queue(request *r, const char *uid, const char *actor, const char *share,
+                          const char *rec, json_t *body, const char *reason,
+                          const char *location_prefix)
 {
-    json_t *body = api_read_object(r, package_fields, 3);
-    if (!body)
-        return;
     int64_t start_us, end_us;
-    const char *reason = api_string_field(r, body, "reason", PACKAGE_REASON_MAX * 4);
-    if (!reason || !time_member(r, body, "start", &start_us) ||
-        !time_member(r, body, "end", &end_us))
-        goto out;
+    if (!time_member(r, body, "start", &start_us) || !time_member(r, body, "end", &end_us))
+        return;
     if (!reason[0] || !cu_utf8_valid(reason) || cu_utf8_chars(reason) > PACKAGE_REASON_MAX) {
         api_reply_error(r, 400, "invalid_value", "1 to 500 characters of why it is made", "reason");
-        goto out;
+        return;
     }
     if (start_us && end_us && end_us <= start_us) {
         api_reply_error(r, 400, "invalid_value", "after start", "end");
-        goto out;
+        return;
     }
     char s[24], e[24], from[CU_TIME_TEXT_LEN], to[CU_TIME_TEXT_LEN];
     snprintf(s, sizeof(s), "%lld", (long long)start_us);
@@ -461,46 +460,70 @@ void api_package_create(request *r, const caller *who, const char *rec)
                               "AND ($3::bigint = 0 OR start_us <= $3))",
                               3, rp);
     if (api_db_unavailable(r, res))
-        goto out;
+        return;
     bool any = PQntuples(res) == 1 && *PQgetvalue(res, 0, 0) == 't';
     PQclear(res);
     if (!any) {
         api_reply_error(r, 422, "empty_range", "nothing of the recording lies in that range", NULL);
-        goto out;
+        return;
     }
     if (!api_change_begin(r))
-        goto out;
-    const char *ip[5] = {rec, s, e, reason, who->uid};
-    char actor[sizeof(who->actor)];
-    cu_strlcpy(actor, who->actor, sizeof(actor));
-    const char *ip_actor[6] = {ip[0], ip[1], ip[2], ip[3], ip[4], actor};
+        return;
+    const char *ip[7] = {rec, s, e, reason, uid, actor, share};
     res = api_query(r->a,
                     "INSERT INTO packages (id, recording_id, start_us, end_us, reason, "
-                    "requested_by, actor) VALUES (gen_random_uuid(), $1, nullif($2::bigint, 0), "
-                    "nullif($3::bigint, 0), $4, $5, $6) RETURNING id::text",
-                    6, ip_actor);
+                    "requested_by, actor, share_id) VALUES (gen_random_uuid(), $1, "
+                    "nullif($2::bigint, 0), nullif($3::bigint, 0), $4, $5, $6, $7::bigint) "
+                    "RETURNING id::text",
+                    7, ip);
     if (!res || PQntuples(res) != 1) {
         if (res)
             PQclear(res);
         api_change_abort(r);
         api_reply_unavailable(r);
-        goto out;
+        return;
     }
     char id[37], object[4096];
     cu_strlcpy(id, PQgetvalue(res, 0, 0), sizeof(id));
     PQclear(res);
     snprintf(object, sizeof(object), "recording:%s package %s requested from %s to %s: %s", rec, id,
              from, to, reason);
-    if (!api_change_commit(r, who->actor, "recording.package", object))
-        goto out;
+    if (!api_change_commit(r, actor, "recording.package", object))
+        return;
     api_packager_wake(api_packager_of(r->a));
-    char link[80];
-    snprintf(link, sizeof(link), "/api/v1/packages/%s", id);
+    char link[200];
+    snprintf(link, sizeof(link), "%s%s", location_prefix, id);
     api_reply_json(r, 202,
                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "recording", rec,
                              "state", "queued", "start", from, "end", to, "reason", reason,
                              "location", link));
-out:
+}
+
+void api_package_create(request *r, const caller *who, const char *rec)
+{
+    json_t *body = api_read_object(r, package_fields, 3);
+    if (!body)
+        return;
+    const char *reason = api_string_field(r, body, "reason", PACKAGE_REASON_MAX * 4);
+    if (reason)
+        package_queue(r, who->uid, who->actor, NULL, rec, body, reason, "/api/v1/packages/");
+    json_decref(body);
+}
+
+static const char *const shared_package_fields[] = {"recording", "start", "end"};
+
+void api_shared_package_create(request *r, const api_share *sh)
+{
+    json_t *body = api_read_object(r, shared_package_fields, 3);
+    if (!body)
+        return;
+    const char *rec = api_string_field(r, body, "recording", 36);
+    if (rec && api_share_holds(r, sh, rec)) {
+        char reason[400], prefix[160];
+        snprintf(reason, sizeof(reason), "for %s, through share %s", sh->recipient, sh->id);
+        snprintf(prefix, sizeof(prefix), "/api/v1/shared/%s/package?id=", sh->token);
+        package_queue(r, sh->requester_uid, sh->actor, sh->id, rec, body, reason, prefix);
+    }
     json_decref(body);
 }
 
@@ -546,7 +569,8 @@ void api_package_status(request *r, const caller *who, const char *id)
     PQclear(res);
 }
 
-void api_package_download(request *r, const caller *who, const char *id)
+/* Send ready package @p id, audited as @p actor's download. */
+static void package_send(request *r, const char *actor, const char *id)
 {
     PGresult *res = package_row(r, id);
     if (!res)
@@ -581,7 +605,7 @@ void api_package_download(request *r, const caller *who, const char *id)
         if (fd >= 0)
             close(fd);
         snprintf(object, sizeof(object), "recording:%s package %s download: file missing", rec, id);
-        api_audit(r, who->actor, "recording.package.download", object, "failed");
+        api_audit(r, actor, "recording.package.download", object, "failed");
         api_reply_error(r, 500, "package_damaged",
                         "the package's file is missing or damaged; ask for a new one", NULL);
         api_export_slot_give(w);
@@ -628,7 +652,36 @@ void api_package_download(request *r, const caller *who, const char *id)
         CU_LOG(CU_LOG_ERROR, "api", "package %s: its file changed since it was made; cut off", id);
     /* Logged before it ends: unlogged, the client gets an incomplete body. */
     bool logged =
-        api_audit(r, who->actor, "recording.package.download", object, intact ? "ok" : "failed");
+        api_audit(r, actor, "recording.package.download", object, intact ? "ok" : "failed");
     api_stream_end(s, intact && logged);
     api_export_slot_give(w);
+}
+
+void api_package_download(request *r, const caller *who, const char *id)
+{
+    package_send(r, who->actor, id);
+}
+
+void api_shared_package_get(request *r, const api_share *sh)
+{
+    char id[40];
+    if (!api_query_text(r, "id", id, sizeof(id)))
+        return;
+    const char *p[2] = {id, sh->id};
+    PGresult *res = api_uuid_ok(id) ? api_query(r->a,
+                                                "SELECT 1 FROM packages WHERE id = $1::uuid AND "
+                                                "share_id = $2::bigint",
+                                                2, p)
+                                    : NULL;
+    if (api_uuid_ok(id) && api_db_unavailable(r, res))
+        return;
+    bool ours = res && PQntuples(res) == 1;
+    if (res)
+        PQclear(res);
+    if (!ours) { /* (a package not made through this link is not reachable with it) */
+        api_audit(r, sh->actor, "recording.package.download", "", "denied");
+        api_reply_error(r, 404, "not_found", "no such package made through this link", NULL);
+        return;
+    }
+    package_send(r, sh->actor, id);
 }

@@ -77,6 +77,9 @@ static const api_route routes[] = {
     R(POST, "/api/v1/shares/{id}/revoke", ACT_SHARE_REVOKE, OBJ_SHARE, "share.revoke", "share ",
       api_share_revoke),
     ANON(GET, "/api/v1/shared/{token}", ACT_SHARED_LINK, api_share_use),
+    ANON(GET, "/api/v1/shared/{token}/clip.mp4", ACT_SHARED_LINK, api_shared_clip),
+    ANON(POST, "/api/v1/shared/{token}/packages", ACT_SHARED_LINK, api_shared_packages_post),
+    ANON(GET, "/api/v1/shared/{token}/package", ACT_SHARED_LINK, api_shared_package),
 };
 
 const api_route *api_routes(size_t *n)

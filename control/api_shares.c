@@ -6,7 +6,10 @@
  *   POST /api/v1/shares/{id}/decide     an admin or the permission group, never the requester;
  *                                       approval answers the link, once
  *   POST /api/v1/shares/{id}/revoke     the requester or an admin
- *   GET  /api/v1/shared/{token}         the recipient, without an account
+ *   GET  /api/v1/shared/{token}         the recipient, without an account: what it shares
+ *   GET  /api/v1/shared/{token}/clip.mp4?recording=ID[&start=&end=]   a clip of one of them
+ *   POST /api/v1/shared/{token}/packages    {recording, start?, end?}: an evidence package
+ *   GET  /api/v1/shared/{token}/package?id=ID   a package made through this link
  *
  * The requester must be able to read every recording asked for. A link
  * works while approved, not revoked and not expired (checked at use); each
@@ -278,6 +281,94 @@ void api_share_revoke(request *r, const caller *who, const char *param)
     }
     api_reply_conflict(r, "the share is no longer live", PQgetvalue(res, 0, 0));
     PQclear(res);
+}
+
+bool api_share_open(request *r, const char *token, api_share *out)
+{
+    memset(out, 0, sizeof(*out));
+    PGresult *res = NULL;
+    if (strlen(token) == API_TOKEN_CHARS) {
+        char thex[67];
+        api_token_hash_hex(token, thex);
+        const char *p[1] = {thex};
+        res = api_query(r->a,
+                        "SELECT s.id, s.recipient, s.requester_id FROM shares s "
+                        "WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "
+                        "now() < s.expires_at AND NOT EXISTS (SELECT 1 FROM share_recordings y "
+                        "WHERE y.share_id = s.id AND NOT may_read_recording(s.requester_id, "
+                        "y.recording_id, now()))",
+                        1, p);
+        if (api_db_unavailable(r, res))
+            return false;
+    }
+    if (!res || PQntuples(res) != 1) {
+        if (res)
+            PQclear(res);
+        api_audit(r, "anonymous", "share.use", "", "denied");
+        api_reply_error(r, 404, "not_found",
+                        "no such link, or it expired, was revoked, or its requester may no "
+                        "longer read what it shares",
+                        NULL);
+        return false;
+    }
+    cu_strlcpy(out->id, PQgetvalue(res, 0, 0), sizeof(out->id));
+    cu_strlcpy(out->recipient, PQgetvalue(res, 0, 1), sizeof(out->recipient));
+    cu_strlcpy(out->requester_uid, PQgetvalue(res, 0, 2), sizeof(out->requester_uid));
+    cu_strlcpy(out->token, token, sizeof(out->token));
+    snprintf(out->actor, sizeof(out->actor), "share:%s", out->id);
+    PQclear(res);
+    return true;
+}
+
+bool api_share_holds(request *r, const api_share *sh, const char *rec)
+{
+    PGresult *res = NULL;
+    if (api_uuid_ok(rec)) {
+        const char *p[2] = {sh->id, rec};
+        res = api_query(r->a,
+                        "SELECT 1 FROM share_recordings WHERE share_id = $1::bigint AND "
+                        "recording_id = $2::uuid",
+                        2, p);
+        if (api_db_unavailable(r, res))
+            return false;
+    }
+    bool held = res && PQntuples(res) == 1;
+    if (res)
+        PQclear(res);
+    if (!held) { /* (nothing else is reachable with the link) */
+        char object[120];
+        snprintf(object, sizeof(object), "share %s recording %.40s", sh->id, rec);
+        api_audit(r, sh->actor, "share.use", object, "denied");
+        api_reply_error(r, 404, "not_found", "no such recording in this share", NULL);
+    }
+    return held;
+}
+
+void api_shared_clip(request *r, const caller *who, const char *token)
+{
+    (void)who;
+    api_share sh;
+    char rec[40];
+    if (!api_share_open(r, token, &sh) || !api_query_text(r, "recording", rec, sizeof(rec)) ||
+        !api_share_holds(r, &sh, rec))
+        return;
+    api_clip_send(r, sh.actor, rec);
+}
+
+void api_shared_packages_post(request *r, const caller *who, const char *token)
+{
+    (void)who;
+    api_share sh;
+    if (api_share_open(r, token, &sh))
+        api_shared_package_create(r, &sh);
+}
+
+void api_shared_package(request *r, const caller *who, const char *token)
+{
+    (void)who;
+    api_share sh;
+    if (api_share_open(r, token, &sh))
+        api_shared_package_get(r, &sh);
 }
 
 /* The recipient's side: no account, only the link's token. */

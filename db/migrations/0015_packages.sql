@@ -3,7 +3,9 @@
 -- <data-dir>/packages/<id>.zip, downloaded as often as allowed while it is
 -- kept, and removed after export.package_keep_h (the row stays, 'expired').
 -- Its SHA-256 is recorded when it is built: every download is checked
--- against it and audited with it.
+-- against it and audited with it. One made through a share link is
+-- requested by the share's requester and reachable only through that link
+-- (and by those who may read the recording).
 CREATE TABLE packages (
     id           uuid        PRIMARY KEY,
     recording_id uuid        NOT NULL REFERENCES recordings (id),
@@ -12,6 +14,7 @@ CREATE TABLE packages (
     reason       text        NOT NULL CHECK (length(reason) BETWEEN 1 AND 500),
     requested_by bigint      NOT NULL REFERENCES users (id),
     actor        text        NOT NULL,
+    share_id     bigint      REFERENCES shares (id), -- made through this share link
     requested_at timestamptz NOT NULL DEFAULT now(),
     state        text        NOT NULL DEFAULT 'queued'
                  CHECK (state IN ('queued', 'building', 'ready', 'failed', 'expired')),

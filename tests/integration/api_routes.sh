@@ -134,6 +134,10 @@ check GET    $P/notices                            $P/notices                   
 check GET    $P/recordings                         $P/recordings                   ''   401 200 200 200
 check GET    $P/recordings/{id}                    $P/recordings/$rec              ''   401 200 404 200
 check GET    $P/recordings/{id}/clip.mp4           $P/recordings/$rec/clip.mp4     ''   401 422 404 422
+check POST   $P/recordings/{id}/packages           $P/recordings/$rec/packages     '{}' 401 400 404 400
+check GET    $P/recordings/{id}/packages           $P/recordings/$rec/packages     ''   401 200 404 200
+check GET    $P/packages/{id}                      $P/packages/$(cat /proc/sys/kernel/random/uuid) ''   401 404 404 404
+check GET    $P/packages/{id}/status               $P/packages/$(cat /proc/sys/kernel/random/uuid)/status ''   401 404 404 404
 check GET    $P/recordings/{id}/form               $P/recordings/$rec/form         ''   401 200 404 200
 check PUT    $P/recordings/{id}/form               $P/recordings/$rec/form         '{}' 401 400 404 400
 check POST   $P/shares                             $P/shares                       '{}' 401 400 400 400
@@ -141,6 +145,9 @@ check GET    $P/shares                             $P/shares                    
 check POST   $P/shares/{id}/decide                 $P/shares/$share/decide         '{}' 401 403 404 400
 check POST   $P/shares/{id}/revoke                 $P/shares/$share/revoke         ''   401 200 404 409
 check GET    $P/shared/{token}                     $P/shared/$t43                  ''   404 404 404 404
+check GET    $P/shared/{token}/clip.mp4            $P/shared/$t43/clip.mp4         ''   404 404 404 404
+check POST   $P/shared/{token}/packages            $P/shared/$t43/packages         '{}' 404 404 404 404
+check GET    $P/shared/{token}/package             $P/shared/$t43/package          ''   404 404 404 404
 check DELETE $P/session                            $P/session                      ''   401 204 204 204
 sort "$base/walked" >"$base/walked.sorted"
 diff "$base/table" "$base/walked.sorted" >"$base/diff" ||

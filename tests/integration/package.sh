@@ -28,6 +28,8 @@ plus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
 clip=$(bash "$(dirname "$0")/../../bench/make-clip" "$base/clip.h264") || fail "cannot make the clip"
 user alice officer
 user bob officer
+user gina officer # the permission group: approves shares
+ctl permission-group add gina >/dev/null || fail "permission-group add"
 ctl device add --serial CAM-A --officer alice --json >"$base/dev-a" || fail "device add"
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
@@ -208,6 +210,61 @@ ctl audit list --last 30 | grep -q "user:bob .*recording.package .*denied" || fa
 api GET "/api/v1/recordings/$rec/packages" "$tok_alice"
 expect 200
 grep -q "\"id\": *\"$pkg\"" "$base/body" || fail "not listed: $(cat "$base/body")"
+
+note "a share link delivers clips and packages of what it shares, each use audited; nothing else"
+login gina "passphrase of gina ok" && tok_gina=$TOKEN
+ctl device add --serial CAM-C --officer alice --json >"$base/dev-c" || fail "device add"
+"$RECORDERS" --devices "$base/dev-c" --seconds 3 --target "127.0.0.1:$INGEST_PORT" \
+    --clip "$clip" >/dev/null || fail "recorders C"
+for i in $(seq 1 100); do
+    ctl recordings | awk '$2 == "CAM-C"' | grep -q ' sealed$' && break
+    sleep 0.1
+done
+other=$(rec_of CAM-C) # alice's too, but not shared
+tomorrow=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
+api POST /api/v1/shares "$tok_alice" "{\"recipient\":\"Defence counsel\",\"recordings\":[\"$rec\"],\"reason\":\"disclosure\",\"expires_at\":\"$tomorrow\"}"
+expect 201
+share=$(grep -o '"id":[0-9]*' "$base/body" | cut -d: -f2)
+api POST "/api/v1/shares/$share/decide" "$tok_gina" '{"approve":true}'
+expect 200
+link=$(field link)
+curl -sS --cacert "$data/tls/api-cert.pem" -o "$base/shared.mp4" -w '%{http_code}' \
+    "https://127.0.0.1:$API_PORT$link/clip.mp4?recording=$rec" >"$base/code" || fail "shared clip"
+[ "$(cat "$base/code")" = 200 ] || fail "shared clip: $(cat "$base/code") $(head -c 300 "$base/shared.mp4")"
+[ "$(ffprobe -v error -show_entries stream=codec_name -of csv=p=0 "$base/shared.mp4")" = h264 ] ||
+    fail "the shared clip is not H.264"
+errors=$(ffmpeg -v error -i "$base/shared.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on the shared clip: $errors"
+sum=$(sha256sum "$base/shared.mp4" | cut -d' ' -f1)
+ctl audit list --last 10 | grep -q "share:$share .*recording.export .*ok .*recording:$rec .*sha256 $sum" ||
+    fail "the shared clip is not audited"
+api GET "$link/clip.mp4?recording=$other"
+expect 404 not_found # not shared
+api GET "/api/v1/shared/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/clip.mp4?recording=$rec"
+expect 404 not_found
+api POST "$link/packages" "" "{\"recording\":\"$other\"}"
+expect 404 not_found
+api POST "$link/packages" "" "{\"recording\":\"$rec\"}"
+expect 202
+spkg=$(field id)
+api GET "$link/package?id=$pkg"
+expect 404 not_found # alice's own package: not made through the link
+for i in $(seq 1 100); do
+    curl -sS --cacert "$data/tls/api-cert.pem" -o "$base/expert/shared.zip" -w '%{http_code}' \
+        "https://127.0.0.1:$API_PORT$link/package?id=$spkg" >"$base/code" || fail "shared package"
+    [ "$(cat "$base/code")" = 409 ] || break
+    sleep 0.2
+done
+[ "$(cat "$base/code")" = 200 ] || fail "shared package: $(cat "$base/code") $(head -c 300 "$base/expert/shared.zip")"
+out=$(verify shared.zip) || fail "the shared package does not verify: $out"
+grep -q "through share $share" <<<"$out" || fail "the reason does not name the share: $out"
+sum=$(sha256sum "$base/expert/shared.zip" | cut -d' ' -f1)
+ctl audit list --last 10 | grep -q "share:$share .*recording.package.download .*ok .*sha256 $sum" ||
+    fail "the shared package download is not audited"
+api POST "/api/v1/shares/$share/revoke" "$tok_alice" ''
+expect 200
+api GET "$link/package?id=$spkg"
+expect 404 not_found # revoked: nothing reachable
 
 note "a segment altered in the store: the package stops, naming it"
 seg=$(find "$data/segments" -path "*$rec/00000003.seg")
