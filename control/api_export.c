@@ -60,7 +60,7 @@ static bool clip_write(void *ctx, const uint8_t *data, size_t len)
     return api_stream_write(c->stream, data, len);
 }
 
-static void clip_send(request *r, const char *actor, const char *id)
+static void clip_send(request *r, const char *uid, const char *actor, const char *id)
 {
     export_clip_opts o = {.fragmented = true};
     char from[CU_TIME_TEXT_LEN], to[CU_TIME_TEXT_LEN], object[400];
@@ -76,10 +76,18 @@ static void clip_send(request *r, const char *actor, const char *id)
     export_clip_report rep;
     clip_out out = {.r = r, .id = id};
     cu_rc rc = export_init(r->a->data_dir, &err);
+    store_reader *tracks[EXPORT_AUDIO_MAX];
+    size_t ntracks = 0;
     if (!rc)
         rc = store_reader_open(r->a->data_dir, r->a->db, r->a->keys, &rid, &rd, &err);
+    if (!rc) /* (the capture's other tracks that the caller may read: its audio) */
+        rc = export_capture_open(r->a->data_dir, r->a->db, r->a->keys, &rid, uid, tracks,
+                                 EXPORT_AUDIO_MAX, &ntracks, &err);
+    o.audio = tracks;
+    o.naudio = ntracks;
     if (!rc)
         rc = export_clip(rd, &o, clip_write, &out, &rep, &err);
+    export_capture_close(tracks, ntracks);
     store_reader_close(rd);
     if (rc) {
         snprintf(object, sizeof(object), "recording:%s from %s to %s", id, from, to);
@@ -100,23 +108,24 @@ static void clip_send(request *r, const char *actor, const char *id)
     }
     char sha[65];
     cu_hex_encode(rep.sha256, 32, sha);
-    snprintf(object, sizeof(object), "recording:%s from %s to %s mp4 %llu bytes sha256 %s", id,
-             from, to, (unsigned long long)rep.bytes, sha);
+    snprintf(object, sizeof(object),
+             "recording:%s from %s to %s mp4 %llu bytes sha256 %s audio tracks %u", id, from, to,
+             (unsigned long long)rep.bytes, sha, rep.audio_tracks);
     /* Logged before it ends: unlogged, the client gets an incomplete body. */
     bool logged = api_audit(r, actor, "recording.export", object, "ok");
     api_stream_end(out.stream, logged);
 }
 
-void api_clip_send(request *r, const char *actor, const char *id)
+void api_clip_send(request *r, const char *uid, const char *actor, const char *id)
 {
     api_worker *w = r->a; /* (r may be the stream's, and gone, after clip_send) */
     if (!api_export_slot_take(r))
         return;
-    clip_send(r, actor, id);
+    clip_send(r, uid, actor, id);
     api_export_slot_give(w);
 }
 
 void api_recording_clip(request *r, const caller *who, const char *id)
 {
-    api_clip_send(r, who->actor, id);
+    api_clip_send(r, who->uid, who->actor, id);
 }

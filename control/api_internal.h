@@ -329,8 +329,9 @@ void api_notices_list(request *r, const caller *who, const char *param);
 void api_recording_get(request *r, const caller *who, const char *id);
 /* api_export.c */
 void api_recording_clip(request *r, const caller *who, const char *id);
-/** The clip of recording @p id (?start=&end=), its export audited as @p actor's. */
-void api_clip_send(request *r, const char *actor, const char *id);
+/** The clip of recording @p id (?start=&end=) with the capture's audio that user @p uid
+ * may read, its export audited as @p actor's. */
+void api_clip_send(request *r, const char *uid, const char *actor, const char *id);
 
 /* A live share link (api_shares.c): approved, not expired, its requester
  * still able to read all it shares. */

@@ -352,7 +352,7 @@ void api_shared_clip(request *r, const caller *who, const char *token)
     if (!api_share_open(r, token, &sh) || !api_query_text(r, "recording", rec, sizeof(rec)) ||
         !api_share_holds(r, &sh, rec))
         return;
-    api_clip_send(r, sh.actor, rec);
+    api_clip_send(r, sh.requester_uid, sh.actor, rec);
 }
 
 void api_shared_packages_post(request *r, const caller *who, const char *token)

@@ -374,10 +374,207 @@ static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf
     }
 }
 
+/* ---------------------------------------------------------- audio tracks */
+
+/* The SDP of @p meta (its sdp_b64 line), decoded into @p out (SDP_MAX); false when none. */
+static bool meta_sdp(const char *meta, size_t meta_len, uint8_t *out, size_t *len)
+{
+    static const char key[] = "sdp_b64=";
+    for (const char *line = meta, *end = meta + meta_len; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        if (n > sizeof(key) - 1 && memcmp(line, key, sizeof(key) - 1) == 0)
+            return cu_base64_decode(line + sizeof(key) - 1, n - (sizeof(key) - 1), out, SDP_MAX,
+                                    len);
+        line += n + 1;
+    }
+    return false;
+}
+
+/* A caps-safe fmtp token: letters, digits, '-', '.'. */
+static bool token_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > 256)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= 'a' && v[i] <= 'z') ||
+              (v[i] >= '0' && v[i] <= '9') || v[i] == '-' || v[i] == '.'))
+            return false;
+    return true;
+}
+
+/*
+ * The caps of an AAC track (RTP MPEG4-GENERIC, RFC 3640, for rtpmp4gdepay;
+ * or MP4A-LATM, RFC 6416, for rtpmp4adepay):
+ * the audio section's rtpmap and fmtp for @p pt, every parameter as a
+ * (string) field, as GStreamer's SDP parsing makes them. False when the
+ * SDP has no such track.
+ */
+static bool aac_caps(const char *meta, size_t meta_len, const char *encoding, unsigned pt,
+                     unsigned clock, cu_buf *out)
+{
+    uint8_t *sdp = cu_xmalloc(SDP_MAX);
+    size_t sdp_len = 0;
+    bool found = false;
+    if (!meta_sdp(meta, meta_len, sdp, &sdp_len))
+        goto out;
+    if (cu_buf_printf(out,
+                      "application/x-rtp,media=(string)audio,encoding-name=(string)%s,"
+                      "clock-rate=(int)%u,payload=(int)%u",
+                      encoding, clock, pt) != CU_OK)
+        goto out;
+    char fmtp[32], rtpmap[32];
+    int fl = snprintf(fmtp, sizeof(fmtp), "a=fmtp:%u ", pt);
+    int rl = snprintf(rtpmap, sizeof(rtpmap), "a=rtpmap:%u ", pt);
+    bool audio = false;
+    for (const char *l = (const char *)sdp, *se = l + sdp_len; l < se;) {
+        const char *e = memchr(l, '\n', (size_t)(se - l));
+        size_t ln = e ? (size_t)(e - l) : (size_t)(se - l);
+        while (ln && l[ln - 1] == '\r')
+            ln--;
+        if (ln >= 2 && l[0] == 'm' && l[1] == '=') {
+            audio = ln >= 7 && memcmp(l, "m=audio", 7) == 0;
+        } else if (audio && ln > (size_t)rl && memcmp(l, rtpmap, (size_t)rl) == 0) {
+            /* "MPEG4-GENERIC/44100/2": the channels */
+            const char *slash = memrchr(l, '/', ln);
+            const char *first = memchr(l, '/', ln);
+            if (slash && first && slash != first &&
+                token_ok(slash + 1, (size_t)(l + ln - slash - 1)))
+                if (cu_buf_printf(out, ",encoding-params=(string)%.*s", (int)(l + ln - slash - 1),
+                                  slash + 1) != CU_OK) {
+                    found = false;
+                    goto out;
+                }
+            found = true;
+        } else if (audio && ln > (size_t)fl && memcmp(l, fmtp, (size_t)fl) == 0) {
+            for (const char *p = l + fl, *end = l + ln; p < end;) {
+                while (p < end && (*p == ' ' || *p == ';'))
+                    p++;
+                const char *stop = memchr(p, ';', (size_t)(end - p));
+                if (!stop)
+                    stop = end;
+                const char *eq = memchr(p, '=', (size_t)(stop - p));
+                if (eq && token_ok(p, (size_t)(eq - p)) &&
+                    token_ok(eq + 1, (size_t)(stop - eq - 1))) {
+                    char key[64];
+                    size_t kl =
+                        (size_t)(eq - p) < sizeof(key) - 1 ? (size_t)(eq - p) : sizeof(key) - 1;
+                    for (size_t k = 0; k < kl; k++)
+                        key[k] = (char)(p[k] >= 'A' && p[k] <= 'Z' ? p[k] + 32 : p[k]);
+                    key[kl] = '\0';
+                    if (cu_buf_printf(out, ",%s=(string)%.*s", key, (int)(stop - eq - 1), eq + 1) !=
+                        CU_OK) {
+                        found = false;
+                        goto out;
+                    }
+                }
+                p = stop;
+            }
+            found = true;
+        }
+        l = (e ? e + 1 : se);
+    }
+out:
+    free(sdp);
+    return found && cu_buf_append(out, "", 1) == CU_OK;
+}
+
+/* One audio track of the capture, fed beside the video in capture-time order. */
+typedef struct {
+    store_reader *rd;
+    GstElement *src;
+    cu_buf plain;
+    uint64_t seg;          /* the segment being read */
+    pipe_payload_reader r; /* over plain, when open */
+    bool open, end;
+    uint32_t seg_ts, clock;
+    bool have_seg_ts;
+    bool pending; /* rec below is the next packet */
+    pipe_record rec;
+    int64_t at_us;
+    bool discont;
+    uint64_t packets;
+    const char *depay; /* rtpmp4gdepay, rtpmp4adepay */
+} audio_track;
+
+/* The track's next packet (pending), reading on through its segments; false at its end. */
+static bool audio_peek(audio_track *t, cu_err *err, cu_rc *rc)
+{
+    while (!t->pending && !t->end) {
+        if (!t->open) {
+            if (t->seg >= store_reader_count(t->rd)) {
+                t->end = true;
+                break;
+            }
+            *rc = store_reader_read(t->rd, t->seg, &t->plain, err);
+            if (*rc)
+                return false;
+            if (!pipe_payload_open(&t->r, (const uint8_t *)t->plain.data, t->plain.len)) {
+                *rc = cu_err_set(err, CU_ERR_INVALID, "audio segment %llu: not an RTP payload",
+                                 (unsigned long long)t->seg);
+                return false;
+            }
+            t->open = true;
+            t->have_seg_ts = false;
+        }
+        if (pipe_payload_next(&t->r, &t->rec) != 1) {
+            t->open = false;
+            t->seg++;
+            continue;
+        }
+        pipe_rtp p;
+        t->discont |= t->rec.lost_before > 0;
+        if (pipe_rtp_parse(t->rec.pkt, t->rec.len, &p) != PIPE_RTP_OK)
+            continue;
+        if (!t->have_seg_ts) {
+            t->seg_ts = p.timestamp;
+            t->have_seg_ts = true;
+        }
+        t->at_us = capture_us(store_reader_meta(t->rd, t->seg), t->seg_ts, p.timestamp, t->clock);
+        t->pending = true;
+    }
+    return t->pending;
+}
+
+/* Push the track's packets captured up to @p until_us (those before the
+ * clip's first, @p first_us, are passed over); false on a failure. */
+static bool audio_feed(audio_track *t, int64_t first_us, int64_t until_us, cu_err *err, cu_rc *rc)
+{
+    while (audio_peek(t, err, rc) && t->at_us <= until_us) {
+        t->pending = false;
+        if (t->at_us < first_us)
+            continue;
+        GstBuffer *b = gst_buffer_new_memdup(t->rec.pkt, t->rec.len);
+        GST_BUFFER_PTS(b) = (GstClockTime)(t->at_us - first_us) * GST_USECOND;
+        if (t->discont) {
+            GST_BUFFER_FLAG_SET(b, GST_BUFFER_FLAG_DISCONT);
+            t->discont = false;
+        }
+        if (gst_app_src_push_buffer(GST_APP_SRC(t->src), b) != GST_FLOW_OK) {
+            *rc = cu_err_set(err, CU_ERR_INVALID, "GStreamer refused an audio packet");
+            return false;
+        }
+        t->packets++;
+    }
+    return *rc == CU_OK;
+}
+
+/* Start the track at the segment holding @p first_us. */
+static void audio_start(audio_track *t, store_reader *rd, int64_t first_us)
+{
+    memset(t, 0, sizeof(*t));
+    t->rd = rd;
+    cu_buf_init(&t->plain, STORE_READ_BUF_MAX);
+    for (uint64_t i = 0; i < store_reader_count(rd); i++)
+        if (store_reader_meta(rd, i)->end_us < first_us)
+            t->seg = i + 1;
+}
+
 /* -------------------------------------------------------------- pipeline */
 
 static GstElement *build(const plan *pl, const export_clip_opts *o, const char *sprop, output *out,
-                         GstElement **src_out, char *desc, size_t desc_len, cu_err *err)
+                         GstElement **src_out, audio_track *audio, size_t naudio, char *desc,
+                         size_t desc_len, cu_err *err)
 {
     const char *name = pl->codec == PIPE_CODEC_H264 ? "H264" : "H265";
     const char *lower = pl->codec == PIPE_CODEC_H264 ? "264" : "265";
@@ -387,6 +584,12 @@ static GstElement *build(const plan *pl, const export_clip_opts *o, const char *
              "! mp4mux name=mux %s ! appsink name=sink sync=false",
              lower, lower, lower, pl->codec == PIPE_CODEC_H264 ? "avc" : "hvc1",
              o->fragmented ? "fragment-duration=1000 streamable=true" : "faststart=true");
+    for (size_t i = 0; i < naudio; i++) { /* AAC stays AAC */
+        size_t at = strlen(desc);
+        snprintf(desc + at, desc_len - at,
+                 " appsrc name=a%zu format=time stream-type=stream ! %s ! aacparse ! mux.", i,
+                 audio[i].depay);
+    }
     /* (the caps apart: the SDP's parameter sets are quoted strings) */
     size_t caps_len = strlen(sprop) + 160;
     char *caps_text = cu_xmalloc(caps_len);
@@ -417,6 +620,22 @@ static GstElement *build(const plan *pl, const export_clip_opts *o, const char *
     *src_out = gst_bin_get_by_name(GST_BIN(pipeline), "src");
     g_object_set(*src_out, "caps", caps, NULL);
     gst_caps_unref(caps);
+    for (size_t i = 0; i < naudio; i++) {
+        char src_name[16];
+        snprintf(src_name, sizeof(src_name), "a%zu", i);
+        audio[i].src = gst_bin_get_by_name(GST_BIN(pipeline), src_name);
+        GstCaps *ac = gst_caps_from_string(audio[i].plain.data);
+        if (!audio[i].src || !ac) {
+            if (ac)
+                gst_caps_unref(ac);
+            cu_err_set(err, CU_ERR_INVALID, "the audio track's RTP caps do not parse");
+            gst_object_unref(pipeline);
+            return NULL;
+        }
+        g_object_set(audio[i].src, "caps", ac, NULL);
+        gst_caps_unref(ac);
+        cu_buf_reset(&audio[i].plain); /* (it held the caps; segments from now on) */
+    }
     return pipeline;
 }
 
@@ -458,6 +677,8 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
     GstBus *bus = NULL;
     char why[512] = "";
     bool eos = false, started = false, done = false;
+    audio_track audio[EXPORT_AUDIO_MAX];
+    size_t naudio = 0;
     int64_t ext = 0; /* RTP time since the clip's first packet, past 32-bit wraps */
     uint32_t prev_ts = 0, last_pushed_ts = 0;
 
@@ -479,7 +700,37 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
         rc = cu_err_set(err, CU_ERR_INVALID, "the SDP's parameter sets are too long");
         goto out;
     }
-    pipeline = build(&pl, o, sprop.data, &out, &src, rep->pipeline, sizeof(rep->pipeline), err);
+    /* The capture's audio tracks that an MP4 takes as they are (AAC). */
+    for (size_t i = 0; i < o->naudio && naudio < EXPORT_AUDIO_MAX; i++) {
+        cu_err aerr;
+        size_t mlen;
+        const char *ameta = store_reader_meta_file(o->audio[i], &mlen);
+        pipe_payload_reader ar;
+        audio_track *t = &audio[naudio];
+        audio_start(t, o->audio[i], 0);
+        const char *encoding = memmem(ameta, mlen, "\nencoding=MPEG4-GENERIC\n", 24)
+                                   ? "MPEG4-GENERIC"
+                               : memmem(ameta, mlen, "\nencoding=MP4A-LATM\n", 20) ? "MP4A-LATM"
+                                                                                   : NULL;
+        bool aac = encoding && store_reader_count(o->audio[i]) > 0 &&
+                   store_reader_read(o->audio[i], 0, &t->plain, &aerr) == CU_OK &&
+                   pipe_payload_open(&ar, (const uint8_t *)t->plain.data, t->plain.len) &&
+                   ar.codec == PIPE_CODEC_AUDIO && ar.clock_rate > 0;
+        unsigned apt = aac ? ar.payload_type : 0, aclock = aac ? ar.clock_rate : 0;
+        cu_buf_reset(&t->plain);
+        if (aac && aac_caps(ameta, mlen, encoding, apt, aclock, &t->plain)) {
+            t->clock = aclock;
+            t->depay = encoding[0] == 'M' && encoding[1] == 'P' && encoding[2] == 'E'
+                           ? "rtpmp4gdepay"
+                           : "rtpmp4adepay";
+            naudio++;
+        } else {
+            cu_buf_free(&t->plain);
+            rep->audio_skipped++; /* (not AAC, or its SDP says too little to mux it) */
+        }
+    }
+    pipeline = build(&pl, o, sprop.data, &out, &src, audio, naudio, rep->pipeline,
+                     sizeof(rep->pipeline), err);
     cu_buf_free(&sprop);
     if (!pipeline) {
         rc = CU_ERR_IO;
@@ -525,6 +776,14 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
                 last_pushed_ts = p.timestamp;
                 rep->first_us = capture_us(m, seg_ts, p.timestamp, pl.clock_rate);
                 export_mp4_times_init(&out.times, rep->first_us);
+                for (size_t a = 0; a < naudio; a++) {
+                    store_reader *ard = audio[a].rd;
+                    uint64_t seg = 0;
+                    for (uint64_t k = 0; k < store_reader_count(ard); k++)
+                        if (store_reader_meta(ard, k)->end_us < rep->first_us)
+                            seg = k + 1;
+                    audio[a].seg = seg;
+                }
                 if (gst_element_set_state(pipeline, GST_STATE_PLAYING) ==
                     GST_STATE_CHANGE_FAILURE) {
                     rc = cu_err_set(err, CU_ERR_IO, "GStreamer: the pipeline does not start");
@@ -536,6 +795,10 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
                 done = true; /* the first access unit past the end */
                 break;
             }
+            for (size_t a = 0; a < naudio && !rc; a++)
+                audio_feed(&audio[a], rep->first_us, at, err, &rc);
+            if (rc)
+                break;
             ext += (int32_t)(p.timestamp - prev_ts);
             prev_ts = p.timestamp;
             GstBuffer *b = gst_buffer_new_memdup(rec.pkt, rec.len);
@@ -564,9 +827,16 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
     }
     if (!rc && !started)
         rc = cu_err_set(err, CU_ERR_NOTFOUND, "nothing of the recording lies in that range");
+    for (size_t a = 0; a < naudio && !rc; a++) /* (the audio up to the last video) */
+        audio_feed(&audio[a], rep->first_us, rep->last_us, err, &rc);
     if (rc)
         goto out;
     gst_app_src_end_of_stream(GST_APP_SRC(src));
+    for (size_t a = 0; a < naudio; a++) {
+        gst_app_src_end_of_stream(GST_APP_SRC(audio[a].src));
+        rep->audio_packets += audio[a].packets;
+    }
+    rep->audio_tracks = (unsigned)naudio;
     while (!eos && !why[0])
         if (!bus_error(bus, EOS_WAIT_NS, &eos, why, sizeof(why)) && !eos) {
             snprintf(why, sizeof(why), "the muxer did not finish within 120 s");
@@ -590,6 +860,11 @@ out:
     }
     if (src)
         gst_object_unref(src);
+    for (size_t a = 0; a < naudio; a++) {
+        if (audio[a].src)
+            gst_object_unref(audio[a].src);
+        cu_buf_free(&audio[a].plain);
+    }
     if (bus)
         gst_object_unref(bus);
     if (started)
@@ -597,4 +872,54 @@ out:
     EVP_MD_CTX_free(out.sha);
     cu_buf_free(&plain);
     return rc;
+}
+
+/* ------------------------------------------------------------- captures */
+
+cu_rc export_capture_open(const char *data_dir, PGconn *conn, keys_ring *keys,
+                          const store_id *recording, const char *reader_uid, store_reader **out,
+                          size_t max, size_t *n, cu_err *err)
+{
+    *n = 0;
+    char id[37];
+    store_id_format(recording, id);
+    const char *params[2] = {id, reader_uid};
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT o.id::text FROM recordings r JOIN recordings o "
+                                 "ON o.capture_id = r.capture_id AND o.id <> r.id "
+                                 "WHERE r.id = $1::uuid AND o.state <> 'erased' AND "
+                                 "($2::bigint IS NULL OR may_read_recording($2::bigint, o.id, "
+                                 "now())) ORDER BY o.opened_at, o.id LIMIT 8",
+                                 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cu_rc rc = cu_err_set(err, CU_ERR_DB, "the capture's tracks: %s", PQerrorMessage(conn));
+        PQclear(res);
+        return rc;
+    }
+    cu_rc rc = CU_OK;
+    for (int i = 0; i < PQntuples(res) && *n < max && !rc; i++) {
+        store_id other;
+        if (!store_id_parse(PQgetvalue(res, i, 0), &other))
+            continue;
+        rc = store_reader_open(data_dir, conn, keys, &other, &out[*n], err);
+        if (!rc)
+            (*n)++;
+        else { /* (a track that does not verify stops the clip: never one silently missing) */
+            char why[sizeof(err->msg)];
+            cu_strlcpy(why, err->msg, sizeof(why));
+            cu_err_set(err, rc, "track %s of the capture: %s", PQgetvalue(res, i, 0), why);
+        }
+    }
+    PQclear(res);
+    if (rc) {
+        export_capture_close(out, *n);
+        *n = 0;
+    }
+    return rc;
+}
+
+void export_capture_close(store_reader **readers, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_reader_close(readers[i]);
 }

@@ -18,6 +18,10 @@ typedef struct {
     int64_t end_us;   /* capture time; the last access unit at or before it; 0: the end */
     bool fragmented;  /* fragmented MP4 written as it is made (a stream); else progressive,
                          moov first, written when complete (a file) */
+    /* The capture's audio tracks (their recordings, borrowed), muxed beside the
+     * video in capture-time sync: AAC as it is; others are skipped (counted). */
+    store_reader *const *audio;
+    size_t naudio;
     bool verified;    /* the caller has just read and verified every segment of the range (a
                          package): no pass over them before muxing (each is still verified as
                          it is read) */
@@ -34,8 +38,13 @@ typedef struct {
     bool sdp_parameter_sets; /* the SDP's sprop-* given to the depayloader */
     uint64_t bytes;          /* MP4 bytes written */
     uint8_t sha256[32];      /* of those bytes */
-    char pipeline[512];      /* the GStreamer pipeline that made it (gst-launch syntax) */
+    char pipeline[768];      /* the GStreamer pipeline that made it (gst-launch syntax) */
+    unsigned audio_tracks;   /* audio tracks muxed */
+    unsigned audio_skipped;  /* audio tracks given that an MP4 cannot take as they are */
+    uint64_t audio_packets;
 } export_clip_report;
+
+#define EXPORT_AUDIO_MAX 4 /* audio tracks a clip carries at most */
 
 /** Where the MP4 goes, as it is made; false stops the export (a client gone). */
 typedef bool (*export_write_fn)(void *ctx, const uint8_t *data, size_t len);
@@ -49,6 +58,18 @@ typedef bool (*export_write_fn)(void *ctx, const uint8_t *data, size_t len);
  */
 CU_WUR cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn write,
                          void *ctx, export_clip_report *rep, cu_err *err);
+
+/**
+ * The other tracks of @p recording's capture (the recordings an RTSP session
+ * made beside it, docs/export.md "Captures"), opened for reading into
+ * @p out (at most @p max; *@p n of them): what export_clip_opts.audio takes.
+ * With @p reader_uid (a user id in decimal), only those that user may read.
+ * A track that does not open (verify) fails the call, naming it.
+ */
+CU_WUR cu_rc export_capture_open(const char *data_dir, PGconn *conn, keys_ring *keys,
+                                 const store_id *recording, const char *reader_uid,
+                                 store_reader **out, size_t max, size_t *n, cu_err *err);
+void export_capture_close(store_reader **readers, size_t n);
 
 /* --------------------------------------------------------------- MP4 boxes */
 

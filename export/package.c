@@ -655,17 +655,19 @@ static cu_rc write_clip(bag *b, store_reader *rd, const export_package_opts *o,
     rep->clip = true;
     char sha[65];
     cu_hex_encode(cr->sha256, 32, sha);
+    gchar *gst_version = gst_version_string();
     json_t *prov = json_pack(
         "{s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:[I,I], s:I, s:I, s:I, s:s, s:s}",
         "format", "custos-provenance-v1", "file", "data/derived/clip.mp4", "derived", 1, "note",
         "A derived copy for viewing, made from the packets of data/packets.pcapng; the packets "
         "are the evidence.",
-        "pipeline", cr->pipeline, "gstreamer", gst_version_string(), "custos", CUSTOS_VERSION,
-        "container", "MP4, moov first; creation_time = capture time of the first packet", "first",
+        "pipeline", cr->pipeline, "gstreamer", gst_version, "custos", CUSTOS_VERSION, "container",
+        "MP4, moov first; creation_time = capture time of the first packet", "first",
         time_json(cr->first_us), "last", time_json(cr->last_us), "segments",
         (json_int_t)cr->first_segment, (json_int_t)cr->last_segment, "packets",
         (json_int_t)cr->packets, "lost", (json_int_t)cr->lost, "bytes", (json_int_t)cr->bytes,
         "codec", cr->codec, "sha256", sha);
+    g_free(gst_version);
     bool ok = prov && bag_json(b, "data/derived/provenance.json", prov, false);
     json_decref(prov);
     return ok ? CU_OK : cu_err_set(err, CU_ERR_IO, "the package could not be written");

@@ -139,10 +139,18 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     export_clip_report rep;
     store_reader *rd = NULL;
     cu_rc rc = export_init(ctl_data_dir(env), &err);
+    store_reader *tracks[EXPORT_AUDIO_MAX];
+    size_t ntracks = 0;
     if (!rc)
         rc = store_reader_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, &rd, &err);
+    if (!rc) /* (the capture's other tracks: its audio) */
+        rc = export_capture_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, NULL,
+                                 tracks, EXPORT_AUDIO_MAX, &ntracks, &err);
+    o.audio = tracks;
+    o.naudio = ntracks;
     if (!rc)
         rc = export_clip(rd, &o, write_all, &f, &rep, &err);
+    export_capture_close(tracks, ntracks);
     store_reader_close(rd);
     rc = out_close(&f, rc, &err);
     if (o.start_us)
@@ -165,11 +173,13 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     fprintf(report,
             "{\"recording\":\"%s\",\"codec\":\"%s\",\"first\":\"%s\",\"last\":\"%s\","
             "\"segments\":[%llu,%llu],\"packets\":%llu,\"lost\":%llu,\"bytes\":%llu,"
-            "\"sdp_parameter_sets\":%s,\"sha256\":\"%s\"}\n",
+            "\"sdp_parameter_sets\":%s,\"audio_tracks\":%u,\"audio_packets\":%llu,"
+            "\"audio_skipped\":%u,\"sha256\":\"%s\"}\n",
             rec, rep.codec, first, last, (unsigned long long)rep.first_segment,
             (unsigned long long)rep.last_segment, (unsigned long long)rep.packets,
             (unsigned long long)rep.lost, (unsigned long long)rep.bytes,
-            rep.sdp_parameter_sets ? "true" : "false", sha);
+            rep.sdp_parameter_sets ? "true" : "false", rep.audio_tracks,
+            (unsigned long long)rep.audio_packets, rep.audio_skipped, sha);
     return status;
 }
 

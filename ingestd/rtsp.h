@@ -126,9 +126,14 @@ typedef struct {
     const char *url; /* pulled from (no credentials), or NULL */
     bool udp, tls;
     const char *peer, *session;
+    const char *capture; /* the session's capture id (a UUID): its tracks' recordings together */
     const char *sdp;
     size_t sdp_len;
 } rtsp_meta_source;
+
+/** A fresh capture id (36 characters and NUL) for a session's tracks; false when the
+ * random number generator fails. */
+CU_WUR bool rtsp_capture_new(char out[37]);
 
 /**
  * An RTP or RTCP packet of track @p t (number @p index) into stream @p st.

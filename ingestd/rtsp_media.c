@@ -9,6 +9,7 @@
 
 #include <event2/buffer.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 
 static bool track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_track *t,
@@ -17,11 +18,12 @@ static bool track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_tr
     int n = snprintf(
         out, cap,
         "source=%s\ndevice_id=%lld\ndevice_serial=%s\n%s%s%stransport=%s\ntls=%s\npeer=%s\n"
-        "rtsp_session=%s\ntrack=%d\ncontrol=%s\nmedia=%s\nencoding=%s\ncodec=%s\nssrc=%u\n"
-        "payload_type=%u\nclock_rate=%u\nsdp_b64=",
+        "rtsp_session=%s\ncapture=%s\ntrack=%d\ncontrol=%s\nmedia=%s\nencoding=%s\ncodec=%s\n"
+        "ssrc=%u\npayload_type=%u\nclock_rate=%u\nsdp_b64=",
         src->source, (long long)src->device_id, src->serial, src->url ? "url=" : "",
         src->url ? src->url : "", src->url ? "\n" : "", src->udp ? "udp" : "tcp",
-        src->tls ? "yes" : "no", src->peer, src->session, index, t->control, t->media, t->encoding,
+        src->tls ? "yes" : "no", src->peer, src->session, src->capture, index, t->control, t->media,
+        t->encoding,
         t->codec == PIPE_CODEC_H264   ? "h264"
         : t->codec == PIPE_CODEC_H265 ? "h265"
                                       : "audio",
@@ -32,6 +34,15 @@ static bool track_meta(const rtsp_meta_source *src, int index, const rtsp_sdp_tr
                          (int)src->sdp_len);
     out[n++] = '\n';
     out[n] = '\0';
+    return true;
+}
+
+bool rtsp_capture_new(char out[37])
+{
+    store_id id;
+    if (RAND_bytes(id.b, sizeof(id.b)) != 1)
+        return false;
+    store_id_format(&id, out);
     return true;
 }
 

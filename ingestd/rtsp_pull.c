@@ -113,6 +113,7 @@ struct rtsp_pull {
     int auth_tries;
     /* the presentation */
     char session[SESSION_MAX];
+    char capture[37]; /* this session's capture id (a new one at each PLAY) */
     int session_timeout_s;
     char base[RTSP_MAX_URI + 1];
     char *sdp;
@@ -588,6 +589,8 @@ static void on_play(rtsp_pull *p)
 {
     int64_t now = cu_time_us();
     int recorded = 0;
+    if (!rtsp_capture_new(p->capture))
+        p->capture[0] = '\0'; /* (its tracks then go unlinked) */
     for (int i = 0; i < p->ntracks; i++) {
         pull_track *t = &p->tracks[i];
         if (!t->setup)
@@ -603,6 +606,7 @@ static void on_play(rtsp_pull *p)
                                     .tls = p->tls,
                                     .peer = p->peer,
                                     .session = p->session,
+                                    .capture = p->capture,
                                     .sdp = p->sdp,
                                     .sdp_len = p->sdp_len};
         recorded++;

@@ -405,6 +405,7 @@ struct rtsp_conn {
     rtsp_track tracks[RTSP_TRACKS_MAX];
     int ntracks;
     char session[17]; /* "" until the first SETUP */
+    char capture[37]; /* the session's capture id, made with it */
     bool holds_device_slot;
     uint8_t auth_salt[RTSP_CONN_SALT_LEN]; /* binds our nonces to this connection */
     rtsp_nc_seen auth_seen;
@@ -946,6 +947,11 @@ static void do_setup(rtsp_conn *c, request *q)
             reply(c, 500, q->cseq, NULL, NULL, 0);
             return;
         }
+        if (!rtsp_capture_new(c->capture)) {
+            track_stop(t);
+            reply(c, 500, q->cseq, NULL, NULL, 0);
+            return;
+        }
         cu_hex_encode(raw, sizeof(raw), c->session);
     }
     char label[128];
@@ -958,6 +964,7 @@ static void do_setup(rtsp_conn *c, request *q)
                                 .tls = c->tls,
                                 .peer = c->peer_text,
                                 .session = c->session,
+                                .capture = c->capture,
                                 .sdp = c->sdp,
                                 .sdp_len = c->sdp_len};
     t->setup = true;

@@ -166,6 +166,32 @@ static const char *meta_value(const char *line, size_t n, const char *key, size_
     return line + k + 1;
 }
 
+void store_origin_parse(const char *meta, size_t len, store_origin *origin)
+{
+    for (const char *line = meta, *end_all = meta + len; line < end_all;) {
+        const char *end = memchr(line, '\n', (size_t)(end_all - line));
+        size_t n = end ? (size_t)(end - line) : (size_t)(end_all - line), vlen = 0;
+        const char *v;
+        char text[40];
+        if ((v = meta_value(line, n, "device_id", &vlen)) && vlen < sizeof(text)) {
+            int64_t id;
+            memcpy(text, v, vlen);
+            text[vlen] = '\0';
+            if (cu_parse_int64(text, &id) && id > 0)
+                origin->device_id = id;
+        } else if ((v = meta_value(line, n, "continues", &vlen)) && vlen == 36) {
+            memcpy(text, v, vlen);
+            text[vlen] = '\0';
+            origin->has_continues = store_id_parse(text, &origin->continues);
+        } else if ((v = meta_value(line, n, "capture", &vlen)) && vlen == 36) {
+            memcpy(text, v, vlen);
+            text[vlen] = '\0';
+            origin->has_capture = store_id_parse(text, &origin->capture);
+        }
+        line = end ? end + 1 : end_all;
+    }
+}
+
 cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_t out[32],
                               store_origin *origin, cu_err *err)
 {
@@ -183,24 +209,7 @@ cu_rc store_recording_genesis(const char *dir, const store_id *recording, uint8_
     }
     EVP_Digest(meta.data ? meta.data : "", meta.len, sha, NULL, EVP_sha256(), NULL);
     store_chain_genesis(recording, sha, out);
-    for (const char *line = meta.data; line && *line;) {
-        const char *end = strchr(line, '\n');
-        size_t n = end ? (size_t)(end - line) : strlen(line), vlen = 0;
-        const char *v;
-        char text[40];
-        if ((v = meta_value(line, n, "device_id", &vlen)) && vlen < sizeof(text)) {
-            int64_t id;
-            memcpy(text, v, vlen);
-            text[vlen] = '\0';
-            if (cu_parse_int64(text, &id) && id > 0)
-                origin->device_id = id;
-        } else if ((v = meta_value(line, n, "continues", &vlen)) && vlen == 36) {
-            memcpy(text, v, vlen);
-            text[vlen] = '\0';
-            origin->has_continues = store_id_parse(text, &origin->continues);
-        }
-        line = end ? end + 1 : line + n;
-    }
+    store_origin_parse(meta.data ? meta.data : "", meta.len, origin);
 out:
     cu_buf_free(&meta);
     return rc;

@@ -82,15 +82,20 @@ cu_rc store_sql_recording_open(PGconn *conn, const store_id *recording, const st
     p_bytes(&p, key_id->b, 16);
     p_i64(&p, opened_us);
     p_origin(&p, origin);
+    if (origin && origin->has_capture)
+        p_id(&p, &origin->capture);
+    else
+        p_text(&p, NULL);
     return sql_run(conn,
                    "INSERT INTO recordings (id, key_id, opened_at, device_id, officer_id, "
-                   "continues) VALUES ($1, $2, " US_TO_TS(
+                   "continues, capture_id) VALUES ($1, $2, " US_TO_TS(
                        3) ", NULLIF($4::bigint, 0), " OFFICER_AT_OPEN
-                          ", (SELECT c.id FROM recordings c WHERE c.id = $5::uuid)) "
+                          ", (SELECT c.id FROM recordings c WHERE c.id = $5::uuid), $6::uuid) "
                           "ON CONFLICT (id) DO UPDATE SET "
                           "device_id = coalesce(recordings.device_id, EXCLUDED.device_id), "
                           "officer_id = coalesce(recordings.officer_id, EXCLUDED.officer_id), "
-                          "continues = coalesce(recordings.continues, EXCLUDED.continues) "
+                          "continues = coalesce(recordings.continues, EXCLUDED.continues), "
+                          "capture_id = coalesce(recordings.capture_id, EXCLUDED.capture_id) "
                           "WHERE recordings.state = 'open'",
                    &p, "recording row", err);
 }

@@ -62,7 +62,13 @@ typedef struct {
     int64_t device_id;  /* "device_id=N"; 0 when none */
     store_id continues; /* "continues=<uuid>": the recording it goes on from */
     bool has_continues;
+    store_id capture; /* "capture=<uuid>": the capture whose track it is (RTSP) */
+    bool has_capture;
 } store_origin;
+
+/** The origin fields of meta text @p meta (@p len bytes) into @p origin (left
+ * alone when absent). */
+void store_origin_parse(const char *meta, size_t len, store_origin *origin);
 
 /**
  * Read <dir>/meta (absent reads as empty) and give the recording's chain

@@ -740,6 +740,12 @@ cu_rc store_recording_open(store *s, const store_recording_attrs *attrs, store_r
     }
     r->s = s;
     r->origin.device_id = attrs ? attrs->device_id : 0;
+    {
+        store_origin from_meta = {0}; /* (the capture a track belongs to) */
+        store_origin_parse(meta, meta_len, &from_meta);
+        r->origin.capture = from_meta.capture;
+        r->origin.has_capture = from_meta.has_capture;
+    }
     r->opened_us = cu_time_ms() * 1000;
     if (RAND_bytes(r->id.b, 16) != 1) {
         rc = cu_err_set(err, CU_ERR_IO, "the random number generator failed");

@@ -57,6 +57,7 @@ ctl device add --serial CAM-A --officer alice --json >"$base/dev-a" || fail "dev
 ctl device add --serial CAM-B --officer alice --json >"$base/dev-b" || fail "device add"
 hevc_dev=$(ctl device add --serial CAM-HEVC --officer alice --codec h265 --json) || fail "device add h265"
 pub_dev=$(ctl device add --serial CAM-PUB --officer alice --json) || fail "device add rtsp"
+av_dev=$(ctl device add --serial CAM-AV --officer alice --json) || fail "device add rtsp av"
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
@@ -187,6 +188,48 @@ grep -q '"sdp_parameter_sets":true' "$base/pub.json" || fail "SDP parameter sets
 grep -q '"sdp_parameter_sets":false' "$base/a.json" || fail "SDP parameter sets for SRTP: $(cat "$base/a.json")"
 clip_ok "$rec_p" "$base/pub.mp4" h264
 note "CAM-PUB: $FRAMES frames, $(probe -show_entries stream=width,height -of csv=p=0 "$base/pub.mp4")"
+
+note "an RTSP publish with AAC audio: one capture of two tracks; the clip carries both, in sync"
+av_pw=$(json_field "$av_dev" rtsp_password)
+rc=0
+# (AAC as RFC 3640, MPEG4-GENERIC: GStreamer 1.22's own LATM payloader and depayloader
+# round trip breaks voaacenc's frames — "channel element duplicate" — whoever muxes them)
+GST_PLUGIN_FEATURE_RANK=rtpmp4apay:NONE timeout 20 gst-launch-1.0 -e rtspclientsink name=s location="rtsp://127.0.0.1:$RTSP_PORT/live/CAM-AV" \
+    user-id=CAM-AV user-pw="$av_pw" protocols=tcp \
+    videotestsrc is-live=true num-buffers=150 ! video/x-raw,width=320,height=240,framerate=30/1 \
+    ! x264enc tune=zerolatency key-int-max=30 bitrate=800 ! video/x-h264,profile=baseline ! s. \
+    audiotestsrc is-live=true num-buffers=215 samplesperbuffer=1024 wave=ticks \
+    ! audio/x-raw,rate=44100,channels=1 ! voaacenc bitrate=64000 ! aacparse ! s. \
+    >"$base/gst-av.log" 2>&1 || rc=$?
+[ "$rc" = 0 ] || grep -q 'Starting recording' "$base/gst-av.log" || fail "rtspclientsink a/v: $(tail -5 "$base/gst-av.log")"
+for i in $(seq 1 100); do
+    [ "$(ctl recordings | awk '$2 == "CAM-AV"' | grep -c ' sealed$')" = 2 ] && break
+    sleep 0.1
+done
+[ "$(ctl recordings | awk '$2 == "CAM-AV"' | grep -c ' sealed$')" = 2 ] ||
+    fail "not two sealed tracks: $(ctl recordings | grep CAM-AV)"
+captures=$(as_custos -c "SELECT count(DISTINCT capture_id), count(*) FROM recordings r JOIN devices d ON d.id = r.device_id WHERE d.serial = 'CAM-AV'")
+[ "$captures" = "1|2" ] || fail "the two tracks are not one capture: $captures"
+rec_av=$(as_custos -c "SELECT r.id FROM recordings r JOIN devices d ON d.id = r.device_id WHERE d.serial = 'CAM-AV' AND EXISTS (SELECT 1 FROM segments s WHERE s.recording_id = r.id) ORDER BY (SELECT min(s.start_us) FROM segments s WHERE s.recording_id = r.id) LIMIT 1")
+for r_ in $(as_custos -c "SELECT r.id FROM recordings r JOIN devices d ON d.id = r.device_id WHERE d.serial = 'CAM-AV'"); do
+    export_ --recording "$r_" --out "$base/av-$r_.mp4" >"$base/av-$r_.json" 2>"$base/av-$r_.err" &&
+        grep -q '"codec":"h264"' "$base/av-$r_.json" && rec_av=$r_
+done
+export_ --recording "$rec_av" --out "$base/av.mp4" >"$base/av.json" || fail "export a/v: $(cat "$base/av.json")"
+grep -q '"audio_tracks":1' "$base/av.json" || fail "no audio track muxed: $(cat "$base/av.json")"
+[ "$(probe -show_entries stream=codec_name "$base/av.mp4" | sort | tr '\n' ' ')" = "aac h264 " ] ||
+    fail "streams: $(probe -show_entries stream=codec_name "$base/av.mp4")"
+errors=$(ffmpeg -v error -i "$base/av.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on the a/v clip: $errors"
+vd=$(probe -select_streams v -show_entries stream=duration "$base/av.mp4")
+ad=$(probe -select_streams a -show_entries stream=duration "$base/av.mp4")
+vs=$(probe -select_streams v -show_entries stream=start_time "$base/av.mp4")
+as=$(probe -select_streams a -show_entries stream=start_time "$base/av.mp4")
+# (in sync: both start together and last as long, within a frame or an AAC frame's worth and the capture clock's jitter)
+awk -v vd="$vd" -v ad="$ad" -v vs="$vs" -v as="$as" 'BEGIN { d = vd - ad; s = vs - as;
+    exit !(d < 0.25 && d > -0.25 && s < 0.1 && s > -0.1) }' ||
+    fail "out of sync: video $vs+$vd s, audio $as+$ad s"
+note "CAM-AV: h264 $vs+$vd s, aac $as+$ad s"
 
 note "every export audited with the SHA-256 of what it wrote"
 sum=$(sha256sum "$base/api.mp4" | cut -d' ' -f1)
