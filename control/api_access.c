@@ -470,8 +470,12 @@ void api_notices_list(request *r, const caller *who, const char *param)
     "to_char(r.opened_at AT TIME ZONE 'UTC', " TS_FORMAT "), coalesce(to_char(r.sealed_at AT "     \
     "TIME ZONE 'UTC', " TS_FORMAT "), ''), r.state, coalesce(r.segment_count, "                    \
     "r.acked_segments), r.acked_bytes, coalesce((r.last_end_us - r.first_start_us) / 1000, 0), "   \
-    "coalesce(r.continues::text, '') "
-#define RECORDING_NCOLUMNS 11 /* what RECORDING_COLUMNS selects */
+    "coalesce(r.continues::text, ''), coalesce(r.capture_id::text, ''), "                          \
+    "coalesce((SELECT string_agg(t.id::text, ',' ORDER BY t.opened_at, t.id) FROM recordings t "   \
+    "WHERE t.capture_id = r.capture_id AND t.id <> r.id AND may_read_recording($1, t.id, "         \
+    "now())), "                                                                                    \
+    "'') "
+#define RECORDING_NCOLUMNS 13 /* what RECORDING_COLUMNS selects ($1: the caller's id) */
 #define RECORDING_JOINS                                                                            \
     "FROM recordings r LEFT JOIN devices dv ON dv.id = r.device_id LEFT JOIN users o ON o.id = "   \
     "r.officer_id LEFT JOIN departments od ON od.id = o.department_id "
@@ -489,6 +493,17 @@ static json_t *recording_json(PGresult *res, int i)
         json_object_set_new(j, "sealed_at", json_string(PQgetvalue(res, i, 5)));
     if (j && PQgetvalue(res, i, 10)[0])
         json_object_set_new(j, "continues", json_string(PQgetvalue(res, i, 10)));
+    if (j &&
+        PQgetvalue(res, i, 11)[0]) { /* the capture, and its other tracks the caller may read */
+        json_object_set_new(j, "capture", json_string(PQgetvalue(res, i, 11)));
+        json_t *tracks = json_array();
+        for (const char *t = PQgetvalue(res, i, 12); *t;) {
+            size_t n = strcspn(t, ",");
+            json_array_append_new(tracks, json_stringn(t, n));
+            t += n + (t[n] == ',');
+        }
+        json_object_set_new(j, "tracks", tracks);
+    }
     return j;
 }
 

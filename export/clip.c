@@ -495,6 +495,10 @@ typedef struct {
     bool discont;
     uint64_t packets;
     const char *depay; /* rtpmp4gdepay, rtpmp4adepay */
+    bool anchored;     /* the first packet muxed: the PTS origin below */
+    int64_t anchor_us; /* its capture time */
+    uint32_t prev_ts;
+    int64_t ext; /* RTP time since it, past 32-bit wraps */
 } audio_track;
 
 /* The track's next packet (pending), reading on through its segments; false at its end. */
@@ -544,8 +548,25 @@ static bool audio_feed(audio_track *t, int64_t first_us, int64_t until_us, cu_er
         t->pending = false;
         if (t->at_us < first_us)
             continue;
+        /* Its PTS from its own RTP clock, extended past wraps, from the
+         * capture time of the first audio packet muxed: steady across
+         * segments, a gap kept as a gap. */
+        pipe_rtp p;
+        if (pipe_rtp_parse(t->rec.pkt, t->rec.len, &p) != PIPE_RTP_OK)
+            continue;
+        if (!t->anchored) {
+            t->anchored = true;
+            t->anchor_us = t->at_us;
+            t->prev_ts = p.timestamp;
+            t->ext = 0;
+        }
+        t->ext += (int32_t)(p.timestamp - t->prev_ts);
+        t->prev_ts = p.timestamp;
+        if (t->ext < 0)
+            continue; /* (reordered before the first: nothing to place it by) */
         GstBuffer *b = gst_buffer_new_memdup(t->rec.pkt, t->rec.len);
-        GST_BUFFER_PTS(b) = (GstClockTime)(t->at_us - first_us) * GST_USECOND;
+        GST_BUFFER_PTS(b) = (GstClockTime)(t->anchor_us - first_us) * GST_USECOND +
+                            gst_util_uint64_scale((uint64_t)t->ext, GST_SECOND, t->clock);
         if (t->discont) {
             GST_BUFFER_FLAG_SET(b, GST_BUFFER_FLAG_DISCONT);
             t->discont = false;

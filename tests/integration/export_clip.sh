@@ -230,6 +230,18 @@ awk -v vd="$vd" -v ad="$ad" -v vs="$vs" -v as="$as" 'BEGIN { d = vd - ad; s = vs
     exit !(d < 0.25 && d > -0.25 && s < 0.1 && s > -0.1) }' ||
     fail "out of sync: video $vs+$vd s, audio $as+$ad s"
 note "CAM-AV: h264 $vs+$vd s, aac $as+$ad s"
+api GET "/api/v1/recordings/$rec_av" "$tok_alice"
+expect 200
+grep -q '"capture": *"[0-9a-f-]\{36\}"' "$base/body" && grep -q '"tracks": *\[ *"[0-9a-f-]\{36\}" *\]' "$base/body" ||
+    fail "the recording does not show its capture and other track: $(cat "$base/body")"
+read -r code _ _ < <(curl -sS --cacert "$data/tls/api-cert.pem" -H "Authorization: Bearer $tok_alice" \
+    -o "$base/api-av.mp4" -w '%{http_code} %{time_starttransfer} %{time_total}' \
+    "https://127.0.0.1:$API_PORT/api/v1/recordings/$rec_av/clip.mp4")
+[ "$code" = 200 ] || fail "a/v clip over the API: $code"
+[ "$(probe -show_entries stream=codec_name "$base/api-av.mp4" | sort | tr '\n' ' ')" = "aac h264 " ] ||
+    fail "API a/v streams: $(probe -show_entries stream=codec_name "$base/api-av.mp4")"
+errors=$(ffmpeg -v error -i "$base/api-av.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on the API's a/v clip: $errors"
 
 note "every export audited with the SHA-256 of what it wrote"
 sum=$(sha256sum "$base/api.mp4" | cut -d' ' -f1)

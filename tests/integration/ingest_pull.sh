@@ -184,6 +184,40 @@ done
 [ "$(ctl recordings | awk '$2 == "PULL-TCP"' | head -1 | awk '{print $1}')" != "" ] || fail "no recordings"
 ctl verify >"$base/verify.out" 2>&1 || fail "verify: $(cat "$base/verify.out")"
 
+note "a pulled recording exported (whole and a middle range): H.264, every stored access unit a frame"
+export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")/.." && pwd)/lsan.supp"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
+probe() { ffprobe -v error -of default=nw=1:nk=1 "$@"; }
+ctl export --recording "$first_tcp" --out "$base/pull.mp4" >"$base/pull.json" || fail "export pull"
+[ "$(probe -show_entries stream=codec_name "$base/pull.mp4")" = h264 ] || fail "pull clip: not h264"
+frames=$(probe -count_frames -select_streams v -show_entries stream=nb_read_frames "$base/pull.mp4")
+stored=$(ctl packets --recording "$first_tcp" | awk '$3 == "seq" {print $6}' | uniq | wc -l)
+[ "$frames" = "$stored" ] || fail "pull clip: $frames frames, $stored access units stored"
+errors=$(ffmpeg -v error -i "$base/pull.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on the pull clip: $errors"
+first=$(sed -n 's/.*"first":"\([^"]*\)".*/\1/p' "$base/pull.json")
+last=$(sed -n 's/.*"last":"\([^"]*\)".*/\1/p' "$base/pull.json")
+mid=$(awk -v f="$(date -u -d "$first" +%s.%N)" -v l="$(date -u -d "$last" +%s.%N)" \
+    'BEGIN { printf "%.3f %.3f", f + (l - f) / 3, f + 2 * (l - f) / 3 }')
+from=$(date -u -d "@${mid% *}" +%Y-%m-%dT%H:%M:%S.%3NZ) to=$(date -u -d "@${mid#* }" +%Y-%m-%dT%H:%M:%S.%3NZ)
+ctl export --recording "$first_tcp" --start "$from" --end "$to" --out "$base/pull-mid.mp4" \
+    >"$base/pull-mid.json" || fail "export pull range"
+errors=$(ffmpeg -v error -i "$base/pull-mid.mp4" -f null - 2>&1)
+[ -z "$errors" ] || fail "ffmpeg on the pull range: $errors"
+# (the first line: x264's SEI comes after it as side data)
+key=$(probe -select_streams v -show_frames -read_intervals '%+#1' -show_entries frame=key_frame "$base/pull-mid.mp4" | head -1)
+[ "$key" = 1 ] || fail "the pull range does not start on a keyframe"
+note "pull: $frames frames whole; range $from..$to: $(probe -show_entries format=duration "$base/pull-mid.mp4") s"
+# PULL-BASIC's two tracks are one capture; its audio (G.711) has no place in an MP4 as it is: counted.
+captures=$(for rec in $(recordings PULL-BASIC); do grep '^capture=' "$data/segments/"*/"$rec"/meta; done | sort -u | wc -l)
+[ "$captures" -le "$(($(recordings PULL-BASIC | wc -l) / 2))" ] || fail "PULL-BASIC: tracks not linked by capture"
+for rec in $(recordings PULL-BASIC); do
+    grep -q 'codec=h264' "$data/segments/"*/"$rec"/meta || continue
+    ctl export --recording "$rec" --out "$base/basic.mp4" >"$base/basic.json" || fail "export PULL-BASIC"
+    grep -q '"audio_skipped":1' "$base/basic.json" || fail "PULL-BASIC: $(cat "$base/basic.json")"
+    break
+done
+
 note "each recording keeps where it came from and the camera's SDP"
 metas=$(find "$data/segments" -name meta -exec cat {} +)
 grep -q 'source=rtsp-pull' <<<"$metas" || fail "no source=rtsp-pull in any meta"
