@@ -137,8 +137,8 @@ static bool package_write(void *ctx, const uint8_t *data, size_t len)
 
 /* Build package @p id of recording @p rec into its file; CU_OK with its
  * report, or why not (ECANCELED in *@p stopped: the service is stopping). */
-static cu_rc build_file(api_packager *p, const char *id, const char *rec, int64_t start_us,
-                        int64_t end_us, const char *reason, const char *actor,
+static cu_rc build_file(api_packager *p, const char *id, const char *rec, const char *requester,
+                        int64_t start_us, int64_t end_us, const char *reason, const char *actor,
                         export_package_report *rep, bool *stopped, cu_err *err)
 {
     char dir[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX];
@@ -155,12 +155,18 @@ static cu_rc build_file(api_packager *p, const char *id, const char *rec, int64_
     package_file f = {.p = p, .fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
     if (f.fd < 0)
         return cu_err_set(err, CU_ERR_IO, "%s: %s", tmp, strerror(errno));
-    store_reader *rd = NULL;
+    store_reader *rd = NULL, *tracks[EXPORT_AUDIO_MAX];
+    size_t ntracks = 0;
     cu_rc rc = ctl_checkpoint_latest(p->data_dir, checkpoint, sizeof(checkpoint), err);
     if (!rc)
         rc = store_reader_open(p->data_dir, p->db, p->keys, &rid, &rd, err);
+    if (!rc) /* (the capture's other tracks that the requester may read go in with it) */
+        rc = export_capture_open(p->data_dir, p->db, p->keys, &rid, requester, tracks,
+                                 EXPORT_AUDIO_MAX, &ntracks, err);
     if (!rc) {
         export_package_opts o = {.package_id = id,
+                                 .tracks = tracks,
+                                 .ntracks = ntracks,
                                  .start_us = start_us,
                                  .end_us = end_us,
                                  .reason = reason,
@@ -170,6 +176,7 @@ static cu_rc build_file(api_packager *p, const char *id, const char *rec, int64_
                                  .checkpoint = checkpoint};
         rc = export_package(rd, &o, package_write, &f, rep, err);
     }
+    export_capture_close(tracks, ntracks);
     store_reader_close(rd);
     if (f.error == ECANCELED)
         *stopped = true;
@@ -196,12 +203,13 @@ static cu_rc build_file(api_packager *p, const char *id, const char *rec, int64_
 static bool build_next(api_packager *p)
 {
     PGresult *res = NULL;
-    if (!packager_exec(p,
-                       "UPDATE packages SET state = 'building', started_at = now() WHERE id = "
-                       "(SELECT id FROM packages WHERE state = 'queued' ORDER BY requested_at "
-                       "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id::text, recording_id::text, "
-                       "coalesce(start_us, 0), coalesce(end_us, 0), reason, actor",
-                       0, NULL, &res))
+    if (!packager_exec(
+            p,
+            "UPDATE packages SET state = 'building', started_at = now() WHERE id = "
+            "(SELECT id FROM packages WHERE state = 'queued' ORDER BY requested_at "
+            "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id::text, recording_id::text, "
+            "coalesce(start_us, 0), coalesce(end_us, 0), reason, actor, requested_by::text",
+            0, NULL, &res))
         return false;
     if (PQntuples(res) != 1) {
         PQclear(res);
@@ -216,6 +224,8 @@ static bool build_next(api_packager *p)
         start_us = end_us = 0; /* (bigint columns: cannot happen) */
     char *reason = cu_xstrdup(PQgetvalue(res, 0, 4));
     cu_strlcpy(actor, PQgetvalue(res, 0, 5), sizeof(actor));
+    char requester[24];
+    cu_strlcpy(requester, PQgetvalue(res, 0, 6), sizeof(requester));
     PQclear(res);
     range_text(start_us, end_us, from, to);
 
@@ -223,7 +233,8 @@ static bool build_next(api_packager *p)
     cu_err err;
     bool stopped;
     int64_t t0 = cu_time_us();
-    cu_rc rc = build_file(p, id, rec, start_us, end_us, reason, actor, &rep, &stopped, &err);
+    cu_rc rc =
+        build_file(p, id, rec, requester, start_us, end_us, reason, actor, &rep, &stopped, &err);
     free(reason);
     char object[4096], sha[65], bytes[24], keep[24];
     const char *params[4] = {id, bytes, sha, keep};

@@ -149,6 +149,11 @@ typedef struct {
     PGconn *conn;           /* the recording's row and custody log */
     keys_ring *keys;        /* signs the statement */
     const char *checkpoint; /* the latest signed audit checkpoint line, or NULL */
+    /* The capture's other tracks (export_capture_open; borrowed): their packets,
+     * segments, meta and recording under data/tracks/<id>/, their custody
+     * entries beside the recording's, and their AAC in the derived MP4. */
+    store_reader *const *tracks;
+    size_t ntracks;
     int64_t now_us;         /* the bag's date (0: now) */
 } export_package_opts;
 

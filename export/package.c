@@ -366,17 +366,25 @@ static json_t *recording_doc(PGconn *conn, const char *rec, store_reader *rd, cu
 
 /* custody.json: every audit entry about the recording, with its chain
  * values; the statement gets their (seq, hash). */
-static json_t *custody_doc(PGconn *conn, const char *rec, const char *instance, json_t *signed_list,
-                           uint64_t *n_out, cu_rc *rc, cu_err *err)
+static json_t *custody_doc(PGconn *conn, const char *const *recs, size_t nrecs,
+                           const char *instance, json_t *signed_list, uint64_t *n_out, cu_rc *rc,
+                           cu_err *err)
 {
     *rc = CU_ERR_DB;
-    char pattern[64];
-    snprintf(pattern, sizeof(pattern), "recording:%s%%", rec);
+    /* {"recording:<id>%",...}: a text[] literal (ids are UUIDs: nothing to quote) */
+    char pattern[64 * (EXPORT_AUDIO_MAX + 1) + 4] = "{";
+    for (size_t i = 0; i < nrecs; i++) {
+        size_t at = strlen(pattern);
+        snprintf(pattern + at, sizeof(pattern) - at, "%s\"recording:%.36s%%\"", i ? "," : "",
+                 recs[i]);
+    }
+    strcat(pattern, "}");
     const char *params[1] = {pattern};
     PGresult *res = query(conn,
                           "SELECT seq, (extract(epoch FROM at) * 1000)::bigint, actor, action, "
                           "object, outcome, source, encode(prev_hash, 'hex'), encode(hash, 'hex') "
-                          "FROM audit_log WHERE object LIKE $1 ORDER BY seq LIMIT 1000001",
+                          "FROM audit_log WHERE object LIKE ANY ($1::text[]) ORDER BY seq "
+                          "LIMIT 1000001",
                           1, params, "the custody log", err);
     if (!res)
         return NULL;
@@ -555,15 +563,17 @@ static void read_ahead_stop(read_ahead *ra)
 
 /* packets.pcapng, segment by segment (each read and verified first), and
  * the segments' entries of segments.json. */
-static cu_rc write_packets(bag *b, const store_reader *rd, uint64_t first, uint64_t last,
-                           json_t *segments, pipe_codec *codec, export_package_report *rep,
-                           cu_err *err)
+static cu_rc write_packets(bag *b, const store_reader *rd, const char *dir, uint64_t first,
+                           uint64_t last, json_t *segments, pipe_codec *codec,
+                           export_package_report *rep, cu_err *err)
 {
+    char pcap[96];
+    snprintf(pcap, sizeof(pcap), "%spackets.pcapng", dir);
     cu_buf blocks;
     read_ahead ra;
     read_ahead_start(&ra, rd, first, last);
     cu_buf_init(&blocks, PCAPNG_FLUSH + 2 * 65536 + 256);
-    cu_rc rc = bag_begin(b, "data/packets.pcapng") && pcapng_start(b) ? CU_OK : CU_ERR_IO;
+    cu_rc rc = bag_begin(b, pcap) && pcapng_start(b) ? CU_OK : CU_ERR_IO;
     uint64_t n = store_reader_count(rd);
     for (uint64_t i = 0; !rc && i < n; i++) {
         const store_segment_meta *m = store_reader_meta(rd, i);
@@ -630,19 +640,75 @@ static cu_rc write_packets(bag *b, const store_reader *rd, uint64_t first, uint6
     }
     if (!rc && blocks.len && !export_zip_data(&b->zip, blocks.data, blocks.len))
         rc = cu_err_set(err, CU_ERR_IO, "the package could not be written");
-    if (!rc && !bag_payload_end(b, "data/packets.pcapng"))
+    if (!rc && !bag_payload_end(b, pcap))
         rc = cu_err_set(err, CU_ERR_IO, "the package could not be written");
     read_ahead_stop(&ra);
     cu_buf_free(&blocks);
     return rc;
 }
 
+/* One track's files under @p dir ("data/", "data/tracks/<id>/"): its meta,
+ * its packets, segments.json and recording.json (@p recording, taken);
+ * *@p signed_part gets what the statement says of it. */
+static cu_rc write_track(bag *b, const store_reader *rd, const char *dir, uint64_t first,
+                         uint64_t last, json_t *recording, pipe_codec *codec,
+                         export_package_report *rep, json_t **signed_part, cu_err *err)
+{
+    char rec[37], name[128];
+    store_id_format(store_reader_id(rd), rec);
+    size_t meta_len;
+    const char *meta = store_reader_meta_file(rd, &meta_len);
+    json_t *segments = json_array();
+    snprintf(name, sizeof(name), "%smeta", dir);
+    cu_rc rc = bag_payload(b, name, meta, meta_len)
+                   ? write_packets(b, rd, dir, first, last, segments, codec, rep, err)
+                   : cu_err_set(err, CU_ERR_IO, "the package could not be written");
+    if (rc) {
+        json_decref(segments);
+        json_decref(recording);
+        return rc;
+    }
+    uint8_t sha[32], genesis[32], chain_before[32], chain_last[32], sealed_head[32], meta_sha[32];
+    bool sealed = store_reader_sealed(rd, sealed_head);
+    (void)store_reader_chain(rd, (int64_t)first - 1, sha, chain_before);
+    (void)store_reader_chain(rd, (int64_t)last, sha, chain_last);
+    (void)store_reader_chain(rd, -1, sha, genesis);
+    EVP_Digest(meta, meta_len, meta_sha, NULL, EVP_sha256(), NULL);
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:o, s:o, s:s, s:I, s:I, s:I, s:o, s:o}", "format", "custos-segments-v1",
+        "recording", rec, "meta_sha256", hex_json(meta_sha, 32), "genesis", hex_json(genesis, 32),
+        "chain",
+        "c_-1 = SHA-256(\"custos-chain-v1\" || recording id (16 bytes) || meta_sha256); c_i = "
+        "SHA-256(c_i-1 || sha256_i || int64 index || int64 start_us || int64 end_us), big-endian",
+        "count", (json_int_t)store_reader_count(rd), "first_in_package", (json_int_t)first,
+        "last_in_package", (json_int_t)last, "sealed_head",
+        sealed ? hex_json(sealed_head, 32) : json_null(), "segments", segments);
+    snprintf(name, sizeof(name), "%ssegments.json", dir);
+    bool ok = doc && bag_json(b, name, doc, false);
+    snprintf(name, sizeof(name), "%srecording.json", dir);
+    ok = ok && bag_json(b, name, recording, false);
+    json_decref(doc);
+    json_decref(recording);
+    if (!ok)
+        return cu_err_set(err, CU_ERR_IO, "the package could not be written");
+    *signed_part = json_pack("{s:s, s:{s:I, s:I, s:I, s:o, s:o}, s:o}", "recording", rec,
+                             "segments", "first", (json_int_t)first, "last", (json_int_t)last,
+                             "count", (json_int_t)store_reader_count(rd), "chain_before",
+                             hex_json(chain_before, 32), "chain_last", hex_json(chain_last, 32),
+                             "sealed_head", sealed ? hex_json(sealed_head, 32) : json_null());
+    return CU_OK;
+}
+
 /* derived/clip.mp4 and its provenance; a recording that is not video has none. */
 static cu_rc write_clip(bag *b, store_reader *rd, const export_package_opts *o,
                         export_package_report *rep, cu_err *err)
 {
-    export_clip_opts co = {
-        .start_us = o->start_us, .end_us = o->end_us, .fragmented = false, .verified = true};
+    export_clip_opts co = {.start_us = o->start_us,
+                           .end_us = o->end_us,
+                           .fragmented = false,
+                           .verified = true,
+                           .audio = o->tracks, /* (their packets are in the package too) */
+                           .naudio = o->ntracks};
     export_clip_report *cr = &rep->clip_report;
     /* (the clip's SHA-256 is export_clip's: the bytes are not hashed twice) */
     if (!bag_begin_hashed(b, "data/derived/clip.mp4", false))
@@ -677,7 +743,7 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
                      void *ctx, export_package_report *rep, cu_err *err)
 {
     memset(rep, 0, sizeof(*rep));
-    char rec[37], instance[64] = "", head_hex[65] = "", chain_hex[65];
+    char rec[37], instance[64] = "", head_hex[65] = "";
     store_id_format(store_reader_id(rd), rec);
     int64_t now_us = o->now_us ? o->now_us : cu_time_ms() * 1000;
     sink out = {.write = write, .ctx = ctx, .sha = EVP_MD_CTX_new()};
@@ -692,6 +758,10 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     char *statement_text = NULL;
     uint64_t first = 0, last = 0;
     bool own_tx = false; /* a read transaction of ours is open */
+    uint64_t track_first[EXPORT_AUDIO_MAX], track_last[EXPORT_AUDIO_MAX];
+    char track_ids[EXPORT_AUDIO_MAX][37];
+    json_t *track_docs[EXPORT_AUDIO_MAX] = {NULL};
+    json_t *main_part = NULL, *tracks_signed = json_array();
     cu_rc rc = pick_range(rd, o, &first, &last, err);
     if (rc)
         goto out;
@@ -738,7 +808,21 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     recording = recording_doc(o->conn, rec, rd, &rc, err);
     if (!recording)
         goto out;
-    custody = custody_doc(o->conn, rec, instance, custody_list, &rep->custody_entries, &rc, err);
+    /* The capture's other tracks with something in the range: theirs too. */
+    const char *recs[EXPORT_AUDIO_MAX + 1] = {rec};
+    size_t nrecs = 1;
+    for (size_t t = 0; t < o->ntracks && t < EXPORT_AUDIO_MAX; t++) {
+        cu_err ignore;
+        if (pick_range(o->tracks[t], o, &track_first[t], &track_last[t], &ignore) != CU_OK)
+            continue; /* (nothing of it in the range) */
+        store_id_format(store_reader_id(o->tracks[t]), track_ids[t]);
+        track_docs[t] = recording_doc(o->conn, track_ids[t], o->tracks[t], &rc, err);
+        if (!track_docs[t])
+            goto out;
+        recs[nrecs++] = track_ids[t];
+    }
+    custody =
+        custody_doc(o->conn, recs, nrecs, instance, custody_list, &rep->custody_entries, &rc, err);
     if (!custody)
         goto out;
     if (own_tx) {
@@ -750,41 +834,33 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     export_zip_init(&b.zip, now_us, sink_write, &out);
     snprintf(b.top, sizeof(b.top), "custos-package-%.40s/", o->package_id ? o->package_id : rec);
     static const char bagit[] = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n";
-    size_t meta_len;
-    const char *meta = store_reader_meta_file(rd, &meta_len);
-    if (!bag_tag(&b, "bagit.txt", bagit, sizeof(bagit) - 1) ||
-        !bag_payload(&b, "data/meta", meta, meta_len)) {
+    if (!bag_tag(&b, "bagit.txt", bagit, sizeof(bagit) - 1)) {
         rc = cu_err_set(err, CU_ERR_IO, "the package could not be written");
         goto out;
     }
     pipe_codec codec = PIPE_CODEC_AUDIO;
-    rc = write_packets(&b, rd, first, last, segments, &codec, rep, err);
+    rc = write_track(&b, rd, "data/", first, last, recording, &codec, rep, &main_part, err);
+    recording = NULL; /* (taken) */
+    for (size_t t = 0; !rc && t < o->ntracks && t < EXPORT_AUDIO_MAX; t++) {
+        if (!track_docs[t])
+            continue;
+        char dir[64];
+        pipe_codec track_codec;
+        json_t *part = NULL;
+        export_package_report track_rep;
+        memset(&track_rep, 0, sizeof(track_rep));
+        snprintf(dir, sizeof(dir), "data/tracks/%s/", track_ids[t]);
+        rc = write_track(&b, o->tracks[t], dir, track_first[t], track_last[t], track_docs[t],
+                         &track_codec, &track_rep, &part, err);
+        track_docs[t] = NULL; /* (taken) */
+        if (!rc)
+            json_array_append_new(tracks_signed, part);
+    }
     if (!rc && (codec == PIPE_CODEC_H264 || codec == PIPE_CODEC_H265))
         rc = write_clip(&b, rd, o, rep, err); /* (audio alone has no derived MP4, for now) */
     if (rc)
         goto out;
-
-    uint8_t sha[32], chain_before[32], chain_last[32], sealed_head[32], meta_sha[32];
-    bool sealed = store_reader_sealed(rd, sealed_head);
-    (void)store_reader_chain(rd, (int64_t)first - 1, sha, chain_before);
-    (void)store_reader_chain(rd, (int64_t)last, sha, chain_last);
-    EVP_Digest(meta, meta_len, meta_sha, NULL, EVP_sha256(), NULL);
-    (void)store_reader_chain(rd, -1, sha, sha); /* (the genesis, into sha) */
-    doc = json_pack("{s:s, s:s, s:o, s:o, s:s, s:I, s:I, s:I, s:o, s:o}", "format",
-                    "custos-segments-v1", "recording", rec, "meta_sha256", hex_json(meta_sha, 32),
-                    "genesis", hex_json(sha, 32), "chain",
-                    "c_-1 = SHA-256(\"custos-chain-v1\" || recording id (16 bytes) || "
-                    "meta_sha256); c_i = SHA-256(c_i-1 || sha256_i || int64 index || int64 "
-                    "start_us || int64 end_us), big-endian",
-                    "count", (json_int_t)store_reader_count(rd), "first_in_package",
-                    (json_int_t)first, "last_in_package", (json_int_t)last, "sealed_head",
-                    sealed ? hex_json(sealed_head, 32) : json_null(), "segments", segments);
-    segments = NULL;
-    bool ok = doc && bag_json(&b, "data/segments.json", doc, false) &&
-              bag_json(&b, "data/recording.json", recording, false) &&
-              bag_json(&b, "data/custody.json", custody, false);
-    json_decref(doc);
-    doc = NULL;
+    bool ok = bag_json(&b, "data/custody.json", custody, false);
     if (ok && o->checkpoint && o->checkpoint[0]) {
         char *line = cu_xasprintf("%s\n", o->checkpoint);
         ok = bag_payload(&b, "data/checkpoint.txt", line, strlen(line));
@@ -827,17 +903,15 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     EVP_Digest(bag_info, (size_t)bi, info_sha, NULL, EVP_sha256(), NULL);
     EVP_Digest(export_verifier_c, export_verifier_c_len, verifier_sha, NULL, EVP_sha256(), NULL);
     EVP_Digest(export_verifier_spec, export_verifier_spec_len, spec_sha, NULL, EVP_sha256(), NULL);
-    cu_hex_encode(chain_last, 32, chain_hex);
     statement = json_pack(
-        "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:s, s:{s:I, s:I, s:I, s:o, s:s}, s:o, s:o, "
-        "s:O, s:{s:I, s:s}, s:{s:o, s:o, s:o, s:o}}",
+        "{s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:s, s:O, s:O, s:O, s:o, s:O, s:{s:I, s:s}, "
+        "s:{s:o, s:o, s:o, s:o}}",
         "format", "custos-statement-v1", "installation", instance, "package",
         o->package_id ? o->package_id : "", "recording", rec, "range", "start", from, "end", to,
         "reason", o->reason ? o->reason : "", "made_by", o->made_by ? o->made_by : "", "made_at",
-        date, "segments", "first", (json_int_t)first, "last", (json_int_t)last, "count",
-        (json_int_t)store_reader_count(rd), "chain_before", hex_json(chain_before, 32),
-        "chain_last", chain_hex, "sealed_head", sealed ? hex_json(sealed_head, 32) : json_null(),
-        "manifest_sha256", hex_json(manifest_sha, 32), "custody", custody_list, "audit_head", "seq",
+        date, "segments", json_object_get(main_part, "segments"), "sealed_head",
+        json_object_get(main_part, "sealed_head"), "tracks", tracks_signed, "manifest_sha256",
+        hex_json(manifest_sha, 32), "custody", custody_list, "audit_head", "seq",
         (json_int_t)audit_seq, "hash", head_hex, "tag_files", "bagit.txt",
         hex_json(b.tags[0].sha256, 32), "bag-info.txt", hex_json(info_sha, 32),
         "verifier/custos-verify.c", hex_json(verifier_sha, 32), "verifier/SPEC.md",
@@ -894,6 +968,10 @@ out:
     json_decref(custody_list);
     json_decref(custody);
     json_decref(recording);
+    json_decref(main_part);
+    json_decref(tracks_signed);
+    for (size_t t = 0; t < EXPORT_AUDIO_MAX; t++)
+        json_decref(track_docs[t]);
     cu_buf_free(&b.manifest);
     cu_buf_free(&statement_sig);
     export_zip_free(&b.zip);

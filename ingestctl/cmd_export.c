@@ -248,10 +248,17 @@ int cmd_package(ctl_env *env, int argc, char **argv)
     cu_rc rc = export_init(ctl_data_dir(env), &err);
     if (!rc)
         rc = ctl_checkpoint_latest(ctl_data_dir(env), checkpoint, sizeof(checkpoint), &err);
+    store_reader *tracks[EXPORT_AUDIO_MAX];
+    size_t ntracks = 0;
     if (!rc)
         rc = store_reader_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, &rd, &err);
+    if (!rc) /* (the capture's other tracks go in with it) */
+        rc = export_capture_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, NULL,
+                                 tracks, EXPORT_AUDIO_MAX, &ntracks, &err);
     if (!rc) {
         export_package_opts o = {.package_id = pkg,
+                                 .tracks = tracks,
+                                 .ntracks = ntracks,
                                  .start_us = start_us,
                                  .end_us = end_us,
                                  .reason = reason,
@@ -261,6 +268,7 @@ int cmd_package(ctl_env *env, int argc, char **argv)
                                  .checkpoint = checkpoint};
         rc = export_package(rd, &o, write_all, &f, &rep, &err);
     }
+    export_capture_close(tracks, ntracks);
     store_reader_close(rd);
     rc = out_close(&f, rc, &err);
     char from[CU_TIME_TEXT_LEN] = "start", to[CU_TIME_TEXT_LEN] = "end", object[400];

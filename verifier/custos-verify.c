@@ -700,9 +700,13 @@ typedef struct {
 static packet *packets;
 static size_t npackets;
 
-static void load_pcapng(void)
+static void load_pcapng(const char *dir)
 {
-    const char *name = "data/packets.pcapng";
+    char name[128];
+    snprintf(name, sizeof(name), "%spackets.pcapng", dir);
+    free(packets);
+    packets = NULL;
+    npackets = 0;
     const vfile *f = need_file(name);
     const unsigned char *p = f->data;
     size_t off = 0, cap = 0;
@@ -787,10 +791,16 @@ typedef struct {
     int sealed;
 } segment_facts;
 
-static void check_segments(segment_facts *sf)
+static void check_segments(const char *dir, segment_facts *sf)
 {
-    const char *name = "data/segments.json";
+    char name[128], meta_name[128], pcap_name[128];
+    snprintf(name, sizeof(name), "%ssegments.json", dir);
+    snprintf(meta_name, sizeof(meta_name), "%smeta", dir);
+    snprintf(pcap_name, sizeof(pcap_name), "%spackets.pcapng", dir);
     jv *doc = parse_json(name);
+    char label[80] = ""; /* "track <id> " for a capture's other track */
+    if (strcmp(dir, "data/") != 0)
+        snprintf(label, sizeof(label), "track %.36s ", dir + strlen("data/tracks/"));
     if (strcmp(get_str(doc, "format", name), "custos-segments-v1") != 0)
         fail("%s: not custos-segments-v1", name);
     const char *rec = get_str(doc, "recording", name);
@@ -806,11 +816,11 @@ static void check_segments(segment_facts *sf)
     compact[k] = '\0';
     if (!unhex(compact, id, 16))
         fail("%s: \"recording\" is not a UUID", name);
-    const vfile *meta = need_file("data/meta");
+    const vfile *meta = need_file(meta_name);
     sha256(meta->data, meta->len, meta_sha);
     get_hash(doc, "meta_sha256", name, want);
     if (memcmp(meta_sha, want, 32) != 0)
-        fail("data/meta: its SHA-256 is not the one the chain starts from");
+        fail("%s: its SHA-256 is not the one the chain starts from", meta_name);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, "custos-chain-v1", 15);
@@ -835,7 +845,7 @@ static void check_segments(segment_facts *sf)
         const jv *s = &segs->items[i];
         long long idx = get_num(s, "index", name);
         if (idx != (long long)i)
-            fail("segment %zu: missing (segments.json lists %lld in its place)", i, idx);
+            fail("%ssegment %zu: missing (segments.json lists %lld in its place)", label, i, idx);
         unsigned char h[32], chain[32];
         get_hash(s, "sha256", name, h);
         get_hash(s, "chain", name, chain);
@@ -843,11 +853,11 @@ static void check_segments(segment_facts *sf)
         const jv *in = get(s, "in_package");
         int inside = in && in->type == J_BOOL && in->boolean;
         if (inside != ((long long)i >= sf->first && (long long)i <= sf->last))
-            fail("segment %zu: \"in_package\" disagrees with the package's range", i);
+            fail("%ssegment %zu: \"in_package\" disagrees with the package's range", label, i);
         if (inside) {
             unsigned char head[16], got[32];
             if (!unhex(get_str(s, "payload_header", name), head, 16) || memcmp(head, "CRTP", 4))
-                fail("segment %zu: its payload header is not a CRTP header", i);
+                fail("%ssegment %zu: its payload header is not a CRTP header", label, i);
             EVP_DigestInit_ex(md, EVP_sha256(), NULL);
             EVP_DigestUpdate(md, head, 16);
             long long count = 0;
@@ -855,7 +865,7 @@ static void check_segments(segment_facts *sf)
                 const packet *pk = &packets[next_packet++];
                 unsigned char rh[12];
                 if (pk->len > 65535)
-                    fail("segment %zu: a packet longer than a record can hold", i);
+                    fail("%ssegment %zu: a packet longer than a record can hold", label, i);
                 rh[0] = (unsigned char)(pk->len >> 8);
                 rh[1] = (unsigned char)pk->len;
                 rh[2] = (unsigned char)(pk->lost >> 8);
@@ -868,16 +878,15 @@ static void check_segments(segment_facts *sf)
             }
             EVP_DigestFinal_ex(md, got, NULL);
             if (next_packet < npackets && packets[next_packet].seg <= i)
-                fail("data/packets.pcapng: packets of segment %llu out of order (after segment "
-                     "%zu)",
+                fail("%s: packets of segment %llu out of order (after segment %zu)", pcap_name,
                      packets[next_packet].seg, i);
             if (count != get_num(s, "packets", name))
-                fail("segment %zu: %lld packets in data/packets.pcapng, %lld in its header", i,
-                     count, get_num(s, "packets", name));
+                fail("%ssegment %zu: %lld packets in %s, %lld in its header", label, i, count,
+                     pcap_name, get_num(s, "packets", name));
             if (memcmp(got, h, 32) != 0)
-                fail("segment %zu: its packets do not hash to its SHA-256 (a packet was changed, "
+                fail("%ssegment %zu: its packets do not hash to its SHA-256 (a packet was changed, "
                      "added or removed)",
-                     i);
+                     label, i);
         }
         if (i == (size_t)sf->first)
             memcpy(sf->chain_before, c, 32);
@@ -891,31 +900,31 @@ static void check_segments(segment_facts *sf)
         EVP_DigestUpdate(md, link, 24);
         EVP_DigestFinal_ex(md, c, NULL);
         if (memcmp(c, chain, 32) != 0)
-            fail("segment %zu: the hash chain breaks here (its chain value does not follow "
+            fail("%ssegment %zu: the hash chain breaks here (its chain value does not follow "
                  "from segment %lld's)",
-                 i, (long long)i - 1);
+                 label, i, (long long)i - 1);
         if (i == (size_t)sf->last)
             memcpy(sf->chain_last, c, 32);
     }
     EVP_MD_CTX_free(md);
     if ((long long)segs->n != sf->count)
-        fail("segment %zu: missing (%s lists %zu segments, the recording has %lld)",
+        fail("%ssegment %zu: missing (%s lists %zu segments, the recording has %lld)", label,
              segs->n < (size_t)sf->count ? segs->n : (size_t)sf->count, name, segs->n, sf->count);
     if (next_packet != npackets)
-        fail("data/packets.pcapng: packets of segment %llu, which the package does not hold",
+        fail("%s: packets of segment %llu, which the package does not hold", pcap_name,
              packets[next_packet].seg);
     const jv *sealed = get(doc, "sealed_head");
     sf->sealed = sealed && sealed->type == J_STR;
     if (sf->sealed) {
         get_hash(doc, "sealed_head", name, sf->sealed_head);
         if (memcmp(c, sf->sealed_head, 32) != 0)
-            fail("the seal: the chain over the %lld segments does not end at the sealed head",
-                 sf->count);
+            fail("%sthe seal: the chain over the %lld segments does not end at the sealed head",
+                 label, sf->count);
     }
-    ok("segments: %lld..%lld rebuilt from the packets (%llu bytes), each matching its SHA-256",
-       sf->first, sf->last, rebuilt_bytes);
-    ok("chain: every link of the recording's %lld segments holds, from the genesis (data/meta)%s",
-       sf->count, sf->sealed ? " to the sealed head" : " (the recording is not sealed)");
+    ok("%ssegments: %lld..%lld rebuilt from the packets (%llu bytes), each matching its SHA-256",
+       label, sf->first, sf->last, rebuilt_bytes);
+    ok("%schain: every link of the recording's %lld segments holds, from the genesis (%s)%s", label,
+       sf->count, meta_name, sf->sealed ? " to the sealed head" : " (the recording is not sealed)");
 }
 
 /* ---------------------------------------------------- 3. the custody log */
@@ -929,7 +938,20 @@ static void field(EVP_MD_CTX *md, const char *s)
     EVP_DigestUpdate(md, s, n);
 }
 
-static const jv *check_custody(const segment_facts *sf, char *installation, size_t inst_len)
+#define TRACKS_MAX 8 /* the recording and its capture's other tracks */
+
+/* The track of @p object ("recording:<id> ..."), or -1. */
+static int track_of(const segment_facts *sf, size_t n, const char *object)
+{
+    for (size_t t = 0; t < n; t++)
+        if (strncmp(object, "recording:", 10) == 0 &&
+            strncmp(object + 10, sf[t].recording, 36) == 0)
+            return (int)t;
+    return -1;
+}
+
+static const jv *check_custody(const segment_facts *sf, size_t ntracks, char *installation,
+                               size_t inst_len)
 {
     const char *name = "data/custody.json";
     jv *doc = parse_json(name);
@@ -939,16 +961,18 @@ static const jv *check_custody(const segment_facts *sf, char *installation, size
     const jv *entries = get(doc, "entries");
     if (!entries || entries->type != J_ARR)
         fail("%s: \"entries\" missing", name);
-    char prefix[64], seal_want[200], head_hex[65];
-    snprintf(prefix, sizeof(prefix), "recording:%s", sf->recording);
-    hex(sf->sealed_head, 32, head_hex);
-    snprintf(seal_want, sizeof(seal_want), " segments=%lld head=%s", sf->count, head_hex);
+    char seal_want[TRACKS_MAX][200], head_hex[65];
+    int seal_found[TRACKS_MAX] = {0};
+    for (size_t t = 0; t < ntracks; t++) {
+        hex(sf[t].sealed_head, 32, head_hex);
+        snprintf(seal_want[t], sizeof(seal_want[t]), " segments=%lld head=%s", sf[t].count,
+                 head_hex);
+    }
     unsigned char genesis[32], prev_hash[32] = {0};
     char g[128];
     snprintf(g, sizeof(g), "custos-audit-v1:%s", installation);
     sha256(g, strlen(g), genesis);
     long long prev_seq = -1;
-    int seal_found = 0;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     for (size_t i = 0; i < entries->n; i++) {
         const jv *e = &entries->items[i];
@@ -959,8 +983,10 @@ static const jv *check_custody(const segment_facts *sf, char *installation, size
         const char *object = get_str(e, "object", name);
         if (seq <= prev_seq)
             fail("custody entry %lld: out of order", seq);
-        if (strncmp(object, prefix, strlen(prefix)) != 0)
-            fail("custody entry %lld: not about recording %s", seq, sf->recording);
+        int track = track_of(sf, ntracks, object);
+        if (track < 0)
+            fail("custody entry %lld: not about recording %s%s", seq, sf->recording,
+                 ntracks > 1 ? " or its capture's tracks" : "");
         if (seq == 1 && memcmp(prev, genesis, 32) != 0)
             fail("custody entry 1: does not start the installation's audit chain");
         if (prev_seq >= 0 && seq == prev_seq + 1 && memcmp(prev, prev_hash, 32) != 0)
@@ -980,18 +1006,21 @@ static const jv *check_custody(const segment_facts *sf, char *installation, size
             fail("custody entry %lld (%s): its hash does not match its fields (the entry was "
                  "changed)",
                  seq, get_str(e, "action", name));
-        if (strcmp(get_str(e, "action", name), "recording.seal") == 0 && strstr(object, seal_want))
-            seal_found = 1;
+        if (strcmp(get_str(e, "action", name), "recording.seal") == 0 &&
+            strstr(object, seal_want[track]))
+            seal_found[track] = 1;
         memcpy(prev_hash, h, 32);
         prev_seq = seq;
     }
     EVP_MD_CTX_free(md);
-    if (sf->sealed && !seal_found)
-        fail("the seal: no recording.seal entry in the custody log names %lld segments and the "
-             "sealed head",
-             sf->count);
-    ok("custody: %zu audit entries about the recording, each hash holding%s", entries->n,
-       sf->sealed ? "; the seal's entry names the sealed head" : "");
+    for (size_t t = 0; t < ntracks; t++)
+        if (sf[t].sealed && !seal_found[t])
+            fail("%s%sthe seal: no recording.seal entry in the custody log names %lld segments "
+                 "and the sealed head",
+                 t ? "track " : "", t ? sf[t].recording : "", sf[t].count);
+    ok("custody: %zu audit entries about the recording%s, each hash holding%s", entries->n,
+       ntracks > 1 ? " and its capture's tracks" : "",
+       sf->sealed ? "; the seals' entries name the sealed heads" : "");
     return entries;
 }
 
@@ -1044,8 +1073,28 @@ static size_t unbase64(const char *text, size_t n, unsigned char *out, size_t ca
     return len;
 }
 
-static void check_statement(EVP_PKEY *key, const segment_facts *sf, const jv *custody,
-                            const char *installation)
+/* A track as the statement signed it ("segments" or an item of "tracks") against @p sf. */
+static void check_signed_track(const jv *segs, const jv *sealed, const segment_facts *sf,
+                               const char *name)
+{
+    unsigned char before[32], last[32], want[32];
+    get_hash(segs, "chain_before", name, before);
+    get_hash(segs, "chain_last", name, last);
+    if (get_num(segs, "first", name) != sf->first || get_num(segs, "last", name) != sf->last ||
+        get_num(segs, "count", name) != sf->count || memcmp(before, sf->chain_before, 32) ||
+        memcmp(last, sf->chain_last, 32))
+        fail("recording %s: its segments are not the ones the statement signed", sf->recording);
+    if ((sealed && sealed->type == J_STR) != sf->sealed)
+        fail("recording %s: the seal is not the one the statement signed", sf->recording);
+    if (sf->sealed) {
+        if (!unhex(sealed->str, want, 32) || memcmp(want, sf->sealed_head, 32) != 0)
+            fail("recording %s: the sealed head is not the one the statement signed",
+                 sf->recording);
+    }
+}
+
+static void check_statement(EVP_PKEY *key, const segment_facts *sf, size_t ntracks,
+                            const jv *custody, const char *installation)
 {
     const char *name = "statement.json";
     const vfile *st = need_file(name), *sigf = need_file("statement.sig");
@@ -1082,21 +1131,21 @@ static void check_statement(EVP_PKEY *key, const segment_facts *sf, const jv *cu
         if (memcmp(h, want, 32) != 0)
             fail("%s: not the file the statement signed", tags[i]);
     }
-    const jv *segs = get(doc, "segments");
-    unsigned char before[32], last[32];
-    get_hash(segs, "chain_before", name, before);
-    get_hash(segs, "chain_last", name, last);
-    if (get_num(segs, "first", name) != sf->first || get_num(segs, "last", name) != sf->last ||
-        get_num(segs, "count", name) != sf->count || memcmp(before, sf->chain_before, 32) ||
-        memcmp(last, sf->chain_last, 32))
-        fail("data/segments.json: its segments are not the ones the statement signed");
-    const jv *sealed = get(doc, "sealed_head");
-    if ((sealed && sealed->type == J_STR) != sf->sealed)
-        fail("data/segments.json: the seal is not the one the statement signed");
-    if (sf->sealed) {
-        get_hash(doc, "sealed_head", name, want);
-        if (memcmp(want, sf->sealed_head, 32) != 0)
-            fail("data/segments.json: the sealed head is not the one the statement signed");
+    check_signed_track(get(doc, "segments"), get(doc, "sealed_head"), &sf[0], name);
+    const jv *tracks = get(doc, "tracks");
+    size_t signed_tracks = tracks && tracks->type == J_ARR ? tracks->n : 0;
+    if (signed_tracks != ntracks - 1)
+        fail("data/tracks/: %zu other tracks in the package, the statement signed %zu", ntracks - 1,
+             signed_tracks);
+    for (size_t t = 0; t < signed_tracks; t++) {
+        const jv *tr = &tracks->items[t];
+        const char *rec = get_str(tr, "recording", name);
+        size_t k = 1;
+        while (k < ntracks && strcmp(sf[k].recording, rec) != 0)
+            k++;
+        if (k == ntracks)
+            fail("track %s: signed in the statement, missing from the package", rec);
+        check_signed_track(get(tr, "segments"), get(tr, "sealed_head"), &sf[k], name);
     }
     const jv *list = get(doc, "custody");
     if (!list || list->type != J_ARR || list->n != custody->n)
@@ -1111,9 +1160,10 @@ static void check_statement(EVP_PKEY *key, const segment_facts *sf, const jv *cu
             fail("custody entry %lld: not the entry the statement signed", get_num(e, "seq", name));
     }
     ok("statement: signed by the installation key; it binds the payload manifest, the tag "
-       "files and this verifier's source, segments %lld..%lld of %lld, the chain values and %zu "
-       "custody entries",
-       sf->first, sf->last, sf->count, list->n);
+       "files and this verifier's source, segments %lld..%lld of %lld%s, the chain values and "
+       "%zu custody entries",
+       sf->first, sf->last, sf->count, ntracks > 1 ? " and the capture's other tracks" : "",
+       list->n);
     printf("      made %s by %s, range %s .. %s, reason: %s\n", get_str(doc, "made_at", name),
            get_str(doc, "made_by", name), get_str(get(doc, "range"), "start", name),
            get_str(get(doc, "range"), "end", name), get_str(doc, "reason", name));
@@ -1179,12 +1229,30 @@ int main(int argc, char **argv)
     check_names();
     printf("custos-verify: %s (%zu files)\n", argv[1], nfiles);
     check_bag();
-    load_pcapng();
-    segment_facts sf;
-    memset(&sf, 0, sizeof(sf));
-    check_segments(&sf);
+    /* The recording (data/), then the capture's other tracks (data/tracks/<id>/). */
+    segment_facts sf[TRACKS_MAX];
+    size_t ntracks = 0;
+    memset(sf, 0, sizeof(sf));
+    load_pcapng("data/");
+    check_segments("data/", &sf[ntracks++]);
+    for (size_t i = 0; i < nfiles; i++) {
+        const char *n = files[i].name;
+        if (strncmp(n, "data/tracks/", 12) != 0 || strlen(n) != 12 + 36 + 14 ||
+            strcmp(n + 48, "/segments.json") != 0)
+            continue;
+        if (ntracks == TRACKS_MAX)
+            fail("data/tracks/: more than %d tracks", TRACKS_MAX - 1);
+        char dir[64];
+        snprintf(dir, sizeof(dir), "data/tracks/%.36s/", n + 12);
+        load_pcapng(dir);
+        check_segments(dir, &sf[ntracks]);
+        if (strncmp(sf[ntracks].recording, n + 12, 36) != 0)
+            fail("%s: of recording %s, not of the track its directory names", n,
+                 sf[ntracks].recording);
+        ntracks++;
+    }
     char installation[64];
-    const jv *custody = check_custody(&sf, installation, sizeof(installation));
+    const jv *custody = check_custody(sf, ntracks, installation, sizeof(installation));
     EVP_PKEY *key = load_key();
     unsigned char raw[32], fp[32];
     size_t raw_len = sizeof(raw);
@@ -1197,7 +1265,7 @@ int main(int argc, char **argv)
         fail("data/installation-key.pem: not the key given (its SHA-256 is %s)", fp_hex);
     printf("      installation %s, key SHA-256 %s%s\n", installation, fp_hex,
            pinned ? " (the key given)" : " (compare with the one the installation publishes)");
-    check_statement(key, &sf, custody, installation);
+    check_statement(key, sf, ntracks, custody, installation);
     check_checkpoint(key, custody, installation);
     const vfile *clip = find_file("data/derived/clip.mp4");
     if (clip)
@@ -1206,7 +1274,7 @@ int main(int argc, char **argv)
     EVP_PKEY_free(key);
     printf("verdict: VERIFIED (%d checks): recording %s, segments %lld..%lld, against %s key "
            "%.16s...\n",
-           checks, sf.recording, sf.first, sf.last, pinned ? "the given" : "the package's own",
-           fp_hex);
+           checks, sf[0].recording, sf[0].first, sf[0].last,
+           pinned ? "the given" : "the package's own", fp_hex);
     return 0;
 }

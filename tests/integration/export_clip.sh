@@ -242,14 +242,23 @@ read -r code _ _ < <(curl -sS --cacert "$data/tls/api-cert.pem" -H "Authorizatio
     fail "API a/v streams: $(probe -show_entries stream=codec_name "$base/api-av.mp4")"
 errors=$(ffmpeg -v error -i "$base/api-av.mp4" -f null - 2>&1)
 [ -z "$errors" ] || fail "ffmpeg on the API's a/v clip: $errors"
+# The capture's package holds both tracks (data/tracks/<audio>/), verified; its derived clip has both.
+mkdir -p "$base/av-pkg" && chmod 1777 "$base/av-pkg"
+ctl package --recording "$rec_av" --out "$base/av-pkg/av.zip" >"$base/av-pkg.json" || fail "package a/v"
+out=$("$(dirname "$INGESTCTL")/custos-verify" "$base/av-pkg/av.zip") || fail "the a/v package does not verify: $out"
+grep -q '^ok    track .* segments: ' <<<"$out" || fail "the audio track is not checked: $out"
+grep -q "capture's other tracks" <<<"$out" || fail "the statement does not bind the tracks: $out"
+unzip -q "$base/av-pkg/av.zip" -d "$base/av-pkg" || fail "unzip"
+[ "$(probe -show_entries stream=codec_name "$base"/av-pkg/custos-package-*/data/derived/clip.mp4 | sort | tr '\n' ' ')" = "aac h264 " ] ||
+    fail "the package's derived clip lacks the audio"
 
 note "every export audited with the SHA-256 of what it wrote"
 sum=$(sha256sum "$base/api.mp4" | cut -d' ' -f1)
-ctl audit list --last 50 | grep -q "user:alice .*recording.export .*ok .*recording:$rec_a from start to end .*sha256 $sum" ||
+ctl audit list --last 200 | grep -q "user:alice .*recording.export .*ok .*recording:$rec_a from start to end .*sha256 $sum" ||
     fail "the API clip ($sum) is not audited"
 for f in a mid b hevc pub; do
     sum=$(sha256sum "$base/$f.mp4" | cut -d' ' -f1)
-    ctl audit list --last 20 | grep -q "recording.export .*ok .*sha256 $sum" ||
+    ctl audit list --last 200 | grep -q "recording.export .*ok .*sha256 $sum" ||
         fail "$f.mp4 ($sum) not audited"
 done
 
