@@ -580,6 +580,34 @@ void api_package_status(request *r, const caller *who, const char *id)
     PQclear(res);
 }
 
+/* Whether the file behind @p fd hashes to @p want (hex); it is read from the start. */
+static bool file_sha_is(int fd, const char *want)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    uint8_t *buf = cu_xmalloc(1u << 20), sha[32];
+    char hex[65];
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    for (off_t at = 0; ok;) {
+        ssize_t n = pread(fd, buf, 1u << 20, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ok = n == 0;
+            break;
+        }
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        at += n;
+    }
+    if (ok) {
+        EVP_DigestFinal_ex(md, sha, NULL);
+        cu_hex_encode(sha, 32, hex);
+        ok = strcmp(hex, want) == 0;
+    }
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return ok;
+}
+
 /* Send ready package @p id, audited as @p actor's download. */
 static void package_send(request *r, const char *actor, const char *id)
 {
@@ -611,11 +639,15 @@ static void package_send(request *r, const char *actor, const char *id)
     package_path(w->data_dir, id, "", path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size != bytes) {
-        CU_LOG(CU_LOG_ERROR, "api", "package %s: %s is missing or not its size", id, path);
+    /* Checked whole before the first byte leaves (a file changed on disk is
+     * never delivered), and again as it is sent. */
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size != bytes || !file_sha_is(fd, sha_want)) {
+        CU_LOG(CU_LOG_ERROR, "api", "package %s: %s is missing, not its size or not its SHA-256",
+               id, path);
         if (fd >= 0)
             close(fd);
-        snprintf(object, sizeof(object), "recording:%s package %s download: file missing", rec, id);
+        snprintf(object, sizeof(object),
+                 "recording:%s package %s download: file missing or changed", rec, id);
         api_audit(r, actor, "recording.package.download", object, "failed");
         api_reply_error(r, 500, "package_damaged",
                         "the package's file is missing or damaged; ask for a new one", NULL);

@@ -10,6 +10,7 @@
 #include "api_internal.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -29,6 +30,7 @@ struct api_stream {
     size_t handed;            /* handed to evhttp, not yet written to the socket */
     bool started;             /* the I/O thread sent the headers */
     bool ended, complete;     /* the handler is done (and whether the body is whole) */
+    bool finish_on_written;   /* ended with bytes in flight: end once evhttp wrote them */
     bool gone;                /* the client closed the connection */
 };
 
@@ -42,15 +44,29 @@ static void stream_free(api_stream *s)
     free(s);
 }
 
-/* evhttp wrote everything handed to it (I/O thread). */
+static void finish(api_stream *s, bool complete);
+
+/*
+ * evhttp's "written" callback (I/O thread). libevent runs it deferred, so it
+ * can come after more was handed: only an empty output buffer means all was
+ * written. The reply is ended here, not from on_wake, when bytes were in
+ * flight at the end: ended elsewhere, a write callback still pending would
+ * run evhttp's end-of-request early and the tail would never be sent (seen
+ * as bodies cut at a chunk boundary).
+ */
 static void on_written(struct evhttp_connection *conn, void *arg)
 {
-    (void)conn;
     api_stream *s = arg;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return; /* (a callback of an earlier drain) */
     pthread_mutex_lock(&s->mu);
     s->handed = 0;
     pthread_cond_signal(&s->drained);
+    bool end = s->finish_on_written, complete = s->complete;
     pthread_mutex_unlock(&s->mu);
+    if (end)
+        finish(s, complete);
 }
 
 /* The client closed the connection (I/O thread): evhttp frees the request. */
@@ -100,13 +116,22 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         s->handed += n;
     }
     bool ended = s->ended && !evbuffer_get_length(s->pending), complete = s->complete;
+    bool in_flight = s->handed > 0;
+    if (ended && in_flight)
+        s->finish_on_written = true;
     pthread_mutex_unlock(&s->mu);
     if (chunk) {
         evhttp_send_reply_chunk_with_cb(req, chunk, on_written, s);
         evbuffer_free(chunk);
     }
-    if (!ended)
-        return;
+    if (ended && !in_flight)
+        finish(s, complete);
+}
+
+/* The end of the reply (I/O thread), once nothing handed is in flight. */
+static void finish(api_stream *s, bool complete)
+{
+    struct evhttp_request *req = s->r->req;
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
     evhttp_connection_set_closecb(conn, NULL, NULL);
     if (complete)

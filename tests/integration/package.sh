@@ -266,6 +266,17 @@ expect 200
 api GET "$link/package?id=$spkg"
 expect 404 not_found # revoked: nothing reachable
 
+note "a kept package changed on disk is never delivered"
+stored="$data/packages/$pkg.zip"
+[ -f "$stored" ] || fail "no stored package $stored"
+size=$(stat -c %s "$stored")
+printf '\x00' | dd of="$stored" bs=1 seek=$((size / 3)) conv=notrunc status=none
+code=$(curl -sS --cacert "$data/tls/api-cert.pem" -H "Authorization: Bearer $tok_alice" \
+    -o "$base/body" -w '%{http_code}' "https://127.0.0.1:$API_PORT/api/v1/packages/$pkg")
+[ "$code" = 500 ] && grep -q '"package_damaged"' "$base/body" || fail "a changed package: $code $(head -c 200 "$base/body")"
+ctl audit list --last 5 | grep -q "user:alice .*recording.package.download .*failed .*package $pkg" ||
+    fail "the refused download is not audited"
+
 note "a segment altered in the store: the package stops, naming it"
 seg=$(find "$data/segments" -path "*$rec/00000003.seg")
 size=$(stat -c %s "$seg")
