@@ -121,16 +121,9 @@ static bool package_write(void *ctx, const uint8_t *data, size_t len)
         f->error = ECANCELED;
         return false;
     }
-    while (len) {
-        ssize_t n = write(f->fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            f->error = n < 0 ? errno : EIO;
-            return false;
-        }
-        data += n;
-        len -= (size_t)n;
+    if (!cu_write_all(f->fd, data, len)) {
+        f->error = errno;
+        return false;
     }
     return true;
 }

@@ -358,6 +358,9 @@ void cu_chunk_copy_out(const cu_chunk *chain, size_t off, void *out, size_t len)
 /** fsync a directory by path (so that the names in it are durable). -1 + errno on failure. */
 CU_WUR int cu_fsync_dir(const char *path);
 
+/** Write all @p len bytes to @p fd (retrying short writes and EINTR); false with errno. */
+CU_WUR bool cu_write_all(int fd, const void *data, size_t len);
+
 /** mkdir -p: parents 0755, the leaf with @p leaf_mode (exactly, whatever the
  * umask), its name made durable; -1 with errno (EEXIST: the leaf exists). */
 CU_WUR int cu_mkdir_parents(const char *path, mode_t leaf_mode);
@@ -434,6 +437,11 @@ bool cu_strlcpy(char *dst, const char *src, size_t size);
 
 /** Parse a whole decimal integer; rejects empty strings, junk and overflow. */
 CU_WUR bool cu_parse_int64(const char *s, int64_t *out);
+
+/** Little-endian integers into @p p (2, 4, 8 bytes): file formats (ZIP, pcapng). */
+void cu_put_le16(uint8_t *p, uint32_t v);
+void cu_put_le32(uint8_t *p, uint32_t v);
+void cu_put_le64(uint8_t *p, uint64_t v);
 
 /** Lower-case hex of @p len bytes into @p out (2 * len + 1 bytes, NUL-terminated). */
 void cu_hex_encode(const void *data, size_t len, char *out);

@@ -91,6 +91,24 @@ bool cu_base64_decode(const char *text, size_t text_len, uint8_t *out, size_t ca
     return true;
 }
 
+void cu_put_le16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+void cu_put_le32(uint8_t *p, uint32_t v)
+{
+    cu_put_le16(p, v & 0xffff);
+    cu_put_le16(p + 2, v >> 16);
+}
+
+void cu_put_le64(uint8_t *p, uint64_t v)
+{
+    cu_put_le32(p, (uint32_t)v);
+    cu_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
 size_t cu_utf8_chars(const char *s)
 {
     size_t n = 0;

@@ -117,18 +117,6 @@ static bool bag_json(bag *b, const char *name, json_t *doc, bool tag)
 
 /* --------------------------------------------------------------- pcapng */
 
-static void put_le16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    put_le16(p, v & 0xffff);
-    put_le16(p + 2, v >> 16);
-}
-
 static size_t pad4(size_t n)
 {
     return (n + 3) & ~(size_t)3;
@@ -137,8 +125,8 @@ static size_t pad4(size_t n)
 /* One option (code, value) into @p p; its padded length. */
 static size_t pcapng_option(uint8_t *p, uint16_t code, const void *value, size_t len)
 {
-    put_le16(p, code);
-    put_le16(p + 2, (uint32_t)len);
+    cu_put_le16(p, code);
+    cu_put_le16(p + 2, (uint32_t)len);
     memcpy(p + 4, value, len);
     memset(p + 4 + len, 0, pad4(len) - len);
     return 4 + pad4(len);
@@ -151,29 +139,29 @@ static bool pcapng_start(bag *b)
     size_t n = 0;
     char appl[64];
     snprintf(appl, sizeof(appl), "custos %s", CUSTOS_VERSION);
-    put_le32(blk, 0x0A0D0D0A);
-    put_le32(blk + 8, 0x1A2B3C4D);
-    put_le16(blk + 12, 1);
-    put_le16(blk + 14, 0);
+    cu_put_le32(blk, 0x0A0D0D0A);
+    cu_put_le32(blk + 8, 0x1A2B3C4D);
+    cu_put_le16(blk + 12, 1);
+    cu_put_le16(blk + 14, 0);
     memset(blk + 16, 0xff, 8); /* section length: not given */
     n = 24;
     n += pcapng_option(blk + n, 4, appl, strlen(appl)); /* shb_userappl */
     n += pcapng_option(blk + n, 0, "", 0);
-    put_le32(blk + 4, (uint32_t)(n + 4));
-    put_le32(blk + n, (uint32_t)(n + 4));
+    cu_put_le32(blk + 4, (uint32_t)(n + 4));
+    cu_put_le32(blk + n, (uint32_t)(n + 4));
     n += 4;
     size_t shb = n;
-    put_le32(blk + n, 1);
-    put_le16(blk + n + 8, LINKTYPE_RAW);
-    put_le16(blk + n + 10, 0);
-    put_le32(blk + n + 12, 0); /* snaplen: none */
+    cu_put_le32(blk + n, 1);
+    cu_put_le16(blk + n + 8, LINKTYPE_RAW);
+    cu_put_le16(blk + n + 10, 0);
+    cu_put_le32(blk + n + 12, 0); /* snaplen: none */
     size_t i = n + 16;
     uint8_t tsresol = 6;
     i += pcapng_option(blk + i, 2, "custos-rtp", 10); /* if_name */
     i += pcapng_option(blk + i, 9, &tsresol, 1);      /* if_tsresol: µs */
     i += pcapng_option(blk + i, 0, "", 0);
-    put_le32(blk + n + 4, (uint32_t)(i - n + 4));
-    put_le32(blk + i, (uint32_t)(i - n + 4));
+    cu_put_le32(blk + n + 4, (uint32_t)(i - n + 4));
+    cu_put_le32(blk + i, (uint32_t)(i - n + 4));
     i += 4;
     (void)shb;
     return export_zip_data(&b->zip, blk, i);
@@ -201,14 +189,14 @@ static cu_rc pcapng_packet(cu_buf *out, uint64_t seg, const pipe_record *rec)
     size_t total = 28 + pad4(caplen) + 4 + pad4((size_t)clen) + 4 + 4;
     size_t at = out->len;
     uint8_t hdr[28 + 28];
-    put_le32(hdr, 6);
-    put_le32(hdr + 4, (uint32_t)total);
-    put_le32(hdr + 8, 0);
+    cu_put_le32(hdr, 6);
+    cu_put_le32(hdr + 4, (uint32_t)total);
+    cu_put_le32(hdr + 8, 0);
     uint64_t ts = (uint64_t)rec->arrival_us;
-    put_le32(hdr + 12, (uint32_t)(ts >> 32));
-    put_le32(hdr + 16, (uint32_t)ts);
-    put_le32(hdr + 20, (uint32_t)caplen);
-    put_le32(hdr + 24, (uint32_t)caplen);
+    cu_put_le32(hdr + 12, (uint32_t)(ts >> 32));
+    cu_put_le32(hdr + 16, (uint32_t)ts);
+    cu_put_le32(hdr + 20, (uint32_t)caplen);
+    cu_put_le32(hdr + 24, (uint32_t)caplen);
     uint8_t *ip = hdr + 28;
     uint32_t ip_len = caplen > 65535 ? 0 : (uint32_t)caplen;
     memset(ip, 0, 28);
@@ -231,11 +219,11 @@ static cu_rc pcapng_packet(cu_buf *out, uint64_t seg, const pipe_record *rec)
     udp[5] = (uint8_t)udp_len; /* checksum 0: none (IPv4) */
     static const uint8_t zero[4] = {0};
     uint8_t opt[4], tail[4];
-    put_le16(opt, 1); /* opt_comment */
-    put_le16(opt + 2, (uint32_t)clen);
-    put_le32(tail, 0); /* opt_endofopt */
+    cu_put_le16(opt, 1); /* opt_comment */
+    cu_put_le16(opt + 2, (uint32_t)clen);
+    cu_put_le32(tail, 0); /* opt_endofopt */
     uint8_t len_again[4];
-    put_le32(len_again, (uint32_t)total);
+    cu_put_le32(len_again, (uint32_t)total);
     cu_rc rc = cu_buf_append(out, hdr, sizeof(hdr));
     if (!rc)
         rc = cu_buf_append(out, rec->pkt, rec->len);

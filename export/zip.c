@@ -23,24 +23,6 @@
 #define ZIP_ENTRIES_MAX   100000
 #define ZIP_DOS_DATE_1980 ((0 << 9) | (1 << 5) | 1)
 
-static void le16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void le32(uint8_t *p, uint32_t v)
-{
-    le16(p, v & 0xffff);
-    le16(p + 2, v >> 16);
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    le32(p, (uint32_t)v);
-    le32(p + 4, (uint32_t)(v >> 32));
-}
-
 static bool out(export_zip *z, const void *data, size_t len)
 {
     if (!z->ok)
@@ -89,21 +71,21 @@ bool export_zip_begin(export_zip *z, const char *name, bool hash)
     z->open = true;
 
     uint8_t h[30 + 20];
-    le32(h, 0x04034b50);
-    le16(h + 4, ZIP_VERSION);
-    le16(h + 6, ZIP_FLAG_DESC | ZIP_FLAG_UTF8);
-    le16(h + 8, 0); /* stored */
-    le16(h + 10, z->dos_time);
-    le16(h + 12, z->dos_date);
-    le32(h + 14, 0); /* CRC and sizes: in the descriptor */
-    le32(h + 18, 0xffffffff);
-    le32(h + 22, 0xffffffff);
-    le16(h + 26, (uint32_t)n);
-    le16(h + 28, 20);
-    le16(h + 30, 0x0001); /* ZIP64: sizes follow in the descriptor */
-    le16(h + 32, 16);
-    le64(h + 34, 0);
-    le64(h + 42, 0);
+    cu_put_le32(h, 0x04034b50);
+    cu_put_le16(h + 4, ZIP_VERSION);
+    cu_put_le16(h + 6, ZIP_FLAG_DESC | ZIP_FLAG_UTF8);
+    cu_put_le16(h + 8, 0); /* stored */
+    cu_put_le16(h + 10, z->dos_time);
+    cu_put_le16(h + 12, z->dos_date);
+    cu_put_le32(h + 14, 0); /* CRC and sizes: in the descriptor */
+    cu_put_le32(h + 18, 0xffffffff);
+    cu_put_le32(h + 22, 0xffffffff);
+    cu_put_le16(h + 26, (uint32_t)n);
+    cu_put_le16(h + 28, 20);
+    cu_put_le16(h + 30, 0x0001); /* ZIP64: sizes follow in the descriptor */
+    cu_put_le16(h + 32, 16);
+    cu_put_le64(h + 34, 0);
+    cu_put_le64(h + 42, 0);
     return out(z, h, 30) && out(z, name, n) && out(z, h + 30, 20);
 }
 
@@ -142,10 +124,10 @@ bool export_zip_end(export_zip *z, uint8_t sha256[32])
     if (sha256)
         memcpy(sha256, e->sha256, 32);
     uint8_t d[24];
-    le32(d, 0x08074b50);
-    le32(d + 4, e->crc);
-    le64(d + 8, e->size);
-    le64(d + 16, e->size);
+    cu_put_le32(d, 0x08074b50);
+    cu_put_le32(d + 4, e->crc);
+    cu_put_le64(d + 8, e->size);
+    cu_put_le64(d + 16, e->size);
     return out(z, d, sizeof(d));
 }
 
@@ -165,56 +147,56 @@ bool export_zip_finish(export_zip *z)
         const export_zip_entry *e = &z->entries[i];
         size_t n = strlen(e->name);
         uint8_t h[46 + 28];
-        le32(h, 0x02014b50);
-        le16(h + 4, (3 << 8) | ZIP_VERSION); /* made by: Unix */
-        le16(h + 6, ZIP_VERSION);
-        le16(h + 8, ZIP_FLAG_DESC | ZIP_FLAG_UTF8);
-        le16(h + 10, 0);
-        le16(h + 12, z->dos_time);
-        le16(h + 14, z->dos_date);
-        le32(h + 16, e->crc);
-        le32(h + 20, 0xffffffff); /* compressed, uncompressed, offset: in ZIP64 */
-        le32(h + 24, 0xffffffff);
-        le16(h + 28, (uint32_t)n);
-        le16(h + 30, 28);
-        le16(h + 32, 0);                       /* comment */
-        le16(h + 34, 0);                       /* disk */
-        le16(h + 36, 0);                       /* internal attributes */
-        le32(h + 38, (uint32_t)0100444 << 16); /* a regular file, read-only */
-        le32(h + 42, 0xffffffff);
-        le16(h + 46, 0x0001);
-        le16(h + 48, 24);
-        le64(h + 50, e->size);
-        le64(h + 58, e->size);
-        le64(h + 66, e->offset);
+        cu_put_le32(h, 0x02014b50);
+        cu_put_le16(h + 4, (3 << 8) | ZIP_VERSION); /* made by: Unix */
+        cu_put_le16(h + 6, ZIP_VERSION);
+        cu_put_le16(h + 8, ZIP_FLAG_DESC | ZIP_FLAG_UTF8);
+        cu_put_le16(h + 10, 0);
+        cu_put_le16(h + 12, z->dos_time);
+        cu_put_le16(h + 14, z->dos_date);
+        cu_put_le32(h + 16, e->crc);
+        cu_put_le32(h + 20, 0xffffffff); /* compressed, uncompressed, offset: in ZIP64 */
+        cu_put_le32(h + 24, 0xffffffff);
+        cu_put_le16(h + 28, (uint32_t)n);
+        cu_put_le16(h + 30, 28);
+        cu_put_le16(h + 32, 0);                       /* comment */
+        cu_put_le16(h + 34, 0);                       /* disk */
+        cu_put_le16(h + 36, 0);                       /* internal attributes */
+        cu_put_le32(h + 38, (uint32_t)0100444 << 16); /* a regular file, read-only */
+        cu_put_le32(h + 42, 0xffffffff);
+        cu_put_le16(h + 46, 0x0001);
+        cu_put_le16(h + 48, 24);
+        cu_put_le64(h + 50, e->size);
+        cu_put_le64(h + 58, e->size);
+        cu_put_le64(h + 66, e->offset);
         out(z, h, 46);
         out(z, e->name, n);
         out(z, h + 46, 28);
     }
     uint64_t cd_size = z->offset - cd_start, eocd64 = z->offset;
     uint8_t t[56 + 20 + 22];
-    le32(t, 0x06064b50); /* ZIP64 end of central directory */
-    le64(t + 4, 44);
-    le16(t + 12, (3 << 8) | ZIP_VERSION);
-    le16(t + 14, ZIP_VERSION);
-    le32(t + 16, 0);
-    le32(t + 20, 0);
-    le64(t + 24, z->count);
-    le64(t + 32, z->count);
-    le64(t + 40, cd_size);
-    le64(t + 48, cd_start);
-    le32(t + 56, 0x07064b50); /* its locator */
-    le32(t + 60, 0);
-    le64(t + 64, eocd64);
-    le32(t + 72, 1);
-    le32(t + 76, 0x06054b50); /* end of central directory: all in ZIP64 */
-    le16(t + 80, 0);
-    le16(t + 82, 0);
-    le16(t + 84, 0xffff);
-    le16(t + 86, 0xffff);
-    le32(t + 88, 0xffffffff);
-    le32(t + 92, 0xffffffff);
-    le16(t + 96, 0);
+    cu_put_le32(t, 0x06064b50); /* ZIP64 end of central directory */
+    cu_put_le64(t + 4, 44);
+    cu_put_le16(t + 12, (3 << 8) | ZIP_VERSION);
+    cu_put_le16(t + 14, ZIP_VERSION);
+    cu_put_le32(t + 16, 0);
+    cu_put_le32(t + 20, 0);
+    cu_put_le64(t + 24, z->count);
+    cu_put_le64(t + 32, z->count);
+    cu_put_le64(t + 40, cd_size);
+    cu_put_le64(t + 48, cd_start);
+    cu_put_le32(t + 56, 0x07064b50); /* its locator */
+    cu_put_le32(t + 60, 0);
+    cu_put_le64(t + 64, eocd64);
+    cu_put_le32(t + 72, 1);
+    cu_put_le32(t + 76, 0x06054b50); /* end of central directory: all in ZIP64 */
+    cu_put_le16(t + 80, 0);
+    cu_put_le16(t + 82, 0);
+    cu_put_le16(t + 84, 0xffff);
+    cu_put_le16(t + 86, 0xffff);
+    cu_put_le32(t + 88, 0xffffffff);
+    cu_put_le32(t + 92, 0xffffffff);
+    cu_put_le16(t + 96, 0);
     return out(z, t, sizeof(t));
 }
 

@@ -23,16 +23,9 @@ typedef struct {
 static bool write_all(void *ctx, const uint8_t *data, size_t len)
 {
     file_out *f = ctx;
-    while (len) {
-        ssize_t n = write(f->fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            f->error = n < 0 ? errno : EIO;
-            return false;
-        }
-        data += n;
-        len -= (size_t)n;
+    if (!cu_write_all(f->fd, data, len)) {
+        f->error = errno;
+        return false;
     }
     return true;
 }
@@ -77,55 +70,65 @@ static cu_rc out_close(file_out *f, cu_rc rc, cu_err *err)
     return rc;
 }
 
-static void usage(void)
+/* What export and package are asked: a recording, a range, where to. */
+typedef struct {
+    store_id id;
+    const char *out;
+    const char *reason; /* package only */
+    int64_t start_us, end_us;
+} out_args;
+
+/* --recording --start --end --out (and --reason with @p reason_too); false
+ * (usage printed as @p usage) when they are not right. */
+static bool parse_out_args(int argc, char **argv, bool reason_too, const char *usage, out_args *a)
 {
-    fprintf(stderr, "usage: ingestctl export --recording ID [--start RFC3339] [--end RFC3339] "
-                    "--out FILE.mp4|-\n");
+    static const struct option options[] = {
+        {"recording", required_argument, NULL, 'r'}, {"start", required_argument, NULL, 's'},
+        {"end", required_argument, NULL, 'e'},       {"reason", required_argument, NULL, 'w'},
+        {"out", required_argument, NULL, 'o'},       {NULL, 0, NULL, 0},
+    };
+    bool have_id = false, ok = true;
+    int opt;
+    optind = 0;
+    while (ok && (opt = getopt_long(argc, argv, "+r:s:e:w:o:", options, NULL)) != -1) {
+        if (opt == 'r') {
+            ok = have_id = store_id_parse(optarg, &a->id);
+        } else if (opt == 's' || opt == 'e') {
+            ok = cu_time_parse_us(optarg, opt == 's' ? &a->start_us : &a->end_us);
+            if (!ok)
+                fprintf(stderr, "ingestctl: --%s %s: not an RFC 3339 time\n",
+                        opt == 's' ? "start" : "end", optarg);
+        } else if (opt == 'w' && reason_too) {
+            ok = strlen(optarg) <= 1000 && cu_utf8_valid(optarg);
+            a->reason = optarg;
+        } else if (opt == 'o') {
+            a->out = optarg;
+        } else {
+            ok = false;
+        }
+    }
+    if (ok && a->start_us && a->end_us && a->end_us <= a->start_us) {
+        fprintf(stderr, "ingestctl: --end must be after --start\n");
+        ok = false;
+    }
+    if (!ok || !have_id || !a->out || optind < argc) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return false;
+    }
+    return true;
 }
 
 int cmd_export(ctl_env *env, int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"recording", required_argument, NULL, 'r'},
-        {"start", required_argument, NULL, 's'},
-        {"end", required_argument, NULL, 'e'},
-        {"out", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0},
-    };
-    store_id id;
-    bool have_id = false;
-    const char *out_path = NULL;
-    export_clip_opts o = {.fragmented = false};
-    int opt;
-    optind = 0;
-    while ((opt = getopt_long(argc, argv, "+r:s:e:o:", options, NULL)) != -1) {
-        bool ok = true;
-        if (opt == 'r')
-            ok = have_id = store_id_parse(optarg, &id);
-        else if (opt == 's')
-            ok = cu_time_parse_us(optarg, &o.start_us);
-        else if (opt == 'e')
-            ok = cu_time_parse_us(optarg, &o.end_us);
-        else if (opt == 'o')
-            out_path = optarg;
-        else
-            ok = false;
-        if (!ok) {
-            if (opt == 's' || opt == 'e')
-                fprintf(stderr, "ingestctl: --%s %s: not an RFC 3339 time\n",
-                        opt == 's' ? "start" : "end", optarg);
-            usage();
-            return 2;
-        }
-    }
-    if (!have_id || !out_path || optind < argc) {
-        usage();
+    out_args a = {0};
+    if (!parse_out_args(argc, argv, false,
+                        "ingestctl export --recording ID [--start RFC3339] [--end RFC3339] "
+                        "--out FILE.mp4|-",
+                        &a))
         return 2;
-    }
-    if (o.start_us && o.end_us && o.end_us <= o.start_us) {
-        fprintf(stderr, "ingestctl: --end must be after --start\n");
-        return 2;
-    }
+    store_id id = a.id;
+    const char *out_path = a.out;
+    export_clip_opts o = {.fragmented = false, .start_us = a.start_us, .end_us = a.end_us};
     keys_ring *keys = ctl_keys(env);
     if (!keys)
         return 1;
@@ -185,48 +188,17 @@ int cmd_export(ctl_env *env, int argc, char **argv)
 
 /* ---------------------------------------------------------------- package */
 
-static void package_usage(void)
-{
-    fprintf(stderr, "usage: ingestctl package --recording ID [--start RFC3339] [--end RFC3339] "
-                    "[--reason TEXT] --out FILE.zip|-\n");
-}
-
 int cmd_package(ctl_env *env, int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"recording", required_argument, NULL, 'r'}, {"start", required_argument, NULL, 's'},
-        {"end", required_argument, NULL, 'e'},       {"reason", required_argument, NULL, 'w'},
-        {"out", required_argument, NULL, 'o'},       {NULL, 0, NULL, 0},
-    };
-    store_id id;
-    bool have_id = false;
-    const char *out_path = NULL, *reason = "made with ingestctl package";
-    int64_t start_us = 0, end_us = 0;
-    int opt;
-    optind = 0;
-    while ((opt = getopt_long(argc, argv, "+r:s:e:w:o:", options, NULL)) != -1) {
-        bool ok = true;
-        if (opt == 'r')
-            ok = have_id = store_id_parse(optarg, &id);
-        else if (opt == 's')
-            ok = cu_time_parse_us(optarg, &start_us);
-        else if (opt == 'e')
-            ok = cu_time_parse_us(optarg, &end_us);
-        else if (opt == 'w')
-            ok = strlen(optarg) <= 1000 && cu_utf8_valid(reason = optarg);
-        else if (opt == 'o')
-            out_path = optarg;
-        else
-            ok = false;
-        if (!ok) {
-            package_usage();
-            return 2;
-        }
-    }
-    if (!have_id || !out_path || optind < argc || (start_us && end_us && end_us <= start_us)) {
-        package_usage();
+    out_args a = {.reason = "made with ingestctl package"};
+    if (!parse_out_args(argc, argv, true,
+                        "ingestctl package --recording ID [--start RFC3339] [--end RFC3339] "
+                        "[--reason TEXT] --out FILE.zip|-",
+                        &a))
         return 2;
-    }
+    store_id id = a.id;
+    const char *out_path = a.out, *reason = a.reason;
+    int64_t start_us = a.start_us, end_us = a.end_us;
     keys_ring *keys = ctl_keys(env);
     if (!keys)
         return 1;

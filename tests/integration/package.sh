@@ -269,8 +269,7 @@ expect 404 not_found # revoked: nothing reachable
 note "a kept package changed on disk is never delivered"
 stored="$data/packages/$pkg.zip"
 [ -f "$stored" ] || fail "no stored package $stored"
-size=$(stat -c %s "$stored")
-printf '\x00' | dd of="$stored" bs=1 seek=$((size / 3)) conv=notrunc status=none
+flip "$stored" $(($(stat -c %s "$stored") / 3)) # (one byte changed, whatever it was)
 code=$(curl -sS --cacert "$data/tls/api-cert.pem" -H "Authorization: Bearer $tok_alice" \
     -o "$base/body" -w '%{http_code}' "https://127.0.0.1:$API_PORT/api/v1/packages/$pkg")
 [ "$code" = 500 ] && grep -q '"package_damaged"' "$base/body" || fail "a changed package: $code $(head -c 200 "$base/body")"
@@ -280,7 +279,7 @@ ctl audit list --last 5 | grep -q "user:alice .*recording.package.download .*fai
 note "a segment altered in the store: the package stops, naming it"
 seg=$(find "$data/segments" -path "*$rec/00000003.seg")
 size=$(stat -c %s "$seg")
-printf '\x55' | dd of="$seg" bs=1 seek=$((size / 2)) conv=notrunc status=none
+flip "$seg" $((size / 2))
 out=$(ctl package --recording "$rec" --out "$base/bad.zip" 2>&1) && fail "packaged: $out"
 grep -q "segment 3 .*authentication failed" <<<"$out" || fail "not named: $out"
 [ ! -e "$base/bad.zip" ] && [ ! -e "$base/bad.zip.part" ] || fail "a file was left"
