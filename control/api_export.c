@@ -72,23 +72,17 @@ static void clip_send(request *r, const char *uid, const char *actor, const char
     if (!clip_range(r, &o, from, to))
         return;
     cu_err err;
-    store_reader *rd = NULL;
     export_clip_report rep;
     clip_out out = {.r = r, .id = id};
     cu_rc rc = export_init(r->a->data_dir, &err);
-    store_reader *tracks[EXPORT_AUDIO_MAX];
-    size_t ntracks = 0;
+    export_source src = {0};
+    if (!rc) /* (with the capture's other tracks that the caller may read: its audio) */
+        rc = export_source_open(r->a->data_dir, r->a->db, r->a->keys, &rid, uid, &src, &err);
+    o.audio = src.tracks;
+    o.naudio = src.ntracks;
     if (!rc)
-        rc = store_reader_open(r->a->data_dir, r->a->db, r->a->keys, &rid, &rd, &err);
-    if (!rc) /* (the capture's other tracks that the caller may read: its audio) */
-        rc = export_capture_open(r->a->data_dir, r->a->db, r->a->keys, &rid, uid, tracks,
-                                 EXPORT_AUDIO_MAX, &ntracks, &err);
-    o.audio = tracks;
-    o.naudio = ntracks;
-    if (!rc)
-        rc = export_clip(rd, &o, clip_write, &out, &rep, &err);
-    export_capture_close(tracks, ntracks);
-    store_reader_close(rd);
+        rc = export_clip(src.rd, &o, clip_write, &out, &rep, &err);
+    export_source_close(&src);
     if (rc) {
         snprintf(object, sizeof(object), "recording:%s from %s to %s", id, from, to);
         api_audit(r, actor, "recording.export", object, "failed");

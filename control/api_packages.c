@@ -148,18 +148,14 @@ static cu_rc build_file(api_packager *p, const char *id, const char *rec, const 
     package_file f = {.p = p, .fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
     if (f.fd < 0)
         return cu_err_set(err, CU_ERR_IO, "%s: %s", tmp, strerror(errno));
-    store_reader *rd = NULL, *tracks[EXPORT_AUDIO_MAX];
-    size_t ntracks = 0;
+    export_source src = {0};
     cu_rc rc = ctl_checkpoint_latest(p->data_dir, checkpoint, sizeof(checkpoint), err);
-    if (!rc)
-        rc = store_reader_open(p->data_dir, p->db, p->keys, &rid, &rd, err);
-    if (!rc) /* (the capture's other tracks that the requester may read go in with it) */
-        rc = export_capture_open(p->data_dir, p->db, p->keys, &rid, requester, tracks,
-                                 EXPORT_AUDIO_MAX, &ntracks, err);
+    if (!rc) /* (with the capture's other tracks that the requester may read) */
+        rc = export_source_open(p->data_dir, p->db, p->keys, &rid, requester, &src, err);
     if (!rc) {
         export_package_opts o = {.package_id = id,
-                                 .tracks = tracks,
-                                 .ntracks = ntracks,
+                                 .tracks = src.tracks,
+                                 .ntracks = src.ntracks,
                                  .start_us = start_us,
                                  .end_us = end_us,
                                  .reason = reason,
@@ -167,10 +163,9 @@ static cu_rc build_file(api_packager *p, const char *id, const char *rec, const 
                                  .conn = p->db,
                                  .keys = p->keys,
                                  .checkpoint = checkpoint};
-        rc = export_package(rd, &o, package_write, &f, rep, err);
+        rc = export_package(src.rd, &o, package_write, &f, rep, err);
     }
-    export_capture_close(tracks, ntracks);
-    store_reader_close(rd);
+    export_source_close(&src);
     if (f.error == ECANCELED)
         *stopped = true;
     else if (f.error)

@@ -334,48 +334,6 @@ static void sprop_fields(const char *fmtp, size_t n, pipe_codec codec, cu_buf *o
     }
 }
 
-/*
- * Parameter sets that travel only in the SDP (an RTSP publisher's
- * sprop-parameter-sets; a payloader without config-interval sends none in
- * band): from the meta file's SDP, the video section's fmtp for the
- * recording's payload type, as caps fields for the depayloader. Empty when
- * there are none.
- */
-static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf *out)
-{
-    static const char key[] = "sdp_b64=";
-    const char *line = meta, *end = meta + meta_len;
-    while (line < end) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
-        if (n > sizeof(key) - 1 && memcmp(line, key, sizeof(key) - 1) == 0) {
-            uint8_t *sdp = cu_xmalloc(SDP_MAX);
-            size_t sdp_len = 0;
-            if (cu_base64_decode(line + sizeof(key) - 1, n - (sizeof(key) - 1), sdp, SDP_MAX,
-                                 &sdp_len)) {
-                bool video = false;
-                const char *l = (const char *)sdp, *se = l + sdp_len;
-                char fmtp[32];
-                int fl = snprintf(fmtp, sizeof(fmtp), "a=fmtp:%u ", pl->payload_type);
-                while (l < se) {
-                    const char *e = memchr(l, '\n', (size_t)(se - l));
-                    size_t ln = e ? (size_t)(e - l) : (size_t)(se - l);
-                    if (ln >= 2 && l[0] == 'm' && l[1] == '=')
-                        video = ln >= 7 && memcmp(l, "m=video", 7) == 0;
-                    else if (video && ln > (size_t)fl && memcmp(l, fmtp, (size_t)fl) == 0)
-                        sprop_fields(l, ln, pl->codec, out);
-                    l += ln + 1;
-                }
-            }
-            free(sdp);
-            return;
-        }
-        line += n + 1;
-    }
-}
-
-/* ---------------------------------------------------------- audio tracks */
-
 /* The SDP of @p meta (its sdp_b64 line), decoded into @p out (SDP_MAX); false when none. */
 static bool meta_sdp(const char *meta, size_t meta_len, uint8_t *out, size_t *len)
 {
@@ -390,6 +348,37 @@ static bool meta_sdp(const char *meta, size_t meta_len, uint8_t *out, size_t *le
     }
     return false;
 }
+
+/*
+ * Parameter sets that travel only in the SDP (an RTSP publisher's
+ * sprop-parameter-sets; a payloader without config-interval sends none in
+ * band): from the meta file's SDP, the video section's fmtp for the
+ * recording's payload type, as caps fields for the depayloader. Empty when
+ * there are none.
+ */
+static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf *out)
+{
+    uint8_t *sdp = cu_xmalloc(SDP_MAX);
+    size_t sdp_len = 0;
+    if (meta_sdp(meta, meta_len, sdp, &sdp_len)) {
+        bool video = false;
+        const char *l = (const char *)sdp, *se = l + sdp_len;
+        char fmtp[32];
+        int fl = snprintf(fmtp, sizeof(fmtp), "a=fmtp:%u ", pl->payload_type);
+        while (l < se) {
+            const char *e = memchr(l, '\n', (size_t)(se - l));
+            size_t ln = e ? (size_t)(e - l) : (size_t)(se - l);
+            if (ln >= 2 && l[0] == 'm' && l[1] == '=')
+                video = ln >= 7 && memcmp(l, "m=video", 7) == 0;
+            else if (video && ln > (size_t)fl && memcmp(l, fmtp, (size_t)fl) == 0)
+                sprop_fields(l, ln, pl->codec, out);
+            l += ln + 1;
+        }
+    }
+    free(sdp);
+}
+
+/* ---------------------------------------------------------- audio tracks */
 
 /* A caps-safe fmtp token: letters, digits, '-', '.'. */
 static bool token_ok(const char *v, size_t n)
@@ -943,4 +932,25 @@ void export_capture_close(store_reader **readers, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         store_reader_close(readers[i]);
+}
+
+cu_rc export_source_open(const char *data_dir, PGconn *conn, keys_ring *keys,
+                         const store_id *recording, const char *reader_uid, export_source *src,
+                         cu_err *err)
+{
+    memset(src, 0, sizeof(*src));
+    cu_rc rc = store_reader_open(data_dir, conn, keys, recording, &src->rd, err);
+    if (!rc)
+        rc = export_capture_open(data_dir, conn, keys, recording, reader_uid, src->tracks,
+                                 EXPORT_AUDIO_MAX, &src->ntracks, err);
+    if (rc)
+        export_source_close(src);
+    return rc;
+}
+
+void export_source_close(export_source *src)
+{
+    export_capture_close(src->tracks, src->ntracks);
+    store_reader_close(src->rd);
+    memset(src, 0, sizeof(*src));
 }

@@ -71,6 +71,20 @@ CU_WUR cu_rc export_capture_open(const char *data_dir, PGconn *conn, keys_ring *
                                  store_reader **out, size_t max, size_t *n, cu_err *err);
 void export_capture_close(store_reader **readers, size_t n);
 
+/** A recording opened for export with its capture's other tracks (what clips and
+ * packages read): store_reader_open() and export_capture_open() together. */
+typedef struct {
+    store_reader *rd;
+    store_reader *tracks[EXPORT_AUDIO_MAX];
+    size_t ntracks;
+} export_source;
+
+CU_WUR cu_rc export_source_open(const char *data_dir, PGconn *conn, keys_ring *keys,
+                                const store_id *recording, const char *reader_uid,
+                                export_source *src, cu_err *err);
+/** Close what export_source_open() opened (a zeroed source: nothing). */
+void export_source_close(export_source *src);
+
 /* --------------------------------------------------------------- MP4 boxes */
 
 /**

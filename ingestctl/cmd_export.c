@@ -140,21 +140,16 @@ int cmd_export(ctl_env *env, int argc, char **argv)
     store_id_format(&id, rec);
     cu_err err;
     export_clip_report rep;
-    store_reader *rd = NULL;
     cu_rc rc = export_init(ctl_data_dir(env), &err);
-    store_reader *tracks[EXPORT_AUDIO_MAX];
-    size_t ntracks = 0;
+    export_source src = {0};
+    if (!rc) /* (with the capture's other tracks: its audio) */
+        rc = export_source_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, NULL, &src,
+                                &err);
+    o.audio = src.tracks;
+    o.naudio = src.ntracks;
     if (!rc)
-        rc = store_reader_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, &rd, &err);
-    if (!rc) /* (the capture's other tracks: its audio) */
-        rc = export_capture_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, NULL,
-                                 tracks, EXPORT_AUDIO_MAX, &ntracks, &err);
-    o.audio = tracks;
-    o.naudio = ntracks;
-    if (!rc)
-        rc = export_clip(rd, &o, write_all, &f, &rep, &err);
-    export_capture_close(tracks, ntracks);
-    store_reader_close(rd);
+        rc = export_clip(src.rd, &o, write_all, &f, &rep, &err);
+    export_source_close(&src);
     rc = out_close(&f, rc, &err);
     if (o.start_us)
         cu_time_format_ms(o.start_us / 1000, from);
@@ -216,21 +211,17 @@ int cmd_package(ctl_env *env, int argc, char **argv)
     snprintf(actor, sizeof(actor), "ingestctl:%s", env->invoker[0] ? env->invoker : "?");
     cu_err err;
     export_package_report rep;
-    store_reader *rd = NULL;
     cu_rc rc = export_init(ctl_data_dir(env), &err);
     if (!rc)
         rc = ctl_checkpoint_latest(ctl_data_dir(env), checkpoint, sizeof(checkpoint), &err);
-    store_reader *tracks[EXPORT_AUDIO_MAX];
-    size_t ntracks = 0;
-    if (!rc)
-        rc = store_reader_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, &rd, &err);
-    if (!rc) /* (the capture's other tracks go in with it) */
-        rc = export_capture_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, NULL,
-                                 tracks, EXPORT_AUDIO_MAX, &ntracks, &err);
+    export_source src = {0};
+    if (!rc) /* (with the capture's other tracks) */
+        rc = export_source_open(ctl_data_dir(env), db_service_conn(env->db), keys, &id, NULL, &src,
+                                &err);
     if (!rc) {
         export_package_opts o = {.package_id = pkg,
-                                 .tracks = tracks,
-                                 .ntracks = ntracks,
+                                 .tracks = src.tracks,
+                                 .ntracks = src.ntracks,
                                  .start_us = start_us,
                                  .end_us = end_us,
                                  .reason = reason,
@@ -238,10 +229,9 @@ int cmd_package(ctl_env *env, int argc, char **argv)
                                  .conn = db_service_conn(env->db),
                                  .keys = keys,
                                  .checkpoint = checkpoint};
-        rc = export_package(rd, &o, write_all, &f, &rep, &err);
+        rc = export_package(src.rd, &o, write_all, &f, &rep, &err);
     }
-    export_capture_close(tracks, ntracks);
-    store_reader_close(rd);
+    export_source_close(&src);
     rc = out_close(&f, rc, &err);
     char from[CU_TIME_TEXT_LEN] = "start", to[CU_TIME_TEXT_LEN] = "end", object[400];
     if (start_us)
