@@ -340,6 +340,7 @@ typedef struct {
     char token[48];
     char recipient[201];
     char requester_uid[24];
+    char expires_at[CU_TIME_TEXT_LEN];
     char actor[48]; /* "share:<id>" */
 } api_share;
 /** The live share of link @p token, or false after a 404 (audited as a refused use) or 503. */

@@ -286,24 +286,26 @@ void api_share_revoke(request *r, const caller *who, const char *param)
 bool api_share_open(request *r, const char *token, api_share *out)
 {
     memset(out, 0, sizeof(*out));
-    PGresult *res = NULL;
-    if (strlen(token) == API_TOKEN_CHARS) {
-        char thex[67];
-        api_token_hash_hex(token, thex);
-        const char *p[1] = {thex};
-        res = api_query(r->a,
-                        "SELECT s.id, s.recipient, s.requester_id FROM shares s "
-                        "WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "
-                        "now() < s.expires_at AND NOT EXISTS (SELECT 1 FROM share_recordings y "
-                        "WHERE y.share_id = s.id AND NOT may_read_recording(s.requester_id, "
-                        "y.recording_id, now()))",
-                        1, p);
-        if (api_db_unavailable(r, res))
-            return false;
+    if (strlen(token) != API_TOKEN_CHARS) { /* (not a token this server issues) */
+        api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked", NULL);
+        return false;
     }
-    if (!res || PQntuples(res) != 1) {
-        if (res)
-            PQclear(res);
+    char thex[67];
+    api_token_hash_hex(token, thex);
+    const char *p[1] = {thex};
+    PGresult *res = api_query(
+        r->a,
+        "SELECT s.id, s.recipient, s.requester_id, to_char(s.expires_at AT TIME ZONE "
+        "'UTC', " TS_FORMAT
+        ") FROM shares s WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "
+        "now() < s.expires_at AND NOT EXISTS (SELECT 1 FROM share_recordings y "
+        "WHERE y.share_id = s.id AND NOT may_read_recording(s.requester_id, y.recording_id, "
+        "now()))",
+        1, p);
+    if (api_db_unavailable(r, res))
+        return false;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
         api_audit(r, "anonymous", "share.use", "", "denied");
         api_reply_error(r, 404, "not_found",
                         "no such link, or it expired, was revoked, or its requester may no "
@@ -314,6 +316,7 @@ bool api_share_open(request *r, const char *token, api_share *out)
     cu_strlcpy(out->id, PQgetvalue(res, 0, 0), sizeof(out->id));
     cu_strlcpy(out->recipient, PQgetvalue(res, 0, 1), sizeof(out->recipient));
     cu_strlcpy(out->requester_uid, PQgetvalue(res, 0, 2), sizeof(out->requester_uid));
+    cu_strlcpy(out->expires_at, PQgetvalue(res, 0, 3), sizeof(out->expires_at));
     cu_strlcpy(out->token, token, sizeof(out->token));
     snprintf(out->actor, sizeof(out->actor), "share:%s", out->id);
     PQclear(res);
@@ -375,49 +378,31 @@ void api_shared_package(request *r, const caller *who, const char *token)
 void api_share_use(request *r, const caller *who, const char *token)
 {
     (void)who;
-    if (strlen(token) != API_TOKEN_CHARS) {
-        api_reply_error(r, 404, "not_found", "no such link, or it expired or was revoked", NULL);
+    api_share sh;
+    if (!api_share_open(r, token, &sh))
         return;
-    }
-    char thex[67];
-    api_token_hash_hex(token, thex);
-    const char *p[1] = {thex};
+    const char *p[1] = {sh.id};
     PGresult *res = api_query(
         r->a,
-        "SELECT s.id, s.recipient, r.id::text, to_char(r.opened_at AT TIME ZONE 'UTC', " TS_FORMAT
-        "), r.state, coalesce(r.segment_count, r.acked_segments), to_char(s.expires_at AT TIME "
-        "ZONE "
-        "'UTC', " TS_FORMAT
-        ") FROM shares s JOIN share_recordings x ON x.share_id = s.id JOIN recordings r "
-        "ON r.id = x.recording_id WHERE s.token_hash = $1::bytea AND s.state = 'approved' AND "
-        "now() < s.expires_at AND NOT EXISTS (SELECT 1 FROM share_recordings y WHERE "
-        "y.share_id = s.id AND NOT may_read_recording(s.requester_id, y.recording_id, now())) "
+        "SELECT r.id::text, to_char(r.opened_at AT TIME ZONE 'UTC', " TS_FORMAT "), r.state, "
+        "coalesce(r.segment_count, r.acked_segments) FROM share_recordings x "
+        "JOIN recordings r ON r.id = x.recording_id WHERE x.share_id = $1::bigint "
         "ORDER BY r.opened_at",
         1, p);
     if (api_db_unavailable(r, res))
         return;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        api_audit(r, "anonymous", "share.use", "", "denied");
-        api_reply_error(r, 404, "not_found",
-                        "no such link, or it expired, was revoked, or its requester may no "
-                        "longer read what it shares",
-                        NULL);
-        return;
-    }
-    char actor[48], object[48];
-    snprintf(actor, sizeof(actor), "share:%s", PQgetvalue(res, 0, 0));
-    snprintf(object, sizeof(object), "share %s", PQgetvalue(res, 0, 0));
+    char object[48];
+    snprintf(object, sizeof(object), "share %s", sh.id);
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "id", PQgetvalue(res, i, 2),
-                                             "opened_at", PQgetvalue(res, i, 3), "state",
-                                             PQgetvalue(res, i, 4), "segments",
-                                             (json_int_t)strtoll(PQgetvalue(res, i, 5), NULL, 10)));
-    json_t *j = json_pack("{s:s, s:s, s:o}", "recipient", PQgetvalue(res, 0, 1), "expires_at",
-                          PQgetvalue(res, 0, 6), "recordings", arr);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "id", PQgetvalue(res, i, 0),
+                                             "opened_at", PQgetvalue(res, i, 1), "state",
+                                             PQgetvalue(res, i, 2), "segments",
+                                             (json_int_t)strtoll(PQgetvalue(res, i, 3), NULL, 10)));
+    json_t *j = json_pack("{s:s, s:s, s:o}", "recipient", sh.recipient, "expires_at", sh.expires_at,
+                          "recordings", arr);
     PQclear(res);
-    if (!api_audit_or_503(r, actor, "share.use", object, "ok")) {
+    if (!api_audit_or_503(r, sh.actor, "share.use", object, "ok")) {
         json_decref(j);
         return;
     }

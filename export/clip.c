@@ -303,34 +303,50 @@ static bool sprop_value_ok(const char *v, size_t n)
 
 /* The fmtp parameters of @p fmtp ("a=fmtp:PT k=v;k=v", @p n bytes) that carry
  * parameter sets, as caps fields appended to @p out. */
+/* The next "key=value" of an fmtp parameter list (*@p p up to @p end,
+ * ';'-separated), the value without trailing spaces or CR; false at the end. */
+static bool fmtp_next(const char **p, const char *end, const char **key, size_t *klen,
+                      const char **val, size_t *vlen)
+{
+    while (*p < end) {
+        const char *q = *p;
+        while (q < end && (*q == ' ' || *q == ';'))
+            q++;
+        const char *stop = q < end ? memchr(q, ';', (size_t)(end - q)) : NULL;
+        if (!stop)
+            stop = end;
+        *p = stop;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        if (!eq)
+            continue;
+        *key = q;
+        *klen = (size_t)(eq - q);
+        *val = eq + 1;
+        *vlen = (size_t)(stop - eq - 1);
+        while (*vlen && ((*val)[*vlen - 1] == ' ' || (*val)[*vlen - 1] == '\r'))
+            (*vlen)--;
+        return true;
+    }
+    return false;
+}
+
 static void sprop_fields(const char *fmtp, size_t n, pipe_codec codec, cu_buf *out)
 {
     static const char *const h264[] = {"sprop-parameter-sets", NULL};
     static const char *const h265[] = {"sprop-vps", "sprop-sps", "sprop-pps", NULL};
     const char *const *keys = codec == PIPE_CODEC_H264 ? h264 : h265;
-    const char *p = memchr(fmtp, ' ', n), *end = fmtp + n;
-    while (p && p < end) {
-        while (p < end && (*p == ' ' || *p == ';'))
-            p++;
-        const char *stop = memchr(p, ';', (size_t)(end - p));
-        if (!stop)
-            stop = end;
-        const char *eq = memchr(p, '=', (size_t)(stop - p));
-        for (int k = 0; eq && keys[k]; k++) {
-            size_t kl = strlen(keys[k]);
-            const char *v = eq + 1;
-            size_t vl = (size_t)(stop - v);
-            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\r'))
-                vl--;
-            if ((size_t)(eq - p) == kl && memcmp(p, keys[k], kl) == 0 && sprop_value_ok(v, vl)) {
-                char head[64];
-                int hl = snprintf(head, sizeof(head), ",%s=(string)\"", keys[k]);
-                if (cu_buf_append(out, head, (size_t)hl) || cu_buf_append(out, v, vl) ||
-                    cu_buf_append(out, "\"", 1))
-                    return;
-            }
+    const char *p = memchr(fmtp, ' ', n), *end = fmtp + n, *key, *v;
+    size_t kl, vl;
+    while (p && fmtp_next(&p, end, &key, &kl, &v, &vl)) {
+        for (int k = 0; keys[k]; k++) {
+            if (kl != strlen(keys[k]) || memcmp(key, keys[k], kl) != 0 || !sprop_value_ok(v, vl))
+                continue;
+            char head[64];
+            int hl = snprintf(head, sizeof(head), ",%s=(string)\"", keys[k]);
+            if (cu_buf_append(out, head, (size_t)hl) || cu_buf_append(out, v, vl) ||
+                cu_buf_append(out, "\"", 1))
+                return;
         }
-        p = stop;
     }
 }
 
@@ -436,28 +452,20 @@ static bool aac_caps(const char *meta, size_t meta_len, const char *encoding, un
                 }
             found = true;
         } else if (audio && ln > (size_t)fl && memcmp(l, fmtp, (size_t)fl) == 0) {
-            for (const char *p = l + fl, *end = l + ln; p < end;) {
-                while (p < end && (*p == ' ' || *p == ';'))
-                    p++;
-                const char *stop = memchr(p, ';', (size_t)(end - p));
-                if (!stop)
-                    stop = end;
-                const char *eq = memchr(p, '=', (size_t)(stop - p));
-                if (eq && token_ok(p, (size_t)(eq - p)) &&
-                    token_ok(eq + 1, (size_t)(stop - eq - 1))) {
-                    char key[64];
-                    size_t kl =
-                        (size_t)(eq - p) < sizeof(key) - 1 ? (size_t)(eq - p) : sizeof(key) - 1;
-                    for (size_t k = 0; k < kl; k++)
-                        key[k] = (char)(p[k] >= 'A' && p[k] <= 'Z' ? p[k] + 32 : p[k]);
-                    key[kl] = '\0';
-                    if (cu_buf_printf(out, ",%s=(string)%.*s", key, (int)(stop - eq - 1), eq + 1) !=
-                        CU_OK) {
-                        found = false;
-                        goto out;
-                    }
+            const char *p = l + fl, *key, *v;
+            size_t kl, vl;
+            while (fmtp_next(&p, l + ln, &key, &kl, &v, &vl)) {
+                if (!token_ok(key, kl) || !token_ok(v, vl))
+                    continue;
+                char lower[64];
+                size_t n = kl < sizeof(lower) - 1 ? kl : sizeof(lower) - 1;
+                for (size_t k = 0; k < n; k++)
+                    lower[k] = (char)(key[k] >= 'A' && key[k] <= 'Z' ? key[k] + 32 : key[k]);
+                lower[n] = '\0';
+                if (cu_buf_printf(out, ",%s=(string)%.*s", lower, (int)vl, v) != CU_OK) {
+                    found = false;
+                    goto out;
                 }
-                p = stop;
             }
             found = true;
         }

@@ -360,13 +360,12 @@ static json_t *custody_doc(PGconn *conn, const char *const *recs, size_t nrecs,
 {
     *rc = CU_ERR_DB;
     /* {"recording:<id>%",...}: a text[] literal (ids are UUIDs: nothing to quote) */
-    char pattern[64 * (EXPORT_AUDIO_MAX + 1) + 4] = "{";
-    for (size_t i = 0; i < nrecs; i++) {
-        size_t at = strlen(pattern);
-        snprintf(pattern + at, sizeof(pattern) - at, "%s\"recording:%.36s%%\"", i ? "," : "",
-                 recs[i]);
-    }
-    strcat(pattern, "}");
+    char pattern[64 * (EXPORT_AUDIO_MAX + 1) + 4];
+    size_t used = 0;
+    for (size_t i = 0; i < nrecs && used < sizeof(pattern); i++)
+        used +=
+            (size_t)snprintf(pattern + used, sizeof(pattern) - used, "%s\"recording:%.36s%%\"%s",
+                             i ? "," : "{", recs[i], i + 1 == nrecs ? "}" : "");
     const char *params[1] = {pattern};
     PGresult *res = query(conn,
                           "SELECT seq, (extract(epoch FROM at) * 1000)::bigint, actor, action, "
@@ -919,7 +918,9 @@ cu_rc export_package(store_reader *rd, const export_package_opts *o, export_writ
     if (rc)
         goto out;
     cu_base64_encode(sig, sizeof(sig), sig64);
-    strcat(sig64, "\n");
+    size_t sig64_len = strlen(sig64);
+    sig64[sig64_len++] = '\n'; /* (room: sig64 holds the base64, a newline and NUL) */
+    sig64[sig64_len] = '\0';
     if (!bag_tag(&b, "bag-info.txt", bag_info, (size_t)bi) ||
         !bag_tag(&b, "manifest-sha256.txt", b.manifest.data, b.manifest.len) ||
         !bag_tag(&b, "statement.json", statement_text, st_len) ||
