@@ -194,6 +194,32 @@ static void packetize_au(clip *c, uint32_t frame, const uint8_t **nal, const siz
     c->frames[c->nframes++] = (tpl_frame){first, (uint32_t)c->npkts - first};
 }
 
+/*
+ * --stamp (bench/live): an SEI NAL, user data unregistered (payload type 5),
+ * with our UUID and the send time (Unix µs, 16 hex digits: no zero bytes, so
+ * no emulation prevention), sent as a single-NAL packet before each frame
+ * with the frame's timestamp. bench/whep_viewers reads it back.
+ */
+#define SEI_STAMP_LEN (1 + 2 + 16 + 16 + 1)
+static const uint8_t stamp_uuid[16] = {0x43, 0x75, 0x73, 0x74, 0x6f, 0x73, 0x2d, 0x6c,
+                                       0x69, 0x76, 0x65, 0x2d, 0x74, 0x73, 0x2d, 0x31};
+
+static void sei_stamp(uint8_t *out, const uint8_t *frame_hdr, int64_t send_us)
+{
+    memcpy(out, frame_hdr, RTP_HDR); /* the frame's timestamp; seq and SSRC are set later */
+    uint8_t *p = out + RTP_HDR;
+    *p++ = 0x06; /* NAL: SEI */
+    *p++ = 5;    /* user data unregistered */
+    *p++ = 32;   /* its size */
+    memcpy(p, stamp_uuid, 16);
+    p += 16;
+    char hex[17];
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)send_us);
+    memcpy(p, hex, 16);
+    p += 16;
+    *p = 0x80; /* rbsp trailing bits */
+}
+
 static bool is_vcl(uint8_t type)
 {
     return type >= 1 && type <= 5;
@@ -563,7 +589,8 @@ int main(int argc, char **argv)
         {"no-bye", no_argument, NULL, 'b'},          {"port-per-stream", no_argument, NULL, 'p'},
         {"no-rtcp", no_argument, NULL, 'r'},         {"no-gso", no_argument, NULL, 'g'},
         {"transport", required_argument, NULL, 'T'}, {"state", required_argument, NULL, 'S'},
-        {"speed", required_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
+        {"speed", required_argument, NULL, 'V'},     {"stamp", no_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0},
     };
     const char *state_path = NULL;
     int64_t speed = 1; /* --speed: media seconds per wall second */
@@ -572,6 +599,7 @@ int main(int argc, char **argv)
     uint64_t drops[MAX_DROPS];
     int ndrops = 0;
     bool bye = true, port_per_stream = false, rtcp = true, gso = true, rtsp = false;
+    bool stamp = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -596,6 +624,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'b': bye = false; break;
+        case 'm': stamp = true; break;
         case 'p': port_per_stream = true; break;
         case 'r': rtcp = false; break;
         case 'g': gso = false; break;
@@ -613,7 +642,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: recorders --devices FILE --seconds S [--target HOST:PORT] "
                             "[--clip FILE] [--streams N] [--drop K,...] [--no-bye] "
-                            "[--transport srtp|rtsp-tcp] [--state FILE] [--speed N]\n");
+                            "[--transport srtp|rtsp-tcp] [--state FILE] [--speed N] [--stamp]\n");
             return 2;
         }
     }
@@ -781,15 +810,21 @@ int main(int argc, char **argv)
         const tpl_frame *fr = &c.frames[s->frame % c.nframes];
         uint32_t loop = (uint32_t)(s->frame / c.nframes);
         uint32_t ts_loop = loop * (uint32_t)c.nframes * (90000 / FPS);
-        for (uint32_t k = 0; k < fr->count; k++) {
-            const tpl_packet *tp = &c.pkts[fr->first + k];
+        /* --stamp: the frame's first packet is an SEI NAL with its send time. */
+        uint8_t sei[RTP_HDR + SEI_STAMP_LEN];
+        if (stamp)
+            sei_stamp(sei, c.pool + c.pkts[fr->first].off, now_us()); /* (the wall clock, as the viewer's) */
+        for (int k = stamp ? -1 : 0; k < (int)fr->count; k++) {
+            const tpl_packet sei_tp = {0, sizeof(sei), false};
+            const tpl_packet *tp = k < 0 ? &sei_tp : &c.pkts[fr->first + (uint32_t)k];
+            const uint8_t *tpl = k < 0 ? sei : c.pool + tp->off;
             if (rtsp && ilen + 4 + tp->len > sizeof(ibuf)) {
                 if (!rtsp_client_write(&s->rtsp, ibuf, ilen))
                     x.send_errors++;
                 ilen = 0;
             }
             uint8_t *b = rtsp ? ibuf + ilen + 4 : slot(&x);
-            memcpy(b, c.pool + tp->off, tp->len);
+            memcpy(b, tpl, tp->len);
             uint16_t seq = (uint16_t)(s->seq0 + s->sent);
             uint32_t ts =
                 s->ts0 + ts_loop +

@@ -61,6 +61,19 @@ void api_reply_json(request *r, int status, json_t *body)
     json_decref(body);
 }
 
+void api_reply_text(request *r, int status, const char *type, char *text, const char *location)
+{
+    if (!reply_once(r)) {
+        free(text);
+        return;
+    }
+    r->status = status;
+    r->reply = text;
+    r->reply_type = type;
+    free(r->location);
+    r->location = location ? cu_xstrdup(location) : NULL;
+}
+
 void api_reply_error(request *r, int status, const char *code, const char *message,
                      const char *field)
 {
@@ -418,7 +431,19 @@ struct ctl_api {
     bool stopping;
     int exports; /* clips and package downloads streaming now (export.max_concurrent) */
     api_packager *packager;
+    live_service *live;             /* borrowed; NULL: no live view */
+    api_live_auditor *live_auditor; /* the end of live sessions, audited */
 };
+
+live_service *api_live_of(const api_worker *w)
+{
+    return w->api->live;
+}
+
+api_live_auditor *api_live_auditor_of(ctl_api *api)
+{
+    return api->live_auditor;
+}
 
 api_packager *api_packager_of(const api_worker *w)
 {
@@ -460,8 +485,10 @@ void api_request_free(request *r)
     free(r->path);
     free(r->query);
     free(r->authorization);
+    free(r->content_type);
     free(r->body);
     free(r->reply);
+    free(r->location);
     free(r);
 }
 
@@ -481,6 +508,8 @@ static request *request_copy(struct evhttp_request *req)
     r->query = dup_or_null(uri ? evhttp_uri_get_query(uri) : NULL);
     r->authorization =
         dup_or_null(evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"));
+    r->content_type =
+        dup_or_null(evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type"));
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     r->body_len = evbuffer_get_length(in); /* at most evhttp's max body size */
     r->body = cu_xmalloc(r->body_len + 1);
@@ -512,9 +541,21 @@ void api_send_reply(request *r)
         snprintf(v, sizeof(v), "%d", r->retry_after_s);
         evhttp_add_header(h, "Retry-After", v);
     }
+    if (r->location)
+        evhttp_add_header(h, "Location", r->location);
+    if (r->page) {
+        /* A page of the browser's: its own scripts and styles only, never framed. */
+        evhttp_add_header(h, "Content-Security-Policy",
+                          "default-src 'none'; script-src 'self'; style-src 'self'; "
+                          "connect-src 'self'; media-src 'self' blob:; img-src 'self'; "
+                          "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+        evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+        evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+        evhttp_add_header(h, "X-Frame-Options", "DENY");
+    }
     struct evbuffer *out = NULL;
     if (r->reply) {
-        evhttp_add_header(h, "Content-Type", "application/json");
+        evhttp_add_header(h, "Content-Type", r->reply_type ? r->reply_type : "application/json");
         out = evbuffer_new();
         if (out && evbuffer_add_reference(out, r->reply, strlen(r->reply), free_text, NULL) == 0)
             r->reply = NULL; /* the buffer frees it once written */
@@ -724,7 +765,7 @@ static cu_rc io_start(ctl_api *api, cu_err *err)
 }
 
 cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn, keys_ring *keys,
-                    ctl_api **out, cu_err *err)
+                    live_service *live, ctl_api **out, cu_err *err)
 {
     *out = NULL;
     if (!cfg->api_port)
@@ -792,6 +833,10 @@ cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
     rc = api_packager_start(cfg, data_dir, dsn, keys, &a->packager, err);
     if (rc)
         goto fail;
+    a->live = live;
+    rc = api_live_auditor_start(dsn, a->audit, &a->live_auditor, err);
+    if (rc)
+        goto fail;
     if (pthread_create(&a->io_thread, NULL, io_main, a) != 0) {
         rc = cu_err_set(err, CU_ERR_IO, "cannot start the API's I/O thread");
         goto fail;
@@ -836,6 +881,7 @@ void ctl_api_stop(ctl_api *a)
         PQfinish(w->db);
     }
     api_packager_stop(a->packager);
+    api_live_auditor_stop(a->live_auditor);
     free_list(a->queue);
     free_list(a->replies);
     api_reads_free(a->reads);

@@ -13,6 +13,7 @@
  * it — the same answer either way).
  */
 #include "api_internal.h"
+#include "live/live.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,8 @@ static const char *const not_found[] = {
     [OBJ_SESSION] = "no such session",     [OBJ_REQUEST] = "no such permission request",
     [OBJ_GRANT] = "no such grant",         [OBJ_SHARE] = "no such share",
     [OBJ_RECORDING] = "no such recording", [OBJ_ALERT] = "no such alert",
-    [OBJ_PACKAGE] = "no such package",
+    [OBJ_PACKAGE] = "no such package",     [OBJ_LIVE] = "no such live stream",
+    [OBJ_LIVE_SESSION] = "no such live session",
 };
 
 api_verdict api_decide(const caller *who, api_action action, const api_object *o, const char **why)
@@ -42,7 +44,10 @@ api_verdict api_decide(const caller *who, api_action action, const api_object *o
     case ACT_NOTICE_LIST:
     case ACT_RECORDING_LIST:
     case ACT_SHARE_CREATE:
-    case ACT_SHARE_LIST: return API_ALLOW;
+    case ACT_SHARE_LIST:
+    case ACT_PAGE: return API_ALLOW;
+    case ACT_LIVE_WATCH: return o->readable ? API_ALLOW : API_HIDE;
+    case ACT_LIVE_END: return o->exists && o->own ? API_ALLOW : API_HIDE;
     case ACT_SESSION_END: return o->exists && o->own ? API_ALLOW : API_HIDE;
     case ACT_USER_UNLOCK:
     case ACT_USER_DISABLE:
@@ -156,6 +161,23 @@ bool api_object_load(request *r, const caller *who, api_object_kind kind, const 
         sql = "SELECT false, false, false, false, may_read_recording($2, $1::uuid, now()), "
               "may_edit_form($2, $1::uuid)";
         break;
+    case OBJ_LIVE: { /* (as the recording it fills now) */
+        static __thread char rec[37];
+        if (strlen(id) > 64 || !live_recording_of(api_live_of(r->a), id, rec))
+            return true;
+        id = rec;
+        sql = "SELECT false, false, false, false, may_read_recording($2, $1::uuid, now()), "
+              "false";
+        break;
+    }
+    case OBJ_LIVE_SESSION: { /* (the live service knows whose it is) */
+        int64_t user_id;
+        if (live_session_user(api_live_of(r->a), id, &user_id)) {
+            o->exists = true;
+            o->own = user_id == who->user_id;
+        }
+        return true;
+    }
     case OBJ_PACKAGE: /* (as its recording) */
         if (!api_uuid_ok(id))
             return true;

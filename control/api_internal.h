@@ -55,6 +55,7 @@ typedef struct request {
     char *path;          /* NULL when the URI had none */
     char *query;         /* NULL when none */
     char *authorization; /* the header, NULL when absent */
+    char *content_type;  /* the header, NULL when absent */
     char *body;          /* NUL-terminated copy, body_len bytes */
     size_t body_len;
     char source[INET6_ADDRSTRLEN + 1];
@@ -62,6 +63,9 @@ typedef struct request {
     int status;        /* the reply: 0 until a handler sets it */
     int retry_after_s; /* a Retry-After header with the reply when set */
     char *reply;       /* JSON text (malloc) or NULL for an empty body */
+    const char *reply_type; /* the reply's Content-Type when not JSON (static) */
+    char *location;         /* a Location header with the reply (malloc) or NULL */
+    bool page;              /* a page of the browser's: its security headers */
     struct request *next;
 } request;
 
@@ -84,6 +88,10 @@ bool api_stream_write(api_stream *s, const void *data, size_t len);
 /** The end: @p complete, the reply ends normally; else the connection is
  * cut, so that the client sees an incomplete body. @p s is gone after. */
 void api_stream_end(api_stream *s, bool complete);
+
+/** Reply @p status with @p text (taken, malloc) of type @p type (static), and an
+ * optional Location (@p location, copied; NULL: none). */
+void api_reply_text(request *r, int status, const char *type, char *text, const char *location);
 
 /** Free @p r (its evhttp request is evhttp's). */
 void api_request_free(request *r);
@@ -130,6 +138,9 @@ typedef enum {
     ACT_SHARE_APPROVE,        /* admin or the permission group, not its requester */
     ACT_SHARE_REVOKE,         /* its requester or an admin */
     ACT_PACKAGE_READ,         /* may_read_recording() of its recording */
+    ACT_LIVE_WATCH,           /* may_read_recording() of the recording being made */
+    ACT_LIVE_END,             /* their own live session */
+    ACT_PAGE,                 /* anyone: the pages and their assets (no data in them) */
 } api_action;
 
 /* What a route's path parameter names. */
@@ -143,6 +154,8 @@ typedef enum {
     OBJ_RECORDING,
     OBJ_ALERT,
     OBJ_PACKAGE,
+    OBJ_LIVE,         /* a device's live video, by serial: as the recording it fills */
+    OBJ_LIVE_SESSION, /* a WHEP session */
 } api_object_kind;
 
 /* What an object is to the caller, as the database says now (api_object_load). */
@@ -392,6 +405,20 @@ void api_shared_package(request *r, const caller *who, const char *token);
 
 /* api_session.c: accounts and sessions (docs/control.md, "Logins"), handlers. */
 void api_login(request *r, const caller *who, const char *param); /* who: NULL */
+/* api_live.c: live view (docs/live.md) */
+typedef struct api_live_auditor api_live_auditor;
+/** The thread that audits the end of live sessions, with its own connection to @p dsn. */
+CU_WUR cu_rc api_live_auditor_start(const char *dsn, ctl_audit_group *audit,
+                                    api_live_auditor **out, cu_err *err);
+/** Write what is queued, then stop. NULL is a no-op. */
+void api_live_auditor_stop(api_live_auditor *a);
+api_live_auditor *api_live_auditor_of(ctl_api *api);
+struct live_service *api_live_of(const api_worker *w);
+void api_live_whep(request *r, const caller *who, const char *serial);
+void api_live_session_end(request *r, const caller *who, const char *id);
+void api_live_page(request *r, const caller *who, const char *serial);
+void api_live_asset(request *r, const caller *who, const char *name);
+
 void api_whoami(request *r, const caller *who, const char *param);
 void api_logout(request *r, const caller *who, const char *param);
 void api_sessions_list(request *r, const caller *who, const char *param);

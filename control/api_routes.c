@@ -80,6 +80,12 @@ static const api_route routes[] = {
     ANON(GET, "/api/v1/shared/{token}/clip.mp4", ACT_SHARED_LINK, api_shared_clip),
     ANON(POST, "/api/v1/shared/{token}/packages", ACT_SHARED_LINK, api_shared_packages_post),
     ANON(GET, "/api/v1/shared/{token}/package", ACT_SHARED_LINK, api_shared_package),
+    R(POST, "/api/v1/live/{serial}/whep", ACT_LIVE_WATCH, OBJ_LIVE, "live.watch", "live ",
+      api_live_whep),
+    R(DELETE, "/api/v1/live/sessions/{id}", ACT_LIVE_END, OBJ_LIVE_SESSION, "live.end",
+      "live session ", api_live_session_end),
+    ANON(GET, "/live/{serial}", ACT_PAGE, api_live_page),
+    ANON(GET, "/assets/{name}", ACT_PAGE, api_live_asset),
 };
 
 const api_route *api_routes(size_t *n)

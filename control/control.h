@@ -7,6 +7,7 @@
 #ifndef CUSTOS_CONTROL_H
 #define CUSTOS_CONTROL_H
 
+#include "live/live.h"
 #include "storage/store.h"
 
 /* ---------------------------------------------------------------- identity */
@@ -255,7 +256,11 @@ typedef struct ctl_api ctl_api;
 void ctl_api_print_routes(FILE *out);
 
 CU_WUR cu_rc ctl_api_start(const cu_config *cfg, const char *data_dir, const char *dsn,
-                           keys_ring *keys, ctl_api **out, cu_err *err);
+                           keys_ring *keys, live_service *live, ctl_api **out, cu_err *err);
+
+/** The live service's ended hook (live.h) with the API as context: the session's
+ * end is audited (on the API's live auditor thread). Any thread. */
+void ctl_api_live_ended(ctl_api *api, const live_ended *e);
 
 /** Stop serving and free. NULL is a no-op. */
 void ctl_api_stop(ctl_api *a);

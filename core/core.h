@@ -182,6 +182,12 @@ typedef struct {
     int64_t api_workers;                      /* api.workers (0 = one per CPU) */
     int64_t export_max_concurrent;            /* export.max_concurrent */
     int64_t export_package_keep_h;            /* export.package_keep_h */
+    int64_t live_max_viewers;                 /* live.max_viewers */
+    int64_t live_max_viewers_per_stream;      /* live.max_viewers_per_stream */
+    int64_t live_max_viewers_per_user;        /* live.max_viewers_per_user */
+    int64_t live_max_transcodes;              /* live.max_transcodes */
+    int64_t live_viewer_timeout_s;            /* live.viewer_timeout_s */
+    char *live_ice_addresses;                 /* live.ice_addresses ("" = api.bind) */
     int64_t segment_target_ms;                /* segment.target_ms */
     int64_t segment_max_ms;                   /* segment.max_ms */
 } cu_config;

@@ -372,7 +372,8 @@ static bool meta_sdp(const char *meta, size_t meta_len, uint8_t *out, size_t *le
  * recording's payload type, as caps fields for the depayloader. Empty when
  * there are none.
  */
-static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf *out)
+void export_sprop_caps(const char *meta, size_t meta_len, pipe_codec codec, uint8_t pt,
+                       cu_buf *out)
 {
     uint8_t *sdp = cu_xmalloc(SDP_MAX);
     size_t sdp_len = 0;
@@ -380,14 +381,14 @@ static void sprop_caps(const char *meta, size_t meta_len, const plan *pl, cu_buf
         bool video = false;
         const char *l = (const char *)sdp, *se = l + sdp_len;
         char fmtp[32];
-        int fl = snprintf(fmtp, sizeof(fmtp), "a=fmtp:%u ", pl->payload_type);
+        int fl = snprintf(fmtp, sizeof(fmtp), "a=fmtp:%u ", pt);
         while (l < se) {
             const char *e = memchr(l, '\n', (size_t)(se - l));
             size_t ln = e ? (size_t)(e - l) : (size_t)(se - l);
             if (ln >= 2 && l[0] == 'm' && l[1] == '=')
                 video = ln >= 7 && memcmp(l, "m=video", 7) == 0;
             else if (video && ln > (size_t)fl && memcmp(l, fmtp, (size_t)fl) == 0)
-                sprop_fields(l, ln, pl->codec, out);
+                sprop_fields(l, ln, codec, out);
             l += ln + 1;
         }
     }
@@ -711,7 +712,7 @@ cu_rc export_clip(store_reader *rd, const export_clip_opts *o, export_write_fn w
     cu_buf_init(&sprop, 12288);
     size_t meta_len;
     const char *meta = store_reader_meta_file(rd, &meta_len);
-    sprop_caps(meta, meta_len, &pl, &sprop);
+    export_sprop_caps(meta, meta_len, pl.codec, pl.payload_type, &sprop);
     rep->sdp_parameter_sets = sprop.len > 0;
     if (cu_buf_append(&sprop, "", 1) != CU_OK) { /* (NUL) */
         cu_buf_free(&sprop);

@@ -8,6 +8,7 @@
 #define CUSTOS_EXPORT_H
 
 #include "core/core.h"
+#include "pipeline/pipeline.h"
 #include "storage/store.h"
 
 /** GStreamer, once per process; its registry cached under @p cache_dir. */
@@ -43,6 +44,15 @@ typedef struct {
     unsigned audio_skipped;  /* audio tracks given that an MP4 cannot take as they are */
     uint64_t audio_packets;
 } export_clip_report;
+
+/**
+ * Parameter sets that travel only in a recording's SDP (@p meta, its meta
+ * file): the video section's sprop-* for payload type @p pt, appended to
+ * @p out as caps fields (",sprop-parameter-sets=(string)\"...\""); nothing
+ * when there are none. For depayloaders of @p codec (H.264, H.265).
+ */
+void export_sprop_caps(const char *meta, size_t meta_len, pipe_codec codec, uint8_t pt,
+                       cu_buf *out);
 
 #define EXPORT_AUDIO_MAX 4 /* audio tracks a clip carries at most */
 

@@ -72,6 +72,23 @@ static cu_rc daemon_add_signals(ingest_daemon *d, cu_err *err)
     return CU_OK;
 }
 
+/* The live service's hooks (live.h): taps go to the ingest workers, the end
+ * of a session to the API's audit. Viewers exist only once both are up. */
+static void daemon_live_attach(void *ctx, const live_handle *h, pipe_tap *tap, bool attach)
+{
+    ingest_daemon *d = ctx;
+    if (d->ingest)
+        ingest_live_attach(d->ingest, h->worker, h->stream_id, h->epoch, tap, attach);
+    else if (attach)
+        pipe_tap_unref(tap);
+}
+
+static void daemon_live_ended(void *ctx, const live_ended *e)
+{
+    ingest_daemon *d = ctx;
+    ctl_api_live_ended(d->api, e);
+}
+
 cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
 {
     cu_rc rc = CU_OK;
@@ -131,11 +148,17 @@ cu_rc ingest_daemon_run(const cu_config *cfg, cu_err *err)
     rc = store_open(&so, &d.store, err);
     if (rc)
         goto out;
-    rc = ingest_service_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.store,
-                              d.keys, &d.ingest, err);
+    live_hooks hooks = {.attach = daemon_live_attach, .attach_ctx = &d,
+                        .ended = daemon_live_ended, .ended_ctx = &d};
+    rc = live_service_start(cfg, cu_datadir_path(d.datadir), &hooks, &d.live, err);
     if (rc)
         goto out;
-    rc = ctl_api_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.keys, &d.api, err);
+    rc = ingest_service_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.store,
+                              d.keys, d.live, &d.ingest, err);
+    if (rc)
+        goto out;
+    rc = ctl_api_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.keys, d.live,
+                       &d.api, err);
     if (rc)
         goto out;
     rc = ctl_checkpointer_start(cfg, cu_datadir_path(d.datadir), db_service_dsn(d.db), d.keys,
@@ -171,10 +194,13 @@ out:
     cu_metric_set(&ingest_up_metric, 0);
     ingest_ops_http_stop(&d);
     ctl_alerts_stop(d.alerts);
+    /* Live sessions end (audited by the API's auditor) before the API stops. */
+    live_service_stop(d.live);
     ctl_api_stop(d.api);
     /* Receivers first: their last segments reach the store, their
      * recordings are sealed; then every segment settles in the store. */
     ingest_service_stop(d.ingest);
+    live_service_free(d.live);
     /* Every segment handed to the store is settled before the database goes. */
     store_close(d.store, (int)cfg->store_index_wait_s * 1000);
     /* Everything that appends to the audit log has stopped: its last head is signed. */

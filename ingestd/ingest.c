@@ -94,6 +94,10 @@ static _Atomic int64_t drop_last_log_us[DROP_REASONS];
 
 void msg_free(msg *m)
 {
+    if (m->kind == MSG_TAP && m->attach && m->tap) { /* never delivered */
+        pipe_tap_end(m->tap);
+        pipe_tap_unref(m->tap);
+    }
     ctl_device_wipe(&m->device);
     free(m);
 }
@@ -285,7 +289,7 @@ static void device_update(ingest_worker *w, const ctl_device *info)
     dev_floor(d, &info->replay);
     char label[80];
     snprintf(label, sizeof(label), "device %s", info->serial);
-    d->st = ingest_stream_new(w, info->id, label);
+    d->st = ingest_stream_new(w, info->id, info->serial, label);
     d->active = info->active;
     if (d->active && !dev_srtp(d)) {
         CU_LOG(CU_LOG_ERROR, "ingest", "device %s: cannot create its SRTP session", info->serial);
@@ -729,6 +733,8 @@ static void drain_inbox(ingest_worker *w)
             rtsp_pull_device(w, &m->device);
         } else if (m->kind == MSG_REVOKED) {
             rtsp_worker_device_revoked(w, m->device.id, m->device.serial);
+        } else if (m->kind == MSG_TAP) {
+            ingest_stream_tap(w, m);
         } else {
             ingest_stream_opened(w, m);
         }
@@ -1073,8 +1079,28 @@ static cu_rc check_port_free(const ingest_service *s, cu_err *err)
                                 "ingest (ingest.bind, ingest.udp_port)", err);
 }
 
+void ingest_live_attach(ingest_service *s, int worker, uint64_t stream_id, uint64_t epoch,
+                        pipe_tap *tap, bool attach)
+{
+    if (worker < 0 || worker >= s->nworkers) {
+        if (attach) {
+            pipe_tap_end(tap);
+            pipe_tap_unref(tap);
+        }
+        return;
+    }
+    msg *m = cu_xcalloc(1, sizeof(*m));
+    m->kind = MSG_TAP;
+    m->stream_id = stream_id;
+    m->epoch = epoch;
+    m->tap = tap;
+    m->attach = attach;
+    worker_post(&s->workers[worker], m);
+}
+
 cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const char *dsn, store *st,
-                           keys_ring *keys, ingest_service **out, cu_err *err)
+                           keys_ring *keys, live_service *live, ingest_service **out,
+                           cu_err *err)
 {
     cu_rc rc = ingest_srtp_init(err);
     if (rc)
@@ -1084,6 +1110,7 @@ cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const cha
     cu_strlcpy(s->data_dir, data_dir, sizeof(s->data_dir));
     s->dsn = cu_xstrdup(dsn);
     s->store = st;
+    s->live = live;
     s->idle_us = cfg->ingest_idle_timeout_s * 1000000;
     s->pipe_cfg = (pipe_stream_config){.target_us = cfg->segment_target_ms * 1000,
                                        .max_us = cfg->segment_max_ms * 1000,

@@ -12,6 +12,7 @@
 #define CUSTOS_INGEST_INTERNAL_H
 
 #include "control/control.h"
+#include "live/live.h"
 #include "ingestd_internal.h"
 #include "pipeline/pipeline.h"
 
@@ -28,7 +29,7 @@
 /* ------------------------------------------------------------- messages */
 
 /* MSG_REVOKED goes to every worker: a revoked device's RTSP sessions may be on any. */
-typedef enum { MSG_DEVICE, MSG_PULL, MSG_OPENED, MSG_REVOKED } msg_kind;
+typedef enum { MSG_DEVICE, MSG_PULL, MSG_OPENED, MSG_REVOKED, MSG_TAP } msg_kind;
 
 typedef struct msg {
     msg_kind kind;
@@ -38,6 +39,9 @@ typedef struct msg {
     uint64_t generation;  /* ... and which of its recordings */
     store_recording *rec; /* NULL when the open failed */
     store_id rec_id;
+    pipe_tap *tap;       /* MSG_TAP: attach (a reference, taken) or detach this one */
+    bool attach;
+    uint64_t epoch;      /* MSG_TAP: which start of the stream */
 } msg;
 
 void msg_free(msg *m);
@@ -63,6 +67,7 @@ typedef struct ingest_stream {
     struct ingest_worker *w;
     uint64_t id; /* unique in its worker: names it in MSG_OPENED */
     int64_t device_id;
+    char serial[65];
     char label[80]; /* for log lines: "device BWC-1" */
     pipe_stream *pipe;
     uint64_t generation; /* which recording: open results for older ones are stale */
@@ -79,11 +84,19 @@ typedef struct ingest_stream {
     int npending;
     int64_t last_us; /* last packet, for the idle timeout */
     bool gap_next;
+    /* Live view (docs/live.md): the tap while someone watches (one reference),
+     * and which start of the stream its publication names. */
+    pipe_tap *tap;
+    uint64_t live_epoch;
     struct ingest_stream *prev, *next; /* the worker's streams */
 } ingest_stream;
 
-/** A stream for @p device_id on @p w, not yet receiving. */
-ingest_stream *ingest_stream_new(struct ingest_worker *w, int64_t device_id, const char *label);
+/** A stream for device @p device_id (@p serial) on @p w, not yet receiving. */
+ingest_stream *ingest_stream_new(struct ingest_worker *w, int64_t device_id, const char *serial,
+                                 const char *label);
+
+/** A live tap to attach to, or detach from, stream m->stream_id (MSG_TAP). */
+void ingest_stream_tap(struct ingest_worker *w, msg *m);
 
 /**
  * Start a recording: the pipeline with @p pc (its pool is the worker's) for
@@ -228,6 +241,7 @@ struct ingest_service {
     int mark_errors;
     ingest_alert_slot alerts[INGEST_ALERT_SLOTS]; /* under lock */
     struct rtsp_service *rtsp;                    /* RTSP and RTSPS (rtsp_server.c) */
+    live_service *live;                           /* borrowed; NULL: no live view */
 };
 
 #endif /* CUSTOS_INGEST_INTERNAL_H */

@@ -44,9 +44,19 @@ struct keys_ring;
  * with @p keys (both borrowed; they must outlive the service). The process must have called
  * evthread_use_pthreads().
  */
+struct live_service;
+struct pipe_tap;
 CU_WUR cu_rc ingest_service_start(const cu_config *cfg, const char *data_dir, const char *dsn,
-                                  struct store *st, struct keys_ring *keys, ingest_service **out,
-                                  cu_err *err);
+                                  struct store *st, struct keys_ring *keys,
+                                  struct live_service *live, ingest_service **out, cu_err *err);
+
+/**
+ * The live service's attach hook (live.h, live_attach_fn) with @p s as its
+ * context: the tap goes to its stream's worker, which starts (or stops)
+ * copying the stream's packets into it. Any thread.
+ */
+void ingest_live_attach(ingest_service *s, int worker, uint64_t stream_id, uint64_t epoch,
+                        struct pipe_tap *tap, bool attach);
 
 /**
  * Stop receiving, end every stream (its last segment is stored and its

@@ -17,6 +17,7 @@ typedef struct ingest_daemon {
     keys_ring *keys;
     store *store;
     ingest_service *ingest;
+    live_service *live;
     ctl_api *api; /* NULL when api.port is 0 */
     ctl_checkpointer *checkpointer;
     ctl_alerts *alerts; /* NULL without alerts.command */

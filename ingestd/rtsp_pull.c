@@ -597,7 +597,7 @@ static void on_play(rtsp_pull *p)
             continue;
         char label[128];
         snprintf(label, sizeof(label), "pull %s track %d", p->serial, t->index);
-        t->st = ingest_stream_new(p->w, p->device_id, label);
+        t->st = ingest_stream_new(p->w, p->device_id, p->serial, label);
         t->src = (rtsp_meta_source){.source = "rtsp-pull",
                                     .device_id = p->device_id,
                                     .serial = p->serial,

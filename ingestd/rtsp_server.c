@@ -956,7 +956,7 @@ static void do_setup(rtsp_conn *c, request *q)
     }
     char label[128];
     snprintf(label, sizeof(label), "rtsp %s track %d", c->serial, t->index);
-    t->st = ingest_stream_new(c->rw->w, c->device_id, label);
+    t->st = ingest_stream_new(c->rw->w, c->device_id, c->serial, label);
     t->src = (rtsp_meta_source){.source = "rtsp",
                                 .device_id = c->device_id,
                                 .serial = c->serial,

@@ -32,18 +32,55 @@ CU_METRIC_DEFINE(continuations_metric, CU_METRIC_COUNTER, "custos_ingest_continu
 
 #define REOPEN_DELAY_US 1000000 /* after a failed open */
 
-ingest_stream *ingest_stream_new(ingest_worker *w, int64_t device_id, const char *label)
+ingest_stream *ingest_stream_new(ingest_worker *w, int64_t device_id, const char *serial,
+                                 const char *label)
 {
     ingest_stream *st = cu_xcalloc(1, sizeof(*st));
     st->w = w;
     st->id = ++w->next_stream_id;
     st->device_id = device_id;
+    cu_strlcpy(st->serial, serial, sizeof(st->serial));
     cu_strlcpy(st->label, label, sizeof(st->label));
     st->next = w->streams;
     if (w->streams)
         w->streams->prev = st;
     w->streams = st;
     return st;
+}
+
+static live_handle live_handle_of(const ingest_stream *st)
+{
+    return (live_handle){.worker = st->w->index, .stream_id = st->id, .epoch = st->live_epoch};
+}
+
+/* The stream's viewers have nothing more to read from its tap. */
+static void tap_end(ingest_stream *st)
+{
+    if (!st->tap)
+        return;
+    pipe_tap_end(st->tap);
+    pipe_tap_unref(st->tap);
+    st->tap = NULL;
+}
+
+void ingest_stream_tap(ingest_worker *w, msg *m)
+{
+    ingest_stream *st = w->streams;
+    while (st && st->id != m->stream_id)
+        st = st->next;
+    if (!m->attach) {
+        if (st && st->tap == m->tap)
+            tap_end(st);
+        return;
+    }
+    if (st && st->pipe && st->live_epoch == m->epoch) {
+        tap_end(st); /* (a tap of an earlier viewer pipeline, if any) */
+        st->tap = m->tap;
+    } else {
+        pipe_tap_end(m->tap); /* that start of the stream is over */
+        pipe_tap_unref(m->tap);
+    }
+    m->tap = NULL;
 }
 
 static void stream_free(ingest_stream *st)
@@ -182,6 +219,10 @@ bool ingest_stream_begin(ingest_stream *st, const pipe_stream_config *pc, uint32
     pipe_stream_config c = *pc;
     c.pool = w->pool;
     st->pipe = pipe_stream_create(&c, ssrc, on_segment, st);
+    st->live_epoch++;
+    live_handle h = live_handle_of(st);
+    live_publish(w->svc->live, &h, st->device_id, st->serial, c.codec, c.payload_type,
+                 c.clock_rate, meta);
     st->gap_next = false;
     st->has_continues = false;
     st->reopen_at_us = 0;
@@ -207,6 +248,8 @@ pipe_rtp_status ingest_stream_push(ingest_stream *st, const uint8_t *pkt, size_t
                                    int64_t now_us)
 {
     st->last_us = now_us;
+    if (st->tap) /* watched: a copy for the viewers, beside the reorder window */
+        pipe_tap_offer(st->tap, pkt, len, now_us);
     return pipe_stream_push(st->pipe, pkt, len, now_us);
 }
 
@@ -221,6 +264,9 @@ void ingest_stream_end(ingest_stream *st)
     cu_metric_add(&late_metric, (int64_t)ps.late);
     pipe_stream_destroy(st->pipe);
     st->pipe = NULL;
+    tap_end(st);
+    live_handle h = live_handle_of(st);
+    live_unpublish(st->w->svc->live, &h);
     cu_metric_add(&streams_metric, -1);
     if (st->rec) {
         store_recording_close(st->rec);
@@ -291,6 +337,10 @@ void ingest_stream_opened(ingest_worker *w, msg *m)
         if (current && st->pipe) {
             st->rec = m->rec;
             st->rec_id = m->rec_id;
+            char id[37];
+            store_id_format(&m->rec_id, id);
+            live_handle h = live_handle_of(st);
+            live_publish_recording(w->svc->live, &h, id);
         } else {
             store_recording_close(m->rec); /* it ended while being opened */
         }

@@ -183,4 +183,36 @@ CU_WUR bool pipe_payload_open(pipe_payload_reader *r, const uint8_t *data, size_
 /** The next record: 1, 0 at the end, -1 when a record runs past the end. */
 int pipe_payload_next(pipe_payload_reader *r, pipe_record *out);
 
+/* ---------------------------------------------------------- the live tap */
+
+/*
+ * What a watched stream's worker hands its viewers (docs/live.md "The tap"):
+ * a single-producer, single-consumer ring of fixed slots, preallocated,
+ * holding RTP packets as they arrived (after SRTP, beside the reorder
+ * window). The producer (the ingest worker) never waits, allocates, locks
+ * or logs: when the ring is full the packet is dropped for the viewers and
+ * counted. Shared by the two sides with a reference count; the producer
+ * marks it ended when its stream ends.
+ */
+typedef struct pipe_tap pipe_tap;
+
+/** A tap of @p slots packets (a power of two, 16..65536), one reference held. */
+pipe_tap *pipe_tap_create(uint32_t slots);
+void pipe_tap_ref(pipe_tap *t);
+/** Drop a reference; the last frees the tap. */
+void pipe_tap_unref(pipe_tap *t);
+
+/** Producer: offer one packet (at most PIPE_RTP_MAX bytes); false when dropped. */
+bool pipe_tap_offer(pipe_tap *t, const uint8_t *pkt, size_t len, int64_t arrival_us);
+
+/** Consumer: the oldest packet into @p out (PIPE_RTP_MAX bytes); false when empty. */
+bool pipe_tap_take(pipe_tap *t, uint8_t *out, size_t *len, int64_t *arrival_us);
+
+/** Producer: the stream has ended; nothing more comes. */
+void pipe_tap_end(pipe_tap *t);
+bool pipe_tap_ended(const pipe_tap *t);
+
+/** Packets dropped because the consumer was behind (the ring full). */
+uint64_t pipe_tap_dropped(const pipe_tap *t);
+
 #endif /* CUSTOS_PIPELINE_H */
