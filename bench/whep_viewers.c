@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define SAMPLES_MAX 20000
 
@@ -220,12 +221,13 @@ static void on_pad(GstElement *webrtc, GstPad *pad, gpointer data)
     viewer *v = data;
     if (GST_PAD_DIRECTION(pad) != GST_PAD_SRC)
         return;
-    const char *desc =
-        v->decode ? "rtph264depay ! h264parse ! video/x-h264,stream-format=byte-stream,"
-                    "alignment=au ! tee name=t ! queue ! appsink name=au sync=false "
-                    "t. ! queue ! avdec_h264 ! fakesink name=dec sync=false signal-handoffs=true"
-                  : "rtph264depay ! h264parse ! video/x-h264,stream-format=byte-stream,"
-                    "alignment=au ! appsink name=au sync=false";
+    const char *desc = v->decode
+                           ? "rtph264depay ! video/x-h264,stream-format=byte-stream,alignment=au ! "
+                             "tee name=t ! queue ! appsink name=au sync=false "
+                             "t. ! queue ! h264parse ! avdec_h264 ! fakesink name=dec sync=false "
+                             "signal-handoffs=true"
+                           : "rtph264depay ! video/x-h264,stream-format=byte-stream,alignment=au ! "
+                             "appsink name=au sync=false";
     GError *e = NULL;
     GstElement *bin = gst_parse_bin_from_description(desc, TRUE, &e);
     if (!bin) {
@@ -350,8 +352,15 @@ static gboolean start_viewer(gpointer data)
     GstWebRTCICE *ice = NULL;
     g_object_get(v->webrtc, "ice-agent", &ice, NULL);
     gboolean ok = FALSE;
-    if (ice) {
+    if (ice) { /* loopback, UDP, no UPnP discovery (it holds gathering back 200 ms) */
         g_signal_emit_by_name(ice, "add-local-ip-address", "127.0.0.1", &ok);
+        g_object_set(ice, "ice-tcp", FALSE, NULL);
+        GObject *agent = NULL;
+        g_object_get(ice, "agent", &agent, NULL);
+        if (agent) {
+            g_object_set(agent, "upnp", FALSE, NULL);
+            g_object_unref(agent);
+        }
         gst_object_unref(ice);
     }
     GstCaps *caps = gst_caps_from_string(
@@ -399,13 +408,29 @@ static void on_stats(GstPromise *p, gpointer data)
 
 static gboolean on_done(gpointer data)
 {
-    (void)data;
+    /* Offers still being answered are waited for (20 s at most). */
+    static int waits;
+    for (int i = 0; i < opt.viewers && waits < 200; i++)
+        if (opt.v[i].status == -1 || !opt.v[i].pipeline) {
+            waits++;
+            g_timeout_add(100, on_done, data);
+            return G_SOURCE_REMOVE;
+        }
     g_atomic_int_set(&opt.pending_stats, opt.viewers);
     for (int i = 0; i < opt.viewers; i++) {
         GstPromise *p = gst_promise_new_with_change_func(on_stats, &opt.v[i], NULL);
         g_signal_emit_by_name(opt.v[i].webrtc, "get-stats", NULL, p);
     }
     return G_SOURCE_REMOVE;
+}
+
+/* This process's CPU time so far (user and system), in seconds. */
+static double cpu_s(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -524,11 +549,12 @@ int main(int argc, char **argv)
     printf("],\"answered\":%d,\"receiving\":%d,\"first_frame_keyframe\":%d,\"deleted\":%d,"
            "\"frames\":%llu,\"decoded\":%llu,\"join_ms_p50\":%.1f,\"join_ms_p95\":%.1f,"
            "\"latency_samples\":%zu,\"latency_ms_p50\":%.1f,\"latency_ms_p95\":%.1f,"
-           "\"latency_ms_p99\":%.1f,\"packets_received\":%lld,\"packets_lost\":%lld}\n",
+           "\"latency_ms_p99\":%.1f,\"packets_received\":%lld,\"packets_lost\":%lld,"
+           "\"cpu_s\":%.2f}\n",
            answered, ok, first_key, deleted, (unsigned long long)frames,
            (unsigned long long)decoded, pct(joins, njoins, 50), pct(joins, njoins, 95), nlat,
            pct(lat, nlat, 50), pct(lat, nlat, 95), pct(lat, nlat, 99), (long long)received,
-           (long long)lost);
+           (long long)lost, cpu_s());
     return answered == opt.viewers ? 0 : 1;
 usage:
     fprintf(stderr, "usage: whep_viewers --api URL --cacert FILE --token T --serial S[,S...] "

@@ -71,7 +71,8 @@ struct live_viewer_s {
     bool gathered;
     GString *candidates; /* "a=candidate:..." lines gathered */
     /* mu */
-    bool negotiating; /* an API thread is answering its offer: not reaped meanwhile */
+    bool negotiating;  /* an API thread is answering its offer: not reaped meanwhile */
+    bool feed_pending; /* connected: its first frames are due on the live thread */
     bool connected, failed, deleted;
     const char *reason; /* why it ended */
     bool waiting_key;   /* after a drop, or before its first frame: from the next keyframe */
@@ -108,7 +109,11 @@ live_source *live_source_start(live_service *l, live_pub *p, const char **why);
 void live_source_free(live_source *s);
 
 /* whep.c */
+#define GST_USE_UNSTABLE_API
+#include <gst/webrtc/webrtc.h>
 bool live_ice_parse(live_service *l, const char *list);
+/** ICE on @p addresses only (none: every interface), UDP, without UPnP. */
+void live_ice_prepare(GstWebRTCICE *ice, const char (*addresses)[48], int n);
 /** mu held: hand access unit @p b (a keyframe when @p key) to @p v. */
 void live_viewer_send(live_viewer_s *v, GstBuffer *b, bool key);
 /** mu held: why @p v should end now, or NULL. */

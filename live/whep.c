@@ -20,6 +20,7 @@
 #define CONNECT_TIMEOUT_US   10000000             /* offer answered, DTLS not up: reaped */
 #define VIEWER_QUEUE_MAX     15 /* frames waiting for a viewer (0.5 s): more, it skips to a key */
 #define OFFER_MAX            65536
+#define FEED_DELAY_MS        100 /* after our DTLS is up, the viewer's is one flight later */
 
 CU_METRIC_DEFINE(live_viewers_metric, CU_METRIC_GAUGE, "custos_live_viewers", "",
                  "Live viewers (WHEP sessions) now.")
@@ -48,6 +49,26 @@ bool live_ice_parse(live_service *l, const char *list)
     }
     free(copy);
     return ok;
+}
+
+void live_ice_prepare(GstWebRTCICE *ice, const char (*addresses)[48], int n)
+{
+    if (!ice)
+        return;
+    /* UDP host candidates only: no UPnP discovery (it holds gathering back
+     * 200 ms), no ICE-TCP. (A viewer that has gone is found by its RTCP
+     * stopping: live.viewer_timeout_s.) */
+    g_object_set(ice, "ice-tcp", FALSE, NULL);
+    GObject *agent = NULL;
+    g_object_get(ice, "agent", &agent, NULL);
+    if (agent) {
+        g_object_set(agent, "upnp", FALSE, NULL);
+        g_object_unref(agent);
+    }
+    for (int i = 0; i < n; i++) {
+        gboolean added = FALSE;
+        g_signal_emit_by_name(ice, "add-local-ip-address", addresses[i], &added);
+    }
 }
 
 /* Is candidate line @p c ("candidate:F C UDP P ADDR PORT typ ...") on an allowed address? */
@@ -83,27 +104,39 @@ static int offer_h264(const GstSDPMessage *sdp, char profile[16], const char **w
             *why = "the offer's video is not for receiving (sendonly or inactive)";
             return -1;
         }
-        for (guint f = 0; f < gst_sdp_media_formats_len(m); f++) {
-            int pt = atoi(gst_sdp_media_get_format(m, f));
-            if (pt < 96 || pt > 127)
+        /* (from the attributes themselves: GStreamer's caps of a format turn
+         * profile-level-id into a profile name, and the level is lost) */
+        for (guint a = 0; a < gst_sdp_media_attributes_len(m); a++) {
+            const GstSDPAttribute *at = gst_sdp_media_get_attribute(m, a);
+            int pt = -1, used = 0;
+            if (strcmp(at->key, "rtpmap") != 0 || !at->value ||
+                sscanf(at->value, "%d H264/90000%n", &pt, &used) != 1 || used == 0 || pt < 96 ||
+                pt > 127)
                 continue;
-            GstCaps *caps = gst_sdp_media_get_caps_from_media(m, pt);
-            if (!caps)
-                continue;
-            const GstStructure *st = gst_caps_get_structure(caps, 0);
-            const char *enc = gst_structure_get_string(st, "encoding-name");
-            const char *mode = gst_structure_get_string(st, "packetization-mode");
-            const char *plid = gst_structure_get_string(st, "profile-level-id");
-            if (enc && g_ascii_strcasecmp(enc, "H264") == 0 && mode && strcmp(mode, "1") == 0 &&
-                plid && strlen(plid) == 6) {
-                int r = g_ascii_strncasecmp(plid, "42e0", 4) == 0 ? 2 : 1;
-                if (r > rank) {
-                    rank = r;
-                    best = pt;
-                    cu_strlcpy(profile, plid, 16);
+            char plid[16] = "";
+            bool mode1 = false;
+            for (guint b = 0; b < gst_sdp_media_attributes_len(m); b++) {
+                const GstSDPAttribute *f = gst_sdp_media_get_attribute(m, b);
+                int fpt = -1, off = 0;
+                if (strcmp(f->key, "fmtp") != 0 || !f->value ||
+                    sscanf(f->value, "%d %n", &fpt, &off) != 1 || fpt != pt)
+                    continue;
+                const char *pm = strstr(f->value + off, "packetization-mode=1");
+                mode1 = pm && (pm[20] == '\0' || pm[20] == ';' || pm[20] == ' ');
+                const char *pl = strstr(f->value + off, "profile-level-id=");
+                if (pl && strspn(pl + 17, "0123456789abcdefABCDEF") >= 6) {
+                    memcpy(plid, pl + 17, 6);
+                    plid[6] = '\0';
                 }
             }
-            gst_caps_unref(caps);
+            if (!mode1 || !plid[0])
+                continue;
+            int r = g_ascii_strncasecmp(plid, "42e0", 4) == 0 ? 2 : 1;
+            if (r > rank) {
+                rank = r;
+                best = pt;
+                cu_strlcpy(profile, plid, 16);
+            }
         }
         if (best < 0)
             *why = "the offer's video has no H.264 with packetization-mode=1";
@@ -140,6 +173,26 @@ static void on_gathering(GstElement *webrtc, GParamSpec *ps, gpointer data)
     g_mutex_unlock(&v->lock);
 }
 
+/* On the live thread, a moment after DTLS is up (its SRTP keys are set on
+ * the sender just after the state changes): the stream's last GOP at once,
+ * then live. */
+static gboolean start_feeding(gpointer data)
+{
+    live_viewer_s *v = data;
+    live_service *l = v->l;
+    pthread_mutex_lock(&l->mu);
+    v->feed_pending = false;
+    if (!v->deleted && !v->failed && v->src) {
+        v->connected = true;
+        v->waiting_key = true;
+        live_source *s = v->src;
+        for (int i = 0; i < s->ngop; i++)
+            live_viewer_send(v, s->gop[i], i == 0);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return G_SOURCE_REMOVE;
+}
+
 static void on_connection(GstElement *webrtc, GParamSpec *ps, gpointer data)
 {
     (void)ps;
@@ -148,15 +201,14 @@ static void on_connection(GstElement *webrtc, GParamSpec *ps, gpointer data)
     g_object_get(webrtc, "connection-state", &st, NULL);
     live_service *l = v->l;
     pthread_mutex_lock(&l->mu);
-    if (st == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !v->connected) {
-        /* DTLS is up: the stream's last GOP at once, then live. */
-        v->connected = true;
+    if (st == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !v->connected_us) {
         v->connected_us = cu_time_us();
         atomic_store(&v->last_rtcp_us, v->connected_us);
-        v->waiting_key = true;
-        live_source *s = v->src;
-        for (int i = 0; i < s->ngop; i++)
-            live_viewer_send(v, s->gop[i], i == 0);
+        v->feed_pending = true; /* (not reaped before its timer has run) */
+        GSource *t = g_timeout_source_new(FEED_DELAY_MS);
+        g_source_set_callback(t, start_feeding, v, NULL);
+        g_source_attach(t, l->ctx);
+        g_source_unref(t);
     } else if (st == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED ||
                st == GST_WEBRTC_PEER_CONNECTION_STATE_CLOSED) {
         v->failed = true;
@@ -241,7 +293,7 @@ void live_viewer_send(live_viewer_s *v, GstBuffer *b, bool key)
 
 const char *live_viewer_reap_reason(const live_viewer_s *v, int64_t now_us)
 {
-    if (v->negotiating)
+    if (v->negotiating || v->feed_pending)
         return NULL;
     if (v->deleted)
         return "deleted";
@@ -372,10 +424,7 @@ static bool viewer_bin(live_viewer_s *v, int pt, const char *profile)
         return false;
     GstWebRTCICE *ice = NULL;
     g_object_get(v->webrtc, "ice-agent", &ice, NULL);
-    for (int i = 0; ice && i < v->l->nice; i++) {
-        gboolean added = FALSE;
-        g_signal_emit_by_name(ice, "add-local-ip-address", v->l->ice[i], &added);
-    }
+    live_ice_prepare(ice, v->l->ice, v->l->nice);
     if (ice)
         gst_object_unref(ice);
     g_signal_connect(v->webrtc, "on-ice-candidate", G_CALLBACK(on_candidate), v);

@@ -11,9 +11,9 @@ let pc = null;
 let retryTimer = null;
 
 // Frames decoded, for people (the info line) and for tests.
-window.custosLive = { frames: 0, state: 'starting', error: '' };
+window.custosLive = { frames: 0, state: 'starting', error: '', offerAt: 0, firstFrameAt: 0 };
 function countFrames() {
-  window.custosLive.frames++;
+  if (!window.custosLive.frames++) window.custosLive.firstFrameAt = performance.now();
   video.requestVideoFrameCallback(countFrames);
 }
 video.requestVideoFrameCallback(countFrames);
@@ -106,6 +106,7 @@ async function start() {
   };
   await peer.setLocalDescription(await peer.createOffer());
   await gathered(peer);
+  window.custosLive.offerAt = performance.now();
   const res = await fetch('/api/v1/live/' + encodeURIComponent(serial) + '/whep', {
     method: 'POST',
     headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer ' + token() },
