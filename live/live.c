@@ -21,11 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DRAIN_MS     2          /* the live thread empties the taps this often */
-#define REAP_MS      500        /* and looks for sessions to end this often */
-#define TAP_SLOTS    2048       /* packets a tap holds (3 MB): ~1 s of a 20 Mbit/s stream */
-#define GOP_MAX      600        /* frames kept from the last keyframe (20 s at 30 fps) */
-#define IN_QUEUE_MAX (4u << 20) /* bytes of RTP waiting in a source's appsrc */
+#define DRAIN_MS  2    /* the live thread empties the taps this often */
+#define REAP_MS   500  /* and looks for sessions to end this often */
+#define TAP_SLOTS 2048 /* packets a tap holds (3 MB): ~1 s of a 20 Mbit/s stream */
+#define GOP_MAX   600  /* frames kept from the last keyframe (20 s at 30 fps) */
+#define IN_QUEUE_MAX                                                                               \
+    (512u << 10) /* RTP waiting in a source's appsrc (1 s at 4 Mbit/s): older goes, live skips,    \
+                    never lags */
 
 CU_METRIC_DEFINE(live_sources_metric, CU_METRIC_GAUGE, "custos_live_streams", "",
                  "Streams someone watches live now (each has one pipeline).")
@@ -353,7 +355,7 @@ static gboolean on_reap(gpointer data)
         for (live_viewer_s **link = &s->viewers; *link;) {
             live_viewer_s *v = *link;
             const char *why = live_viewer_reap_reason(v, now);
-            if (!why && !v->negotiating && (s->ended || s->failed))
+            if (!why && !v->negotiating && !v->feed_pending && (s->ended || s->failed))
                 why = s->failed ? "failed" : "stream ended";
             if (!why) {
                 link = &v->next;
@@ -415,22 +417,50 @@ cu_rc live_service_start(const cu_config *cfg, const char *data_dir, const live_
                           "live.ice_addresses: \"%s\" is not a list of IP addresses",
                           cfg->live_ice_addresses);
     }
-    l->ctx = g_main_context_new();
-    l->loop = g_main_loop_new(l->ctx, FALSE);
-    add_timer(l, DRAIN_MS, on_drain);
-    add_timer(l, REAP_MS, on_reap);
-    l->thread = g_thread_new("live", live_thread, l);
     *out = l;
     return CU_OK;
 }
 
+/* (GLib and GStreamer only from the first viewer on: a server nobody watches
+ * runs none of it.) */
+bool live_ensure_started(live_service *l, const char **why)
+{
+    pthread_mutex_lock(&l->mu);
+    bool ready = l->loop != NULL;
+    pthread_mutex_unlock(&l->mu);
+    if (ready)
+        return true;
+    cu_err err;
+    if (export_init(l->data_dir, &err) != CU_OK) {
+        CU_LOG(CU_LOG_ERROR, "live", "GStreamer: %s", err.msg);
+        *why = "live view is not available (GStreamer)";
+        return false;
+    }
+    pthread_mutex_lock(&l->mu);
+    if (!l->loop && !l->stopping) {
+        l->ctx = g_main_context_new();
+        l->loop = g_main_loop_new(l->ctx, FALSE);
+        add_timer(l, DRAIN_MS, on_drain);
+        add_timer(l, REAP_MS, on_reap);
+        l->thread = g_thread_new("live", live_thread, l);
+    }
+    ready = l->loop != NULL;
+    pthread_mutex_unlock(&l->mu);
+    if (!ready)
+        *why = "the server is stopping";
+    return ready;
+}
+
 void live_service_stop(live_service *l)
 {
-    if (!l || !l->loop)
+    if (!l)
         return;
     pthread_mutex_lock(&l->mu);
     l->stopping = true;
+    bool started = l->loop != NULL;
     pthread_mutex_unlock(&l->mu);
+    if (!started)
+        return;
     g_main_loop_quit(l->loop);
     g_thread_join(l->thread);
     /* The live thread has stopped: one last reap, here, ends every session. */

@@ -89,8 +89,7 @@ struct live_service {
     const cu_config *cfg;
     char data_dir[4096];
     live_hooks hooks;
-    bool gst_ready; /* mu: GStreamer initialised */
-    bool stopping;  /* mu: no new sessions */
+    bool stopping; /* mu: no new sessions */
     GMainContext *ctx;
     GMainLoop *loop;
     GThread *thread;
@@ -106,6 +105,8 @@ struct live_service {
 /* live.c */
 live_pub *live_pub_video(live_service *l, const char *serial); /* mu */
 live_source *live_source_start(live_service *l, live_pub *p, const char **why);
+/** GStreamer and the live thread, started by the first viewer; false (*@p why) if not. */
+bool live_ensure_started(live_service *l, const char **why);
 void live_source_free(live_source *s);
 
 /* whep.c */

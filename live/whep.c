@@ -18,7 +18,7 @@
 
 #define NEGOTIATE_TIMEOUT_US (5 * G_USEC_PER_SEC) /* for ICE gathering */
 #define CONNECT_TIMEOUT_US   10000000             /* offer answered, DTLS not up: reaped */
-#define VIEWER_QUEUE_MAX     15 /* frames waiting for a viewer (0.5 s): more, it skips to a key */
+#define VIEWER_QUEUE_MAX     8 /* frames waiting for a viewer (0.27 s): more, it skips to a key */
 #define OFFER_MAX            65536
 #define FEED_DELAY_MS        100 /* after our DTLS is up, the viewer's is one flight later */
 
@@ -523,23 +523,14 @@ live_status live_whep_start(live_service *l, const char *serial, const live_view
         return LIVE_NOT_LIVE;
     }
     pthread_mutex_lock(&l->mu);
-    bool stopping = l->stopping, ready = l->gst_ready;
+    bool stopping = l->stopping;
     pthread_mutex_unlock(&l->mu);
     if (stopping) {
         *why = "the server is stopping";
         return LIVE_LIMIT_TOTAL;
     }
-    if (!ready) {
-        cu_err err;
-        if (export_init(l->data_dir, &err) != CU_OK) {
-            CU_LOG(CU_LOG_ERROR, "live", "GStreamer: %s", err.msg);
-            *why = "live view is not available (GStreamer)";
-            return LIVE_FAILED;
-        }
-        pthread_mutex_lock(&l->mu);
-        l->gst_ready = true;
-        pthread_mutex_unlock(&l->mu);
-    }
+    if (!live_ensure_started(l, why))
+        return LIVE_FAILED;
     if (offer_len == 0 || offer_len > OFFER_MAX || strlen(offer) != offer_len) {
         *why = "the body must be an SDP offer (application/sdp, at most 64 KiB)";
         return LIVE_BAD_OFFER;
