@@ -265,6 +265,8 @@ live_source *live_source_start(live_service *l, live_pub *p, const char **why)
         CU_LOG(CU_LOG_ERROR, "live", "%s: the pipeline does not start", p->serial);
         goto fail;
     }
+    s->clock = gst_pipeline_get_clock(GST_PIPELINE(s->pipeline));
+    s->base_time = gst_element_get_base_time(s->pipeline);
     s->tap = pipe_tap_create(TAP_SLOTS);
     if (!s->tap)
         goto fail;
@@ -286,6 +288,8 @@ void live_source_free(live_source *s)
     }
     if (s->in)
         gst_object_unref(s->in);
+    if (s->clock)
+        gst_object_unref(s->clock);
     for (int i = 0; i < s->ngop; i++)
         gst_buffer_unref(s->gop[i]);
     free(s->gop);

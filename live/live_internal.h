@@ -46,6 +46,8 @@ struct live_source {
     pipe_tap *tap;  /* one reference; the worker holds another while attached */
     GstElement *pipeline;
     GstElement *in;  /* appsrc of RTP */
+    GstClock *clock; /* the pipeline's, and its base time, from its start */
+    GstClockTime base_time;
     GstBuffer **gop; /* mu: the access units since the last keyframe */
     int ngop;
     bool have_key;
@@ -65,6 +67,7 @@ struct live_viewer_s {
     GstElement *bin; /* appsrc → rtph264pay → webrtcbin, in src->pipeline */
     GstElement *appsrc;
     GstElement *webrtc;
+    GstElement *rtpbin; /* webrtcbin's own (its RTCP tells the viewer is there) */
     /* negotiation (its own lock: webrtcbin's threads signal it) */
     GMutex lock;
     GCond cond;

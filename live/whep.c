@@ -234,8 +234,10 @@ static void watch_rtcp(live_viewer_s *v)
     while (gst_iterator_next(it, &item) == GST_ITERATOR_OK) {
         GstElement *e = g_value_get_object(&item);
         GstElementFactory *f = gst_element_get_factory(e);
-        if (f && strcmp(GST_OBJECT_NAME(f), "rtpbin") == 0)
+        if (f && strcmp(GST_OBJECT_NAME(f), "rtpbin") == 0 && !v->rtpbin) {
+            v->rtpbin = e; /* (webrtcbin's: lives as long as it) */
             g_signal_connect(e, "on-ssrc-active", G_CALLBACK(on_ssrc_active), v);
+        }
         g_value_reset(&item);
     }
     g_value_unset(&item);
@@ -268,12 +270,11 @@ void live_viewer_send(live_viewer_s *v, GstBuffer *b, bool key)
         return;
     }
     v->waiting_key = false;
-    GstClock *clock = gst_element_get_clock(v->src->pipeline);
-    GstClockTime now = 0;
-    if (clock) {
-        now = gst_clock_get_time(clock) - gst_element_get_base_time(v->src->pipeline);
-        gst_object_unref(clock);
-    }
+    /* (the source's clock and base time, kept at its start: asking the
+     * pipeline would take its lock under l->mu, the reverse of a bin
+     * removal's order) */
+    live_source *src = v->src;
+    GstClockTime now = src->clock ? gst_clock_get_time(src->clock) - src->base_time : 0;
     /* Its own time line: now, but always after its last frame (a burst of the
      * kept GOP goes out a millisecond apart and is shown at once). */
     GstClockTime pts =
@@ -317,6 +318,11 @@ void live_viewer_unlink(live_service *l, live_viewer_s *v, const char *why)
 void live_viewer_finish(live_service *l, live_viewer_s *v)
 {
     live_source *s = v->src;
+    /* Nothing of webrtcbin's calls back into v while it is taken down. */
+    if (v->webrtc)
+        g_signal_handlers_disconnect_by_data(v->webrtc, v);
+    if (v->rtpbin)
+        g_signal_handlers_disconnect_by_data(v->rtpbin, v);
     if (v->bin && v->added) {
         gst_element_set_state(v->bin, GST_STATE_NULL);
         gst_bin_remove(GST_BIN(s->pipeline), v->bin); /* (the pipeline's reference) */

@@ -214,3 +214,22 @@ $out"
     *) fail "expected '$expected' from: $*; got: $out" ;;
     esac
 }
+
+# it_hevc_sender DEVICE_JSON FRAMES LOG: an H.265 recorder sending FRAMES frames
+# (640x360, 30 fps) over SRTP to ingest (INGEST_PORT), its parameter sets repeated
+# before every keyframe (x265 repeat-headers), as a recorder one can join
+# mid-stream does. DEVICE_JSON is what `ingestctl device add --json` printed.
+it_hevc_sender() {
+    local ssrc key
+    ssrc=$(sed -n 's/.*"ssrc":"\{0,1\}\([0-9]*\).*/\1/p' <<<"$1")
+    key=$(sed -n 's/.*"key_b64":"\([^"]*\)".*/\1/p' <<<"$1" | base64 -d | od -An -tx1 | tr -d ' \n')
+    timeout $(($2 / 30 + 20)) gst-launch-1.0 -q videotestsrc num-buffers="$2" is-live=true \
+        ! video/x-raw,width=640,height=360,framerate=30/1 \
+        ! x265enc tune=zerolatency key-int-max=30 speed-preset=ultrafast bitrate=800 \
+          option-string=repeat-headers=1 \
+        ! rtph265pay pt=96 ssrc="$ssrc" config-interval=-1 mtu=1200 \
+        ! "application/x-rtp,payload=96,ssrc=(uint)$ssrc" \
+        ! srtpenc key="$key" rtp-cipher=aes-128-icm rtp-auth=hmac-sha1-80 \
+          rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 \
+        ! udpsink host=127.0.0.1 port="$INGEST_PORT" >"$3" 2>&1
+}

@@ -38,6 +38,17 @@ wait_metric() { # NAME VALUE SECONDS
     fail "$1 is $(metric "$1"), not $2, after $3 s"
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
+listed() { # SERIAL...: wait until alice's recordings list shows each (10 s)
+    local i s missing
+    for i in $(seq 1 100); do
+        api GET /api/v1/recordings "$tok_alice"
+        missing=""
+        for s in "$@"; do grep -q "\"$s\"" "$base/body" || missing="$missing $s"; done
+        [ -z "$missing" ] && return 0
+        sleep 0.1
+    done
+    fail "not recording:$missing"
+}
 
 clip=$(bash "$(dirname "$0")/../../bench/make-clip" "$base/clip.h264") || fail "cannot make the clip"
 user alice officer
@@ -64,11 +75,7 @@ note "an SRTP recorder (CAM-A, stamped frames) streams for the whole test"
     --clip "$clip" --stamp >"$base/sent-a.json" &
 rec=$!
 IT_PIDS+=("$rec")
-for _ in $(seq 1 50); do
-    api GET /api/v1/recordings "$tok_alice"
-    grep -q CAM-A "$base/body" && break
-    sleep 0.1
-done
+listed CAM-A
 
 note "not live: 404; no token: 401; not SDP: 415; not an offer: 400"
 viewers "$tok_alice" CAM-NONE --seconds 1
@@ -156,41 +163,19 @@ timeout 25 gst-launch-1.0 -e videotestsrc is-live=true num-buffers=450 \
     user-pw="$pub_pw" protocols=tcp >"$base/gst-pub.log" 2>&1 &
 pub=$!
 IT_PIDS+=("$pub")
-for _ in $(seq 1 100); do
-    api GET /api/v1/recordings "$tok_alice"
-    grep -q CAM-PUB "$base/body" && break
-    sleep 0.1
-done
+listed CAM-PUB
 viewers "$tok_alice" CAM-PUB --seconds 4 --decode 1
 note "CAM-PUB: $(summary "$REPORT" frames) frames, $(summary "$REPORT" decoded) decoded"
 [ "$(summary "$REPORT" first_frame_keyframe)" = 1 ] || fail "RTSP: $REPORT"
 [ "$(summary "$REPORT" decoded)" -ge 60 ] || fail "RTSP: too few frames decoded: $REPORT"
 
 note "H.265 recorders: transcoded once while watched; a second one is over live.max_transcodes (503)"
-hevc() { # DEVICE-JSON LOG: an H.265 sender for 20 s
-    local ssrc key
-    ssrc=$(json_field "$1" ssrc)
-    key=$(json_field "$1" key_b64 | base64 -d | od -An -tx1 | tr -d ' \n')
-    timeout 40 gst-launch-1.0 -q videotestsrc num-buffers=600 is-live=true \
-        ! video/x-raw,width=640,height=360,framerate=30/1 \
-        ! x265enc tune=zerolatency key-int-max=30 speed-preset=ultrafast bitrate=800 \
-          option-string=repeat-headers=1 \
-        ! rtph265pay pt=96 ssrc="$ssrc" config-interval=-1 mtu=1200 \
-        ! "application/x-rtp,payload=96,ssrc=(uint)$ssrc" \
-        ! srtpenc key="$key" rtp-cipher=aes-128-icm rtp-auth=hmac-sha1-80 \
-          rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 \
-        ! udpsink host=127.0.0.1 port="$INGEST_PORT" >"$2" 2>&1
-}
-hevc "$hevc_dev" "$base/gst-hevc.log" &
+it_hevc_sender "$hevc_dev" 600 "$base/gst-hevc.log" &
 h1=$!
-hevc "$hevc2_dev" "$base/gst-hevc2.log" &
+it_hevc_sender "$hevc2_dev" 600 "$base/gst-hevc2.log" &
 h2=$!
 IT_PIDS+=("$h1" "$h2")
-for _ in $(seq 1 100); do
-    api GET /api/v1/recordings "$tok_alice"
-    grep -q CAM-HEVC2 "$base/body" && grep -q '"CAM-HEVC"' "$base/body" && break
-    sleep 0.1
-done
+listed CAM-HEVC CAM-HEVC2
 "$WHEP" --api "https://127.0.0.1:$API_PORT" --cacert "$data/tls/api-cert.pem" --token "$tok_alice" \
     --serial CAM-HEVC --seconds 5 --decode 1 >"$base/hevc.json" 2>>"$base/whep.log" &
 hv=$!

@@ -14,7 +14,6 @@ data="$base/var"
 ctl() { "$INGESTCTL" --data-dir "$data" "$@"; }
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp"
-json_field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$1"; }
 out="$PWD/live_browser"
 rm -rf "$out" && mkdir -p "$out"
 [ -d "$root/tests/browser/node_modules/playwright-core" ] || fail "playwright-core is not installed (scripts/deps)"
@@ -43,17 +42,7 @@ api_wait_cert
 "$RECORDERS" --devices "$base/dev-a" --seconds 60 --target "127.0.0.1:$INGEST_PORT" \
     --clip "$clip" >"$base/sent-a.json" &
 rec=$!
-ssrc=$(json_field "$hevc_dev" ssrc)
-key=$(json_field "$hevc_dev" key_b64 | base64 -d | od -An -tx1 | tr -d ' \n')
-timeout 70 gst-launch-1.0 -q videotestsrc num-buffers=1800 is-live=true \
-    ! video/x-raw,width=640,height=360,framerate=30/1 \
-    ! x265enc tune=zerolatency key-int-max=30 speed-preset=ultrafast bitrate=800 \
-      option-string=repeat-headers=1 \
-    ! rtph265pay pt=96 ssrc="$ssrc" config-interval=-1 mtu=1200 \
-    ! "application/x-rtp,payload=96,ssrc=(uint)$ssrc" \
-    ! srtpenc key="$key" rtp-cipher=aes-128-icm rtp-auth=hmac-sha1-80 \
-      rtcp-cipher=aes-128-icm rtcp-auth=hmac-sha1-80 \
-    ! udpsink host=127.0.0.1 port="$INGEST_PORT" >"$base/gst-hevc.log" 2>&1 &
+it_hevc_sender "$hevc_dev" 1800 "$base/gst-hevc.log" &
 hevc=$!
 IT_PIDS+=("$rec" "$hevc")
 login alice "passphrase of alice ok"
