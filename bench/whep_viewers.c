@@ -77,6 +77,7 @@ static struct {
 typedef struct {
     GString *body;
     char location[512];
+    char error[CURL_ERROR_SIZE];
 } http_reply;
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -129,8 +130,11 @@ static long http(const char *method, const char *url, const char *type, const ch
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
     long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else
+        snprintf(out->error, sizeof(out->error), "%s", curl_easy_strerror(rc));
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     return status;
@@ -292,31 +296,36 @@ static gpointer post_offer(gpointer data)
         v->location = g_strdup_printf("%s%s", opt.api, r.location);
         j->answer = g_strdup(r.body->str);
     } else {
-        snprintf(v->error, sizeof(v->error), "%.255s", r.body->str);
+        snprintf(v->error, sizeof(v->error), "%.200s%.55s", r.body->str, r.error);
     }
     g_string_free(r.body, TRUE);
     g_main_context_invoke(NULL, apply_answer, j);
     return NULL;
 }
 
-static void on_gathering(GstElement *webrtc, GParamSpec *ps, gpointer data)
+/* Every 10 ms after the offer is set (a notification may be missed): once
+ * ICE gathering is complete, the offer is POSTed. */
+static gboolean poll_gathering(gpointer data)
 {
-    (void)ps;
     viewer *v = data;
     GstWebRTCICEGatheringState st;
-    g_object_get(webrtc, "ice-gathering-state", &st, NULL);
-    if (st != GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE || v->location || v->status)
-        return;
+    g_object_get(v->webrtc, "ice-gathering-state", &st, NULL);
+    if (st != GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+        return G_SOURCE_CONTINUE;
+    if (v->location || v->status)
+        return G_SOURCE_REMOVE;
+    GstElement *webrtc = v->webrtc;
     GstWebRTCSessionDescription *local = NULL;
     g_object_get(webrtc, "local-description", &local, NULL);
     if (!local)
-        return;
+        return G_SOURCE_CONTINUE;
     post_job *j = g_new0(post_job, 1);
     j->v = v;
     j->offer = gst_sdp_message_as_text(local->sdp);
     gst_webrtc_session_description_free(local);
     v->status = -1; /* (posting) */
     g_thread_unref(g_thread_new("whep-post", post_offer, j));
+    return G_SOURCE_REMOVE;
 }
 
 static void on_offer(GstPromise *p, gpointer data)
@@ -333,12 +342,7 @@ static void on_offer(GstPromise *p, gpointer data)
     }
     g_signal_emit_by_name(v->webrtc, "set-local-description", offer, NULL);
     gst_webrtc_session_description_free(offer);
-}
-
-static void on_negotiation_needed(GstElement *webrtc, gpointer data)
-{
-    GstPromise *p = gst_promise_new_with_change_func(on_offer, data, NULL);
-    g_signal_emit_by_name(webrtc, "create-offer", NULL, p);
+    g_timeout_add(10, poll_gathering, v);
 }
 
 static gboolean start_viewer(gpointer data)
@@ -363,6 +367,7 @@ static gboolean start_viewer(gpointer data)
         }
         gst_object_unref(ice);
     }
+    g_signal_connect(v->webrtc, "pad-added", G_CALLBACK(on_pad), v);
     GstCaps *caps = gst_caps_from_string(
         "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,"
         "packetization-mode=(string)1,profile-level-id=(string)42e01f");
@@ -372,10 +377,11 @@ static gboolean start_viewer(gpointer data)
     gst_caps_unref(caps);
     if (t)
         gst_object_unref(t);
-    g_signal_connect(v->webrtc, "on-negotiation-needed", G_CALLBACK(on_negotiation_needed), v);
-    g_signal_connect(v->webrtc, "notify::ice-gathering-state", G_CALLBACK(on_gathering), v);
-    g_signal_connect(v->webrtc, "pad-added", G_CALLBACK(on_pad), v);
     gst_element_set_state(v->pipeline, GST_STATE_PLAYING);
+    /* The offer at once (not on negotiation-needed, which may come before
+     * anyone listens). */
+    GstPromise *p = gst_promise_new_with_change_func(on_offer, v, NULL);
+    g_signal_emit_by_name(v->webrtc, "create-offer", NULL, p);
     return G_SOURCE_REMOVE;
 }
 

@@ -20,7 +20,8 @@
 #define CONNECT_TIMEOUT_US   10000000             /* offer answered, DTLS not up: reaped */
 #define VIEWER_QUEUE_MAX     8 /* frames waiting for a viewer (0.27 s): more, it skips to a key */
 #define OFFER_MAX            65536
-#define FEED_DELAY_MS        100 /* after our DTLS is up, the viewer's is one flight later */
+#define FEED_DELAY_MS                                                                              \
+    250 /* after our DTLS is up: the SRTP keys of both ends are set a little after */
 
 CU_METRIC_DEFINE(live_viewers_metric, CU_METRIC_GAUGE, "custos_live_viewers", "",
                  "Live viewers (WHEP sessions) now.")
