@@ -193,7 +193,9 @@ wait "$hv" || true
 REPORT=$(cat "$base/hevc.json")
 note "CAM-HEVC: $(summary "$REPORT" frames) frames, $(summary "$REPORT" decoded) decoded as H.264"
 [ "$(summary "$REPORT" first_frame_keyframe)" = 1 ] || fail "H.265: $REPORT"
-[ "$(summary "$REPORT" decoded)" -ge 60 ] || fail "H.265: too few frames decoded: $REPORT"
+# (a loaded 2-core machine encodes two H.265 senders and transcodes one: the
+# transcode is shown working, not its rate)
+[ "$(summary "$REPORT" decoded)" -ge 15 ] || fail "H.265: too few frames decoded: $REPORT"
 
 note "ingest lost nothing while watched, and the store verifies"
 kill -TERM "$rec" "$pub" "$h1" "$h2" 2>/dev/null
