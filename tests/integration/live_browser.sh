@@ -61,6 +61,11 @@ grep -qi "^content-security-policy: default-src 'none'; script-src 'self'" "$bas
 grep -qi "frame-ancestors 'none'" "$base/headers" || fail "the page may be framed"
 ! grep -Eq '(src|href)="(https?:)?//' "$base/page.html" || fail "the page loads from elsewhere"
 
+note "a first viewer starts the server's GStreamer (once in its life; slow under ASan)"
+timeout 60 "$WHEP" --api "https://127.0.0.1:$API_PORT" --cacert "$data/tls/api-cert.pem" \
+    --token "$TOKEN" --serial CAM-A --seconds 1 >"$base/warm.json" 2>"$base/warm.err" ||
+    grep -q '"status":201' "$base/warm.json" || fail "the first viewer: $(cat "$base/warm.json" "$base/warm.err")"
+
 note "Chromium: alice plays CAM-A and CAM-HEVC (transcoded); bob gets 404 for CAM-A"
 mkdir -p "$base/chromium-profile"
 API_PORT=$API_PORT OUT="$out" USER_DATA="$base/chromium-profile" \
