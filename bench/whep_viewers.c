@@ -454,6 +454,14 @@ static double pct(double *s, size_t n, double p)
     return s[i < n ? i : n - 1];
 }
 
+/* A decimal option in [min, max], or -1 (then the usage is printed). */
+static int int_arg(const char *s, int min, int max)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    return end != s && *end == '\0' && v >= min && v <= max ? (int)v : -1;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longs[] = {{"api", 1, 0, 'a'},
@@ -475,16 +483,17 @@ int main(int argc, char **argv)
         case 'c': opt.cacert = optarg; break;
         case 't': opt.token = optarg; break;
         case 's': serials = optarg; break;
-        case 'v': opt.viewers = atoi(optarg); break;
-        case 'S': opt.seconds = atoi(optarg); break;
-        case 'd': opt.decode = atoi(optarg); break;
-        case 'g': opt.stagger_ms = atoi(optarg); break;
-        case 'j': opt.jitter_ms = atoi(optarg); break;
+        case 'v': opt.viewers = int_arg(optarg, 1, 10000); break;
+        case 'S': opt.seconds = int_arg(optarg, 1, 86400); break;
+        case 'd': opt.decode = int_arg(optarg, 0, 10000); break;
+        case 'g': opt.stagger_ms = int_arg(optarg, 0, 60000); break;
+        case 'j': opt.jitter_ms = int_arg(optarg, 0, 10000); break;
         case 'n': opt.no_delete = true; break;
         default: goto usage;
         }
     }
-    if (!opt.api || !opt.cacert || !opt.token || !serials || opt.viewers < 1 || opt.seconds < 1)
+    if (!opt.api || !opt.cacert || !opt.token || !serials || opt.viewers < 1 || opt.seconds < 1 ||
+        opt.decode < 0 || opt.stagger_ms < 0 || opt.jitter_ms < 0)
         goto usage;
     gst_init(NULL, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);

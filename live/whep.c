@@ -316,6 +316,16 @@ void live_viewer_unlink(live_service *l, live_viewer_s *v, const char *why)
         v->reason = why;
 }
 
+/* What a viewer owns besides its pipeline elements. */
+static void viewer_free(live_viewer_s *v)
+{
+    if (v->candidates)
+        g_string_free(v->candidates, TRUE);
+    g_mutex_clear(&v->lock);
+    g_cond_clear(&v->cond);
+    free(v);
+}
+
 void live_viewer_finish(live_service *l, live_viewer_s *v)
 {
     live_source *s = v->src;
@@ -346,11 +356,7 @@ void live_viewer_finish(live_service *l, live_viewer_s *v)
         cu_strlcpy(e.serial, s->serial, sizeof(e.serial));
         l->hooks.ended(l->hooks.ended_ctx, &e);
     }
-    if (v->candidates)
-        g_string_free(v->candidates, TRUE);
-    g_mutex_clear(&v->lock);
-    g_cond_clear(&v->cond);
-    free(v);
+    viewer_free(v);
 }
 
 /* Count what @p serial's stream and @p user_id watch now, and everything (mu). */
@@ -614,12 +620,7 @@ live_status live_whep_start(live_service *l, const char *serial, const live_view
         l->hooks.attach(l->hooks.attach_ctx, &h, attach, true);
     if (st != LIVE_OK) {
         gst_sdp_message_free(sdp);
-        v->src = NULL;
-        if (v->candidates)
-            g_string_free(v->candidates, TRUE);
-        g_mutex_clear(&v->lock);
-        g_cond_clear(&v->cond);
-        free(v);
+        viewer_free(v);
         return st;
     }
 
@@ -652,34 +653,37 @@ live_status live_whep_start(live_service *l, const char *serial, const live_view
     return LIVE_OK;
 }
 
+/* mu held: session @p id, NULL when there is none (or it is being ended). */
+static live_viewer_s *viewer_find(live_service *l, const char *id)
+{
+    for (live_source *s = l->sources; s; s = s->next)
+        for (live_viewer_s *v = s->viewers; v; v = v->next)
+            if (!v->deleted && strcmp(v->id, id) == 0)
+                return v;
+    return NULL;
+}
+
 bool live_whep_stop(live_service *l, const char *id, int64_t user_id)
 {
-    bool found = false;
     if (!l)
         return false;
     pthread_mutex_lock(&l->mu);
-    for (live_source *s = l->sources; s && !found; s = s->next)
-        for (live_viewer_s *v = s->viewers; v && !found; v = v->next)
-            if (!v->deleted && v->user_id == user_id && strcmp(v->id, id) == 0) {
-                v->deleted = true; /* the live thread takes it down within REAP_MS */
-                found = true;
-            }
+    live_viewer_s *v = viewer_find(l, id);
+    bool found = v && v->user_id == user_id;
+    if (found)
+        v->deleted = true; /* the live thread takes it down within REAP_MS */
     pthread_mutex_unlock(&l->mu);
     return found;
 }
 
 bool live_session_user(live_service *l, const char *id, int64_t *user_id)
 {
-    bool found = false;
     if (!l)
         return false;
     pthread_mutex_lock(&l->mu);
-    for (live_source *s = l->sources; s && !found; s = s->next)
-        for (live_viewer_s *v = s->viewers; v && !found; v = v->next)
-            if (!v->deleted && strcmp(v->id, id) == 0) {
-                *user_id = v->user_id;
-                found = true;
-            }
+    live_viewer_s *v = viewer_find(l, id);
+    if (v)
+        *user_id = v->user_id;
     pthread_mutex_unlock(&l->mu);
-    return found;
+    return v != NULL;
 }
