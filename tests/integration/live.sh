@@ -67,7 +67,7 @@ hevc2_dev=$(ctl device add --serial CAM-HEVC2 --officer alice --codec h265 --jso
 
 port=$(it_free_port)
 it_start_ingestd "$base/ingestd.log" --data-dir "$data" --set http.port="$port" \
-    --set ingest.idle_timeout_s=3 --set rtsp.allow_md5=1 --set live.viewer_timeout_s=4 \
+    --set ingest.idle_timeout_s=3 --set rtsp.allow_md5=1 --set live.viewer_timeout_s=10 \
     --set live.max_viewers_per_stream=2 --set live.max_transcodes=1
 pid=$INGESTD_PID
 it_wait_healthy "$port" "$pid" "$base/ingestd.log"
@@ -138,7 +138,7 @@ wait "$two" || fail "two viewers: $(cat "$base/two.json")"
 note "a viewer that crashes (no DELETE) and one that stops reading (SIGSTOP) are reaped"
 viewers "$tok_alice" CAM-A --seconds 2 --no-delete
 [ "$(summary "$REPORT" answered)" = 1 ] || fail "no session: $REPORT"
-wait_metric custos_live_viewers 0 15
+wait_metric custos_live_viewers 0 25
 "$WHEP" --api "https://127.0.0.1:$API_PORT" --cacert "$data/tls/api-cert.pem" --token "$tok_alice" \
     --serial CAM-A --seconds 60 >/dev/null 2>>"$base/whep.log" &
 stopped=$!
@@ -146,7 +146,7 @@ IT_PIDS+=("$stopped")
 wait_metric custos_live_viewers 1 10
 sleep 1
 kill -STOP "$stopped"
-wait_metric custos_live_viewers 0 15
+wait_metric custos_live_viewers 0 25
 wait_metric custos_live_streams 0 3
 kill -KILL "$stopped"
 ctl audit list --last 30 | grep -Eq "live.end .*(silent|failed) after" || fail "no reaped session in the audit: $(ctl audit list --last 10)"
